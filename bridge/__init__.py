@@ -1,0 +1,1 @@
+"""cancel-bridge runtime: settings, receiver, broker plumbing, CLI."""

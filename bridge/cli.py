@@ -1,0 +1,157 @@
+"""`cancel-bridge`: run the bridge, check a configuration, print the wire schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from bridge import logs, topology
+from bridge.receiver import create_app
+from bridge.settings import Config, ConfigError, load
+from contracts.schema import event_json_schema
+
+CONFIG_ENV = "BRIDGE_CONFIG"
+log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """The bridge cannot start; the message is the one line the operator sees."""
+
+
+def _config_path(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
+    if args.config:
+        return Path(args.config)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    raise ConfigError("--config", f"no configuration: pass --config FILE or set {CONFIG_ENV}")
+
+
+def describe(config: Config, path: Path, env: Mapping[str, str]) -> str:
+    """What `run` would do with `config`, in words, without any secret."""
+    settings = config.settings
+    receiver, broker = settings.receiver, settings.broker
+    url_origin = (
+        f"from {broker.url_env}"
+        if env.get(broker.url_env, "").strip()
+        else f"{broker.url_env} unset: default"
+    )
+    lines = [
+        f"configuration OK: {path}",
+        (
+            f"receiver: http://{receiver.host}:{receiver.port}"
+            f" (bodies up to {receiver.max_body_bytes} bytes)"
+        ),
+        (
+            f"broker: {config.amqp_url_redacted} ({url_origin}); confirm timeout"
+            f" {broker.confirm_timeout:g}s, 503 answers say Retry-After: {broker.retry_after}"
+        ),
+        "topology declared on start:",
+        *(f"  {line}" for line in topology.describe()),
+        "sources:",
+    ]
+    for source, src in settings.sources.items():
+        secrets = len(config.source_secrets[source])
+        previous = (
+            f", previous secret from {src.previous_secret_env}"
+            f" ({'set' if secrets > 1 else 'unset'})"
+            if src.previous_secret_env
+            else ""
+        )
+        lines.append(
+            f"  {source.value}: POST /webhooks/{source.value} -> exchange {topology.ORDERS.name},"
+            f" routing key {topology.routing_key(source)}; secret from {src.secret_env} (set)"
+            f"{previous}"
+        )
+    lines.append(f"log level: {settings.log.level}")
+    return "\n".join(lines)
+
+
+async def serve(config: Config) -> None:
+    """Run the receiver until SIGINT or SIGTERM, then drain in-flight requests and close."""
+    receiver = config.settings.receiver
+    runner = web.AppRunner(
+        create_app(config),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=receiver.shutdown_timeout,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, receiver.host, receiver.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise StartupError(
+                f"cannot listen on {receiver.host}:{receiver.port}: {reason}"
+            ) from None
+        log.info("receiver.listening", host=receiver.host, port=receiver.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("receiver.stopping")
+    finally:
+        await runner.cleanup()
+
+
+def _run_async(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional: absent on Windows
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cancel-bridge",
+        description="Order-cancellation webhooks in, confirmed RabbitMQ events out.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("run", "run the receiver (and, later, the workers)"),
+        ("check-config", "validate the configuration and print what run would do"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--config", metavar="FILE", help=f"TOML file (default: ${CONFIG_ENV})")
+    commands.add_parser("schema", help="print the JSON Schema of the published event")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cancel-bridge` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        sys.stdout.write(orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return 0
+    env = os.environ
+    try:
+        path = _config_path(args, env)
+        config = load(path, env)
+    except ConfigError as exc:
+        print(f"cancel-bridge: config error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 1
+    if args.command == "check-config":
+        print(describe(config, path, env))  # noqa: T201 - CLI output
+        return 0
+    logs.configure(config.settings.log.level)
+    try:
+        _run_async(serve(config))
+    except StartupError as exc:
+        print(f"cancel-bridge: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 1
+    return 0

@@ -1,0 +1,78 @@
+"""How an event or a quarantined body becomes an AMQP message (properties and headers)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from urllib.parse import quote
+
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import FieldValue
+
+from contracts.events import SCHEMA_VERSION, OrderCancelled
+
+JSON = "application/json"
+CE_SPECVERSION = "1.0"
+QUARANTINE_REASON_HEADER = "x-quarantine-reason"
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC timestamp with a `Z`, as in the body."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def ce_source(event: OrderCancelled) -> str:
+    """CloudEvents `source`: a URI reference naming the platform and the store."""
+    return f"/cancel-bridge/{event.source.value}/{quote(event.shop, safe='')}"
+
+
+def event_message(event: OrderCancelled, *, app_id: str) -> Message:
+    """The persistent message for `event`, with CloudEvents attributes as `ce-` headers."""
+    event_id = str(event.event_id)
+    return Message(
+        event.to_json(),
+        content_type=JSON,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=event_id,
+        type=event.type,
+        timestamp=event.received_at,
+        app_id=app_id,
+        headers={
+            "ce-specversion": CE_SPECVERSION,
+            "ce-id": event_id,
+            "ce-source": ce_source(event),
+            "ce-type": event.type,
+            "ce-time": rfc3339(event.cancelled_at),
+            "ce-subject": event.order_id,
+            "x-schema-version": SCHEMA_VERSION,
+        },
+    )
+
+
+def quarantine_message(  # noqa: PLR0913 - every argument is a header the operator needs
+    body: bytes,
+    *,
+    content_type: str,
+    reason: str,
+    source: str,
+    received_at: datetime,
+    platform_headers: dict[str, str],
+    app_id: str,
+) -> Message:
+    """A signed body we could not parse, kept byte for byte with why and where it came from."""
+    headers: dict[str, FieldValue] = {
+        QUARANTINE_REASON_HEADER: reason,
+        "x-source": source,
+        "x-received-at": rfc3339(received_at),
+    }
+    headers.update({f"x-http-{name.lower()}": value for name, value in platform_headers.items()})
+    return Message(
+        body,
+        content_type=content_type,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=str(uuid.uuid4()),  # each copy is its own message: never two in flight
+        type="quarantine",
+        timestamp=received_at,
+        app_id=app_id,
+        headers=headers,
+    )

@@ -1,0 +1,218 @@
+"""The confirmed publisher: one robust connection, one confirm channel, every publish checked.
+
+A publish succeeds only when the broker confirmed it (basic.ack) and did not return it. A nack,
+a return, a timeout or a lost connection raises `BrokerUnavailable`, and the receiver answers 503
+so the platform retries: nothing is acknowledged that the broker does not hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractMessage,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+from yarl import URL
+
+from bridge import topology
+from bridge.settings import BrokerSettings
+from contracts.events import OrderCancelled
+
+log = structlog.get_logger(__name__)
+
+PUBLISH_ERRORS = (TimeoutError, *CONNECTION_EXCEPTIONS)
+
+
+class BrokerUnavailable(Exception):  # noqa: N818 - reads as a state, like ConnectionRefused
+    """The broker does not hold the message: answer 503 and let the platform retry."""
+
+
+class Publisher:
+    """Publishes events with confirms; `ready` while the channel is open and declared."""
+
+    def __init__(self, url: str, settings: BrokerSettings, *, connection_name: str) -> None:
+        self._url = url
+        self._settings = settings
+        self._connection_name = connection_name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: Mapping[str, AbstractExchange] = {}
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._down.set()
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(
+        cls, url: str, settings: BrokerSettings, *, connection_name: str = "receiver"
+    ) -> AsyncIterator[Publisher]:
+        """Connect in the background (retrying until the broker answers); close on exit."""
+        publisher = cls(url, settings, connection_name=connection_name)
+        task = asyncio.create_task(publisher._connect(), name="broker-connect")
+        try:
+            yield publisher
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await publisher._close()
+
+    @property
+    def ready(self) -> bool:
+        """True while a publish can be attempted: connected, channel open, topology declared."""
+        return (
+            self._up.is_set()
+            and self._channel is not None
+            and not self._channel.is_closed
+            and self._connection is not None
+            and self._connection.connected.is_set()
+        )
+
+    async def wait_ready(self) -> None:
+        """Return once the publisher is (again) ready."""
+        await self._up.wait()
+
+    async def wait_down(self) -> None:
+        """Return once the publisher has noticed the broker is gone."""
+        await self._down.wait()
+
+    async def publish_event(self, event: OrderCancelled, message: AbstractMessage) -> None:
+        """Publish `message` (the event's) to `orders`, confirmed; raise `BrokerUnavailable`."""
+        await self._publish(
+            topology.ORDERS.name, message, topology.routing_key(event.source), str(event.event_id)
+        )
+
+    async def quarantine(self, message: AbstractMessage) -> None:
+        """Publish to `orders.quarantine` through the default exchange, confirmed."""
+        await self._publish("", message, topology.QUARANTINE_QUEUE.name, message.message_id or "")
+
+    async def _publish(
+        self, exchange_name: str, message: AbstractMessage, routing_key: str, message_id: str
+    ) -> None:
+        # aiormq pairs a returned message with its publish by message_id: one event in flight
+        # at a time per channel, so a concurrent duplicate waits for the first to settle.
+        loop = asyncio.get_running_loop()
+        previous = self._inflight.get(message_id)
+        settled: asyncio.Future[None] = loop.create_future()
+        self._inflight[message_id] = settled
+        try:
+            if previous is not None:
+                await asyncio.shield(previous)
+            await self._send(exchange_name, message, routing_key)
+        finally:
+            self._settle(message_id, previous, settled)
+
+    def _settle(
+        self, message_id: str, previous: asyncio.Future[None] | None, settled: asyncio.Future[None]
+    ) -> None:
+        def done(_: object = None) -> None:
+            if not settled.done():
+                settled.set_result(None)
+            if self._inflight.get(message_id) is settled:
+                del self._inflight[message_id]
+
+        if previous is None or previous.done():
+            done()
+        else:  # we were cancelled while the earlier copy is still in flight
+            previous.add_done_callback(done)
+
+    async def _send(self, exchange_name: str, message: AbstractMessage, routing_key: str) -> None:
+        if not self.ready:
+            raise BrokerUnavailable("broker connection is down")
+        if exchange_name:
+            exchange = self._exchanges[exchange_name]
+        else:
+            assert self._channel is not None  # noqa: S101 - ready implies a channel
+            exchange = self._channel.default_exchange
+        timeout = self._settings.confirm_timeout
+        try:
+            # The outer timeout also bounds the wait for a robust channel that is reconnecting.
+            async with asyncio.timeout(timeout):
+                await exchange.publish(message, routing_key, mandatory=True, timeout=timeout)
+        except PublishError:
+            raise BrokerUnavailable("broker returned the message as unroutable") from None
+        except DeliveryError:
+            raise BrokerUnavailable("broker refused the message (nack)") from None
+        except TimeoutError:
+            raise BrokerUnavailable(f"broker did not confirm within {timeout:g}s") from None
+        except CONNECTION_EXCEPTIONS as exc:
+            raise BrokerUnavailable(f"broker connection lost ({type(exc).__name__})") from None
+
+    async def _open(self) -> AbstractRobustConnection:
+        """Connect, retrying every `reconnect_interval` until the broker answers.
+
+        The connection object is ours from the first attempt, so cancelling (shutdown while the
+        broker is away) closes it: aio-pika's own retry task would otherwise outlive the loop.
+        """
+        interval = self._settings.reconnect_interval
+        while True:
+            connection = aio_pika.RobustConnection(
+                URL(self._url),
+                reconnect_interval=interval,
+                client_properties={
+                    "connection_name": f"{self._settings.app_id} {self._connection_name}"
+                },
+            )
+            opened = False
+            try:
+                await connection.connect(timeout=self._settings.connect_timeout)
+                opened = True
+            except CONNECTION_EXCEPTIONS as exc:
+                log.warning("broker.connect_failed", error=type(exc).__name__, retry_in=interval)
+            finally:
+                if not opened:
+                    await asyncio.shield(connection.close())
+            if opened:
+                return connection
+            await asyncio.sleep(interval)
+
+    async def _connect(self) -> None:
+        interval = self._settings.reconnect_interval
+        while True:
+            connection = await self._open()
+            self._connection = connection
+            connection.close_callbacks.add(self._on_lost)
+            connection.reconnect_callbacks.add(self._on_restored)
+            try:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._exchanges = await topology.declare(channel)
+            except CONNECTION_EXCEPTIONS as exc:
+                log.error("broker.declare_failed", error=str(exc), retry_in=interval)  # noqa: TRY400 - no traceback for a broker refusal
+                self._connection = None
+                await connection.close()
+                await asyncio.sleep(interval)
+                continue
+            self._channel = channel
+            channel.close_callbacks.add(self._on_lost)
+            channel.reopen_callbacks.add(self._on_restored)
+            self._mark(up=True)
+            log.info("broker.connected")
+            return
+
+    def _on_lost(self, *_: Any) -> None:  # noqa: ANN401 - aio-pika passes sender and cause
+        if self._up.is_set():
+            log.warning("broker.lost")
+        self._mark(up=False)
+
+    def _on_restored(self, *_: Any) -> None:  # noqa: ANN401 - aio-pika passes the sender
+        log.info("broker.restored")
+        self._mark(up=True)
+
+    def _mark(self, *, up: bool) -> None:
+        (self._up if up else self._down).set()
+        (self._down if up else self._up).clear()
+
+    async def _close(self) -> None:
+        self._mark(up=False)
+        if self._connection is not None:
+            await self._connection.close()

@@ -1,0 +1,190 @@
+"""The aiohttp receiver: verify, parse, publish confirmed, then answer.
+
+Every answer is JSON. 200 means the broker holds the message (or there was nothing to hold);
+503 with `Retry-After` means it does not, and the platform must send it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+
+import orjson
+import structlog
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from bridge.messages import event_message, quarantine_message
+from bridge.publisher import BrokerUnavailable, Publisher
+from bridge.settings import Config
+from contracts.events import OrderCancelled, Source
+from handlers.base import Ignored, MalformedPayloadError, WebhookError
+from handlers.registry import SOURCES
+
+log = structlog.get_logger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+PUBLISHER = web.AppKey("publisher", Publisher)
+
+KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
+KEPT_HEADER_CHARS = 1024
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(
+    status: int, payload: Mapping[str, object], headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """A JSON answer with `status`."""
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The error shape every refusal uses: `{"error": code, "detail": text}`."""
+    return json_response(status, {"error": code, "detail": detail}, headers)
+
+
+_HTTP_ERRORS = {
+    404: ("not_found", "no such endpoint"),
+    405: ("method_not_allowed", "method not allowed on this endpoint"),
+    413: ("body_too_large", "request body is larger than the limit"),
+}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn aiohttp's own refusals (404, 405, 413, ...) into JSON, and never leak a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # noqa: PLR2004 - redirects pass through
+            raise
+        code, detail = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
+        kept = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return error_response(exc.status, code, detail, kept)
+    except Exception:  # last resort: log the bug, answer JSON, keep serving
+        log.exception("receiver.unhandled", path=request.path)
+        return error_response(500, "internal_error", "unexpected error; see the bridge's logs")
+
+
+def _platform_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered.startswith("x-") and lowered not in kept and len(kept) < KEPT_HEADERS:
+            kept[lowered] = value[:KEPT_HEADER_CHARS]
+    return kept
+
+
+def _unavailable(config: Config, exc: BrokerUnavailable, **context: object) -> web.Response:
+    retry_after = str(config.settings.broker.retry_after)
+    log.warning("webhook.unavailable", detail=str(exc), **context)
+    return error_response(503, "broker_unavailable", str(exc), {"Retry-After": retry_after})
+
+
+async def webhook(request: web.Request) -> web.StreamResponse:
+    """`POST /webhooks/{source}`: one platform's cancellation webhook."""
+    config = request.app[CONFIG]
+    name = request.match_info["source"]
+    source = Source._value2member_map_.get(name)
+    if not isinstance(source, Source) or source not in config.source_secrets:
+        return error_response(404, "unknown_source", f"no source {name!r} is configured")
+    limit = config.settings.receiver.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(413, "body_too_large", f"body exceeds {limit} bytes")
+    body = await request.read()  # aiohttp stops at client_max_size (== limit): 413 via middleware
+
+    received_at = datetime.now(UTC)
+    handler = SOURCES[source]
+    try:
+        handler.verify(request.headers, body, config.source_secrets[source], received_at)
+    except WebhookError as exc:
+        log.warning("webhook.rejected", source=name, error=exc.code, detail=exc.detail)
+        return error_response(exc.status, exc.code, exc.detail)
+
+    try:
+        result = handler.parse(request.headers, body, received_at)
+    except MalformedPayloadError as exc:
+        return await _quarantine(request, source, body, exc.reason, received_at)
+    if isinstance(result, Ignored):
+        log.info("webhook.ignored", source=name, reason=result.reason)
+        return json_response(200, {"status": "ignored", "reason": result.reason})
+    return await _publish(request, result)
+
+
+async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
+    config = request.app[CONFIG]
+    context = {
+        "event_id": str(event.event_id),
+        "source": event.source.value,
+        "shop": event.shop,
+        "order_id": event.order_id,
+        "delivery_id": event.delivery_id,
+    }
+    message = event_message(event, app_id=config.settings.broker.app_id)
+    try:
+        await request.app[PUBLISHER].publish_event(event, message)
+    except BrokerUnavailable as exc:
+        return _unavailable(config, exc, **context)
+    log.info("webhook.accepted", **context)
+    return json_response(200, {"status": "accepted", "event_id": context["event_id"]})
+
+
+async def _quarantine(
+    request: web.Request, source: Source, body: bytes, reason: str, received_at: datetime
+) -> web.Response:
+    config = request.app[CONFIG]
+    message = quarantine_message(
+        body,
+        content_type=request.headers.get("Content-Type", DEFAULT_CONTENT_TYPE),
+        reason=reason,
+        source=source.value,
+        received_at=received_at,
+        platform_headers=_platform_headers(request.headers),
+        app_id=config.settings.broker.app_id,
+    )
+    try:
+        await request.app[PUBLISHER].quarantine(message)
+    except BrokerUnavailable as exc:
+        return _unavailable(config, exc, source=source.value, quarantine_reason=reason)
+    log.warning("webhook.quarantined", source=source.value, reason=reason, id=message.message_id)
+    return json_response(200, {"status": "quarantined", "reason": reason})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    """`GET /healthz`: the process answers."""
+    return json_response(200, {"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """`GET /readyz`: 200 only while the broker channel is open and the topology declared."""
+    if request.app[PUBLISHER].ready:
+        return json_response(200, {"status": "ready", "broker": "up"})
+    return json_response(503, {"status": "not_ready", "broker": "down"})
+
+
+async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Own the publisher for the app's lifetime."""
+    config = app[CONFIG]
+    url = config.amqp_url.get_secret_value()
+    async with Publisher.running(url, config.settings.broker) as publisher:
+        app[PUBLISHER] = publisher
+        yield
+
+
+def create_app(config: Config) -> web.Application:
+    """The receiver application; the broker connection lives in its cleanup context."""
+    app = web.Application(
+        client_max_size=config.settings.receiver.max_body_bytes, middlewares=[json_errors]
+    )
+    app[CONFIG] = config
+    app.cleanup_ctx.append(publisher_ctx)
+    app.router.add_post("/webhooks/{source}", webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

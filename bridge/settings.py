@@ -1,0 +1,167 @@
+"""One frozen settings tree from one TOML file; secrets come from environment variables it names."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from yarl import URL
+
+from contracts.events import Source
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BrokerSettings(_Section):
+    """`[broker]`: where and how events are published."""
+
+    url_env: EnvName = "AMQP_URL"
+    confirm_timeout: float = Field(default=5.0, gt=0, le=60)
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    reconnect_interval: float = Field(default=1.0, gt=0, le=60)
+    retry_after: int = Field(default=5, ge=1, le=3600)
+    app_id: str = Field(default="cancel-bridge", min_length=1)
+
+
+class ReceiverSettings(_Section):
+    """`[receiver]`: the HTTP listener."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    shutdown_timeout: float = Field(default=10.0, gt=0, le=300)
+
+
+class SourceSettings(_Section):
+    """`[sources.<name>]`: a platform that sends webhooks."""
+
+    secret_env: EnvName
+    previous_secret_env: EnvName | None = None
+
+
+class LogSettings(_Section):
+    """`[log]`: structured JSON lines on standard output."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(_Section):
+    """The whole file."""
+
+    broker: BrokerSettings = BrokerSettings()
+    receiver: ReceiverSettings = ReceiverSettings()
+    sources: dict[Source, SourceSettings] = Field(default_factory=dict)
+    log: LogSettings = LogSettings()
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming the key it is about. Never carries a secret value."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Settings plus the secrets resolved from the environment."""
+
+    settings: Settings
+    amqp_url: SecretStr
+    source_secrets: Mapping[Source, tuple[SecretStr, ...]]
+
+    @property
+    def amqp_url_redacted(self) -> str:
+        """The broker URL with its password masked, for output."""
+        return redact_url(self.amqp_url.get_secret_value())
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by `***`."""
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return "<unparseable url>"
+    if parsed.password is not None:
+        parsed = parsed.with_password("***")
+    return str(parsed)
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc if part != "[key]") or "<root>"
+
+
+def parse_settings(document: Mapping[str, object]) -> Settings:
+    """Validate a decoded TOML document; errors name the first offending key."""
+    try:
+        return Settings.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        problem = first["msg"]
+        if (
+            first["type"] != "missing"
+            and "input" in first
+            and not isinstance(first["input"], dict | list)
+        ):
+            problem = f"{problem} (got {first['input']!r})"
+        raise ConfigError(_key(first["loc"]), problem) from None
+
+
+def read_settings(path: Path) -> Settings:
+    """Read and validate the TOML file at `path`."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read: {exc}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    return parse_settings(document)
+
+
+def _secrets(name: Source, src: SourceSettings, env: Mapping[str, str]) -> tuple[SecretStr, ...]:
+    current = env.get(src.secret_env, "")
+    if not current.strip():
+        raise ConfigError(
+            f"sources.{name.value}.secret_env",
+            f"environment variable {src.secret_env} is not set or empty",
+        )
+    found = [SecretStr(current.strip())]
+    if src.previous_secret_env and (previous := env.get(src.previous_secret_env, "").strip()):
+        found.append(SecretStr(previous))
+    return tuple(found)
+
+
+def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
+    """Look up every secret the settings name; a missing one is a `ConfigError`."""
+    url = env.get(settings.broker.url_env, "").strip() or DEFAULT_AMQP_URL
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("amqp", "amqps"):
+        raise ConfigError(
+            "broker.url_env", f"{settings.broker.url_env} must be an amqp:// or amqps:// URL"
+        )
+    if not settings.sources:
+        raise ConfigError("sources", "no source configured: add a [sources.<name>] section")
+    return Config(
+        settings=settings,
+        amqp_url=SecretStr(url),
+        source_secrets={name: _secrets(name, src, env) for name, src in settings.sources.items()},
+    )
+
+
+def load(path: Path, env: Mapping[str, str]) -> Config:
+    """Read, validate and resolve the configuration: everything `run` needs before connecting."""
+    return resolve(read_settings(path), env)

@@ -1,0 +1,1 @@
+"""Sans-I/O platform adapters: bytes and values in, values out."""

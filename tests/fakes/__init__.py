@@ -1,0 +1,1 @@
+"""Fake platform servers that answer as the platforms document."""
