@@ -176,7 +176,8 @@ def publisher_of(client: TestClient[Any, Any]) -> Publisher:
     """The receiver's publisher (to await its state changes instead of sleeping)."""
     app = client.app
     assert app is not None
-    return app[PUBLISHER]
+    publisher: Publisher = app[PUBLISHER]
+    return publisher
 
 
 async def wait_ready(client: TestClient[Any, Any]) -> None:

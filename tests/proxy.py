@@ -18,12 +18,13 @@ class TcpProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self.connections = 0
+        self.port = 0
 
     async def start(self) -> int:
         """Listen on an ephemeral loopback port and return it."""
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
 
     async def stop(self) -> None:
         """Close the listener and every link."""
