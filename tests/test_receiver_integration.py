@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
@@ -16,6 +17,7 @@ from bridge import topology
 from contracts.events import OrderCancelled, Source, event_id_for
 from tests.conftest import (
     PREVIOUS_SECRET,
+    SECRET,
     Webhook,
     assert_empty,
     receive,
@@ -243,3 +245,18 @@ async def test_health_and_readiness(bridge: Client) -> None:
     ready = await bridge.get("/readyz")
     assert ready.status == 200
     assert orjson.loads(await ready.read()) == {"status": "ready", "broker": "up"}
+
+
+async def test_logs_carry_event_id_and_no_secret(bridge: Client, subscriber: AbstractQueue) -> None:
+    """Accepted and refused webhooks are logged with ids; neither secret appears anywhere."""
+    with structlog.testing.capture_logs() as logs:
+        status, answer = await post(bridge, shoplazza_webhook())
+        assert status == 200
+        await post(bridge, shoplazza_webhook(secret="wrong-secret"))
+        await receive(subscriber)
+    accepted = [entry for entry in logs if entry["event"] == "webhook.accepted"]
+    assert [entry["event_id"] for entry in accepted] == [answer["event_id"]]
+    assert any(entry["event"] == "webhook.rejected" for entry in logs)
+    text = repr(logs)
+    assert SECRET not in text
+    assert PREVIOUS_SECRET not in text
