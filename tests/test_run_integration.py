@@ -1,0 +1,121 @@
+"""`cancel-bridge run` as a process: JSON logs, serves webhooks, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.conftest import SECRET, shoplazza_webhook
+
+STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Bridge:
+    """A `python -m bridge run` child process and the JSON lines it printed."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+        self.process = process
+        self.port = port
+        self.lines: list[dict[str, object]] = []
+
+    async def wait_for(self, *events: str) -> None:
+        """Read log lines until every one of `events` has been seen."""
+        wanted = set(events)
+        assert self.process.stdout is not None
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            while wanted:
+                line = await self.process.stdout.readline()
+                assert line, f"bridge exited early; saw {self.lines}"
+                entry = orjson.loads(line)  # every line is one JSON object
+                self.lines.append(entry)
+                wanted.discard(str(entry["event"]))
+
+    async def stop(self) -> tuple[int, bytes]:
+        """SIGTERM, then the exit status and the rest of the output."""
+        self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(STOP_TIMEOUT):
+            rest, _ = await self.process.communicate()
+        assert self.process.returncode is not None
+        return self.process.returncode, rest
+
+
+Launcher = Callable[[str], Awaitable[Bridge]]
+
+
+@pytest.fixture
+async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
+    """Start bridges as child processes; kill any still running at the end."""
+    started: list[asyncio.subprocess.Process] = []
+
+    async def run(amqp_url: str) -> Bridge:
+        port = free_port()
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f"[broker]\nreconnect_interval = 0.2\n[receiver]\nport = {port}\n"
+            '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
+        )
+        env = {**os.environ, "AMQP_URL": amqp_url, "SHOPLAZZA_CLIENT_SECRET": SECRET}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "run",
+            "--config",
+            str(config),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        started.append(process)
+        return Bridge(process, port)
+
+    yield run
+    for process in started:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_run_serves_and_stops_on_sigterm(launch: Launcher, amqp_url: str) -> None:
+    bridge: Bridge = await launch(amqp_url)
+    await bridge.wait_for("receiver.listening", "broker.connected")
+    hook = shoplazza_webhook()
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{bridge.port}/webhooks/shoplazza"
+        async with http.post(url, data=hook.body, headers=hook.headers) as response:
+            assert response.status == 200
+            event_id = (await response.json())["event_id"]
+    status, rest = await bridge.stop()
+    assert status == 0
+    output = b"\n".join(orjson.dumps(line) for line in bridge.lines) + rest
+    assert SECRET.encode() not in output
+    assert event_id.encode() in output
+    assert b"guest:guest" not in output
+
+
+async def test_run_without_broker_still_stops_promptly(launch: Launcher) -> None:
+    """Shutdown while the broker was never reachable does not hang in reconnect loops."""
+    bridge: Bridge = await launch(f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    await bridge.wait_for("receiver.listening", "broker.connect_failed")
+    readyz = f"http://127.0.0.1:{bridge.port}/readyz"
+    async with aiohttp.ClientSession() as http, http.get(readyz) as response:
+        assert response.status == 503
+    status, _ = await bridge.stop()
+    assert status == 0
