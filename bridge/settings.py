@@ -108,10 +108,10 @@ def parse_settings(document: Mapping[str, object]) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         problem = first["msg"]
-        if (
-            first["type"] != "missing"
-            and "input" in first
-            and not isinstance(first["input"], dict | list)
+        # Echo the value only where it helps (wrong type or range): an unknown key may hold a
+        # secret pasted into the file by mistake, and naming the key is enough there.
+        if first["type"] not in ("missing", "extra_forbidden") and not isinstance(
+            first.get("input"), dict | list
         ):
             problem = f"{problem} (got {first['input']!r})"
         raise ConfigError(_key(first["loc"]), problem) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -75,9 +76,9 @@ def canonical_reason(text: str | None) -> CancelReason:
     """Map Shoplazza's free-text reason by keyword; unknown or empty is `other`."""
     if not text:
         return CancelReason.OTHER
-    lowered = text.lower()
+    words = text.lower()
     for keyword, reason in REASON_KEYWORDS:
-        if keyword in lowered:
+        if re.search(rf"\b{keyword}", words):  # word starts: "restock" is not "stock"
             return reason
     return CancelReason.OTHER
 

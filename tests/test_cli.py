@@ -1,0 +1,179 @@
+"""The `cancel-bridge` command line: schema, check-config, and refusing to start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bridge.cli import main
+from contracts.schema import SCHEMA_ID, event_json_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET_ENV = "CB_TEST_SHOPLAZZA_SECRET"
+PREVIOUS_ENV = "CB_TEST_SHOPLAZZA_PREVIOUS"
+SECRET = "shpss_cli_Pq9Wz4Mx7"
+PREVIOUS = "shpss_cli_old_Lk2Jh6Ty3"
+PASSWORD = "amqp-cli-pw-Vc8Bn5"
+AMQP_URL = f"amqp://bridge:{PASSWORD}@rabbit.internal:5672/orders"
+SUBPROCESS_TIMEOUT = 30.0
+
+
+def config_text(port: int = 8080) -> str:
+    return (
+        f'[receiver]\nhost = "127.0.0.1"\nport = {port}\n\n'
+        f'[sources.shoplazza]\nsecret_env = "{SECRET_ENV}"\n'
+        f'previous_secret_env = "{PREVIOUS_ENV}"\n'
+    )
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(config_text(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Secrets and broker URL planted in the process environment; no default config path."""
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    monkeypatch.setenv(PREVIOUS_ENV, PREVIOUS)
+    monkeypatch.setenv("AMQP_URL", AMQP_URL)
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+
+
+def assert_no_secret(text: str) -> None:
+    for value in (SECRET, PREVIOUS, PASSWORD):
+        assert value not in text
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "BRIDGE_CONFIG"}
+    return {**environ, SECRET_ENV: SECRET, PREVIOUS_ENV: PREVIOUS, **extra}
+
+
+def run_module(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - fixed argv: this interpreter running our own module
+        [sys.executable, "-m", "bridge", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+
+
+def test_schema_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema"]) == 0
+    out, err = capsys.readouterr()
+    printed = orjson.loads(out)
+    assert printed == event_json_schema()
+    assert printed["$id"] == SCHEMA_ID
+    assert err == ""
+
+
+@pytest.mark.usefixtures("env")
+def test_check_config_succeeds_without_printing_secrets(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", "--config", str(config_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"configuration OK: {config_path}")
+    assert "amqp://bridge:***@rabbit.internal:5672/orders" in out
+    assert SECRET_ENV in out  # names the variable...
+    assert_no_secret(out + err)  # ...never its value
+    assert err == ""
+
+
+@pytest.mark.usefixtures("env")
+def test_check_config_reads_the_path_from_bridge_config(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_CONFIG", str(config_path))
+    assert main(["check-config"]) == 0
+    assert str(config_path) in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("env")
+def test_no_config_is_one_line_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert "--config" in err
+    assert "BRIDGE_CONFIG" in err
+
+
+@pytest.mark.usefixtures("env")
+def test_absent_config_file_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere.toml"
+    assert main(["check-config", "--config", str(missing)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert str(missing) in err
+    assert "no such file" in err
+
+
+@pytest.mark.usefixtures("env")
+def test_missing_secret_exits_1(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(SECRET_ENV)
+    assert main(["check-config", "--config", str(config_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert "sources.shoplazza.secret_env" in err
+    assert SECRET_ENV in err
+    assert_no_secret(err)
+
+
+@pytest.mark.usefixtures("env")
+def test_run_refuses_a_bad_config_before_starting(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AMQP_URL", f"https://bridge:{PASSWORD}@rabbit.internal/")
+    assert main(["run", "--config", str(config_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert "broker.url_env" in err
+    assert_no_secret(err)
+
+
+def test_module_entry_point_runs_check_config(config_path: Path) -> None:
+    """`python -m bridge` is the console script."""
+    result = run_module(
+        "check-config", "--config", str(config_path), env=subprocess_env(AMQP_URL=AMQP_URL)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("configuration OK")
+    assert_no_secret(result.stdout + result.stderr)
+
+
+def test_run_fails_fast_when_the_port_is_taken(tmp_path: Path) -> None:
+    """A taken port is one line on stderr and a non-zero exit, not a hang or a traceback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "bridge.toml"
+        path.write_text(config_text(port), encoding="utf-8")
+        amqp_url = os.environ.get("AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672/"
+        result = run_module("run", "--config", str(path), env=subprocess_env(AMQP_URL=amqp_url))
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot listen" in lines[0]
+    assert str(port) in lines[0]
+    assert_no_secret(result.stdout + result.stderr)

@@ -1,0 +1,299 @@
+"""Settings: one TOML file, secrets from the variables it names, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.settings import (
+    DEFAULT_AMQP_URL,
+    Config,
+    ConfigError,
+    load,
+    parse_settings,
+    read_settings,
+    redact_url,
+    resolve,
+)
+from contracts.events import Source
+
+SECRET = "shpss_current_Qw7Ht2Lz9"
+PREVIOUS = "shpss_previous_Vb3Nm8Kc4"
+PASSWORD = "amqp-pw-Xy5Rt1"
+AMQP_URL = f"amqp://bridge:{PASSWORD}@rabbit.internal:5672/orders"
+
+GOOD_TOML = """\
+[broker]
+url_env = "BRIDGE_AMQP_URL"
+confirm_timeout = 2.5
+app_id = "cancel-bridge-test"
+
+[receiver]
+host = "::1"
+port = 9090
+max_body_bytes = 65536
+
+[sources.shoplazza]
+secret_env = "SHOPLAZZA_SECRET"
+previous_secret_env = "SHOPLAZZA_PREVIOUS_SECRET"
+
+[log]
+level = "debug"
+"""
+MINIMAL: dict[str, object] = {"sources": {"shoplazza": {"secret_env": "SHOPLAZZA_SECRET"}}}
+ENV = {
+    "BRIDGE_AMQP_URL": AMQP_URL,
+    "SHOPLAZZA_SECRET": SECRET,
+    "SHOPLAZZA_PREVIOUS_SECRET": PREVIOUS,
+}
+SECRET_VALUES = (SECRET, PREVIOUS, PASSWORD)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(document: dict[str, object]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(document)
+    return caught.value
+
+
+def assert_no_secret(text: str) -> None:
+    for value in SECRET_VALUES:
+        assert value not in text
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD_TOML), ENV)
+    settings = config.settings
+    assert settings.broker.url_env == "BRIDGE_AMQP_URL"
+    assert settings.broker.confirm_timeout == 2.5
+    assert settings.broker.app_id == "cancel-bridge-test"
+    assert settings.receiver.host == "::1"
+    assert settings.receiver.port == 9090
+    assert settings.receiver.max_body_bytes == 65536
+    assert settings.log.level == "debug"
+    assert config.amqp_url.get_secret_value() == AMQP_URL
+    secrets = config.source_secrets[Source.SHOPLAZZA]
+    assert [s.get_secret_value() for s in secrets] == [SECRET, PREVIOUS]  # current first
+
+
+def test_defaults_fill_a_minimal_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_SECRET"\n')
+    config = load(path, {"SHOPLAZZA_SECRET": SECRET})
+    assert config.settings.receiver.port == 8080
+    assert config.settings.broker.url_env == "AMQP_URL"
+    assert config.settings.log.level == "info"
+    assert config.amqp_url.get_secret_value() == DEFAULT_AMQP_URL
+
+
+def test_settings_are_frozen() -> None:
+    settings = parse_settings(MINIMAL)
+    with pytest.raises(ValueError, match="frozen"):
+        settings.receiver.port = 1  # type: ignore[misc]  # frozen model: mypy agrees
+
+
+def test_secret_values_are_stripped() -> None:
+    config = resolve(parse_settings(MINIMAL), {"SHOPLAZZA_SECRET": f"  {SECRET}\n"})
+    assert config.source_secrets[Source.SHOPLAZZA][0].get_secret_value() == SECRET
+
+
+# --- errors name the key -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("document", "key"),
+    [
+        ({**MINIMAL, "receiver": {"prot": 8080}}, "receiver.prot"),
+        ({**MINIMAL, "broker": {"url": "amqp://x"}}, "broker.url"),
+        ({**MINIMAL, "brokers": {}}, "brokers"),
+        (
+            {"sources": {"shoplazza": {"secret_env": "S", "secret_file": "/run/s"}}},
+            "sources.shoplazza.secret_file",
+        ),
+    ],
+)
+def test_unknown_key_is_named(document: dict[str, object], key: str) -> None:
+    error = config_error(document)
+    assert error.key == key
+    assert str(error).startswith(f"{key}: ")
+
+
+def test_unknown_key_in_a_file_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD_TOML.replace("port = 9090", "prot = 9090"))
+    with pytest.raises(ConfigError, match=r"^receiver\.prot: "):
+        read_settings(path)
+
+
+@pytest.mark.parametrize(
+    ("document", "key", "value"),
+    [
+        ({**MINIMAL, "receiver": {"port": "eighty"}}, "receiver.port", "'eighty'"),
+        ({**MINIMAL, "receiver": {"port": 70000}}, "receiver.port", "70000"),
+        ({**MINIMAL, "broker": {"confirm_timeout": 0}}, "broker.confirm_timeout", "0"),
+        ({**MINIMAL, "log": {"level": "verbose"}}, "log.level", "'verbose'"),
+        ({**MINIMAL, "receiver": {"max_body_bytes": 10}}, "receiver.max_body_bytes", "10"),
+        (
+            {"sources": {"shoplazza": {"secret_env": "NOT-A-NAME"}}},
+            "sources.shoplazza.secret_env",
+            "'NOT-A-NAME'",
+        ),
+        ({**MINIMAL, "broker": {"url_env": "1BAD"}}, "broker.url_env", "'1BAD'"),
+    ],
+)
+def test_bad_value_names_key_and_value(document: dict[str, object], key: str, value: str) -> None:
+    error = config_error(document)
+    assert error.key == key
+    assert str(error).startswith(f"{key}: ")
+    assert value in str(error)
+
+
+def test_unknown_source_is_named() -> None:
+    error = config_error({"sources": {"shopify": {"secret_env": "SHOPIFY_SECRET"}}})
+    assert error.key == "sources.shopify"
+    assert "shopify" in error.problem
+    assert "shoplazza" in error.problem  # says what is allowed
+
+
+def test_source_without_secret_env_is_named() -> None:
+    error = config_error({"sources": {"shoplazza": {}}})
+    assert error.key == "sources.shoplazza.secret_env"
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as caught:
+        read_settings(path)
+    assert caught.value.key == str(path)
+    assert "no such file" in caught.value.problem
+
+
+def test_invalid_toml_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        read_settings(write(tmp_path, "[receiver\nport = 1\n"))
+    assert caught.value.key.endswith("bridge.toml")
+
+
+def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[log]\nlevel = "d\xe9bug"\n')
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_settings(path)
+
+
+# --- secrets -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_missing_secret_names_the_key(value: str | None) -> None:
+    env = {} if value is None else {"SHOPLAZZA_SECRET": value}
+    with pytest.raises(ConfigError) as caught:
+        resolve(parse_settings(MINIMAL), env)
+    assert caught.value.key == "sources.shoplazza.secret_env"
+    assert "sources.shoplazza.secret_env" in str(caught.value)
+    assert "SHOPLAZZA_SECRET" in str(caught.value)  # which variable to set
+
+
+def test_previous_secret_named_but_unset_is_fine(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD_TOML), {**ENV, "SHOPLAZZA_PREVIOUS_SECRET": " "})
+    secrets = config.source_secrets[Source.SHOPLAZZA]
+    assert [s.get_secret_value() for s in secrets] == [SECRET]
+
+
+def test_previous_secret_not_named_is_ignored() -> None:
+    config = resolve(parse_settings(MINIMAL), ENV)
+    assert len(config.source_secrets[Source.SHOPLAZZA]) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://bridge:{PASSWORD}@rabbit.internal/",
+        f"redis://bridge:{PASSWORD}@rabbit.internal/",
+        f"bridge:{PASSWORD}@rabbit.internal",
+        "rabbit.internal:5672",
+    ],
+)
+def test_non_amqp_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(parse_settings(MINIMAL), {"SHOPLAZZA_SECRET": SECRET, "AMQP_URL": url})
+    assert caught.value.key == "broker.url_env"
+    assert "AMQP_URL" in str(caught.value)
+    assert_no_secret(str(caught.value))
+
+
+@pytest.mark.parametrize("scheme", ["amqp", "amqps", "AMQPS"])
+def test_amqp_schemes_are_accepted(scheme: str) -> None:
+    url = f"{scheme}://bridge:{PASSWORD}@rabbit.internal/"
+    config = resolve(parse_settings(MINIMAL), {"SHOPLAZZA_SECRET": SECRET, "AMQP_URL": url})
+    assert config.amqp_url.get_secret_value() == url
+
+
+def test_no_sources_is_an_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(parse_settings({}), ENV)
+    assert caught.value.key == "sources"
+
+
+def test_config_repr_hides_every_secret(tmp_path: Path) -> None:
+    config = load(write(tmp_path, GOOD_TOML), ENV)
+    assert isinstance(config, Config)
+    assert_no_secret(repr(config))
+    assert_no_secret(str(config))
+    assert_no_secret(repr(config.source_secrets))
+    assert_no_secret(config.amqp_url_redacted)
+    assert config.amqp_url_redacted == "amqp://bridge:***@rabbit.internal:5672/orders"
+
+
+def test_config_errors_never_carry_a_secret(tmp_path: Path) -> None:
+    """Every resolve-time failure, with secrets planted everywhere, keeps them out of the text."""
+    path = write(tmp_path, GOOD_TOML)
+    broken_envs = [
+        {**ENV, "SHOPLAZZA_SECRET": ""},
+        {**ENV, "BRIDGE_AMQP_URL": f"https://bridge:{PASSWORD}@rabbit.internal/"},
+    ]
+    for env in broken_envs:
+        with pytest.raises(ConfigError) as caught:
+            load(path, env)
+        assert_no_secret(str(caught.value))
+        assert_no_secret(repr(caught.value))
+
+
+# --- redact_url --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            f"amqp://bridge:{PASSWORD}@rabbit.internal:5672/orders",
+            "amqp://bridge:***@rabbit.internal:5672/orders",
+        ),
+        (f"amqps://bridge:{PASSWORD}@rabbit.internal/", "amqps://bridge:***@rabbit.internal/"),
+        ("amqp://bridge:p%40ss%2Fw0rd@rabbit.internal/", "amqp://bridge:***@rabbit.internal/"),
+        ("amqp://guest@rabbit.internal/", "amqp://guest@rabbit.internal/"),
+        ("amqp://rabbit.internal:5672/", "amqp://rabbit.internal:5672/"),
+    ],
+)
+def test_redact_url_masks_the_password(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url", [f"amqp://bridge:{PASSWORD}@rabbit.internal:port/", f"amqp://bridge:{PASSWORD}@[::1/"]
+)
+def test_redact_url_never_echoes_an_unparseable_url(url: str) -> None:
+    redacted = redact_url(url)
+    assert PASSWORD not in redacted
+    assert redacted == "<unparseable url>"
+
+
+def test_inline_secret_under_an_unknown_key_is_not_echoed() -> None:
+    """An operator who writes the secret itself into the file must not see it on stderr."""
+    error = config_error({"sources": {"shoplazza": {"secret_env": "S", "secret": SECRET}}})
+    assert error.key == "sources.shoplazza.secret"
+    assert SECRET not in str(error)
