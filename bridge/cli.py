@@ -85,6 +85,11 @@ async def serve(config: Config) -> None:
         handle_signals=False,
         shutdown_timeout=receiver.shutdown_timeout,
     )
+    # Signals first: as PID 1 in a container, an unhandled SIGTERM during startup is ignored.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     await runner.setup()
     try:
         site = web.TCPSite(runner, receiver.host, receiver.port)
@@ -96,10 +101,6 @@ async def serve(config: Config) -> None:
                 f"cannot listen on {receiver.host}:{receiver.port}: {reason}"
             ) from None
         log.info("receiver.listening", host=receiver.host, port=receiver.port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log.info("receiver.stopping")
     finally:
@@ -109,10 +110,10 @@ async def serve(config: Config) -> None:
 def _run_async(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop  # noqa: PLC0415 - optional: absent on Windows
-
-        uvloop.run(coro)
     except ImportError:
         asyncio.run(coro)
+    else:
+        uvloop.run(coro)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -91,8 +91,9 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     """`POST /webhooks/{source}`: one platform's cancellation webhook."""
     config = request.app[CONFIG]
     name = request.match_info["source"]
-    source = Source._value2member_map_.get(name)
-    if not isinstance(source, Source) or source not in config.source_secrets:
+    source = next((s for s in config.source_secrets if s.value == name), None)
+    handler = SOURCES.get(source) if source is not None else None
+    if source is None or handler is None:
         return error_response(404, "unknown_source", f"no source {name!r} is configured")
     limit = config.settings.receiver.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -100,7 +101,6 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     body = await request.read()  # aiohttp stops at client_max_size (== limit): 413 via middleware
 
     received_at = datetime.now(UTC)
-    handler = SOURCES[source]
     try:
         handler.verify(request.headers, body, config.source_secrets[source], received_at)
     except WebhookError as exc:

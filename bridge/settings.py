@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from yarl import URL
 
 from contracts.events import Source
+from handlers.registry import SOURCES
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -155,6 +156,12 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
         )
     if not settings.sources:
         raise ConfigError("sources", "no source configured: add a [sources.<name>] section")
+    for name in settings.sources:
+        if name not in SOURCES:
+            supported = ", ".join(sorted(source.value for source in SOURCES))
+            raise ConfigError(
+                f"sources.{name.value}", f"not supported yet (supported: {supported})"
+            )
     return Config(
         settings=settings,
         amqp_url=SecretStr(url),

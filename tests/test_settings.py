@@ -297,3 +297,12 @@ def test_inline_secret_under_an_unknown_key_is_not_echoed() -> None:
     error = config_error({"sources": {"shoplazza": {"secret_env": "S", "secret": SECRET}}})
     assert error.key == "sources.shoplazza.secret"
     assert SECRET not in str(error)
+
+
+def test_source_without_a_handler_is_refused() -> None:
+    """A known platform that has no handler yet fails at load, not with a 500 per webhook."""
+    settings = parse_settings({"sources": {"prime": {"secret_env": "PRIME_SECRET"}}})
+    with pytest.raises(ConfigError) as caught:
+        resolve(settings, {"PRIME_SECRET": SECRET})
+    assert caught.value.key == "sources.prime"
+    assert "shoplazza" in caught.value.problem
