@@ -1,4 +1,4 @@
-"""The receiver while the broker is cut off: 503 with Retry-After, then 200 again on its own."""
+"""The receiver when the broker is cut off, refuses or returns: 503 with Retry-After, never 200."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 import pytest
-from aio_pika.abc import AbstractQueue
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
+from bridge import topology
 from bridge.receiver import create_app
 from tests.conftest import (
     READY_TIMEOUT,
@@ -21,6 +22,7 @@ from tests.conftest import (
     publisher_of,
     receive,
     shoplazza_webhook,
+    signed,
     started,
     via,
     wait_ready,
@@ -108,3 +110,40 @@ async def test_starts_while_broker_is_away(
     status, answer, _ = await post(client)
     assert status == 200
     assert (await receive(subscriber)).message_id == answer["event_id"]
+
+
+async def test_broker_nack_answers_503(
+    bridge: Client, amqp: AbstractRobustConnection, subscriber: AbstractQueue
+) -> None:
+    """A queue that rejects publishes (full, reject-publish) makes the broker nack: 503."""
+    channel = await amqp.channel()
+    full = await channel.declare_queue(
+        exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+    )
+    await full.bind(topology.ORDERS.name, f"{topology.ROUTING_KEY_PREFIX}.#")
+    status, answer, retry_after = await post(bridge)
+    assert (status, answer["detail"]) == (503, "broker refused the message (nack)")
+    assert retry_after == "5"
+    await full.delete(if_unused=False, if_empty=False)
+    status, answer, _ = await post(bridge)
+    assert status == 200, answer
+    # The subscriber got a copy of the nacked one too: the broker routes before it nacks, and the
+    # platform will send it again. At-least-once, never at-most-once.
+    received = {(await receive(subscriber)).message_id for _ in range(2)}
+    assert answer["event_id"] in received
+
+
+async def test_returned_quarantine_publish_answers_503(
+    bridge: Client, amqp: AbstractRobustConnection
+) -> None:
+    """With `orders.quarantine` deleted, the mandatory publish is returned: 503, not 200."""
+    channel = await amqp.channel()
+    await channel.queue_delete(topology.QUARANTINE_QUEUE.name)
+    try:
+        hook = signed(b"{not json", topic="orders/cancelled", shop="returned.myshoplaza.com")
+        response = await bridge.post("/webhooks/shoplazza", data=hook.body, headers=hook.headers)
+        assert response.status == 503
+        detail = orjson.loads(await response.read())["detail"]
+        assert detail == "broker returned the message as unroutable"
+    finally:
+        await topology.declare(channel)
