@@ -49,10 +49,21 @@ def event_message(event: OrderCancelled, *, app_id: str) -> Message:
     )
 
 
+SHORTSTR_MAX = 255  # AMQP short strings (content_type among them) hold at most 255 bytes
+FALLBACK_CONTENT_TYPE = "application/octet-stream"
+
+
+def safe_content_type(value: str | None) -> str:
+    """The request's Content-Type if AMQP can carry it (ASCII, <= 255 bytes), else a fallback."""
+    if value and value.isascii() and len(value) <= SHORTSTR_MAX:
+        return value
+    return FALLBACK_CONTENT_TYPE
+
+
 def quarantine_message(  # noqa: PLR0913 - every argument is a header the operator needs
     body: bytes,
     *,
-    content_type: str,
+    content_type: str | None,
     reason: str,
     source: str,
     received_at: datetime,
@@ -68,7 +79,7 @@ def quarantine_message(  # noqa: PLR0913 - every argument is a header the operat
     headers.update({f"x-http-{name.lower()}": value for name, value in platform_headers.items()})
     return Message(
         body,
-        content_type=content_type,
+        content_type=safe_content_type(content_type),
         delivery_mode=DeliveryMode.PERSISTENT,
         message_id=str(uuid.uuid4()),  # each copy is its own message: never two in flight
         type="quarantine",

@@ -28,7 +28,6 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 
 KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
 KEPT_HEADER_CHARS = 1024
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -141,7 +140,7 @@ async def _quarantine(
     config = request.app[CONFIG]
     message = quarantine_message(
         body,
-        content_type=request.headers.get("Content-Type", DEFAULT_CONTENT_TYPE),
+        content_type=request.headers.get("Content-Type"),
         reason=reason,
         source=source.value,
         received_at=received_at,

@@ -30,7 +30,7 @@ class BrokerSettings(_Section):
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     reconnect_interval: float = Field(default=1.0, gt=0, le=60)
     retry_after: int = Field(default=5, ge=1, le=3600)
-    app_id: str = Field(default="cancel-bridge", min_length=1)
+    app_id: str = Field(default="cancel-bridge", min_length=1, max_length=100, pattern=r"^[ -~]+$")
 
 
 class ReceiverSettings(_Section):

@@ -260,3 +260,22 @@ async def test_logs_carry_event_id_and_no_secret(bridge: Client, subscriber: Abs
     text = repr(logs)
     assert SECRET not in text
     assert PREVIOUS_SECRET not in text
+
+
+async def test_odd_headers_on_quarantined_bodies_never_500(
+    bridge: Client, amqp: AbstractRobustConnection
+) -> None:
+    """An over-long or non-ASCII Content-Type and non-ASCII platform headers are carried safely."""
+    channel = await amqp.channel()
+    quarantine = await channel.declare_queue(
+        topology.QUARANTINE_QUEUE.name, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await quarantine.purge()
+    for content_type in ("application/" + "x" * 300, "application/jsön"):
+        hook = signed(b"{not json", topic="orders/cancelled", shop="ßhop.example")
+        hook.headers["Content-Type"] = content_type
+        status, answer = await post(bridge, hook)
+        assert (status, answer["status"]) == (200, "quarantined"), content_type
+        kept = await receive(quarantine)
+        assert kept.content_type == "application/octet-stream"
+        assert kept.body == hook.body
