@@ -96,6 +96,20 @@ async def subscriber(amqp: AbstractRobustConnection) -> AbstractQueue:
     return queue
 
 
+async def purged(amqp: AbstractRobustConnection, spec: topology.QueueSpec) -> AbstractQueue:
+    """One of the bridge's own queues, emptied, for a test to read what lands there."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
+    await queue.purge()
+    return queue
+
+
+@pytest.fixture
+async def quarantine(amqp: AbstractRobustConnection) -> AbstractQueue:
+    """`orders.quarantine`, emptied."""
+    return await purged(amqp, topology.QUARANTINE_QUEUE)
+
+
 async def receive(queue: AbstractQueue, within: float = RECEIVE_TIMEOUT) -> AbstractIncomingMessage:
     """The next message on `queue`, acked; fails the test after `within` seconds."""
     async with asyncio.timeout(within), queue.iterator() as messages:

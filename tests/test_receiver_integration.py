@@ -20,6 +20,7 @@ from tests.conftest import (
     SECRET,
     Webhook,
     assert_empty,
+    purged,
     receive,
     shoplazza_webhook,
     signed,
@@ -184,14 +185,9 @@ async def test_updated_to_cancelled_is_a_cancellation(
 
 
 async def test_garbage_body_is_quarantined_not_published(
-    bridge: Client, subscriber: AbstractQueue, amqp: AbstractRobustConnection
+    bridge: Client, subscriber: AbstractQueue, quarantine: AbstractQueue
 ) -> None:
     """Unsigned garbage: 401, kept nowhere. Signed garbage: quarantined, never fanned out."""
-    channel = await amqp.channel()
-    quarantine = await channel.declare_queue(
-        topology.QUARANTINE_QUEUE.name, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await quarantine.purge()
     shop = f"garbage-{uuid.uuid4().hex[:6]}.myshoplaza.com"
 
     unsigned = signed(b"\x00\xffnot json", topic="orders/cancelled", shop=shop, secret="wrong")
@@ -218,11 +214,7 @@ async def test_unrouted_events_land_in_the_alternate_queue(
     bridge: Client, amqp: AbstractRobustConnection
 ) -> None:
     """With no subscriber bound, the event is kept in `orders.unrouted`, not dropped or returned."""
-    channel = await amqp.channel()
-    unrouted = await channel.declare_queue(
-        topology.UNROUTED_QUEUE.name, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await unrouted.purge()
+    unrouted = await purged(amqp, topology.UNROUTED_QUEUE)
     status, answer = await post(bridge, shoplazza_webhook())
     assert status == 200
     assert (await receive(unrouted)).message_id == answer["event_id"]
@@ -263,14 +255,9 @@ async def test_logs_carry_event_id_and_no_secret(bridge: Client, subscriber: Abs
 
 
 async def test_odd_headers_on_quarantined_bodies_never_500(
-    bridge: Client, amqp: AbstractRobustConnection
+    bridge: Client, quarantine: AbstractQueue
 ) -> None:
     """An over-long or non-ASCII Content-Type and non-ASCII platform headers are carried safely."""
-    channel = await amqp.channel()
-    quarantine = await channel.declare_queue(
-        topology.QUARANTINE_QUEUE.name, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await quarantine.purge()
     for content_type in ("application/" + "x" * 300, "application/jsön"):
         hook = signed(b"{not json", topic="orders/cancelled", shop="ßhop.example")
         hook.headers["Content-Type"] = content_type
