@@ -136,9 +136,9 @@ class Publisher:
             exchange = self._channel.default_exchange
         timeout = self._settings.confirm_timeout
         try:
-            # The outer timeout also bounds the wait for a robust channel that is reconnecting.
+            # One timer bounds it all: a reconnecting robust channel, the write and the confirm.
             async with asyncio.timeout(timeout):
-                await exchange.publish(message, routing_key, mandatory=True, timeout=timeout)
+                await exchange.publish(message, routing_key, mandatory=True)
         except PublishError:
             raise BrokerUnavailable("broker returned the message as unroutable") from None
         except DeliveryError:
