@@ -6,6 +6,7 @@ Every answer is JSON. 200 means the broker holds the message (or there was nothi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 
@@ -18,7 +19,7 @@ from bridge.messages import event_message, quarantine_message
 from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
 from contracts.events import OrderCancelled, Source
-from handlers.base import Ignored, MalformedPayloadError, WebhookError
+from handlers.base import Ignored, MalformedPayloadError, WebhookError, clean_text
 from handlers.registry import SOURCES
 
 log = structlog.get_logger(__name__)
@@ -28,6 +29,7 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 
 KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
 KEPT_HEADER_CHARS = 1024
+KEPT_HEADER_NAME_CHARS = 100  # AMQP field names are short strings; x-http- is prefixed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,17 +68,30 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         code, detail = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
         kept = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return error_response(exc.status, code, detail, kept)
+    except ConnectionError:  # the client hung up mid-request: nothing to answer, not a bug
+        log.info("receiver.client_gone", path=request.path)
+        return error_response(400, "client_gone", "the connection was closed mid-request")
     except Exception:  # last resort: log the bug, answer JSON, keep serving
         log.exception("receiver.unhandled", path=request.path)
         return error_response(500, "internal_error", "unexpected error; see the bridge's logs")
 
 
 def _platform_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """The platform's `X-` headers to keep beside a quarantined body, bounded and clean.
+
+    Signatures are left out: a stored body with its valid signature could be replayed.
+    """
     kept: dict[str, str] = {}
     for name, value in headers.items():
-        lowered = name.lower()
-        if lowered.startswith("x-") and lowered not in kept and len(kept) < KEPT_HEADERS:
-            kept[lowered] = value[:KEPT_HEADER_CHARS]
+        lowered = clean_text(name).lower()
+        if (
+            lowered.startswith("x-")
+            and len(lowered) <= KEPT_HEADER_NAME_CHARS
+            and not any(word in lowered for word in ("hmac", "signature"))
+            and lowered not in kept
+            and len(kept) < KEPT_HEADERS
+        ):
+            kept[lowered] = clean_text(value)[:KEPT_HEADER_CHARS]
     return kept
 
 
@@ -84,6 +99,29 @@ def _unavailable(config: Config, exc: BrokerUnavailable, **context: object) -> w
     retry_after = str(config.settings.broker.retry_after)
     log.warning("webhook.unavailable", detail=str(exc), **context)
     return error_response(503, "broker_unavailable", str(exc), {"Retry-After": retry_after})
+
+
+async def _read_body(request: web.Request, config: Config) -> bytes | web.Response:
+    """The raw body as sent, or the refusal: too large, compressed, or too slow to arrive."""
+    receiver = config.settings.receiver
+    limit = receiver.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(413, "body_too_large", f"body exceeds {limit} bytes")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # The signature covers the bytes as sent; aiohttp would hand us them decompressed.
+        return error_response(
+            415, "unsupported_content_encoding", "send the body uncompressed (identity)"
+        )
+    try:
+        # aiohttp stops at client_max_size (== limit): 413 via the middleware.
+        async with asyncio.timeout(receiver.body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        return error_response(
+            408, "body_timeout", f"body not received within {receiver.body_timeout:g}s"
+        )
+    return body
 
 
 async def webhook(request: web.Request) -> web.StreamResponse:
@@ -94,10 +132,9 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     handler = SOURCES.get(source) if source is not None else None
     if source is None or handler is None:
         return error_response(404, "unknown_source", f"no source {name!r} is configured")
-    limit = config.settings.receiver.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return error_response(413, "body_too_large", f"body exceeds {limit} bytes")
-    body = await request.read()  # aiohttp stops at client_max_size (== limit): 413 via middleware
+    body = await _read_body(request, config)
+    if isinstance(body, web.Response):
+        return body
 
     received_at = datetime.now(UTC)
     try:

@@ -16,6 +16,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 SCHEMA_VERSION: Literal[1] = 1
 EVENT_TYPE: Literal["order.cancelled"] = "order.cancelled"
 
+# Bounds keep every event within what AMQP headers and downstream APIs carry (an id also travels
+# in the `ce-subject` header; AMQP properties must fit in one frame).
+MAX_ID = 255
+MAX_TEXT = 1024
+
 # Fixed forever: changing it changes every event id, and with them all de-duplication.
 EVENT_NAMESPACE = uuid.UUID("5b3c8a1e-2f6d-5e7a-9c4b-0d1e2f3a4b5c")
 
@@ -66,16 +71,24 @@ class OrderCancelled(BaseModel):
     event_id: uuid.UUID = Field(description="UUIDv5 of (source, shop, order_id); stable per order.")
     type: Literal["order.cancelled"] = Field(default=EVENT_TYPE, description="Event type.")
     source: Source = Field(description="Platform the cancellation came from.")
-    shop: str = Field(min_length=1, description="Store identity on the source platform.")
-    order_id: str = Field(min_length=1, description="The source platform's order id.")
+    shop: str = Field(
+        min_length=1, max_length=MAX_ID, description="Store identity on the source platform."
+    )
+    order_id: str = Field(
+        min_length=1, max_length=MAX_ID, description="The source platform's order id."
+    )
     order_number: str | None = Field(
-        description="Human-facing order number, if the source has one."
+        max_length=MAX_ID, description="Human-facing order number, if the source has one."
     )
     reason: CancelReason = Field(description="Canonical cancellation reason.")
-    source_reason: str | None = Field(description="The platform's own reason text or code.")
+    source_reason: str | None = Field(
+        max_length=MAX_TEXT, description="The platform's own reason text or code."
+    )
     cancelled_at: UtcDatetime = Field(description="When the order was cancelled (RFC 3339, UTC).")
     received_at: UtcDatetime = Field(description="When the bridge received it (RFC 3339, UTC).")
-    delivery_id: str | None = Field(description="The platform's delivery or de-duplication id.")
+    delivery_id: str | None = Field(
+        max_length=MAX_ID, description="The platform's delivery or de-duplication id."
+    )
 
     @classmethod
     def create(  # noqa: PLR0913 - one argument per field the caller must decide

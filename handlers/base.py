@@ -62,12 +62,23 @@ class SourceHandler(Protocol):
         """Build the canonical event; raise `MalformedPayloadError` when it cannot."""
 
 
+def clean_text(value: str) -> str:
+    """`value` as valid Unicode: bytes that were not UTF-8 become U+FFFD.
+
+    aiohttp decodes header bytes with `surrogateescape`; such strings cannot be hashed into an
+    event id, serialised to JSON or written into AMQP headers, so they are repaired here.
+    """
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def header(headers: Headers, name: str) -> str | None:
-    """A header's value stripped of surrounding blanks, or None when absent or blank."""
+    """A header's value, valid Unicode, stripped of blanks; None when absent or blank."""
     value = headers.get(name)
     if value is None:
         return None
-    value = value.strip()
+    value = clean_text(value).strip()
     return value or None
 
 
@@ -81,8 +92,8 @@ def parse_timestamp(text: str | None) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # e.g. "0001-01-01T00:00:00+08:00" leaves the calendar
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)

@@ -18,7 +18,7 @@ from datetime import datetime
 import orjson
 from pydantic import SecretStr, ValidationError
 
-from contracts.events import CancelReason, OrderCancelled, Source
+from contracts.events import MAX_TEXT, CancelReason, OrderCancelled, Source
 from contracts.shoplazza import ShoplazzaOrder, unwrap_order
 from handlers.base import (
     Headers,
@@ -105,27 +105,36 @@ def parse(headers: Headers, body: bytes, received_at: datetime) -> OrderCancelle
     if topic is not None and topic not in (CANCELLED_TOPIC, UPDATED_TOPIC):
         return Ignored(f"topic {topic!r} is not a cancellation")
     order = _order(body)
-    # No topic at all is read like orders/updated: the order's status decides, so nothing is lost.
-    if topic != CANCELLED_TOPIC and (order.status or "").lower() != CANCELLED_STATUS:
+    status = (order.status or "").lower()
+    # The topic header is not signed: a signed body saying otherwise must not become a
+    # cancellation. No topic at all is read like orders/updated, so nothing is lost.
+    if topic == CANCELLED_TOPIC and status not in ("", CANCELLED_STATUS):
+        raise MalformedPayloadError(f"topic {CANCELLED_TOPIC} but order status is {order.status!r}")
+    if topic != CANCELLED_TOPIC and status != CANCELLED_STATUS:
         return Ignored(f"order status {order.status!r} is not {CANCELLED_STATUS!r}")
     shop = header(headers, SHOP_HEADER)
     if shop is None:
         raise MalformedPayloadError(f"missing {SHOP_HEADER} header")
+    shop = shop.lower().rstrip(".")  # one shop, one spelling: the event id depends on it
     cancelled_at = (
         parse_timestamp(order.cancelled_at)
         or parse_timestamp(order.canceled_at)
         or parse_timestamp(order.updated_at)
         or received_at
     )
-    source_reason = (order.cancel_reason or "").strip() or None
-    return OrderCancelled.create(
-        source=Source.SHOPLAZZA,
-        shop=shop.lower(),
-        order_id=order.id,
-        order_number=order.number,
-        reason=canonical_reason(source_reason),
-        source_reason=source_reason,
-        cancelled_at=cancelled_at,
-        received_at=received_at,
-        delivery_id=header(headers, DEDUP_HEADER),
-    )
+    source_reason = (order.cancel_reason or "").strip()[:MAX_TEXT] or None
+    try:
+        return OrderCancelled.create(
+            source=Source.SHOPLAZZA,
+            shop=shop,
+            order_id=order.id,
+            order_number=order.number,
+            reason=canonical_reason(source_reason),
+            source_reason=source_reason,
+            cancelled_at=cancelled_at,
+            received_at=received_at,
+            delivery_id=header(headers, DEDUP_HEADER),
+        )
+    except ValidationError as exc:  # e.g. an id longer than MAX_ID
+        first = exc.errors()[0]
+        raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None

@@ -459,3 +459,51 @@ def test_source_reason_is_stripped() -> None:
     event = parse_event(order(cancel_reason="  out of stock \n"))
     assert event.source_reason == "out of stock"
     assert event.reason is CancelReason.INVENTORY
+
+
+@pytest.mark.parametrize("status", ["opened", "placed", "finished"])
+def test_cancelled_topic_with_a_live_order_is_quarantined(status: str) -> None:
+    """The topic header is unsigned: a signed body that says otherwise is not a cancellation."""
+    with pytest.raises(MalformedPayloadError) as caught:
+        parse(order(status=status), {TOPIC: "orders/cancelled"})
+    assert status in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"]
+)
+def test_timestamps_off_the_calendar_fall_back(stamp: str) -> None:
+    """Go's zero time written with an offset cannot be converted to UTC: the next one is used."""
+    event = parse_event(order(cancelled_at=stamp, updated_at="2024-05-01T00:00:00Z"))
+    assert event.cancelled_at == datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def test_shop_spellings_give_one_event_id() -> None:
+    ids = {
+        parse_event(ORDER, {SHOP: spelling}).event_id
+        for spelling in ("demo.myshoplaza.com", "Demo.MyShoplaza.com", " demo.myshoplaza.com. ")
+    }
+    assert len(ids) == 1
+
+
+def test_header_bytes_that_are_not_utf8_are_repaired() -> None:
+    """Such bytes arrive from aiohttp as surrogates; the event must still hash and serialise."""
+    event = parse_event(ORDER, {SHOP: "sh\udcffop.com", DEDUP: "\udcfe\udcff"})
+    assert event.shop == "sh\ufffdop.com"
+    assert event.delivery_id == "\ufffd\ufffd"
+    orjson.loads(event.to_json())
+
+
+@pytest.mark.parametrize(("field", "value"), [("id", "B" * 140_000), ("number", "7" * 300)])
+def test_overlong_ids_are_quarantined(field: str, value: str) -> None:
+    """Ids travel in AMQP headers, which must fit in one frame: bounded at 255 characters."""
+    with pytest.raises(MalformedPayloadError) as caught:
+        parse(order(**{field: value}))
+    assert "255" in caught.value.reason
+
+
+def test_overlong_reason_is_truncated_not_refused() -> None:
+    event = parse_event(order(cancel_reason="customer " * 500))
+    assert event.source_reason is not None
+    assert len(event.source_reason) == 1024
+    assert event.reason is CancelReason.CUSTOMER_REQUEST
