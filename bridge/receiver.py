@@ -109,7 +109,7 @@ async def _read_body(request: web.Request, config: Config) -> bytes | web.Respon
         return error_response(413, "body_too_large", f"body exceeds {limit} bytes")
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        # The signature covers the bytes as sent; aiohttp would hand us them decompressed.
+        # Platforms send webhooks uncompressed; an encoded body cannot be read as JSON.
         return error_response(
             415, "unsupported_content_encoding", "send the body uncompressed (identity)"
         )
@@ -216,7 +216,11 @@ async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     """The receiver application; the broker connection lives in its cleanup context."""
     app = web.Application(
-        client_max_size=config.settings.receiver.max_body_bytes, middlewares=[json_errors]
+        client_max_size=config.settings.receiver.max_body_bytes,
+        middlewares=[json_errors],
+        # Bodies stay as sent: the HMAC covers those bytes, and a bad gzip stream must not
+        # break the connection inside aiohttp's parser. Encoded bodies get 415 instead.
+        handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
     app.cleanup_ctx.append(publisher_ctx)

@@ -56,11 +56,12 @@ def amqp_url() -> Iterator[str]:
         container.stop()
 
 
-def make_config(amqp_url: str, **broker: float) -> Config:
+def make_config(amqp_url: str, receiver: dict[str, float] | None = None, **broker: float) -> Config:
     """A receiver config for tests: fast timeouts, both secrets set."""
     settings = parse_settings(
         {
             "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2, **broker},
+            "receiver": receiver or {},
             "sources": {
                 "shoplazza": {
                     "secret_env": "SHOPLAZZA_CLIENT_SECRET",
