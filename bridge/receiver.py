@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDictProxy
 
 from bridge.messages import event_message, quarantine_message
@@ -124,6 +124,21 @@ async def _read_body(request: web.Request, config: Config) -> bytes | web.Respon
     return body
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: refuse an oversize body before the client sends it; JSON 417s."""
+    expect = request.headers.get("Expect", "").strip().lower()
+    if request.version != HttpVersion11 or not expect:
+        return None
+    if expect != "100-continue":
+        return error_response(417, "expectation_failed", "only Expect: 100-continue is supported")
+    limit = request.app[CONFIG].settings.receiver.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(413, "body_too_large", f"body exceeds {limit} bytes")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the 100 is not part of the response proper
+    return None
+
+
 async def webhook(request: web.Request) -> web.StreamResponse:
     """`POST /webhooks/{source}`: one platform's cancellation webhook."""
     config = request.app[CONFIG]
@@ -224,7 +239,7 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app.cleanup_ctx.append(publisher_ctx)
-    app.router.add_post("/webhooks/{source}", webhook)
+    app.router.add_post("/webhooks/{source}", webhook, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -24,19 +24,39 @@ from tests.conftest import (
 Client = TestClient[Any, Any]
 
 
-async def raw_request(client: Client, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
-    """Send bytes as they are (aiohttp's client would encode headers); status and body."""
+async def raw_exchange(client: Client, head: bytes, body: bytes = b"") -> tuple[list[int], bytes]:
+    """Send bytes as they are (aiohttp's client would encode headers).
+
+    Returns every status line's code (interim 1xx answers first) and the final answer's body.
+    """
     assert client.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    statuses: list[int] = []
     try:
         writer.write(head + body)
         await writer.drain()
         async with asyncio.timeout(10):
-            answer = await reader.read()
+            while True:
+                header_block = await reader.readuntil(b"\r\n\r\n")
+                lines = header_block.decode("latin-1").split("\r\n")
+                statuses.append(int(lines[0].split()[1]))
+                if statuses[-1] >= 200:
+                    break
+            length = next(
+                int(line.split(":", 1)[1])
+                for line in lines
+                if line.lower().startswith("content-length:")
+            )
+            answer = await reader.readexactly(length)
     finally:
         writer.close()
-    status_line, _, rest = answer.partition(b"\r\n")
-    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+    return statuses, answer
+
+
+async def raw_request(client: Client, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """The final status and body of a raw request."""
+    statuses, answer = await raw_exchange(client, head, body)
+    return statuses[-1], answer
 
 
 def head_for(body: bytes, extra: bytes = b"", shop: bytes = b"raw.myshoplaza.com") -> bytes:
@@ -118,3 +138,23 @@ async def test_slow_body_times_out_408(aiohttp_client: ClientFactory, amqp_url: 
     finally:
         writer.close()
     assert answer.split()[1] == b"408"
+
+
+async def test_expect_header_answers(bridge: Client, subscriber: AbstractQueue) -> None:
+    """100-continue works; an oversize body is refused before it is sent; odd ones get JSON 417."""
+    body = orjson.dumps({"id": "expecting", "status": "cancelled"})
+    statuses, answer = await raw_exchange(
+        bridge, head_for(body, extra=b"Expect: 100-continue\r\n"), body
+    )
+    assert statuses == [100, 200]
+    assert orjson.loads(answer)["status"] == "accepted"
+    assert orjson.loads((await receive(subscriber)).body)["order_id"] == "expecting"
+
+    big = b"x" * (1024 * 1024 + 1)
+    status, answer = await raw_request(bridge, head_for(big, extra=b"Expect: 100-continue\r\n"))
+    assert status == 413
+    assert orjson.loads(answer)["error"] == "body_too_large"
+
+    status, answer = await raw_request(bridge, head_for(body, extra=b"Expect: 999-foo\r\n"), body)
+    assert status == 417
+    assert orjson.loads(answer)["error"] == "expectation_failed"
