@@ -7,6 +7,7 @@ import sys
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import BadHttpMessage
 from structlog.typing import Processor
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -17,6 +18,23 @@ _SHARED: list[Processor] = [
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+class MalformedRequestsAreNotErrors(logging.Filter):
+    """aiohttp logs every malformed HTTP request at error level with a traceback.
+
+    On an endpoint open to the internet that is noise any client can make (and alerts on error
+    lines would fire), so such records become one info line without the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Downgrade records about `BadHttpMessage`; keep everything else as it is."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "malformed HTTP request: %s", (exc.message,)
+            record.exc_info = record.exc_text = None
+        return True
 
 
 def _dumps(obj: object, **_: object) -> str:
@@ -47,6 +65,9 @@ def configure(level: str = "info") -> None:
             ],
         )
     )
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestsAreNotErrors) for f in server.filters):
+        server.addFilter(MalformedRequestsAreNotErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)
