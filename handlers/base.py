@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from pydantic import SecretStr
@@ -97,3 +98,66 @@ def parse_timestamp(text: str | None) -> datetime | None:
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError):  # e.g. "0001-01-01T00:00:00+08:00" leaves the calendar
         return None
+
+
+# --- targets: what a worker asks of a platform, and what the answer means -------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpCall:
+    """One HTTP request a target adapter wants made; the executor in `bridge/` makes it."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The target accepted the cancellation; `reference` is its id for it (if it gives one)."""
+
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadyDone:
+    """The target says the order is already cancelled (or can no longer change): success."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """A transient failure; `after` is the target's own Retry-After in seconds, if it sent one."""
+
+    reason: str
+    after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A permanent failure: retrying cannot help; the message is parked with `reason`."""
+
+    reason: str
+
+
+Outcome = Delivered | AlreadyDone | RetryLater | Rejected
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def retry_after_seconds(headers: Headers, now: datetime) -> float | None:
+    """`Retry-After` as seconds from `now` (delta-seconds or an HTTP date); None if absent/bad."""
+    value = header(headers, "Retry-After")
+    if value is None:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max((moment - now).total_seconds(), 0.0)

@@ -1,0 +1,167 @@
+"""CJ Affiliate: decline the commission of a cancelled order (PLATFORMS.md section 4).
+
+`cancelOrders` takes a list of cancel requests as GraphQL variables. CJ reports failures inside
+HTTP 200 (`cancelOrders.errors`); texts are undocumented, so "already done" is recognised by
+configurable substrings (default `already`, `locked`). `updateTime` may not be in the future:
+min(cancelled_at, now - 60 s). Open-ended-locking trackers need `status: Declined`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Literal
+
+import orjson
+from pydantic import SecretStr, ValidationError
+
+from contracts.cj import CancelOrdersResponse, GraphQLError
+from contracts.events import CancelReason, OrderCancelled
+from handlers.base import (
+    RETRYABLE_STATUSES,
+    AlreadyDone,
+    Delivered,
+    Headers,
+    HttpCall,
+    Outcome,
+    Rejected,
+    RetryLater,
+    retry_after_seconds,
+)
+
+MUTATION = (
+    "mutation CancelOrders($orders: [OrderCancelRequest!]!) {"
+    " cancelOrders(cancelledOrders: $orders) {"
+    " orders { submissionId orderId status } errors { message fields } } }"
+)
+CLOCK_MARGIN = timedelta(seconds=60)
+HTTP_OK = 200
+
+# Canonical reason -> CJ CorrectionReason (live-schema values; PLATFORMS.md section 6).
+DEFAULT_REASONS: Mapping[CancelReason, str] = MappingProxyType(
+    {
+        CancelReason.CUSTOMER_REQUEST: "Other",
+        CancelReason.FRAUD: "InvalidCreditCard",
+        CancelReason.INVENTORY: "CannotShipSoldOut",
+        CancelReason.PAYMENT_DECLINED: "InvalidCreditCard",
+        CancelReason.DUPLICATE: "DuplicateOrder",
+        CancelReason.OTHER: "Other",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CJTarget:
+    """What the CJ adapter needs to know; `bridge/settings.py` builds it from `[targets.cj]`."""
+
+    url: str
+    enterprise_id: str
+    action_tracker_id: int
+    open_ended_locking: bool = True
+    order_id_from: Literal["order_id", "order_number"] = "order_id"
+    reasons: Mapping[CancelReason, str] = field(default_factory=lambda: DEFAULT_REASONS)
+    # "locked", not "lock": "required for open-ended locking" must not read as done.
+    already_done_markers: tuple[str, ...] = ("already", "locked")
+
+
+def update_time(event: OrderCancelled, now: datetime) -> str:
+    """The cancellation time, never later than a minute before `now` (CJ refuses the future)."""
+    moment = min(event.cancelled_at, now - CLOCK_MARGIN)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def cancel_request(
+    event: OrderCancelled, cfg: CJTarget, now: datetime
+) -> dict[str, object] | Rejected:
+    """One `OrderCancelRequest` for `event`, or why it cannot be built."""
+    order_id = event.order_number if cfg.order_id_from == "order_number" else event.order_id
+    if not order_id:
+        return Rejected(f"event has no {cfg.order_id_from} to name the order at CJ")
+    request: dict[str, object] = {
+        "enterpriseId": cfg.enterprise_id,
+        "actionTrackerId": cfg.action_tracker_id,
+        "orderId": order_id,
+        "updateTime": update_time(event, now),
+    }
+    if reason := cfg.reasons.get(event.reason, ""):
+        request["correctionReason"] = reason
+    if cfg.open_ended_locking:
+        request["status"] = "Declined"
+    return request
+
+
+def build_cancel(
+    event: OrderCancelled, cfg: CJTarget, token: SecretStr, now: datetime
+) -> HttpCall | Rejected:
+    """The `cancelOrders` call for `event` (one order in the list), with the bearer token."""
+    request = cancel_request(event, cfg, now)
+    if isinstance(request, Rejected):
+        return request
+    body = orjson.dumps({"query": MUTATION, "variables": {"orders": [request]}})
+    return HttpCall(
+        method="POST",
+        url=cfg.url,
+        headers={
+            "Authorization": f"Bearer {token.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        },
+        body=body,
+    )
+
+
+def _messages(errors: list[GraphQLError]) -> str:
+    return "; ".join(error.message or "(no message)" for error in errors)[:500]
+
+
+def _classify(errors: list[GraphQLError], cfg: CJTarget) -> Outcome:
+    """`cancelOrders.errors`: all "already cancelled/locked" is done; anything else is final."""
+    markers = tuple(marker.lower() for marker in cfg.already_done_markers)
+    refused = [e for e in errors if not any(m in e.message.lower() for m in markers)]
+    if refused:
+        return Rejected(f"cj: {_messages(refused)}")
+    return AlreadyDone(f"cj: {_messages(errors)}")
+
+
+def _by_status(status: int, headers: Headers, now: datetime) -> Outcome | None:
+    if status in (401, 403):
+        return Rejected(f"cj credentials refused (HTTP {status})")
+    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        return RetryLater(f"cj answered HTTP {status}", retry_after_seconds(headers, now))
+    return None
+
+
+def _by_result(answer: CancelOrdersResponse, cfg: CJTarget) -> Outcome:
+    result = answer.data.cancelOrders if answer.data else None
+    if result is None:
+        return RetryLater("cj answered 200 without data.cancelOrders")
+    if result.errors:
+        return _classify(result.errors, cfg)
+    submitted = [order.submissionId for order in result.orders or [] if order.submissionId]
+    if not submitted:
+        return RetryLater("cj answered 200 with neither orders nor errors")
+    return Delivered(reference=submitted[0])
+
+
+def interpret(status: int, headers: Headers, body: bytes, cfg: CJTarget, now: datetime) -> Outcome:
+    """What CJ's answer means for this cancellation.
+
+    401/403: credentials, final. 408/425/429/5xx: retry (honouring Retry-After). A 200 whose body
+    is not CJ's JSON or has no result: retry. Top-level GraphQL errors: our request is wrong,
+    final. `cancelOrders.errors`: "already"/"lock" texts are done, any other is final.
+    """
+    if (early := _by_status(status, headers, now)) is not None:
+        return early
+    try:
+        answer = CancelOrdersResponse.model_validate_json(body)
+    except ValidationError:
+        if status == HTTP_OK:
+            return RetryLater("cj answered 200 with a body that is not its JSON")
+        return Rejected(f"cj answered HTTP {status}")
+    if answer.errors:
+        return Rejected(f"cj graphql: {_messages(answer.errors)}")
+    if status != HTTP_OK:
+        return Rejected(f"cj answered HTTP {status}")
+    return _by_result(answer, cfg)
