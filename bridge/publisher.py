@@ -32,6 +32,31 @@ log = structlog.get_logger(__name__)
 PUBLISH_ERRORS = (TimeoutError, *CONNECTION_EXCEPTIONS)
 
 
+async def open_robust(url: str, settings: BrokerSettings, name: str) -> AbstractRobustConnection:
+    """A robust connection, retrying every `reconnect_interval` until the broker answers.
+
+    The connection object is ours from the first attempt, so cancelling (shutdown while the
+    broker is away) closes it: aio-pika's own retry task would otherwise outlive the loop.
+    """
+    interval = settings.reconnect_interval
+    while True:
+        connection = aio_pika.RobustConnection(
+            URL(url), reconnect_interval=interval, client_properties={"connection_name": name}
+        )
+        opened = False
+        try:
+            await connection.connect(timeout=settings.connect_timeout)
+            opened = True
+        except CONNECTION_EXCEPTIONS as exc:
+            log.warning("broker.connect_failed", error=type(exc).__name__, retry_in=interval)
+        finally:
+            if not opened:
+                await asyncio.shield(connection.close())
+        if opened:
+            return connection
+        await asyncio.sleep(interval)
+
+
 class BrokerUnavailable(Exception):  # noqa: N818 - reads as a state, like ConnectionRefused
     """The broker does not hold the message: answer 503 and let the platform retry."""
 
@@ -94,7 +119,11 @@ class Publisher:
 
     async def quarantine(self, message: AbstractMessage) -> None:
         """Publish to `orders.quarantine` through the default exchange, confirmed."""
-        await self._publish("", message, topology.QUARANTINE_QUEUE.name, message.message_id or "")
+        await self.to_queue(topology.QUARANTINE_QUEUE.name, message)
+
+    async def to_queue(self, queue: str, message: AbstractMessage) -> None:
+        """Publish to `queue` via the default exchange, confirmed; a missing queue is returned."""
+        await self._publish("", message, queue, message.message_id or "")
 
     async def _publish(
         self, exchange_name: str, message: AbstractMessage, routing_key: str, message_id: str
@@ -148,38 +177,12 @@ class Publisher:
         except CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable(f"broker connection lost ({type(exc).__name__})") from None
 
-    async def _open(self) -> AbstractRobustConnection:
-        """Connect, retrying every `reconnect_interval` until the broker answers.
-
-        The connection object is ours from the first attempt, so cancelling (shutdown while the
-        broker is away) closes it: aio-pika's own retry task would otherwise outlive the loop.
-        """
-        interval = self._settings.reconnect_interval
-        while True:
-            connection = aio_pika.RobustConnection(
-                URL(self._url),
-                reconnect_interval=interval,
-                client_properties={
-                    "connection_name": f"{self._settings.app_id} {self._connection_name}"
-                },
-            )
-            opened = False
-            try:
-                await connection.connect(timeout=self._settings.connect_timeout)
-                opened = True
-            except CONNECTION_EXCEPTIONS as exc:
-                log.warning("broker.connect_failed", error=type(exc).__name__, retry_in=interval)
-            finally:
-                if not opened:
-                    await asyncio.shield(connection.close())
-            if opened:
-                return connection
-            await asyncio.sleep(interval)
-
     async def _connect(self) -> None:
         interval = self._settings.reconnect_interval
         while True:
-            connection = await self._open()
+            connection = await open_robust(
+                self._url, self._settings, f"{self._settings.app_id} {self._connection_name}"
+            )
             self._connection = connection
             connection.close_callbacks.add(self._on_lost)
             connection.reconnect_callbacks.add(self._on_restored)

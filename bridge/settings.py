@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from yarl import URL
 
-from contracts.events import Source
+from bridge.retry import DEFAULT_DELAYS, DEFAULT_TOTAL
+from contracts.events import CancelReason, Source
 from handlers.registry import SOURCES
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -50,6 +51,38 @@ class SourceSettings(_Section):
     previous_secret_env: EnvName | None = None
 
 
+class CJSettings(_Section):
+    """`[targets.cj]`: decline CJ commissions with `cancelOrders`."""
+
+    url: str = "https://tracking.api.cj.com/graphql"
+    token_env: EnvName = "CJ_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a token
+    enterprise_id: str = Field(pattern=r"^[0-9]+$")
+    action_tracker_id: int = Field(ge=0)
+    open_ended_locking: bool = True
+    order_id_from: Literal["order_id", "order_number"] = "order_id"
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    reasons: dict[CancelReason, str] = Field(default_factory=dict)
+    already_done_markers: tuple[str, ...] = ("already", "locked")
+
+
+class TargetsSettings(_Section):
+    """`[targets.*]`: where cancellations are propagated."""
+
+    cj: CJSettings | None = None
+
+
+class WorkerSettings(_Section):
+    """`[worker]`: consuming, retrying and parking."""
+
+    prefetch: int = Field(default=16, ge=1, le=1000)
+    retry_delays: tuple[float, ...] = Field(default=DEFAULT_DELAYS, min_length=1)
+    retry_total: float = Field(default=DEFAULT_TOTAL, gt=0)
+    poison_attempts: int = Field(default=5, ge=1, le=1000)
+
+
+TargetName = Literal["cj"]
+
+
 class LogSettings(_Section):
     """`[log]`: structured JSON lines on standard output."""
 
@@ -62,7 +95,18 @@ class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     receiver: ReceiverSettings = ReceiverSettings()
     sources: dict[Source, SourceSettings] = Field(default_factory=dict)
+    targets: TargetsSettings = TargetsSettings()
+    routes: dict[Source, tuple[TargetName, ...]] = Field(default_factory=dict)
+    worker: WorkerSettings = WorkerSettings()
     log: LogSettings = LogSettings()
+
+    def routed_sources(self, target: str) -> tuple[Source, ...]:
+        """The sources whose cancellations `[routes]` sends to `target`."""
+        return tuple(source for source, targets in self.routes.items() if target in targets)
+
+    def targets_in_use(self) -> tuple[str, ...]:
+        """Targets some route sends to, in a stable order."""
+        return tuple(sorted({target for targets in self.routes.values() for target in targets}))
 
 
 class ConfigError(Exception):
@@ -81,6 +125,7 @@ class Config:
     settings: Settings
     amqp_url: SecretStr
     source_secrets: Mapping[Source, tuple[SecretStr, ...]]
+    target_tokens: Mapping[str, SecretStr] = field(default_factory=dict)
 
     @property
     def amqp_url_redacted(self) -> str:
@@ -155,8 +200,23 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
         raise ConfigError(
             "broker.url_env", f"{settings.broker.url_env} must be an amqp:// or amqps:// URL"
         )
-    if not settings.sources:
-        raise ConfigError("sources", "no source configured: add a [sources.<name>] section")
+    if not settings.sources and not settings.routes:
+        raise ConfigError("sources", "nothing to do: add a [sources.<name>] or [routes] section")
+    tokens: dict[str, SecretStr] = {}
+    for source, targets in settings.routes.items():
+        for target in targets:
+            target_settings = getattr(settings.targets, target)
+            if target_settings is None:
+                raise ConfigError(
+                    f"routes.{source.value}", f"target {target!r} has no [targets.{target}] section"
+                )
+            token = env.get(target_settings.token_env, "").strip()
+            if not token:
+                raise ConfigError(
+                    f"targets.{target}.token_env",
+                    f"environment variable {target_settings.token_env} is not set or empty",
+                )
+            tokens[target] = SecretStr(token)
     for name in settings.sources:
         if name not in SOURCES:
             supported = ", ".join(sorted(source.value for source in SOURCES))
@@ -167,6 +227,7 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
         settings=settings,
         amqp_url=SecretStr(url),
         source_secrets={name: _secrets(name, src, env) for name, src in settings.sources.items()},
+        target_tokens=tokens,
     )
 
 

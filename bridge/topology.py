@@ -81,6 +81,73 @@ async def declare(channel: AbstractChannel) -> Mapping[str, AbstractExchange]:
     return exchanges
 
 
+@dataclass(frozen=True, slots=True)
+class TargetTopology:
+    """A target's queues: work, one delay queue per retry tier, and parked.
+
+    The work queue dead-letters to parked (a poison message over the quorum delivery limit); each
+    delay queue holds messages for its TTL, then dead-letters them back to the work queue. All use
+    at-least-once dead-lettering, so nothing is dropped on the way.
+    """
+
+    target: str
+    work: QueueSpec
+    delays: Mapping[float, QueueSpec]
+    parked: QueueSpec
+    bindings: tuple[BindingSpec, ...]
+
+    @property
+    def queues(self) -> tuple[QueueSpec, ...]:
+        """Every queue, parked first (the others dead-letter into it or into work)."""
+        return (self.parked, self.work, *self.delays.values())
+
+
+def _quorum_dlx(to_queue: str, **extra: str | int) -> Mapping[str, str | int]:
+    return MappingProxyType(
+        {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": to_queue,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            **extra,
+        }
+    )
+
+
+def target_topology(
+    target: str, sources: tuple[Source, ...], tiers: tuple[float, ...], delivery_limit: int
+) -> TargetTopology:
+    """Queues and bindings for `target`, fed by the routing keys of `sources`."""
+    work = f"cancel-bridge.{target}"
+    parked = QueueSpec(f"{work}.parked")
+    delays = {
+        tier: QueueSpec(
+            f"{work}.delay.{tier:g}s", _quorum_dlx(work, **{"x-message-ttl": int(tier * 1000)})
+        )
+        for tier in sorted(set(tiers))
+    }
+    return TargetTopology(
+        target=target,
+        work=QueueSpec(work, _quorum_dlx(parked.name, **{"x-delivery-limit": delivery_limit})),
+        delays=MappingProxyType(delays),
+        parked=parked,
+        bindings=tuple(BindingSpec(work, ORDERS.name, routing_key(source)) for source in sources),
+    )
+
+
+async def declare_target(channel: AbstractChannel, spec: TargetTopology) -> None:
+    """Declare the orders exchange and `spec`'s queues and bindings (idempotent)."""
+    await declare(channel)
+    queues = {}
+    for queue in spec.queues:
+        queues[queue.name] = await channel.declare_queue(
+            queue.name, durable=True, arguments=dict(queue.arguments)
+        )
+    for binding in spec.bindings:
+        await queues[binding.queue].bind(binding.exchange, binding.routing_key)
+
+
 def describe() -> list[str]:
     """One line per declared object, for `check-config`."""
     lines = []

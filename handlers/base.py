@@ -161,3 +161,13 @@ def retry_after_seconds(headers: Headers, now: datetime) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return max((moment - now).total_seconds(), 0.0)
+
+
+class TargetAdapter(Protocol):
+    """A platform the bridge propagates cancellations to, configured and holding its secret."""
+
+    def build(self, event: OrderCancelled, now: datetime) -> HttpCall | Rejected:
+        """The cancel call for `event`, or why there cannot be one."""
+
+    def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+        """What the platform's answer means."""

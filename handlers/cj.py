@@ -165,3 +165,19 @@ def interpret(status: int, headers: Headers, body: bytes, cfg: CJTarget, now: da
     if status != HTTP_OK:
         return Rejected(f"cj answered HTTP {status}")
     return _by_result(answer, cfg)
+
+
+@dataclass(frozen=True, slots=True)
+class CJAdapter:
+    """`CJTarget` and the token, as the worker's `TargetAdapter`."""
+
+    cfg: CJTarget
+    token: SecretStr
+
+    def build(self, event: OrderCancelled, now: datetime) -> HttpCall | Rejected:
+        """`build_cancel` with this adapter's settings and token."""
+        return build_cancel(event, self.cfg, self.token, now)
+
+    def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+        """`interpret` with this adapter's settings."""
+        return interpret(status, headers, body, self.cfg, now)
