@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -18,6 +19,8 @@ from aiohttp import web
 from bridge import logs, topology
 from bridge.receiver import create_app
 from bridge.settings import Config, ConfigError, load
+from bridge.targets import plan
+from bridge.worker import Worker
 from contracts.schema import event_json_schema
 
 CONFIG_ENV = "BRIDGE_CONFIG"
@@ -76,8 +79,27 @@ def describe(config: Config, path: Path, env: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-async def serve(config: Config) -> None:
-    """Run the receiver until SIGINT or SIGTERM, then drain in-flight requests and close."""
+async def serve(config: Config, *, receiver_on: bool, targets: Sequence[str]) -> None:
+    """Run the receiver and/or workers until SIGINT or SIGTERM, then drain and close."""
+    # Signals first: as PID 1 in a container, an unhandled SIGTERM during startup is ignored.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    plans = [plan(config, target) for target in targets]
+    url = config.amqp_url.get_secret_value()
+    async with contextlib.AsyncExitStack() as stack:
+        if receiver_on:
+            await _start_receiver(config, stack)
+        for worker_plan in plans:
+            await stack.enter_async_context(
+                Worker.running(worker_plan, url, config.settings.broker)
+            )
+        await stop.wait()
+        log.info("bridge.stopping")
+
+
+async def _start_receiver(config: Config, stack: contextlib.AsyncExitStack) -> None:
     receiver = config.settings.receiver
     runner = web.AppRunner(
         create_app(config),
@@ -85,26 +107,15 @@ async def serve(config: Config) -> None:
         handle_signals=False,
         shutdown_timeout=receiver.shutdown_timeout,
     )
-    # Signals first: as PID 1 in a container, an unhandled SIGTERM during startup is ignored.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, receiver.host, receiver.port)
     try:
-        site = web.TCPSite(runner, receiver.host, receiver.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise StartupError(
-                f"cannot listen on {receiver.host}:{receiver.port}: {reason}"
-            ) from None
-        log.info("receiver.listening", host=receiver.host, port=receiver.port)
-        await stop.wait()
-        log.info("receiver.stopping")
-    finally:
-        await runner.cleanup()
+        await site.start()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {receiver.host}:{receiver.port}: {reason}") from None
+    log.info("receiver.listening", host=receiver.host, port=receiver.port)
 
 
 def _run_async(coro: Coroutine[Any, Any, None]) -> None:
@@ -123,11 +134,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (
-        ("run", "run the receiver (and, later, the workers)"),
+        ("run", "run the receiver and one worker per routed target"),
+        ("worker", "run one target's worker alone (run more of them to scale out)"),
         ("check-config", "validate the configuration and print what run would do"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--config", metavar="FILE", help=f"TOML file (default: ${CONFIG_ENV})")
+        if name == "worker":
+            command.add_argument("--target", required=True, help="target name, e.g. cj")
     commands.add_parser("schema", help="print the JSON Schema of the published event")
     return parser
 
@@ -150,8 +164,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe(config, path, env))  # noqa: T201 - CLI output
         return 0
     logs.configure(config.settings.log.level)
+    if args.command == "worker":
+        receiver_on, targets = False, [args.target]
+    else:
+        receiver_on, targets = bool(config.settings.sources), list(config.settings.targets_in_use())
     try:
-        _run_async(serve(config))
+        for target in targets:
+            plan(config, target)  # refuse an unusable target before starting anything
+        _run_async(serve(config, receiver_on=receiver_on, targets=targets))
+    except ConfigError as exc:
+        print(f"cancel-bridge: config error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 1
     except StartupError as exc:
         print(f"cancel-bridge: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 1

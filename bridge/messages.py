@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from urllib.parse import quote
 
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import FieldValue
+from aio_pika.abc import AbstractMessage, FieldValue
 
 from contracts.events import SCHEMA_VERSION, OrderCancelled
 
@@ -87,3 +88,39 @@ def quarantine_message(  # noqa: PLR0913 - every argument is a header the operat
         app_id=app_id,
         headers=headers,
     )
+
+
+ATTEMPTS_HEADER = "x-attempts"
+FIRST_ATTEMPT_HEADER = "x-first-attempt-at"
+LAST_ERROR_HEADER = "x-last-error"
+PARK_REASON_HEADER = "x-park-reason"
+PARKED_AT_HEADER = "x-parked-at"
+MAX_ERROR_CHARS = 500
+
+
+def copy_with(message: AbstractMessage, headers: Mapping[str, FieldValue]) -> Message:
+    """`message` again (same body and properties), its headers updated with `headers`."""
+    merged: dict[str, FieldValue] = dict(message.headers or {})
+    merged.update(headers)
+    return Message(
+        message.body,
+        content_type=message.content_type,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        app_id=message.app_id,
+        headers=merged,
+    )
+
+
+def attempts_of(message: AbstractMessage) -> int:
+    """How many target attempts this message has had (0 for a fresh event)."""
+    value = (message.headers or {}).get(ATTEMPTS_HEADER)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def first_attempt_of(message: AbstractMessage) -> float | None:
+    """When the first attempt was made (epoch seconds), if one was."""
+    value = (message.headers or {}).get(FIRST_ATTEMPT_HEADER)
+    return float(value) if isinstance(value, int | float) else None

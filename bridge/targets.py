@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bridge import topology
 from bridge.settings import Config, ConfigError
+from bridge.worker import WorkerPlan
 from handlers import cj
 from handlers.base import TargetAdapter
 
@@ -23,3 +25,16 @@ def adapter(config: Config, target: str) -> tuple[TargetAdapter, float]:
         )
         return cj.CJAdapter(cfg, config.target_tokens[target]), c.timeout_s
     raise ConfigError(f"targets.{target}", "not configured")
+
+
+def plan(config: Config, target: str) -> WorkerPlan:
+    """The worker plan for `target`: adapter, timeout, queues fed by its routed sources."""
+    settings = config.settings
+    sources = settings.routed_sources(target)
+    if not sources:
+        raise ConfigError("routes", f"no route sends to target {target!r}")
+    target_adapter, timeout = adapter(config, target)
+    spec = topology.target_topology(
+        target, sources, settings.worker.retry_delays, settings.worker.poison_attempts
+    )
+    return WorkerPlan(target, target_adapter, timeout, spec, settings.worker)

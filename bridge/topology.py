@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from aio_pika import ExchangeType
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from pamqp.common import FieldTable
 
 from contracts.events import Source
@@ -136,8 +136,8 @@ def target_topology(
     )
 
 
-async def declare_target(channel: AbstractChannel, spec: TargetTopology) -> None:
-    """Declare the orders exchange and `spec`'s queues and bindings (idempotent)."""
+async def declare_target(channel: AbstractChannel, spec: TargetTopology) -> AbstractQueue:
+    """Declare the orders exchange and `spec`'s queues and bindings; return the work queue."""
     await declare(channel)
     queues = {}
     for queue in spec.queues:
@@ -146,6 +146,7 @@ async def declare_target(channel: AbstractChannel, spec: TargetTopology) -> None
         )
     for binding in spec.bindings:
         await queues[binding.queue].bind(binding.exchange, binding.routing_key)
+    return queues[spec.work.name]
 
 
 def describe() -> list[str]:

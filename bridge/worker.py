@@ -1,0 +1,198 @@
+"""The consumer runtime: one target's queue in, one settled outcome per message out.
+
+A message is acked only once its outcome is settled: the target answered `Delivered` or
+`AlreadyDone`, or the message was republished, confirmed, to a delay queue (retry) or to the
+parked queue. Anything else (a crash, a lost connection) leaves it unacked, and the broker
+redelivers it. A handler that raises is requeued; the quorum delivery limit then dead-letters it
+to the parked queue, so a poison message ends parked, never looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import assert_never
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, FieldValue
+from pydantic import ValidationError
+
+from bridge import topology
+from bridge.executor import Executor
+from bridge.messages import (
+    ATTEMPTS_HEADER,
+    FIRST_ATTEMPT_HEADER,
+    LAST_ERROR_HEADER,
+    MAX_ERROR_CHARS,
+    PARK_REASON_HEADER,
+    PARKED_AT_HEADER,
+    attempts_of,
+    copy_with,
+    first_attempt_of,
+)
+from bridge.publisher import BrokerUnavailable, Publisher, open_robust
+from bridge.retry import delay_tier, next_retry
+from bridge.settings import BrokerSettings, WorkerSettings
+from contracts.events import OrderCancelled
+from handlers.base import AlreadyDone, Delivered, Outcome, Rejected, RetryLater, TargetAdapter
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPlan:
+    """Everything one target's worker needs, resolved from the configuration."""
+
+    target: str
+    adapter: TargetAdapter
+    timeout: float
+    topology: topology.TargetTopology
+    settings: WorkerSettings
+
+
+class Worker:
+    """Consumes `cancel-bridge.<target>` and settles every message."""
+
+    def __init__(self, plan: WorkerPlan, publisher: Publisher, executor: Executor) -> None:
+        self._plan = plan
+        self._publisher = publisher
+        self._executor = executor
+        self.settled = 0  # messages acked so far (tests and benchmarks await it)
+        self._settled_changed = asyncio.Condition()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(
+        cls, plan: WorkerPlan, url: str, broker: BrokerSettings
+    ) -> AsyncIterator[Worker]:
+        """Connect (retrying until the broker answers), declare, consume; stop on exit."""
+        name = f"{broker.app_id} worker {plan.target}"
+        async with (
+            Publisher.running(url, broker, connection_name=f"worker {plan.target}") as publisher,
+            Executor.running() as executor,
+        ):
+            worker = cls(plan, publisher, executor)
+            consuming = asyncio.create_task(worker._consume(url, broker, name))
+            try:
+                yield worker
+            finally:
+                consuming.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consuming
+
+    async def wait_settled(self, count: int) -> None:
+        """Return once at least `count` messages have been settled."""
+        async with self._settled_changed:
+            await self._settled_changed.wait_for(lambda: self.settled >= count)
+
+    async def _consume(self, url: str, broker: BrokerSettings, name: str) -> None:
+        connection = await open_robust(url, broker, name)
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=self._plan.settings.prefetch)
+            queue: AbstractQueue = await topology.declare_target(channel, self._plan.topology)
+            await self._publisher.wait_ready()
+            await queue.consume(self._on_message)
+            log.info("worker.consuming", target=self._plan.target, queue=queue.name)
+            await asyncio.Future()  # until cancelled
+        finally:
+            await connection.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        with structlog.contextvars.bound_contextvars(
+            event_id=message.message_id, target=self._plan.target
+        ):
+            try:
+                await self.handle(message)
+            except BrokerUnavailable as exc:
+                log.warning("worker.unsettled", detail=str(exc))
+                await message.nack(requeue=True)
+            except Exception:  # a bug in a handler: requeue; the delivery limit parks it
+                log.exception("worker.crashed")
+                await message.nack(requeue=True)
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """Attempt the target once and settle the message."""
+        attempt = attempts_of(message) + 1
+        try:
+            event = OrderCancelled.from_json(message.body)
+        except ValidationError as exc:
+            reason = f"unreadable event: {exc.errors()[0]['msg']}"
+            await self._park(message, reason, attempt - 1, reason)
+            return await self._ack(message)
+        outcome = await self._attempt(event)
+        await self._settle(message, outcome, attempt)
+        return await self._ack(message)
+
+    async def _attempt(self, event: OrderCancelled) -> Outcome:
+        adapter = self._plan.adapter
+        call = adapter.build(event, datetime.now(UTC))
+        if isinstance(call, Rejected):
+            return call
+        answer = await self._executor.call(call, within=self._plan.timeout)
+        if isinstance(answer, RetryLater):
+            return answer
+        return adapter.interpret(answer.status, answer.headers, answer.body, datetime.now(UTC))
+
+    async def _settle(
+        self, message: AbstractIncomingMessage, outcome: Outcome, attempt: int
+    ) -> None:
+        match outcome:
+            case Delivered(reference=reference):
+                log.info("cancel.delivered", attempt=attempt, reference=reference)
+            case AlreadyDone(detail=detail):
+                log.info("cancel.already_done", attempt=attempt, detail=detail)
+            case RetryLater(reason=reason, after=after):
+                await self._retry(message, attempt, reason, after)
+            case Rejected(reason=reason):
+                await self._park(message, reason, attempt, reason)
+            case _:
+                assert_never(outcome)
+
+    async def _retry(
+        self, message: AbstractIncomingMessage, attempt: int, reason: str, after: float | None
+    ) -> None:
+        settings = self._plan.settings
+        now = time.time()
+        first = first_attempt_of(message) or now
+        delay = next_retry(
+            attempt,
+            elapsed=now - first,
+            delays=settings.retry_delays,
+            total=settings.retry_total,
+            retry_after=after,
+        )
+        if delay is None:
+            await self._park(message, f"retries exhausted: {reason}", attempt, reason)
+            return
+        tier = delay_tier(delay, settings.retry_delays)
+        queue = self._plan.topology.delays[tier]
+        headers: dict[str, FieldValue] = {
+            ATTEMPTS_HEADER: attempt,
+            FIRST_ATTEMPT_HEADER: first,
+            LAST_ERROR_HEADER: reason[:MAX_ERROR_CHARS],
+        }
+        await self._publisher.to_queue(queue.name, copy_with(message, headers))
+        log.info("cancel.retry", attempt=attempt, reason=reason, delay=tier, retry_after=after)
+
+    async def _park(
+        self, message: AbstractIncomingMessage, reason: str, attempts: int, last_error: str
+    ) -> None:
+        headers: dict[str, FieldValue] = {
+            PARK_REASON_HEADER: reason[:MAX_ERROR_CHARS],
+            ATTEMPTS_HEADER: attempts,
+            LAST_ERROR_HEADER: last_error[:MAX_ERROR_CHARS],
+            PARKED_AT_HEADER: time.time(),
+        }
+        await self._publisher.to_queue(self._plan.topology.parked.name, copy_with(message, headers))
+        log.warning("cancel.parked", reason=reason, attempts=attempts)
+
+    async def _ack(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        async with self._settled_changed:
+            self.settled += 1
+            self._settled_changed.notify_all()
