@@ -90,11 +90,14 @@ def quarantine_message(  # noqa: PLR0913 - every argument is a header the operat
     )
 
 
+# Times travel as integer epoch milliseconds: pamqp encodes a Python float as a 32-bit float,
+# which rounds an epoch in seconds to the nearest 128 s.
 ATTEMPTS_HEADER = "x-attempts"
-FIRST_ATTEMPT_HEADER = "x-first-attempt-at"
+FIRST_ATTEMPT_HEADER = "x-first-attempt-at-ms"
 LAST_ERROR_HEADER = "x-last-error"
 PARK_REASON_HEADER = "x-park-reason"
-PARKED_AT_HEADER = "x-parked-at"
+PARKED_AT_HEADER = "x-parked-at-ms"
+NOT_BEFORE_HEADER = "x-not-before-ms"
 MAX_ERROR_CHARS = 500
 
 
@@ -122,5 +125,19 @@ def attempts_of(message: AbstractMessage) -> int:
 
 def first_attempt_of(message: AbstractMessage) -> float | None:
     """When the first attempt was made (epoch seconds), if one was."""
-    value = (message.headers or {}).get(FIRST_ATTEMPT_HEADER)
-    return float(value) if isinstance(value, int | float) else None
+    return _epoch_seconds(message, FIRST_ATTEMPT_HEADER)
+
+
+def not_before_of(message: AbstractMessage) -> float | None:
+    """The earliest time (epoch seconds) the next attempt may be made, if one was set."""
+    return _epoch_seconds(message, NOT_BEFORE_HEADER)
+
+
+def epoch_ms(seconds: float) -> int:
+    """Epoch seconds as the integer milliseconds our headers carry."""
+    return round(seconds * 1000)
+
+
+def _epoch_seconds(message: AbstractMessage, name: str) -> float | None:
+    value = (message.headers or {}).get(name)
+    return value / 1000 if isinstance(value, int) and not isinstance(value, bool) else None

@@ -43,6 +43,10 @@ def next_retry(
 
 
 def delay_tier(delay: float, tiers: Sequence[float]) -> float:
-    """The delay queue to use: the shortest tier at least `delay` long, else the longest."""
+    """The delay queue to use: the shortest tier at least `delay` long, else the longest.
+
+    A wait longer than the longest tier makes several trips; the message's `x-not-before`
+    header tells the worker to send it round again instead of attempting early.
+    """
     fitting = [tier for tier in tiers if tier >= delay]
     return min(fitting) if fitting else max(tiers)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,11 +29,14 @@ from bridge.messages import (
     FIRST_ATTEMPT_HEADER,
     LAST_ERROR_HEADER,
     MAX_ERROR_CHARS,
+    NOT_BEFORE_HEADER,
     PARK_REASON_HEADER,
     PARKED_AT_HEADER,
     attempts_of,
     copy_with,
+    epoch_ms,
     first_attempt_of,
+    not_before_of,
 )
 from bridge.publisher import BrokerUnavailable, Publisher, open_robust
 from bridge.retry import delay_tier, next_retry
@@ -41,6 +45,8 @@ from contracts.events import OrderCancelled
 from handlers.base import AlreadyDone, Delivered, Outcome, Rejected, RetryLater, TargetAdapter
 
 log = structlog.get_logger(__name__)
+
+EARLY_TOLERANCE = 0.05  # seconds: a delay queue's TTL is not to the millisecond
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +67,10 @@ class Worker:
         self._plan = plan
         self._publisher = publisher
         self._executor = executor
-        self.settled = 0  # messages acked so far (tests and benchmarks await it)
-        self._settled_changed = asyncio.Condition()
+        # Acked messages by how they were settled: delivered, already_done, retried, parked,
+        # waiting. Tests and benchmarks await these instead of sleeping.
+        self.outcomes: Counter[str] = Counter()
+        self._changed = asyncio.Condition()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -84,10 +92,10 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await consuming
 
-    async def wait_settled(self, count: int) -> None:
-        """Return once at least `count` messages have been settled."""
-        async with self._settled_changed:
-            await self._settled_changed.wait_for(lambda: self.settled >= count)
+    async def wait_outcomes(self, kind: str, count: int) -> None:
+        """Return once at least `count` messages were settled as `kind`."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.outcomes[kind] >= count)
 
     async def _consume(self, url: str, broker: BrokerSettings, name: str) -> None:
         connection = await open_robust(url, broker, name)
@@ -117,16 +125,37 @@ class Worker:
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Attempt the target once and settle the message."""
+        if await self._still_waiting(message):
+            return await self._ack(message, "waiting")
         attempt = attempts_of(message) + 1
         try:
             event = OrderCancelled.from_json(message.body)
         except ValidationError as exc:
             reason = f"unreadable event: {exc.errors()[0]['msg']}"
             await self._park(message, reason, attempt - 1, reason)
-            return await self._ack(message)
+            return await self._ack(message, "parked")
         outcome = await self._attempt(event)
-        await self._settle(message, outcome, attempt)
-        return await self._ack(message)
+        kind = await self._settle(message, outcome, attempt)
+        return await self._ack(message, kind)
+
+    async def _still_waiting(self, message: AbstractIncomingMessage) -> bool:
+        """Back from a delay queue too early (a wait longer than the longest tier): wait more."""
+        not_before = not_before_of(message)
+        remaining = (not_before or 0.0) - time.time()
+        if remaining <= EARLY_TOLERANCE:
+            return False
+        await self._delay(message, remaining, {})
+        log.info("cancel.waiting", remaining=round(remaining, 3))
+        return True
+
+    async def _delay(
+        self, message: AbstractIncomingMessage, delay: float, headers: dict[str, FieldValue]
+    ) -> float:
+        """Republish `message` to the delay queue for `delay` (the longest tier at most)."""
+        tier = delay_tier(delay, self._plan.settings.retry_delays)
+        queue = self._plan.topology.delays[tier]
+        await self._publisher.to_queue(queue.name, copy_with(message, headers))
+        return tier
 
     async def _attempt(self, event: OrderCancelled) -> Outcome:
         adapter = self._plan.adapter
@@ -140,22 +169,26 @@ class Worker:
 
     async def _settle(
         self, message: AbstractIncomingMessage, outcome: Outcome, attempt: int
-    ) -> None:
+    ) -> str:
+        """Act on `outcome`; returns how the message was settled."""
         match outcome:
             case Delivered(reference=reference):
                 log.info("cancel.delivered", attempt=attempt, reference=reference)
+                return "delivered"
             case AlreadyDone(detail=detail):
                 log.info("cancel.already_done", attempt=attempt, detail=detail)
+                return "already_done"
             case RetryLater(reason=reason, after=after):
-                await self._retry(message, attempt, reason, after)
+                return await self._retry(message, attempt, reason, after)
             case Rejected(reason=reason):
                 await self._park(message, reason, attempt, reason)
+                return "parked"
             case _:
                 assert_never(outcome)
 
     async def _retry(
         self, message: AbstractIncomingMessage, attempt: int, reason: str, after: float | None
-    ) -> None:
+    ) -> str:
         settings = self._plan.settings
         now = time.time()
         first = first_attempt_of(message) or now
@@ -168,16 +201,16 @@ class Worker:
         )
         if delay is None:
             await self._park(message, f"retries exhausted: {reason}", attempt, reason)
-            return
-        tier = delay_tier(delay, settings.retry_delays)
-        queue = self._plan.topology.delays[tier]
+            return "parked"
         headers: dict[str, FieldValue] = {
             ATTEMPTS_HEADER: attempt,
-            FIRST_ATTEMPT_HEADER: first,
+            FIRST_ATTEMPT_HEADER: epoch_ms(first),
             LAST_ERROR_HEADER: reason[:MAX_ERROR_CHARS],
+            NOT_BEFORE_HEADER: epoch_ms(now + delay),
         }
-        await self._publisher.to_queue(queue.name, copy_with(message, headers))
-        log.info("cancel.retry", attempt=attempt, reason=reason, delay=tier, retry_after=after)
+        tier = await self._delay(message, delay, headers)
+        log.info("cancel.retry", attempt=attempt, reason=reason, delay=delay, tier=tier)
+        return "retried"
 
     async def _park(
         self, message: AbstractIncomingMessage, reason: str, attempts: int, last_error: str
@@ -186,13 +219,13 @@ class Worker:
             PARK_REASON_HEADER: reason[:MAX_ERROR_CHARS],
             ATTEMPTS_HEADER: attempts,
             LAST_ERROR_HEADER: last_error[:MAX_ERROR_CHARS],
-            PARKED_AT_HEADER: time.time(),
+            PARKED_AT_HEADER: epoch_ms(time.time()),
         }
         await self._publisher.to_queue(self._plan.topology.parked.name, copy_with(message, headers))
         log.warning("cancel.parked", reason=reason, attempts=attempts)
 
-    async def _ack(self, message: AbstractIncomingMessage) -> None:
+    async def _ack(self, message: AbstractIncomingMessage, kind: str) -> None:
         await message.ack()
-        async with self._settled_changed:
-            self.settled += 1
-            self._settled_changed.notify_all()
+        async with self._changed:
+            self.outcomes[kind] += 1
+            self._changed.notify_all()

@@ -1,0 +1,154 @@
+"""Webhook in, CJ declined: the real receiver and worker on a real RabbitMQ, with a fake CJ."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+from aiohttp.test_utils import TestClient
+
+from bridge import topology
+from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
+from bridge.receiver import create_app
+from bridge.settings import Config, parse_settings, resolve
+from bridge.targets import plan
+from bridge.worker import Worker
+from tests.conftest import SECRET, ClientFactory, receive, shoplazza_webhook, wait_ready
+from tests.fakes.cj import TOKEN, FakeCJ, Reply, error_in_200
+
+DELAYS = (0.2, 0.4)
+SETTLE_TIMEOUT = 20.0
+
+Client = TestClient[Any, Any]
+
+
+def pipeline_config(amqp_url: str, cj_url: str) -> Config:
+    settings = parse_settings(
+        {
+            "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2},
+            "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
+            "targets": {
+                "cj": {
+                    "url": cj_url,
+                    "enterprise_id": "1234567",
+                    "action_tracker_id": 987654,
+                    "timeout_s": 1.0,
+                }
+            },
+            "routes": {"shoplazza": ["cj"]},
+            "worker": {"retry_delays": list(DELAYS), "retry_total": 60, "poison_attempts": 3},
+        }
+    )
+    env = {"AMQP_URL": amqp_url, "SHOPLAZZA_CLIENT_SECRET": SECRET, "CJ_ACCESS_TOKEN": TOKEN}
+    return resolve(settings, env)
+
+
+@dataclass
+class Pipeline:
+    """Receiver client, worker and fake CJ, wired as `cancel-bridge run` wires them."""
+
+    client: Client
+    worker: Worker
+    cj: FakeCJ
+    parked: AbstractQueue
+
+    async def post(self, **order: object) -> str:
+        """Post a signed cancellation (fields of `order` over the defaults); its order id."""
+        hook = shoplazza_webhook(order or None)
+        response = await self.client.post(
+            "/webhooks/shoplazza", data=hook.body, headers=hook.headers
+        )
+        assert response.status == 200
+        answer = orjson.loads(await response.read())
+        assert answer["status"] == "accepted"
+        return str(orjson.loads(hook.body)["id"])
+
+    async def settled(self, kind: str, count: int = 1) -> None:
+        """Await the worker settling `count` messages as `kind` (delivered, parked, ...)."""
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            await self.worker.wait_outcomes(kind, count)
+
+
+@pytest.fixture
+async def cj() -> AsyncIterator[FakeCJ]:
+    fake = FakeCJ()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def pipeline(
+    aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
+) -> AsyncIterator[Pipeline]:
+    config = pipeline_config(amqp_url, cj.url)
+    worker_plan = plan(config, "cj")
+    channel = await amqp.channel()
+    await topology.declare_target(channel, worker_plan.topology)
+    for queue in worker_plan.topology.queues:  # start from empty queues
+        await (await channel.get_queue(queue.name)).purge()
+    parked = await channel.get_queue(worker_plan.topology.parked.name)
+    client: Client = await aiohttp_client(create_app(config))
+    await wait_ready(client)
+    async with Worker.running(worker_plan, amqp_url, config.settings.broker) as worker:
+        yield Pipeline(client, worker, cj, parked)
+
+
+async def test_webhook_leads_to_exactly_one_cancel_orders_call(pipeline: Pipeline) -> None:
+    order_id = await pipeline.post(cancel_reason="fraud suspected")
+    await pipeline.settled("delivered")
+    calls = pipeline.cj.calls_for(order_id)
+    assert len(calls) == 1
+    assert calls[0].authorization == f"Bearer {TOKEN}"
+    assert calls[0].order == {
+        "enterpriseId": "1234567",
+        "actionTrackerId": 987654,
+        "orderId": order_id,
+        "updateTime": "2024-05-01T02:00:00Z",
+        "correctionReason": "InvalidCreditCard",
+        "status": "Declined",
+    }
+    assert len(pipeline.cj.calls) == 1
+
+
+async def test_two_500s_then_success_is_delivered_on_the_third_attempt(pipeline: Pipeline) -> None:
+    """Retries go through the delay queues, each at least its configured delay later."""
+    order = "five-hundred-twice"
+    pipeline.cj.script[order] = [Reply(status=500, body=b"oops"), Reply(status=503, body=b"busy")]
+    await pipeline.post(id=order)
+    await pipeline.settled("delivered")
+    calls = pipeline.cj.calls_for(order)
+    assert len(calls) == 3
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(calls)]
+    assert gaps[0] >= DELAYS[0]
+    assert gaps[1] >= DELAYS[1]
+    assert pipeline.worker.outcomes["retried"] == 2
+    assert await pipeline.parked.get(fail=False) is None
+
+
+async def test_retry_after_is_honoured(pipeline: Pipeline) -> None:
+    order = "throttled"
+    pipeline.cj.script[order] = [Reply(status=429, headers={"Retry-After": "1"}, body=b"")]
+    await pipeline.post(id=order)
+    await pipeline.settled("delivered")
+    calls = pipeline.cj.calls_for(order)
+    assert len(calls) == 2
+    assert calls[1].at - calls[0].at >= 1.0  # not the 0.2 s of the schedule
+
+
+async def test_rejected_answer_is_parked_with_its_reason(pipeline: Pipeline) -> None:
+    order = "unknown-order"
+    pipeline.cj.script[order] = [error_in_200("Order not found")]
+    await pipeline.post(id=order)
+    await pipeline.settled("parked")
+    parked = await receive(pipeline.parked)
+    assert parked.headers[PARK_REASON_HEADER] == "cj: Order not found"
+    assert parked.headers[ATTEMPTS_HEADER] == 1
+    assert orjson.loads(parked.body)["order_id"] == order
+    assert len(pipeline.cj.calls_for(order)) == 1
