@@ -98,6 +98,8 @@ async def pipeline(
     await wait_ready(client)
     async with Worker.running(worker_plan, amqp_url, config.settings.broker) as worker:
         yield Pipeline(client, worker, cj, parked)
+    for queue in worker_plan.topology.queues:  # leave `orders` unbound for the other tests
+        await channel.queue_delete(queue.name)
 
 
 async def test_webhook_leads_to_exactly_one_cancel_orders_call(pipeline: Pipeline) -> None:
