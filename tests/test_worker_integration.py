@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -19,6 +21,8 @@ from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
 from bridge.targets import plan
 from bridge.worker import Worker
+from contracts.events import OrderCancelled
+from handlers.base import Headers, HttpCall, Outcome, Rejected
 from tests.conftest import SECRET, ClientFactory, receive, shoplazza_webhook, wait_ready
 from tests.fakes.cj import TOKEN, FakeCJ, Reply, error_in_200
 
@@ -154,3 +158,55 @@ async def test_rejected_answer_is_parked_with_its_reason(pipeline: Pipeline) -> 
     assert parked.headers[ATTEMPTS_HEADER] == 1
     assert orjson.loads(parked.body)["order_id"] == order
     assert len(pipeline.cj.calls_for(order)) == 1
+
+
+@dataclass
+class ExplodingTarget:
+    """A target adapter with a bug: building the call raises (counts how often it was tried)."""
+
+    tries: int = 0
+
+    def build(self, event: OrderCancelled, now: datetime) -> HttpCall | Rejected:
+        """Raise, as a handler bug would."""
+        del event, now
+        self.tries += 1
+        msg = "adapter bug"
+        raise RuntimeError(msg)
+
+    def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+        """Never reached."""
+        raise AssertionError((status, headers, body, now))
+
+
+async def test_a_handler_that_raises_is_parked_not_looping(
+    aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
+) -> None:
+    """The quorum delivery limit dead-letters the poison message to the parked queue."""
+    config = pipeline_config(amqp_url, cj.url)
+    exploding = ExplodingTarget()
+    worker_plan = dataclasses.replace(plan(config, "cj"), adapter=exploding)
+    channel = await amqp.channel()
+    await topology.declare_target(channel, worker_plan.topology)
+    parked = await channel.get_queue(worker_plan.topology.parked.name)
+    await parked.purge()
+    client: Client = await aiohttp_client(create_app(config))
+    await wait_ready(client)
+    try:
+        async with Worker.running(worker_plan, amqp_url, config.settings.broker):
+            hook = shoplazza_webhook()
+            response = await client.post(
+                "/webhooks/shoplazza", data=hook.body, headers=hook.headers
+            )
+            assert response.status == 200
+            dead = await receive(parked, within=SETTLE_TIMEOUT)
+    finally:
+        for queue in worker_plan.topology.queues:
+            await channel.queue_delete(queue.name)
+    assert (
+        dead.body == hook.body
+        or orjson.loads(dead.body)["delivery_id"] == hook.headers["X-Shoplazza-Deduplication-ID"]
+    )
+    assert dead.headers["x-first-death-reason"] == "delivery_limit"
+    poison_attempts = config.settings.worker.poison_attempts
+    assert poison_attempts <= exploding.tries <= poison_attempts + 1, exploding.tries
+    assert cj.calls == []
