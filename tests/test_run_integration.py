@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,46 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import SECRET, shoplazza_webhook
-
-STARTUP_TIMEOUT = 30.0
-STOP_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Bridge:
-    """A `python -m bridge run` child process and the JSON lines it printed."""
-
-    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
-        self.process = process
-        self.port = port
-        self.lines: list[dict[str, object]] = []
-
-    async def wait_for(self, *events: str) -> None:
-        """Read log lines until every one of `events` has been seen."""
-        wanted = set(events)
-        assert self.process.stdout is not None
-        async with asyncio.timeout(STARTUP_TIMEOUT):
-            while wanted:
-                line = await self.process.stdout.readline()
-                assert line, f"bridge exited early; saw {self.lines}"
-                entry = orjson.loads(line)  # every line is one JSON object
-                self.lines.append(entry)
-                wanted.discard(str(entry["event"]))
-
-    async def stop(self) -> tuple[int, bytes]:
-        """SIGTERM, then the exit status and the rest of the output."""
-        self.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(STOP_TIMEOUT):
-            rest, _ = await self.process.communicate()
-        assert self.process.returncode is not None
-        return self.process.returncode, rest
-
+from tests.processes import Bridge, free_port
 
 Launcher = Callable[[str], Awaitable[Bridge]]
 

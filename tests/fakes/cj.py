@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,7 @@ class FakeCJ:
         self.calls: list[Call] = []
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
         self.url = ""
 
     async def _graphql(self, request: web.Request) -> web.StreamResponse:
@@ -86,8 +88,10 @@ class FakeCJ:
             self._changed.notify_all()
         replies = self.script.get(order["orderId"])
         reply = replies.pop(0) if replies else accepted(order["orderId"])
-        if reply.delay:
-            await asyncio.sleep(reply.delay)  # paced: the scripted slowness itself
+        if reply.delay:  # the scripted slowness itself, cut short when the fake stops
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(reply.delay):
+                    await self._stopping.wait()
         body = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
         return web.Response(
             status=reply.status, body=body, headers=reply.headers, content_type="application/json"
@@ -115,6 +119,7 @@ class FakeCJ:
         return self.url
 
     async def stop(self) -> None:
-        """Stop serving."""
+        """Stop serving (scripted delays end at once)."""
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
