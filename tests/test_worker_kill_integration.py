@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from bridge import topology
 from bridge.messages import event_message
+from bridge.retry import DEFAULT_DELAYS
 from contracts.events import CancelReason, OrderCancelled, Source
 from tests.fakes.cj import TOKEN, FakeCJ, Reply
 from tests.processes import Bridge
@@ -95,14 +96,6 @@ async def test_sigkill_mid_call_redelivers(
         work = await channel.declare_queue("cancel-bridge.cj", passive=True)
         assert work.declaration_result.message_count == 0
     finally:
-        for name in (
-            "cancel-bridge.cj",
-            "cancel-bridge.cj.parked",
-            "cancel-bridge.cj.delay.5s",
-            "cancel-bridge.cj.delay.30s",
-            "cancel-bridge.cj.delay.120s",
-            "cancel-bridge.cj.delay.600s",
-            "cancel-bridge.cj.delay.1800s",
-            "cancel-bridge.cj.delay.3600s",
-        ):
-            await channel.queue_delete(name)
+        spec = topology.target_topology("cj", (Source.SHOPLAZZA,), DEFAULT_DELAYS, 5)
+        for queue in spec.queues:
+            await channel.queue_delete(queue.name)
