@@ -8,15 +8,17 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
+from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
-from bridge import logs, topology
+from bridge import logs, parked, topology
 from bridge.receiver import create_app
 from bridge.settings import Config, ConfigError, load
 from bridge.targets import plan
@@ -143,7 +145,50 @@ def _parser() -> argparse.ArgumentParser:
         if name == "worker":
             command.add_argument("--target", required=True, help="target name, e.g. cj")
     commands.add_parser("schema", help="print the JSON Schema of the published event")
+    parked_cmd = commands.add_parser("parked", help="list, replay or drop parked cancellations")
+    actions = parked_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("list", "show the parked messages of a target"),
+        ("replay", "move parked messages back to the target's queue"),
+        ("drop", "delete parked messages for good"),
+    ):
+        command = actions.add_parser(action, help=text, description=text)
+        command.add_argument("--config", metavar="FILE", help=f"TOML file (default: ${CONFIG_ENV})")
+        command.add_argument("--target", required=True, help="target name, e.g. cj")
+        if action != "list":
+            command.add_argument("--event-id", action="append", default=[], metavar="ID")
+            command.add_argument("--all", action="store_true", help="every parked message")
+        if action == "drop":
+            command.add_argument("--yes", action="store_true", help="confirm --all")
     return parser
+
+
+def _parked(args: argparse.Namespace, config: Config) -> int:
+    url = config.amqp_url.get_secret_value()
+    target = args.target
+    source_queue = topology.parked_queue(target)
+    if args.action == "list":
+        rows = asyncio.run(parked.list_rows(url, source_queue, time.time()))
+        print(parked.table(rows))  # noqa: T201 - CLI output
+        return 0
+    wanted = set(args.event_id)
+    if bool(wanted) == bool(args.all):
+        print("cancel-bridge: give --event-id ID (repeatable) or --all", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.action == "drop" and args.all and not args.yes:
+        print("cancel-bridge: parked drop --all deletes them for good: add --yes", file=sys.stderr)  # noqa: T201
+        return 2
+
+    def select(message: AbstractIncomingMessage) -> bool:
+        return bool(args.all) or message.message_id in wanted
+
+    if args.action == "replay":
+        moved = asyncio.run(parked.replay(url, source_queue, topology.work_queue(target), select))
+        print(f"replayed {moved} to {topology.work_queue(target)}")  # noqa: T201 - CLI output
+    else:
+        moved = asyncio.run(parked.drop(url, source_queue, select))
+        print(f"dropped {moved} from {source_queue}")  # noqa: T201 - CLI output
+    return 0 if moved or args.all else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,9 +205,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cancel-bridge: config error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 1
+    if args.command == "parked":
+        return _parked(args, config)
     if args.command == "check-config":
         print(describe(config, path, env))  # noqa: T201 - CLI output
         return 0
+    return _run(args, config)
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
+    """`run` and `worker`: start, serve until a signal, stop."""
     logs.configure(config.settings.log.level)
     if args.command == "worker":
         receiver_on, targets = False, [args.target]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from urllib.parse import quote
 
@@ -101,9 +101,13 @@ NOT_BEFORE_HEADER = "x-not-before-ms"
 MAX_ERROR_CHARS = 500
 
 
-def copy_with(message: AbstractMessage, headers: Mapping[str, FieldValue]) -> Message:
-    """`message` again (same body and properties), its headers updated with `headers`."""
-    merged: dict[str, FieldValue] = dict(message.headers or {})
+def copy_with(
+    message: AbstractMessage, headers: Mapping[str, FieldValue], drop: Collection[str] = ()
+) -> Message:
+    """`message` again (same body and properties), headers in `drop` removed, `headers` set."""
+    merged: dict[str, FieldValue] = {
+        name: value for name, value in (message.headers or {}).items() if name not in drop
+    }
     merged.update(headers)
     return Message(
         message.body,

@@ -115,12 +115,22 @@ def _quorum_dlx(to_queue: str, **extra: str | int) -> Mapping[str, str | int]:
     )
 
 
+def work_queue(target: str) -> str:
+    """`cancel-bridge.<target>`: the queue a target's workers consume."""
+    return f"cancel-bridge.{target}"
+
+
+def parked_queue(target: str) -> str:
+    """`cancel-bridge.<target>.parked`: what needs a person."""
+    return f"{work_queue(target)}.parked"
+
+
 def target_topology(
     target: str, sources: tuple[Source, ...], tiers: tuple[float, ...], delivery_limit: int
 ) -> TargetTopology:
     """Queues and bindings for `target`, fed by the routing keys of `sources`."""
-    work = f"cancel-bridge.{target}"
-    parked = QueueSpec(f"{work}.parked")
+    work = work_queue(target)
+    parked = QueueSpec(parked_queue(target))
     delays = {
         tier: QueueSpec(
             f"{work}.delay.{tier:g}s", _quorum_dlx(work, **{"x-message-ttl": int(tier * 1000)})

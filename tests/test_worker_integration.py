@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,7 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
-from bridge import topology
+from bridge import parked, topology
 from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
@@ -208,3 +209,46 @@ async def test_a_handler_that_raises_is_parked_not_looping(
     poison_attempts = config.settings.worker.poison_attempts
     assert poison_attempts <= exploding.tries <= poison_attempts + 1, exploding.tries
     assert cj.calls == []
+
+
+async def test_parked_then_replayed_after_the_fix_is_delivered(
+    pipeline: Pipeline, amqp_url: str
+) -> None:
+    """Rejected -> parked with its reason; the fake is fixed; replay by event id delivers it."""
+    order = "fixed-later"
+    pipeline.cj.script[order] = [error_in_200("Invalid actionTrackerId")]
+    await pipeline.post(id=order)
+    await pipeline.settled("parked")
+    parked_name = topology.parked_queue("cj")
+    rows = await parked.list_rows(amqp_url, parked_name, time.time())
+    assert [(row.order.split("/")[-1], row.reason, row.attempts) for row in rows] == [
+        (order, "cj: Invalid actionTrackerId", 1)
+    ]
+    assert "cj: Invalid actionTrackerId" in parked.table(rows)
+    listed_again = await parked.list_rows(amqp_url, parked_name, time.time())
+    assert [row.event_id for row in listed_again] == [rows[0].event_id]  # listing moved nothing
+
+    # the fake is "fixed": its script for the order is used up, so it accepts now
+    moved = await parked.replay(
+        amqp_url,
+        parked_name,
+        topology.work_queue("cj"),
+        lambda message: message.message_id == rows[0].event_id,
+    )
+    assert moved == 1
+    await pipeline.settled("delivered")
+    assert len(pipeline.cj.calls_for(order)) == 2
+    assert await parked.list_rows(amqp_url, parked_name, time.time()) == []
+
+
+async def test_drop_removes_only_the_chosen(pipeline: Pipeline, amqp_url: str) -> None:
+    for order in ("drop-me", "keep-me"):
+        pipeline.cj.script[order] = [error_in_200("Order not found")]
+        await pipeline.post(id=order)
+    await pipeline.settled("parked", 2)
+    parked_name = topology.parked_queue("cj")
+    rows = await parked.list_rows(amqp_url, parked_name, time.time())
+    doomed = {row.event_id for row in rows if row.order.endswith("/drop-me")}
+    assert await parked.drop(amqp_url, parked_name, lambda m: m.message_id in doomed) == 1
+    left = await parked.list_rows(amqp_url, parked_name, time.time())
+    assert [row.order.split("/")[-1] for row in left] == ["keep-me"]
