@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, FieldValue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage, FieldValue
 from rich.progress import track
 
 from bridge.messages import (
@@ -98,7 +98,7 @@ def table(rows: Collection[ParkedRow]) -> str:
     return "\n".join(lines)
 
 
-def for_replay(message: AbstractIncomingMessage) -> aio_pika.Message:
+def for_replay(message: AbstractMessage) -> aio_pika.Message:
     """The message as a fresh first attempt: retry and park headers cleared, replays counted."""
     headers = message.headers or {}
     return copy_with(
