@@ -77,8 +77,39 @@ def describe(config: Config, path: Path, env: Mapping[str, str]) -> str:
             f" routing key {topology.routing_key(source)}; secret from {src.secret_env} (set)"
             f"{previous}"
         )
+    lines.extend(_describe_targets(config))
     lines.append(f"log level: {settings.log.level}")
     return "\n".join(lines)
+
+
+def _describe_targets(config: Config) -> list[str]:
+    settings = config.settings
+    targets = settings.targets_in_use()
+    if not targets:
+        return ["targets: none routed (receiver only)"]
+    worker = settings.worker
+    delays = ", ".join(f"{delay:g}s" for delay in worker.retry_delays)
+    lines = [
+        (
+            f"workers: prefetch {worker.prefetch}; retries after {delays} (last repeats) for up to"
+            f" {worker.retry_total:g}s; a crashing message is parked after {worker.poison_attempts}"
+            " deliveries"
+        ),
+        "targets:",
+    ]
+    for target in targets:
+        spec = plan(config, target).topology
+        keys = ", ".join(binding.routing_key for binding in spec.bindings)
+        cj = settings.targets.cj
+        if target == "cj" and cj is not None:
+            lines.append(
+                f"  cj: POST {cj.url}; token from {cj.token_env} (set); enterprise"
+                f" {cj.enterprise_id}, action tracker {cj.action_tracker_id}, orderId from"
+                f" {cj.order_id_from}, status Declined: {'yes' if cj.open_ended_locking else 'no'},"
+                f" timeout {cj.timeout_s:g}s"
+            )
+        lines.append(f"    queue {spec.work.name} <- {keys}; parked in {spec.parked.name}")
+    return lines
 
 
 async def serve(config: Config, *, receiver_on: bool, targets: Sequence[str]) -> None:

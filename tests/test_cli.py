@@ -177,3 +177,32 @@ def test_run_fails_fast_when_the_port_is_taken(tmp_path: Path) -> None:
     assert "cannot listen" in lines[0]
     assert str(port) in lines[0]
     assert_no_secret(result.stdout + result.stderr)
+
+
+def test_check_config_describes_targets_without_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "targets.toml"
+    path.write_text(
+        '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
+        '[targets.cj]\nenterprise_id = "1234567"\naction_tracker_id = 987654\n'
+        '[routes]\nshoplazza = ["cj"]\n'
+    )
+    monkeypatch.setenv("SHOPLAZZA_CLIENT_SECRET", "shoplazza-secret-value")
+    monkeypatch.setenv("CJ_ACCESS_TOKEN", "cj-token-value-zz9")
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "queue cancel-bridge.cj <- order.cancelled.shoplazza" in out
+    assert "token from CJ_ACCESS_TOKEN (set)" in out
+    assert "cj-token-value-zz9" not in out
+    assert "shoplazza-secret-value" not in out
+
+
+def test_route_to_an_unconfigured_target_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "routes.toml"
+    path.write_text('[routes]\nshoplazza = ["cj"]\n')
+    monkeypatch.setenv("CJ_ACCESS_TOKEN", "x")
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert "routes.shoplazza" in capsys.readouterr().err

@@ -11,11 +11,16 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from aio_pika.abc import AbstractRobustConnection
 
+from bridge import topology
+from bridge.retry import DEFAULT_DELAYS
+from contracts.events import Source
 from tests.conftest import SECRET, shoplazza_webhook
+from tests.fakes.cj import TOKEN, FakeCJ
 from tests.processes import Bridge, free_port
 
-Launcher = Callable[[str], Awaitable[Bridge]]
+Launcher = Callable[..., Awaitable[Bridge]]
 
 
 @pytest.fixture
@@ -23,14 +28,14 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
     """Start bridges as child processes; kill any still running at the end."""
     started: list[asyncio.subprocess.Process] = []
 
-    async def run(amqp_url: str) -> Bridge:
+    async def run(amqp_url: str, extra: str = "", **env_extra: str) -> Bridge:
         port = free_port()
         config = tmp_path / "config.toml"
         config.write_text(
             f"[broker]\nreconnect_interval = 0.2\n[receiver]\nport = {port}\n"
-            '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
+            '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n' + extra
         )
-        env = {**os.environ, "AMQP_URL": amqp_url, "SHOPLAZZA_CLIENT_SECRET": SECRET}
+        env = {**os.environ, "AMQP_URL": amqp_url, "SHOPLAZZA_CLIENT_SECRET": SECRET, **env_extra}
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -78,3 +83,35 @@ async def test_run_without_broker_still_stops_promptly(launch: Launcher) -> None
         assert response.status == 503
     status, _ = await bridge.stop()
     assert status == 0
+
+
+async def test_run_with_a_route_declines_at_cj(
+    launch: Launcher, amqp_url: str, amqp: AbstractRobustConnection
+) -> None:
+    """`run` = receiver + one worker per routed target, in one process."""
+    cj = FakeCJ()
+    await cj.start()
+    extra = (
+        f'[targets.cj]\nurl = "{cj.url}"\nenterprise_id = "1234567"\n'
+        'action_tracker_id = 987654\n[routes]\nshoplazza = ["cj"]\n'
+    )
+    channel = await amqp.channel()
+    try:
+        bridge = await launch(amqp_url, extra, CJ_ACCESS_TOKEN=TOKEN)
+        await bridge.wait_for("receiver.listening", "worker.consuming")
+        hook = shoplazza_webhook()
+        url = f"http://127.0.0.1:{bridge.port}/webhooks/shoplazza"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, data=hook.body, headers=hook.headers) as response,
+        ):
+            assert response.status == 200
+        await bridge.wait_for("cancel.delivered")
+        assert [call.order["orderId"] for call in cj.calls] == [orjson.loads(hook.body)["id"]]
+        status, _ = await bridge.stop()
+        assert status == 0
+    finally:
+        await cj.stop()
+        spec = topology.target_topology("cj", (Source.SHOPLAZZA,), DEFAULT_DELAYS, 5)
+        for queue in spec.queues:
+            await channel.queue_delete(queue.name)
