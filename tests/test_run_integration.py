@@ -14,10 +14,10 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from bridge import topology
+from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.retry import DEFAULT_DELAYS
 from contracts.events import Source
 from tests.conftest import SECRET, shoplazza_webhook
-from tests.fakes.cj import TOKEN, FakeCJ
 from tests.processes import Bridge, free_port
 
 Launcher = Callable[..., Awaitable[Bridge]]

@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
 from bridge import parked, topology
+from bridge.fake_cj import TOKEN, FakeCJ, Reply, error_in_200
 from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
@@ -25,7 +26,6 @@ from bridge.worker import Worker
 from contracts.events import OrderCancelled
 from handlers.base import Headers, HttpCall, Outcome, Rejected
 from tests.conftest import SECRET, ClientFactory, receive, shoplazza_webhook, wait_ready
-from tests.fakes.cj import TOKEN, FakeCJ, Reply, error_in_200
 
 DELAYS = (0.2, 0.4)
 SETTLE_TIMEOUT = 20.0

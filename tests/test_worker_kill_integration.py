@@ -14,10 +14,10 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from bridge import topology
+from bridge.fake_cj import TOKEN, FakeCJ, Reply
 from bridge.messages import event_message
 from bridge.retry import DEFAULT_DELAYS
 from contracts.events import CancelReason, OrderCancelled, Source
-from tests.fakes.cj import TOKEN, FakeCJ, Reply
 from tests.processes import Bridge
 
 CALL_TIMEOUT = 30.0

@@ -1,4 +1,4 @@
-"""A fake CJ tracking API: `/graphql` answers `cancelOrders` as CJ documents, scripted per order."""
+"""A fake CJ tracking API (tests, demo, benchmarks): `/graphql` answers like CJ documents."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-TOKEN = "fake-cj-token-5e1"
+TOKEN = "fake-cj-token-5e1"  # noqa: S105 - the fake's own, public by design
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class FakeCJ:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/graphql"
         return self.url
 

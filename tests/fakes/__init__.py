@@ -1,1 +1,0 @@
-"""Fake platform servers that answer as the platforms document."""
