@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Coroutine, Mapping, Sequence
@@ -16,21 +14,15 @@ from typing import Any
 import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from aiohttp import web
 
 from bridge import logs, parked, topology
-from bridge.receiver import create_app
+from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load
 from bridge.targets import plan
-from bridge.worker import Worker
 from contracts.schema import event_json_schema
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 log = structlog.get_logger(__name__)
-
-
-class StartupError(Exception):
-    """The bridge cannot start; the message is the one line the operator sees."""
 
 
 def _config_path(args: argparse.Namespace, env: Mapping[str, str]) -> Path:
@@ -110,45 +102,6 @@ def _describe_targets(config: Config) -> list[str]:
             )
         lines.append(f"    queue {spec.work.name} <- {keys}; parked in {spec.parked.name}")
     return lines
-
-
-async def serve(config: Config, *, receiver_on: bool, targets: Sequence[str]) -> None:
-    """Run the receiver and/or workers until SIGINT or SIGTERM, then drain and close."""
-    # Signals first: as PID 1 in a container, an unhandled SIGTERM during startup is ignored.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    plans = [plan(config, target) for target in targets]
-    url = config.amqp_url.get_secret_value()
-    async with contextlib.AsyncExitStack() as stack:
-        if receiver_on:
-            await _start_receiver(config, stack)
-        for worker_plan in plans:
-            await stack.enter_async_context(
-                Worker.running(worker_plan, url, config.settings.broker)
-            )
-        await stop.wait()
-        log.info("bridge.stopping")
-
-
-async def _start_receiver(config: Config, stack: contextlib.AsyncExitStack) -> None:
-    receiver = config.settings.receiver
-    runner = web.AppRunner(
-        create_app(config),
-        access_log=None,
-        handle_signals=False,
-        shutdown_timeout=receiver.shutdown_timeout,
-    )
-    await runner.setup()
-    stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, receiver.host, receiver.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise StartupError(f"cannot listen on {receiver.host}:{receiver.port}: {reason}") from None
-    log.info("receiver.listening", host=receiver.host, port=receiver.port)
 
 
 def _run_async(coro: Coroutine[Any, Any, None]) -> None:

@@ -1,0 +1,62 @@
+"""Running the bridge: the receiver and the workers, in one process, until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from bridge.receiver import create_app
+from bridge.settings import Config
+from bridge.targets import plan
+from bridge.worker import Worker
+
+log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """The bridge cannot start; the message is the one line the operator sees."""
+
+
+async def serve(config: Config, *, receiver_on: bool, targets: Sequence[str]) -> None:
+    """Run the receiver and/or workers until SIGINT or SIGTERM, then drain and close."""
+    # Signals first: as PID 1 in a container, an unhandled SIGTERM during startup is ignored.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    plans = [plan(config, target) for target in targets]
+    url = config.amqp_url.get_secret_value()
+    async with contextlib.AsyncExitStack() as stack:
+        if receiver_on:
+            await start_receiver(config, stack)
+        for worker_plan in plans:
+            await stack.enter_async_context(
+                Worker.running(worker_plan, url, config.settings.broker)
+            )
+        await stop.wait()
+        log.info("bridge.stopping")
+
+
+async def start_receiver(config: Config, stack: contextlib.AsyncExitStack) -> None:
+    """Start the receiver; `stack` stops it. A port in use is a `StartupError`."""
+    receiver = config.settings.receiver
+    runner = web.AppRunner(
+        create_app(config),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=receiver.shutdown_timeout,
+    )
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, receiver.host, receiver.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {receiver.host}:{receiver.port}: {reason}") from None
+    log.info("receiver.listening", host=receiver.host, port=receiver.port)
