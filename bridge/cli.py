@@ -16,6 +16,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from bridge import logs, parked, topology
+from bridge.demo import run_demo
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load
 from bridge.targets import plan
@@ -129,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "worker":
             command.add_argument("--target", required=True, help="target name, e.g. cj")
     commands.add_parser("schema", help="print the JSON Schema of the published event")
+    commands.add_parser(
+        "demo", help="one cancellation end to end: fake Shoplazza sender and fake CJ, real broker"
+    )
     parked_cmd = commands.add_parser("parked", help="list, replay or drop parked cancellations")
     actions = parked_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (
@@ -175,6 +179,16 @@ def _parked(args: argparse.Namespace, config: Config) -> int:
     return 0 if moved or args.all else 1
 
 
+def _demo() -> int:
+    logs.configure("warning")
+    try:
+        _run_async(run_demo(print))
+    except StartupError as exc:
+        print(f"cancel-bridge: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cancel-bridge` console script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -182,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
         return 0
+    if args.command == "demo":
+        return _demo()
     env = os.environ
     try:
         path = _config_path(args, env)

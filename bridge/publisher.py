@@ -64,8 +64,16 @@ class BrokerUnavailable(Exception):  # noqa: N818 - reads as a state, like Conne
 class Publisher:
     """Publishes events with confirms; `ready` while the channel is open and declared."""
 
-    def __init__(self, url: str, settings: BrokerSettings, *, connection_name: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        settings: BrokerSettings,
+        *,
+        connection_name: str,
+        targets: tuple[topology.TargetTopology, ...] = (),
+    ) -> None:
         self._url = url
+        self._targets = targets
         self._settings = settings
         self._connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
@@ -79,10 +87,19 @@ class Publisher:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, url: str, settings: BrokerSettings, *, connection_name: str = "receiver"
+        cls,
+        url: str,
+        settings: BrokerSettings,
+        *,
+        connection_name: str = "receiver",
+        targets: tuple[topology.TargetTopology, ...] = (),
     ) -> AsyncIterator[Publisher]:
-        """Connect in the background (retrying until the broker answers); close on exit."""
-        publisher = cls(url, settings, connection_name=connection_name)
+        """Connect in the background (retrying until the broker answers); close on exit.
+
+        `targets` are declared too before the publisher is ready, so a routed target's queue
+        exists before the first event is accepted (it would go to `orders.unrouted` otherwise).
+        """
+        publisher = cls(url, settings, connection_name=connection_name, targets=targets)
         task = asyncio.create_task(publisher._connect(), name="broker-connect")
         try:
             yield publisher
@@ -189,6 +206,8 @@ class Publisher:
             try:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 self._exchanges = await topology.declare(channel)
+                for spec in self._targets:
+                    await topology.declare_target(channel, spec)
             except CONNECTION_EXCEPTIONS as exc:
                 log.error("broker.declare_failed", error=str(exc), retry_in=interval)  # noqa: TRY400 - no traceback for a broker refusal
                 self._connection = None

@@ -18,6 +18,7 @@ from multidict import CIMultiDictProxy
 from bridge.messages import event_message, quarantine_message
 from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
+from bridge.targets import target_topology
 from contracts.events import OrderCancelled, Source
 from handlers.base import Ignored, MalformedPayloadError, WebhookError, clean_text
 from handlers.registry import SOURCES
@@ -223,7 +224,8 @@ async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     """Own the publisher for the app's lifetime."""
     config = app[CONFIG]
     url = config.amqp_url.get_secret_value()
-    async with Publisher.running(url, config.settings.broker) as publisher:
+    targets = tuple(target_topology(config, t) for t in config.settings.targets_in_use())
+    async with Publisher.running(url, config.settings.broker, targets=targets) as publisher:
         app[PUBLISHER] = publisher
         yield
 

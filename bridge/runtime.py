@@ -42,11 +42,12 @@ async def serve(config: Config, *, receiver_on: bool, targets: Sequence[str]) ->
         log.info("bridge.stopping")
 
 
-async def start_receiver(config: Config, stack: contextlib.AsyncExitStack) -> None:
+async def start_receiver(config: Config, stack: contextlib.AsyncExitStack) -> web.Application:
     """Start the receiver; `stack` stops it. A port in use is a `StartupError`."""
     receiver = config.settings.receiver
+    app = create_app(config)
     runner = web.AppRunner(
-        create_app(config),
+        app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=receiver.shutdown_timeout,
@@ -60,3 +61,4 @@ async def start_receiver(config: Config, stack: contextlib.AsyncExitStack) -> No
         reason = exc.strerror or str(exc)
         raise StartupError(f"cannot listen on {receiver.host}:{receiver.port}: {reason}") from None
     log.info("receiver.listening", host=receiver.host, port=receiver.port)
+    return app

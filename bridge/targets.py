@@ -27,6 +27,17 @@ def adapter(config: Config, target: str) -> tuple[TargetAdapter, float]:
     raise ConfigError(f"targets.{target}", "not configured")
 
 
+def target_topology(config: Config, target: str) -> topology.TargetTopology:
+    """The queues of `target` as the configuration routes them."""
+    settings = config.settings
+    return topology.target_topology(
+        target,
+        settings.routed_sources(target),
+        settings.worker.retry_delays,
+        settings.worker.poison_attempts,
+    )
+
+
 def plan(config: Config, target: str) -> WorkerPlan:
     """The worker plan for `target`: adapter, timeout, queues fed by its routed sources."""
     settings = config.settings
@@ -34,7 +45,6 @@ def plan(config: Config, target: str) -> WorkerPlan:
     if not sources:
         raise ConfigError("routes", f"no route sends to target {target!r}")
     target_adapter, timeout = adapter(config, target)
-    spec = topology.target_topology(
-        target, sources, settings.worker.retry_delays, settings.worker.poison_attempts
+    return WorkerPlan(
+        target, target_adapter, timeout, target_topology(config, target), settings.worker
     )
-    return WorkerPlan(target, target_adapter, timeout, spec, settings.worker)

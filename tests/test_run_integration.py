@@ -115,3 +115,24 @@ async def test_run_with_a_route_declines_at_cj(
         spec = topology.target_topology("cj", (Source.SHOPLAZZA,), DEFAULT_DELAYS, 5)
         for queue in spec.queues:
             await channel.queue_delete(queue.name)
+
+
+async def test_demo_runs_end_to_end(amqp_url: str) -> None:
+    """`cancel-bridge demo`: one command, one cancellation shown arriving at the fake CJ."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "demo",
+        env={**os.environ, "AMQP_URL": amqp_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    text = out.decode()
+    assert "bridge answered 200" in text
+    assert '"status": "Declined"' in text
+    assert "commission declined at CJ" in text
+    assert "guest:guest" not in text

@@ -252,3 +252,26 @@ async def test_drop_removes_only_the_chosen(pipeline: Pipeline, amqp_url: str) -
     assert await parked.drop(amqp_url, parked_name, lambda m: m.message_id in doomed) == 1
     left = await parked.list_rows(amqp_url, parked_name, time.time())
     assert [row.order.split("/")[-1] for row in left] == ["keep-me"]
+
+
+async def test_receiver_declares_routed_queues_before_accepting(
+    aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
+) -> None:
+    """With no worker started yet, an accepted event waits in the target queue, not unrouted."""
+    config = pipeline_config(amqp_url, cj.url)
+    spec = plan(config, "cj").topology
+    channel = await amqp.channel()
+    for queue in spec.queues:
+        await channel.queue_delete(queue.name)
+    client: Client = await aiohttp_client(create_app(config))
+    await wait_ready(client)
+    try:
+        hook = shoplazza_webhook()
+        response = await client.post("/webhooks/shoplazza", data=hook.body, headers=hook.headers)
+        assert response.status == 200
+        event_id = orjson.loads(await response.read())["event_id"]
+        work = await channel.get_queue(spec.work.name)
+        assert (await receive(work)).message_id == event_id
+    finally:
+        for queue in spec.queues:
+            await channel.queue_delete(queue.name)

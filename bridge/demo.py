@@ -1,0 +1,142 @@
+"""`cancel-bridge demo`: one cancellation end to end, on this machine, in a few seconds.
+
+Starts a fake CJ and the bridge (receiver + CJ worker) against the broker in `AMQP_URL`, sends a
+signed Shoplazza `orders/cancelled` webhook as Shoplazza would, and shows the `cancelOrders`
+request arriving at the fake CJ. It refuses to run on a broker that already has the bridge's CJ
+queue (a real deployment), and deletes the queues it created when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import uuid
+from collections.abc import Callable
+
+import aio_pika
+import aiohttp
+import orjson
+from aio_pika.exceptions import ChannelNotFoundEntity
+
+from bridge import topology
+from bridge.fake_cj import TOKEN, FakeCJ
+from bridge.receiver import PUBLISHER
+from bridge.runtime import StartupError, start_receiver
+from bridge.settings import DEFAULT_AMQP_URL, Config, parse_settings, redact_url, resolve
+from bridge.targets import plan
+from bridge.worker import Worker
+from handlers.shoplazza import sign
+
+WAIT_SECONDS = 30.0
+Say = Callable[[str], None]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def demo_config(url: str, cj_url: str, port: int, secret: str) -> Config:
+    """The configuration the demo runs: Shoplazza in, CJ out, short retries."""
+    settings = parse_settings(
+        {
+            "receiver": {"port": port},
+            "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
+            "targets": {
+                "cj": {"url": cj_url, "enterprise_id": "1234567", "action_tracker_id": 987654}
+            },
+            "routes": {"shoplazza": ["cj"]},
+            "worker": {"retry_delays": [1, 5]},
+        }
+    )
+    env = {"AMQP_URL": url, "SHOPLAZZA_CLIENT_SECRET": secret, "CJ_ACCESS_TOKEN": TOKEN}
+    return resolve(settings, env)
+
+
+async def _refuse_live_broker(url: str) -> None:
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(topology.work_queue("cj"), passive=True)
+        except ChannelNotFoundEntity:
+            return
+    msg = (
+        f"{topology.work_queue('cj')} already exists on this broker: run the demo against a"
+        " development broker or vhost (AMQP_URL)"
+    )
+    raise StartupError(msg)
+
+
+async def run_demo(say: Say) -> None:
+    """Run the demo, narrating through `say`."""
+    url = os.environ.get("AMQP_URL", "").strip() or DEFAULT_AMQP_URL
+    await _refuse_live_broker(url)
+    cj = FakeCJ()
+    await cj.start()
+    secret = secrets.token_urlsafe(24)
+    port = _free_port()
+    config = demo_config(url, cj.url, port, secret)
+    worker_plan = plan(config, "cj")
+    say(f"broker:   {redact_url(url)}")
+    say(f"fake CJ:  {cj.url}")
+    say(f"bridge:   http://127.0.0.1:{port} (receiver + CJ worker)")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            app = await start_receiver(config, stack)
+            worker = await stack.enter_async_context(
+                Worker.running(worker_plan, url, config.settings.broker)
+            )
+            async with asyncio.timeout(WAIT_SECONDS):
+                await app[PUBLISHER].wait_ready()
+            await _send_and_watch(say, port, secret, cj, worker)
+    finally:
+        await cj.stop()
+        async with await aio_pika.connect(url) as connection:
+            channel = await connection.channel()
+            for queue in worker_plan.topology.queues:
+                await channel.queue_delete(queue.name)
+
+
+async def _send_and_watch(say: Say, port: int, secret: str, cj: FakeCJ, worker: Worker) -> None:
+    order_id = f"demo-{uuid.uuid4().hex[:8]}"
+    body = orjson.dumps(
+        {
+            "id": order_id,
+            "number": "1001",
+            "status": "cancelled",
+            "cancel_reason": "Customer changed their mind",
+            "cancelled_at": "2024-05-01T10:00:00+08:00",
+        }
+    )
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shoplazza-Hmac-Sha256": sign(body, secret),
+        "X-Shoplazza-Topic": "orders/cancelled",
+        "X-Shoplazza-Shop-Domain": "demo.myshoplaza.com",
+        "X-Shoplazza-Deduplication-ID": str(uuid.uuid4()),
+    }
+    say(f"\n1. Shoplazza -> POST /webhooks/shoplazza: order {order_id} cancelled (signed)")
+    timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.post(
+            f"http://127.0.0.1:{port}/webhooks/shoplazza", data=body, headers=headers
+        ) as response,
+    ):
+        answer = (await response.read()).decode()
+        say(f"   bridge answered {response.status} {answer}")
+    if response.status != 200:  # noqa: PLR2004 - HTTP OK
+        raise StartupError(f"the bridge did not accept the webhook: {answer}")
+    async with asyncio.timeout(WAIT_SECONDS):
+        await worker.wait_outcomes("delivered", 1)
+    call = cj.calls_for(order_id)[0]
+    say("\n2. CJ <- cancelOrders, variables:")
+    say(
+        "   " + orjson.dumps(call.order, option=orjson.OPT_INDENT_2).decode().replace("\n", "\n   ")
+    )
+    say(f"\nDone: order {order_id} cancelled on Shoplazza, its commission declined at CJ.")
