@@ -275,3 +275,22 @@ async def test_receiver_declares_routed_queues_before_accepting(
     finally:
         for queue in spec.queues:
             await channel.queue_delete(queue.name)
+
+
+async def test_answer_slower_than_the_timeout_is_retried(pipeline: Pipeline) -> None:
+    """A call past timeout_s may have landed: it is retried, and the retry settles it."""
+    order = "slow-answer"
+    pipeline.cj.script[order] = [Reply(delay=5.0)]  # timeout_s is 1.0 in this pipeline
+    await pipeline.post(id=order)
+    await pipeline.settled("delivered")
+    assert len(pipeline.cj.calls_for(order)) == 2
+    assert pipeline.worker.outcomes["retried"] == 1
+
+
+async def test_refused_credentials_are_parked(pipeline: Pipeline) -> None:
+    order = "bad-token"
+    pipeline.cj.script[order] = [Reply(status=401, body={"message": "Unauthorized"})]
+    await pipeline.post(id=order)
+    await pipeline.settled("parked")
+    parked_message = await receive(pipeline.parked)
+    assert parked_message.headers[PARK_REASON_HEADER] == "cj credentials refused (HTTP 401)"
