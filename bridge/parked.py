@@ -61,12 +61,22 @@ def _order(body: bytes) -> str:
     return "/".join(str(document.get(key, "?")) for key in ("source", "shop", "order_id"))
 
 
+def _latest_death(headers: Mapping[str, FieldValue]) -> str | None:
+    """The broker's newest dead-letter reason (x-death[0]); x-first-death-* is the oldest trip."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        reason = deaths[0].get("reason")
+        return str(reason) if reason is not None else None
+    return None
+
+
 def parked_row(
     message_id: str | None, headers: Mapping[str, FieldValue], body: bytes, now: float
 ) -> ParkedRow:
     """What a parked message says: our `x-park-reason`, or the broker's death reason."""
-    reason = headers.get(PARK_REASON_HEADER) or headers.get("x-first-death-reason") or "?"
-    attempts = _int(headers.get(ATTEMPTS_HEADER)) or _int(headers.get("x-delivery-count")) or 0
+    reason = headers.get(PARK_REASON_HEADER) or _latest_death(headers) or "?"
+    # Not x-delivery-count: reading the parked queue (list/replay/drop) raises it.
+    attempts = _int(headers.get(ATTEMPTS_HEADER)) or 0
     parked_ms = _int(headers.get(PARKED_AT_HEADER))
     age = now - parked_ms / 1000 if parked_ms is not None else None
     return ParkedRow(message_id or "?", _order(body), str(reason), attempts, age)

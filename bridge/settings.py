@@ -78,6 +78,7 @@ class WorkerSettings(_Section):
     retry_delays: tuple[float, ...] = Field(default=DEFAULT_DELAYS, min_length=1)
     retry_total: float = Field(default=DEFAULT_TOTAL, gt=0)
     poison_attempts: int = Field(default=5, ge=1, le=1000)
+    drain_timeout: float = Field(default=10.0, gt=0, le=300)
 
 
 TargetName = Literal["cj"]

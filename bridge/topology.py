@@ -130,7 +130,12 @@ def target_topology(
 ) -> TargetTopology:
     """Queues and bindings for `target`, fed by the routing keys of `sources`."""
     work = work_queue(target)
-    parked = QueueSpec(parked_queue(target))
+    # reject-publish, stated: a max-length policy must refuse new parked messages (the worker
+    # retries), never drop old ones (RabbitMQ's default overflow is drop-head).
+    parked = QueueSpec(
+        parked_queue(target),
+        MappingProxyType({"x-queue-type": "quorum", "x-overflow": "reject-publish"}),
+    )
     delays = {
         tier: QueueSpec(
             f"{work}.delay.{tier:g}s", _quorum_dlx(work, **{"x-message-ttl": int(tier * 1000)})

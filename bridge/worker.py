@@ -20,6 +20,7 @@ from typing import assert_never
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, FieldValue
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import ValidationError
 
 from bridge import topology
@@ -47,6 +48,7 @@ from handlers.base import AlreadyDone, Delivered, Outcome, Rejected, RetryLater,
 log = structlog.get_logger(__name__)
 
 EARLY_TOLERANCE = 0.05  # seconds: a delay queue's TTL is not to the millisecond
+UNSETTLED_PAUSE = 10.0  # seconds to wait for the broker before requeueing an unsettled message
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +69,13 @@ class Worker:
         self._plan = plan
         self._publisher = publisher
         self._executor = executor
-        # Acked messages by how they were settled: delivered, already_done, retried, parked,
-        # waiting. Tests and benchmarks await these instead of sleeping.
+        # Acked messages by how they were settled (delivered, already_done, retried, parked,
+        # waiting), plus declare_failed. Tests and benchmarks await these instead of sleeping.
         self.outcomes: Counter[str] = Counter()
         self._changed = asyncio.Condition()
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._in_hand: set[asyncio.Task[object]] = set()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -88,6 +93,7 @@ class Worker:
             try:
                 yield worker
             finally:
+                await worker._drain(plan.settings.drain_timeout)
                 consuming.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await consuming
@@ -98,26 +104,56 @@ class Worker:
             await self._changed.wait_for(lambda: self.outcomes[kind] >= count)
 
     async def _consume(self, url: str, broker: BrokerSettings, name: str) -> None:
-        connection = await open_robust(url, broker, name)
-        try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=self._plan.settings.prefetch)
-            queue: AbstractQueue = await topology.declare_target(channel, self._plan.topology)
-            await self._publisher.wait_ready()
-            await queue.consume(self._on_message)
-            log.info("worker.consuming", target=self._plan.target, queue=queue.name)
-            await asyncio.Future()  # until cancelled
-        finally:
-            await connection.close()
+        """Declare and consume, again after any failure: a dead consumer must not go unnoticed."""
+        while True:
+            connection = await open_robust(url, broker, name)
+            try:
+                channel = await connection.channel()
+                await channel.set_qos(prefetch_count=self._plan.settings.prefetch)
+                queue = await topology.declare_target(channel, self._plan.topology)
+                await self._publisher.wait_ready()
+                self._queue = queue
+                self._consumer_tag = await queue.consume(self._on_message)
+                log.info("worker.consuming", target=self._plan.target, queue=queue.name)
+                await asyncio.Future()  # until cancelled; the robust channel re-consumes
+            except CONNECTION_EXCEPTIONS as exc:
+                # e.g. PRECONDITION_FAILED: the queues exist with other arguments (README).
+                log.error(  # noqa: TRY400 - the broker's refusal says it all
+                    "worker.declare_failed", error=str(exc), retry_in=broker.reconnect_interval
+                )
+                await self._count("declare_failed")
+            finally:
+                self._queue = self._consumer_tag = None
+                await connection.close()
+            await asyncio.sleep(broker.reconnect_interval)
+
+    async def _drain(self, within: float) -> None:
+        """Stop taking messages, then let those in hand settle (bounded by `within`)."""
+        queue, tag = self._queue, self._consumer_tag
+        if queue is not None and tag is not None:
+            with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+                await queue.cancel(tag)
+        if self._in_hand:
+            log.info("worker.draining", in_hand=len(self._in_hand))
+            await asyncio.wait(self._in_hand, timeout=within)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_hand.add(task)
+            task.add_done_callback(self._in_hand.discard)
         with structlog.contextvars.bound_contextvars(
             event_id=message.message_id, target=self._plan.target
         ):
             try:
                 await self.handle(message)
             except BrokerUnavailable as exc:
+                # Requeueing at once would spin through the delivery limit while the broker is
+                # in trouble and park healthy messages as poison: wait for it first (bounded).
                 log.warning("worker.unsettled", detail=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(UNSETTLED_PAUSE):
+                        await self._publisher.wait_ready()
                 await message.nack(requeue=True)
             except Exception:  # a bug in a handler: requeue; the delivery limit parks it
                 log.exception("worker.crashed")
@@ -144,6 +180,10 @@ class Worker:
         remaining = (not_before or 0.0) - time.time()
         if remaining <= EARLY_TOLERANCE:
             return False
+        if remaining > self._plan.settings.retry_total:  # a forged header or a clock jump
+            reason = f"x-not-before-ms is {remaining:.0f}s away, past retry_total"
+            await self._park(message, reason, attempts_of(message), reason)
+            return True
         await self._delay(message, remaining, {})
         log.info("cancel.waiting", remaining=round(remaining, 3))
         return True
@@ -226,6 +266,9 @@ class Worker:
 
     async def _ack(self, message: AbstractIncomingMessage, kind: str) -> None:
         await message.ack()
+        await self._count(kind)
+
+    async def _count(self, kind: str) -> None:
         async with self._changed:
             self.outcomes[kind] += 1
             self._changed.notify_all()

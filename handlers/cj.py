@@ -150,7 +150,7 @@ def interpret(status: int, headers: Headers, body: bytes, cfg: CJTarget, now: da
 
     401/403: credentials, final. 408/425/429/5xx: retry (honouring Retry-After). A 200 whose body
     is not CJ's JSON or has no result: retry. Top-level GraphQL errors: our request is wrong,
-    final. `cancelOrders.errors`: "already"/"lock" texts are done, any other is final.
+    final. `cancelOrders.errors`: texts with a marker ("already", "locked") are done, others final.
     """
     if (early := _by_status(status, headers, now)) is not None:
         return early

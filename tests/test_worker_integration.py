@@ -294,3 +294,35 @@ async def test_refused_credentials_are_parked(pipeline: Pipeline) -> None:
     await pipeline.settled("parked")
     parked_message = await receive(pipeline.parked)
     assert parked_message.headers[PARK_REASON_HEADER] == "cj credentials refused (HTTP 401)"
+
+
+async def test_worker_survives_a_refused_declaration(
+    aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
+) -> None:
+    """Queues left with other arguments: the worker says so and retries, and consumes once fixed."""
+    config = pipeline_config(amqp_url, cj.url)
+    worker_plan = plan(config, "cj")
+    channel = await amqp.channel()
+    for queue in worker_plan.topology.queues:
+        await channel.queue_delete(queue.name)
+    await channel.declare_queue(
+        worker_plan.topology.work.name, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    try:
+        async with Worker.running(worker_plan, amqp_url, config.settings.broker) as worker:
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await worker.wait_outcomes("declare_failed", 1)
+            await channel.queue_delete(worker_plan.topology.work.name)  # the operator's fix
+            client: Client = await aiohttp_client(create_app(config))
+            await wait_ready(client)
+            hook = shoplazza_webhook()
+            response = await client.post(
+                "/webhooks/shoplazza", data=hook.body, headers=hook.headers
+            )
+            assert response.status == 200
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await worker.wait_outcomes("delivered", 1)
+    finally:
+        for queue in worker_plan.topology.queues:
+            await channel.queue_delete(queue.name)
+    assert len(cj.calls) == 1
