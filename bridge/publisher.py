@@ -218,7 +218,7 @@ class Publisher:
             channel.close_callbacks.add(self._on_lost)
             channel.reopen_callbacks.add(self._on_restored)
             self._mark(up=True)
-            log.info("broker.connected")
+            log.info("broker.connected", connection=self._connection_name)
             return
 
     def _on_lost(self, *_: Any) -> None:  # noqa: ANN401 - aio-pika passes sender and cause

@@ -28,7 +28,10 @@ class Bridge:
         self.lines: list[dict[str, object]] = []
 
     async def wait_for(self, *events: str) -> None:
-        """Read log lines until every one of `events` has been seen."""
+        """Read log lines until every one of `events` has been seen.
+
+        An event may name its connection too: `broker.connected/receiver`.
+        """
         wanted = set(events)
         assert self.process.stdout is not None
         async with asyncio.timeout(STARTUP_TIMEOUT):
@@ -37,7 +40,9 @@ class Bridge:
                 assert line, f"bridge exited early; saw {self.lines}"
                 entry = orjson.loads(line)  # every line is one JSON object
                 self.lines.append(entry)
-                wanted.discard(str(entry["event"]))
+                event = str(entry["event"])
+                wanted.discard(event)
+                wanted.discard(f"{event}/{entry.get('connection')}")
 
     async def stop(self) -> tuple[int, bytes]:
         """SIGTERM, then the exit status and the rest of the output."""

@@ -59,7 +59,7 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
 
 async def test_run_serves_and_stops_on_sigterm(launch: Launcher, amqp_url: str) -> None:
     bridge: Bridge = await launch(amqp_url)
-    await bridge.wait_for("receiver.listening", "broker.connected")
+    await bridge.wait_for("receiver.listening", "broker.connected/receiver")
     hook = shoplazza_webhook()
     async with aiohttp.ClientSession() as http:
         url = f"http://127.0.0.1:{bridge.port}/webhooks/shoplazza"
@@ -98,7 +98,7 @@ async def test_run_with_a_route_declines_at_cj(
     channel = await amqp.channel()
     try:
         bridge = await launch(amqp_url, extra, CJ_ACCESS_TOKEN=TOKEN)
-        await bridge.wait_for("receiver.listening", "worker.consuming")
+        await bridge.wait_for("receiver.listening", "broker.connected/receiver", "worker.consuming")
         hook = shoplazza_webhook()
         url = f"http://127.0.0.1:{bridge.port}/webhooks/shoplazza"
         async with (
