@@ -18,6 +18,7 @@ from aiohttp.web import Application
 from yarl import URL
 
 from bridge import topology
+from bridge.fake_cj import FakeCJ
 from bridge.publisher import Publisher
 from bridge.receiver import PUBLISHER, create_app
 from bridge.settings import Config, parse_settings, resolve
@@ -216,3 +217,12 @@ def broker_address(amqp_url: str) -> tuple[str, int]:
 def via(amqp_url: str, port: int) -> str:
     """`amqp_url` rewritten to go through 127.0.0.1:`port`."""
     return str(URL(amqp_url).with_host("127.0.0.1").with_port(port))
+
+
+@pytest.fixture
+async def cj() -> AsyncIterator[FakeCJ]:
+    """A fake CJ on an ephemeral loopback port."""
+    fake = FakeCJ()
+    await fake.start()
+    yield fake
+    await fake.stop()

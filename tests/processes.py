@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import sys
+from collections.abc import Mapping
 
 import orjson
 
@@ -51,3 +53,17 @@ class Bridge:
             rest, _ = await self.process.communicate()
         assert self.process.returncode is not None
         return self.process.returncode, rest
+
+
+async def spawn(args: list[str], env: Mapping[str, str], port: int = 0) -> Bridge:
+    """`python -m bridge ARGS` with `env`, its output (JSON lines) piped for `wait_for`."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        *args,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    return Bridge(process, port)

@@ -18,7 +18,7 @@ from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.retry import DEFAULT_DELAYS
 from contracts.events import Source
 from tests.conftest import SECRET, shoplazza_webhook
-from tests.processes import Bridge, free_port
+from tests.processes import Bridge, free_port, spawn
 
 Launcher = Callable[..., Awaitable[Bridge]]
 
@@ -36,19 +36,10 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
             '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n' + extra
         )
         env = {**os.environ, "AMQP_URL": amqp_url, "SHOPLAZZA_CLIENT_SECRET": SECRET, **env_extra}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "run",
-            "--config",
-            str(config),
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        bridge = await spawn(["run", "--config", str(config)], env, port)
+        process = bridge.process
         started.append(process)
-        return Bridge(process, port)
+        return bridge
 
     yield run
     for process in started:

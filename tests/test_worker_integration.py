@@ -81,14 +81,6 @@ class Pipeline:
 
 
 @pytest.fixture
-async def cj() -> AsyncIterator[FakeCJ]:
-    fake = FakeCJ()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
 async def pipeline(
     aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
 ) -> AsyncIterator[Pipeline]:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from bridge import topology
@@ -18,35 +15,14 @@ from bridge.fake_cj import TOKEN, FakeCJ, Reply
 from bridge.messages import event_message
 from bridge.retry import DEFAULT_DELAYS
 from contracts.events import CancelReason, OrderCancelled, Source
-from tests.processes import Bridge
+from tests.processes import Bridge, spawn
 
 CALL_TIMEOUT = 30.0
 
 
-@pytest.fixture
-async def cj() -> AsyncIterator[FakeCJ]:
-    fake = FakeCJ()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 async def start_worker(config: Path, amqp_url: str) -> Bridge:
     env = {**os.environ, "AMQP_URL": amqp_url, "CJ_ACCESS_TOKEN": TOKEN}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "worker",
-        "--target",
-        "cj",
-        "--config",
-        str(config),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    worker = Bridge(process, 0)
+    worker = await spawn(["worker", "--target", "cj", "--config", str(config)], env)
     await worker.wait_for("worker.consuming")
     return worker
 
