@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
 from bridge import parked, topology
-from bridge.fake_cj import TOKEN, FakeCJ, Reply, error_in_200
+from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
 from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
@@ -318,3 +318,31 @@ async def test_worker_survives_a_refused_declaration(
         for queue in worker_plan.topology.queues:
             await channel.queue_delete(queue.name)
     assert len(cj.calls) == 1
+
+
+async def test_shutdown_lets_the_message_in_hand_settle(
+    aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
+) -> None:
+    """Stopping while CJ is answering: the call completes and is acked, nothing is requeued."""
+    config = pipeline_config(amqp_url, cj.url)
+    worker_plan = plan(config, "cj")
+    channel = await amqp.channel()
+    client: Client = await aiohttp_client(create_app(config))
+    await wait_ready(client)
+    order = "in-hand-at-shutdown"
+    cj.script[order] = [dataclasses.replace(accepted(order), delay=0.5)]
+    try:
+        async with Worker.running(worker_plan, amqp_url, config.settings.broker) as worker:
+            hook = shoplazza_webhook({"id": order})
+            response = await client.post(
+                "/webhooks/shoplazza", data=hook.body, headers=hook.headers
+            )
+            assert response.status == 200
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await cj.wait_calls(1)  # the call is in flight; now stop the worker
+        assert worker.outcomes["delivered"] == 1
+        work = await channel.declare_queue(worker_plan.topology.work.name, passive=True)
+        assert work.declaration_result.message_count == 0
+    finally:
+        for queue in worker_plan.topology.queues:
+            await channel.queue_delete(queue.name)
