@@ -18,7 +18,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from bridge import logs, parked, topology
 from bridge.demo import run_demo
 from bridge.runtime import StartupError, serve
-from bridge.settings import Config, ConfigError, load
+from bridge.settings import Config, ConfigError, load, redact_url
+from bridge.store import SCHEMA_HEAD, Store
 from bridge.targets import plan
 from contracts.schema import event_json_schema
 
@@ -130,6 +131,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "worker":
             command.add_argument("--target", required=True, help="target name, e.g. cj")
     commands.add_parser("schema", help="print the JSON Schema of the published event")
+    db_cmd = commands.add_parser("db", help="the state store")
+    db_actions = db_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    upgrade = db_actions.add_parser("upgrade", help="create or upgrade the store's schema")
+    upgrade.add_argument("--config", metavar="FILE", help=f"TOML file (default: ${CONFIG_ENV})")
     commands.add_parser(
         "demo", help="one cancellation end to end: fake Shoplazza sender and fake CJ, real broker"
     )
@@ -179,6 +184,11 @@ def _parked(args: argparse.Namespace, config: Config) -> int:
     return 0 if moved or args.all else 1
 
 
+async def _db_upgrade(config: Config) -> None:
+    async with Store.open(config.store_url.get_secret_value()):
+        pass  # opening upgrades
+
+
 def _demo() -> int:
     logs.configure("warning")
     try:
@@ -205,8 +215,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cancel-bridge: config error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 1
+    return _dispatch(args, config, path, env)
+
+
+def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping[str, str]) -> int:
+    """The commands that need a configuration."""
     if args.command == "parked":
         return _parked(args, config)
+    if args.command == "db":
+        _run_async(_db_upgrade(config))
+        where = redact_url(config.store_url.get_secret_value())
+        print(f"store schema at {SCHEMA_HEAD}: {where}")  # noqa: T201 - CLI output
+        return 0
     if args.command == "check-config":
         print(describe(config, path, env))  # noqa: T201 - CLI output
         return 0

@@ -84,6 +84,13 @@ class WorkerSettings(_Section):
 TargetName = Literal["cj"]
 
 
+class StoreSettings(_Section):
+    """`[store]`: the state store. SQLite at `path` unless the `url_env` variable holds a URL."""
+
+    path: str = Field(default="cancel-bridge.db", min_length=1)
+    url_env: EnvName | None = None
+
+
 class LogSettings(_Section):
     """`[log]`: structured JSON lines on standard output."""
 
@@ -99,6 +106,7 @@ class Settings(_Section):
     targets: TargetsSettings = TargetsSettings()
     routes: dict[Source, tuple[TargetName, ...]] = Field(default_factory=dict)
     worker: WorkerSettings = WorkerSettings()
+    store: StoreSettings = StoreSettings()
     log: LogSettings = LogSettings()
 
     def routed_sources(self, target: str) -> tuple[Source, ...]:
@@ -127,6 +135,7 @@ class Config:
     amqp_url: SecretStr
     source_secrets: Mapping[Source, tuple[SecretStr, ...]]
     target_tokens: Mapping[str, SecretStr] = field(default_factory=dict)
+    store_url: SecretStr = field(default_factory=lambda: SecretStr("cancel-bridge.db"))
 
     @property
     def amqp_url_redacted(self) -> str:
@@ -193,6 +202,16 @@ def _secrets(name: Source, src: SourceSettings, env: Mapping[str, str]) -> tuple
     return tuple(found)
 
 
+def _store_url(store: StoreSettings, env: Mapping[str, str]) -> SecretStr:
+    if store.url_env and (url := env.get(store.url_env, "").strip()):
+        if not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ConfigError(
+                "store.url_env", f"{store.url_env} must be a postgresql:// or sqlite:/// URL"
+            )
+        return SecretStr(url)
+    return SecretStr(store.path)
+
+
 def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
     """Look up every secret the settings name; a missing one is a `ConfigError`."""
     url = env.get(settings.broker.url_env, "").strip() or DEFAULT_AMQP_URL
@@ -229,6 +248,7 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
         amqp_url=SecretStr(url),
         source_secrets={name: _secrets(name, src, env) for name, src in settings.sources.items()},
         target_tokens=tokens,
+        store_url=_store_url(settings.store, env),
     )
 
 

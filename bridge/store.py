@@ -52,6 +52,7 @@ deliveries = sa.Table(
 )
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_HEAD = "0001"  # the newest migration's revision
 
 
 def async_url(url: str) -> str:

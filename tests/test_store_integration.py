@@ -12,7 +12,9 @@ import asyncpg
 import pytest
 from yarl import URL
 
-from bridge.store import Store, async_url
+from bridge.cli import main
+from bridge.settings import ConfigError, parse_settings, resolve
+from bridge.store import SCHEMA_HEAD, Store, async_url
 from contracts.events import CancelReason, OrderCancelled, Source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
@@ -81,3 +83,34 @@ async def test_schema_survives_reopening(database_url: str) -> None:
 )
 def test_async_url(given: str, expected: str) -> None:
     assert async_url(given) == expected
+
+
+def test_db_upgrade_creates_the_sqlite_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "state.db"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[store]\npath = "{store}"\n[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
+    )
+    monkeypatch.setenv("SHOPLAZZA_CLIENT_SECRET", "s")
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == f"store schema at {SCHEMA_HEAD}: {store}"
+    assert store.exists()
+    assert main(["db", "upgrade", "--config", str(config)]) == 0  # idempotent
+
+
+def test_store_url_comes_from_the_named_variable_or_the_path() -> None:
+    settings = parse_settings(
+        {
+            "store": {"path": "/var/lib/cb/state.db", "url_env": "DATABASE_URL"},
+            "sources": {"shoplazza": {"secret_env": "S"}},
+        }
+    )
+    pg = "postgresql://bridge:pw@db:5432/bridge"
+    assert resolve(settings, {"S": "x", "DATABASE_URL": pg}).store_url.get_secret_value() == pg
+    assert resolve(settings, {"S": "x"}).store_url.get_secret_value() == "/var/lib/cb/state.db"
+    with pytest.raises(ConfigError) as caught:
+        resolve(settings, {"S": "x", "DATABASE_URL": "mysql://db/x"})
+    assert caught.value.key == "store.url_env"
+    assert "pw" not in str(caught.value)
