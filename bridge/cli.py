@@ -20,7 +20,7 @@ from bridge.demo import run_demo
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
 from bridge.store import SCHEMA_HEAD, Store
-from bridge.targets import plan
+from bridge.targets import plan, target_topology
 from contracts.schema import event_json_schema
 
 CONFIG_ENV = "BRIDGE_CONFIG"
@@ -92,7 +92,7 @@ def _describe_targets(config: Config) -> list[str]:
         "targets:",
     ]
     for target in targets:
-        spec = plan(config, target).topology
+        spec = target_topology(config, target)
         keys = ", ".join(binding.routing_key for binding in spec.bindings)
         cj = settings.targets.cj
         if target == "cj" and cj is not None:

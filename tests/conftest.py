@@ -12,7 +12,12 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 from yarl import URL
@@ -110,6 +115,12 @@ async def purged(amqp: AbstractRobustConnection, spec: topology.QueueSpec) -> Ab
 async def quarantine(amqp: AbstractRobustConnection) -> AbstractQueue:
     """`orders.quarantine`, emptied."""
     return await purged(amqp, topology.QUARANTINE_QUEUE)
+
+
+async def delete_target_queues(channel: AbstractChannel, spec: topology.TargetTopology) -> None:
+    """Remove a target's queues, so `orders` is unbound for the next test."""
+    for queue in spec.queues:
+        await channel.queue_delete(queue.name)
 
 
 async def receive(queue: AbstractQueue, within: float = RECEIVE_TIMEOUT) -> AbstractIncomingMessage:

@@ -17,7 +17,7 @@ from bridge import topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.retry import DEFAULT_DELAYS
 from contracts.events import Source
-from tests.conftest import SECRET, shoplazza_webhook
+from tests.conftest import SECRET, delete_target_queues, shoplazza_webhook
 from tests.processes import Bridge, free_port, spawn
 
 Launcher = Callable[..., Awaitable[Bridge]]
@@ -104,8 +104,7 @@ async def test_run_with_a_route_declines_at_cj(
     finally:
         await cj.stop()
         spec = topology.target_topology("cj", (Source.SHOPLAZZA,), DEFAULT_DELAYS, 5)
-        for queue in spec.queues:
-            await channel.queue_delete(queue.name)
+        await delete_target_queues(channel, spec)
 
 
 async def test_demo_runs_end_to_end(amqp_url: str) -> None:

@@ -25,7 +25,14 @@ from bridge.targets import plan
 from bridge.worker import Worker
 from contracts.events import OrderCancelled
 from handlers.base import Headers, HttpCall, Outcome, Rejected
-from tests.conftest import SECRET, ClientFactory, receive, shoplazza_webhook, wait_ready
+from tests.conftest import (
+    SECRET,
+    ClientFactory,
+    delete_target_queues,
+    receive,
+    shoplazza_webhook,
+    wait_ready,
+)
 
 DELAYS = (0.2, 0.4)
 SETTLE_TIMEOUT = 20.0
@@ -95,8 +102,7 @@ async def pipeline(
     await wait_ready(client)
     async with Worker.running(worker_plan, amqp_url, config.settings.broker) as worker:
         yield Pipeline(client, worker, cj, parked)
-    for queue in worker_plan.topology.queues:  # leave `orders` unbound for the other tests
-        await channel.queue_delete(queue.name)
+    await delete_target_queues(channel, worker_plan.topology)
 
 
 async def test_webhook_leads_to_exactly_one_cancel_orders_call(pipeline: Pipeline) -> None:
@@ -193,8 +199,7 @@ async def test_a_handler_that_raises_is_parked_not_looping(
             assert response.status == 200
             dead = await receive(parked, within=SETTLE_TIMEOUT)
     finally:
-        for queue in worker_plan.topology.queues:
-            await channel.queue_delete(queue.name)
+        await delete_target_queues(channel, worker_plan.topology)
     delivery_id = hook.headers["X-Shoplazza-Deduplication-ID"]
     assert orjson.loads(dead.body)["delivery_id"] == delivery_id
     assert dead.headers["x-first-death-reason"] == "delivery_limit"
@@ -253,8 +258,7 @@ async def test_receiver_declares_routed_queues_before_accepting(
     config = pipeline_config(amqp_url, cj.url)
     spec = plan(config, "cj").topology
     channel = await amqp.channel()
-    for queue in spec.queues:
-        await channel.queue_delete(queue.name)
+    await delete_target_queues(channel, spec)
     client: Client = await aiohttp_client(create_app(config))
     await wait_ready(client)
     try:
@@ -265,8 +269,7 @@ async def test_receiver_declares_routed_queues_before_accepting(
         work = await channel.get_queue(spec.work.name)
         assert (await receive(work)).message_id == event_id
     finally:
-        for queue in spec.queues:
-            await channel.queue_delete(queue.name)
+        await delete_target_queues(channel, spec)
 
 
 async def test_answer_slower_than_the_timeout_is_retried(pipeline: Pipeline) -> None:
@@ -295,8 +298,7 @@ async def test_worker_survives_a_refused_declaration(
     config = pipeline_config(amqp_url, cj.url)
     worker_plan = plan(config, "cj")
     channel = await amqp.channel()
-    for queue in worker_plan.topology.queues:
-        await channel.queue_delete(queue.name)
+    await delete_target_queues(channel, worker_plan.topology)
     await channel.declare_queue(
         worker_plan.topology.work.name, durable=True, arguments={"x-queue-type": "quorum"}
     )
@@ -315,8 +317,7 @@ async def test_worker_survives_a_refused_declaration(
             async with asyncio.timeout(SETTLE_TIMEOUT):
                 await worker.wait_outcomes("delivered", 1)
     finally:
-        for queue in worker_plan.topology.queues:
-            await channel.queue_delete(queue.name)
+        await delete_target_queues(channel, worker_plan.topology)
     assert len(cj.calls) == 1
 
 
@@ -344,5 +345,4 @@ async def test_shutdown_lets_the_message_in_hand_settle(
         work = await channel.declare_queue(worker_plan.topology.work.name, passive=True)
         assert work.declaration_result.message_count == 0
     finally:
-        for queue in worker_plan.topology.queues:
-            await channel.queue_delete(queue.name)
+        await delete_target_queues(channel, worker_plan.topology)

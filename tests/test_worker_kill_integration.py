@@ -15,6 +15,7 @@ from bridge.fake_cj import TOKEN, FakeCJ, Reply
 from bridge.messages import event_message
 from bridge.retry import DEFAULT_DELAYS
 from contracts.events import CancelReason, OrderCancelled, Source
+from tests.conftest import delete_target_queues
 from tests.processes import Bridge, spawn
 
 CALL_TIMEOUT = 30.0
@@ -73,5 +74,4 @@ async def test_sigkill_mid_call_redelivers(
         assert work.declaration_result.message_count == 0
     finally:
         spec = topology.target_topology("cj", (Source.SHOPLAZZA,), DEFAULT_DELAYS, 5)
-        for queue in spec.queues:
-            await channel.queue_delete(queue.name)
+        await delete_target_queues(channel, spec)
