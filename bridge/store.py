@@ -1,58 +1,54 @@
-"""The state store: what the bridge knows about each event and each (event, target) delivery.
+"""The state store: each event, each (event, target) delivery, order links and echoes.
 
 One code path for two engines through SQLAlchemy 2 async Core: SQLite (a file, WAL mode; the
 embedded default) and PostgreSQL (scale-out). The schema is versioned with Alembic and upgraded
-on open. Writes are portable: an INSERT, and on a key conflict an UPDATE (no dialect switches).
+on open. Writes are portable: a conditional UPDATE checked by its row count, or an INSERT whose
+key conflict is the answer; no dialect switches.
+
+Exactly one effect per (event, target): `claim` moves a pair to `calling` for one worker until a
+lease ends, and only the claimant calls the target; `finish` records the answer before the worker
+acks. A pair that is `delivered` or `already_done` is never claimed again.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from bridge.tables import (
+    CALLING,
+    CLAIMABLE,
+    PENDING,
+    SETTLED,
+    deliveries,
+    echoes,
+    events,
+    links,
+    transitions,
+)
 from contracts.events import OrderCancelled
 
-metadata = sa.MetaData()
-
-events = sa.Table(
-    "events",
-    metadata,
-    sa.Column("event_id", sa.String(36), primary_key=True),
-    sa.Column("source", sa.String(32), nullable=False),
-    sa.Column("shop", sa.String(255), nullable=False),
-    sa.Column("order_id", sa.String(255), nullable=False),
-    sa.Column("reason", sa.String(32), nullable=False),
-    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("delivery_count", sa.Integer, nullable=False),
-    sa.Index("events_by_order", "source", "order_id"),
-)
-
-deliveries = sa.Table(
-    "deliveries",
-    metadata,
-    sa.Column("event_id", sa.String(36), sa.ForeignKey("events.event_id"), primary_key=True),
-    sa.Column("target", sa.String(32), primary_key=True),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("last_error", sa.Text),
-    sa.Column("reference", sa.String(255)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-)
-
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0001"  # the newest migration's revision
+SCHEMA_HEAD = "0002"  # the newest migration's revision
+BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for the file lock
+PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as failed
+CONNECT_TIMEOUT = 5.0
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer (down, locked, unreachable); the operation did not happen."""
 
 
 def async_url(url: str) -> str:
@@ -69,12 +65,21 @@ def async_url(url: str) -> str:
     return f"sqlite+aiosqlite:///{url}"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _: object) -> None:  # noqa: ANN401 - DBAPI object
+def _sqlite_connect(dbapi_connection: Any, _: object) -> None:  # noqa: ANN401 - DBAPI object
+    # SQLAlchemy's recipe for pysqlite/aiosqlite: let SQLAlchemy emit BEGIN itself, so
+    # transactions (and savepoints) mean what they say.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN: a transaction that reads and then writes can
+    # wait for the lock (busy_timeout) instead of failing with SQLITE_BUSY halfway.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _upgrade(connection: sa.Connection) -> None:
@@ -82,6 +87,37 @@ def _upgrade(connection: sa.Connection) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+def utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands them back naive)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """This worker holds the pair: call the target, then `finish`. `attempt` counts from 1."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The pair already had its effect (`delivered` or `already_done`): do not call."""
+
+    state: str
+    reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another claim holds the pair until `lease_until` (perhaps this worker's own)."""
+
+    claimed_by: str | None
+    lease_until: datetime
+
+
+Claim = Claimed | Settled | Busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,46 +143,200 @@ class Store:
     async def open(cls, url: str) -> AsyncIterator[Store]:
         """Connect, upgrade the schema to the newest version, and close on exit."""
         full = async_url(url)
-        engine = create_async_engine(full)
         if full.startswith("sqlite"):
-            sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            engine = create_async_engine(full, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+            sa.event.listen(engine.sync_engine, "connect", _sqlite_connect)
+            sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        else:
+            engine = create_async_engine(
+                full,
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT},
+            )
         try:
-            async with engine.begin() as connection:
-                await connection.run_sync(_upgrade)
+            with _unavailable():
+                async with engine.begin() as connection:
+                    await connection.run_sync(_upgrade)
             yield cls(engine)
         finally:
             await engine.dispose()
 
-    async def record_event(self, event: OrderCancelled, now: datetime) -> int:
-        """Remember that `event` arrived (again); returns how many times it has."""
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        with _unavailable():
+            async with self._engine.begin() as connection:
+                yield connection
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        with _unavailable():
+            async with self._engine.connect() as connection:
+                yield connection
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def record_event(
+        self, event: OrderCancelled, now: datetime, targets: tuple[str, ...] = ()
+    ) -> int:
+        """Remember that `event` arrived (again); returns how many times it has.
+
+        A new event also gets a `pending` delivery for each of `targets`, and its aliases are
+        linked to its order.
+        """
         key = str(event.event_id)
-        async with self._engine.begin() as connection:
-            if await self._insert(
-                connection,
-                events,
-                event_id=key,
-                source=event.source.value,
-                shop=event.shop,
-                order_id=event.order_id,
-                reason=event.reason.value,
-                first_seen=now,
-                last_seen=now,
-                delivery_count=1,
-            ):
-                return 1
-            await connection.execute(
-                events.update()
-                .where(events.c.event_id == key)
-                .values(last_seen=now, delivery_count=events.c.delivery_count + 1)
+        try:
+            async with self._write() as connection:
+                await connection.execute(
+                    events.insert().values(
+                        event_id=key,
+                        source=event.source.value,
+                        shop=event.shop,
+                        order_id=event.order_id,
+                        reason=event.reason.value,
+                        first_seen=now,
+                        last_seen=now,
+                        delivery_count=1,
+                    )
+                )
+                for target in targets:
+                    await _insert_delivery(connection, key, target, PENDING, now)
+            count = 1
+        except IntegrityError:
+            async with self._write() as connection:
+                await connection.execute(
+                    events.update()
+                    .where(events.c.event_id == key)
+                    .values(last_seen=now, delivery_count=events.c.delivery_count + 1)
+                )
+                found = await connection.scalar(
+                    sa.select(events.c.delivery_count).where(events.c.event_id == key)
+                )
+            count = int(found or 1)
+        if event.aliases:
+            await self.link({event.source.value: event.order_id, **event.aliases}, now)
+        return count
+
+    # -- claims ---------------------------------------------------------------------------
+
+    async def claim(
+        self, event: OrderCancelled, target: str, worker: str, now: datetime, lease_until: datetime
+    ) -> Claim:
+        """Take (event, target) for `worker` until `lease_until`, or say why not."""
+        key = str(event.event_id)
+        for _ in range(3):
+            if (attempt := await self._take(key, target, worker, now, lease_until)) is not None:
+                return Claimed(attempt)
+            try:
+                async with self._write() as connection:
+                    await _insert_delivery(connection, key, target, CALLING, now, worker, lease_until)
+            except IntegrityError:
+                row = await self.delivery(key, target)
+                if row is None:  # no event row yet (the foreign key refused): add it, try again
+                    await self.record_event(event, now)
+                    continue
+                refused = await self._claim_refused(key, target, now)
+                if refused is not None:
+                    return refused
+                continue  # claimable again (another claim just finished): try to take it
+            return Claimed(1)
+        return Busy(None, now)  # contended three times over: come back shortly
+
+    async def _take(
+        self, key: str, target: str, worker: str, now: datetime, lease_until: datetime
+    ) -> int | None:
+        """Move an existing claimable row to `calling`; the attempt number, or None."""
+        async with self._write() as connection:
+            taken = await connection.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.event_id == key,
+                    deliveries.c.target == target,
+                    sa.or_(
+                        deliveries.c.state.in_(CLAIMABLE),
+                        sa.and_(deliveries.c.state == CALLING, deliveries.c.lease_until < now),
+                    ),
+                )
+                .values(
+                    state=CALLING,
+                    claimed_by=worker,
+                    lease_until=lease_until,
+                    attempts=deliveries.c.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(deliveries.c.attempts)
             )
-            count = await connection.scalar(
-                sa.select(events.c.delivery_count).where(events.c.event_id == key)
+            attempt = taken.scalar_one_or_none()
+            if attempt is not None:
+                await _transition(connection, key, target, CALLING, now, worker)
+        return None if attempt is None else int(attempt)
+
+    async def _claim_refused(self, key: str, target: str, now: datetime) -> Claim | None:
+        async with self._read() as connection:
+            row = (
+                await connection.execute(
+                    sa.select(
+                        deliveries.c.state,
+                        deliveries.c.reference,
+                        deliveries.c.claimed_by,
+                        deliveries.c.lease_until,
+                    ).where(deliveries.c.event_id == key, deliveries.c.target == target)
+                )
+            ).one()
+        if row.state in SETTLED:
+            return Settled(row.state, row.reference)
+        if row.state == CALLING and row.lease_until is not None and utc(row.lease_until) >= now:
+            return Busy(row.claimed_by, utc(row.lease_until))
+        return None
+
+    async def finish(  # noqa: PLR0913 - one argument per column written
+        self,
+        event_id: str,
+        target: str,
+        worker: str,
+        state: str,
+        now: datetime,
+        *,
+        detail: str | None = None,
+        reference: str | None = None,
+        echo: tuple[str, str] | None = None,
+    ) -> bool:
+        """Record the outcome of `worker`'s claim; False if its lease had been taken over.
+
+        A settled outcome is written even then (the effect happened), unless the pair is
+        already settled. `echo` (platform, order id) marks an order the bridge cancelled there.
+        """
+        values: dict[str, object] = {
+            "state": state,
+            "updated_at": now,
+            "claimed_by": None,
+            "lease_until": None,
+            "last_error": None if state in SETTLED else detail,
+        }
+        if reference is not None:
+            values["reference"] = reference
+        pair = (deliveries.c.event_id == event_id, deliveries.c.target == target)
+        async with self._write() as connection:
+            mine = await connection.execute(
+                deliveries.update()
+                .where(*pair, deliveries.c.state == CALLING, deliveries.c.claimed_by == worker)
+                .values(**values)
             )
-            return int(count or 0)
+            held = mine.rowcount == 1
+            if not held and state in SETTLED:
+                await connection.execute(
+                    deliveries.update().where(*pair, deliveries.c.state.not_in(SETTLED)).values(**values)
+                )
+            if held or state in SETTLED:
+                await _transition(connection, event_id, target, state, now, detail or reference)
+            if echo is not None and state in SETTLED:
+                await _remember_echo(connection, echo, event_id, now)
+        return held
 
     async def delivery(self, event_id: str, target: str) -> Delivery | None:
         """The (event, target) row, if there is one."""
-        async with self._engine.connect() as connection:
+        async with self._read() as connection:
             row = (
                 await connection.execute(
                     sa.select(deliveries).where(
@@ -160,12 +350,180 @@ class Store:
             row.event_id, row.target, row.state, row.attempts, row.last_error, row.reference
         )
 
-    @staticmethod
-    async def _insert(connection: AsyncConnection, table: sa.Table, **values: object) -> bool:
-        """INSERT in a savepoint; False when the key exists (the caller updates instead)."""
-        try:
-            async with connection.begin_nested():
-                await connection.execute(table.insert().values(**values))
-        except IntegrityError:
-            return False
-        return True
+    # -- echoes ---------------------------------------------------------------------------
+
+    async def echo_of(self, platform: str, order_id: str, since: datetime) -> str | None:
+        """The event whose fan-out cancelled `order_id` on `platform` after `since`, if any."""
+        async with self._read() as connection:
+            found = await connection.scalar(
+                sa.select(echoes.c.event_id).where(
+                    echoes.c.platform == platform,
+                    echoes.c.order_id == order_id,
+                    echoes.c.created_at >= since,
+                )
+            )
+        return None if found is None else str(found)
+
+    async def expire_echoes(self, before: datetime) -> int:
+        """Forget echoes recorded before `before`; returns how many."""
+        async with self._write() as connection:
+            result = await connection.execute(echoes.delete().where(echoes.c.created_at < before))
+        return int(result.rowcount)
+
+    # -- links ----------------------------------------------------------------------------
+
+    async def link(self, ids: Mapping[str, str], now: datetime) -> str:
+        """Record that `ids` (platform -> order id) name one order; returns its group.
+
+        Groups that share an id are merged; a platform's id given here replaces another id of
+        the same platform in the group (last write wins).
+        """
+        for attempt in range(3):
+            try:
+                async with self._write() as connection:
+                    return await _link(connection, ids, now)
+            except IntegrityError:  # a concurrent link inserted one of the ids: read again
+                if attempt == 2:  # noqa: PLR2004 - the last try
+                    raise
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    async def linked_order(self, platform: str, order_id: str, wanted: str) -> str | None:
+        """The order id on platform `wanted` of the order `order_id` on `platform`."""
+        mine = links.alias("mine")
+        async with self._read() as connection:
+            found = await connection.scalar(
+                sa.select(links.c.order_id)
+                .join(mine, mine.c.group_id == links.c.group_id)
+                .where(
+                    mine.c.platform == platform,
+                    mine.c.order_id == order_id,
+                    links.c.platform == wanted,
+                )
+            )
+        return None if found is None else str(found)
+
+    async def links_of(self, platform: str, order_id: str) -> dict[str, str]:
+        """Every platform's id of the order `order_id` on `platform` (itself included)."""
+        mine = links.alias("mine")
+        async with self._read() as connection:
+            rows = await connection.execute(
+                sa.select(links.c.platform, links.c.order_id)
+                .join(mine, mine.c.group_id == links.c.group_id)
+                .where(mine.c.platform == platform, mine.c.order_id == order_id)
+            )
+            return {row.platform: row.order_id for row in rows}
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine, for read models (`bridge.status`)."""
+        return self._engine
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A read connection whose failures are `StoreUnavailable`."""
+        async with self._read() as connection:
+            yield connection
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """Database trouble (not a key conflict) becomes `StoreUnavailable`, without secrets."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (DBAPIError, PoolTimeoutError, OSError, TimeoutError) as exc:
+        detail = type(getattr(exc, "orig", None) or exc).__name__
+        raise StoreUnavailable(f"store unavailable ({detail})") from exc
+
+
+async def _insert_delivery(  # noqa: PLR0913 - the row's columns
+    connection: AsyncConnection,
+    event_id: str,
+    target: str,
+    state: str,
+    now: datetime,
+    worker: str | None = None,
+    lease_until: datetime | None = None,
+) -> None:
+    await connection.execute(
+        deliveries.insert().values(
+            event_id=event_id,
+            target=target,
+            state=state,
+            attempts=1 if state == CALLING else 0,
+            created_at=now,
+            updated_at=now,
+            claimed_by=worker,
+            lease_until=lease_until,
+        )
+    )
+    await _transition(connection, event_id, target, state, now, worker)
+
+
+async def _transition(  # noqa: PLR0913 - the row's columns
+    connection: AsyncConnection,
+    event_id: str,
+    target: str,
+    state: str,
+    now: datetime,
+    detail: str | None,
+) -> None:
+    await connection.execute(
+        transitions.insert().values(
+            event_id=event_id, target=target, state=state, at=now, detail=detail
+        )
+    )
+
+
+async def _remember_echo(
+    connection: AsyncConnection, echo: tuple[str, str], event_id: str, now: datetime
+) -> None:
+    platform, order_id = echo
+    key = (echoes.c.platform == platform, echoes.c.order_id == order_id)
+    updated = await connection.execute(
+        echoes.update().where(*key).values(event_id=event_id, created_at=now)
+    )
+    if updated.rowcount == 0:
+        await connection.execute(
+            echoes.insert().values(
+                platform=platform, order_id=order_id, event_id=event_id, created_at=now
+            )
+        )
+
+
+async def _link(connection: AsyncConnection, ids: Mapping[str, str], now: datetime) -> str:
+    wanted = sa.or_(
+        *(sa.and_(links.c.platform == p, links.c.order_id == o) for p, o in ids.items())
+    )
+    found = (await connection.execute(sa.select(links).where(wanted))).all()
+    groups = sorted({row.group_id for row in found})
+    group = groups[0] if groups else str(uuid.uuid4())
+    if len(groups) > 1:
+        await connection.execute(
+            links.update().where(links.c.group_id.in_(groups[1:])).values(group_id=group)
+        )
+    for platform, order_id in ids.items():
+        # This platform's other ids in the group are replaced by the one given now.
+        await connection.execute(
+            links.delete().where(
+                links.c.group_id == group,
+                links.c.platform == platform,
+                links.c.order_id != order_id,
+            )
+        )
+    known = {(row.platform, row.order_id) for row in found}
+    for platform, order_id in ids.items():
+        if (platform, order_id) in known:
+            await connection.execute(
+                links.update()
+                .where(links.c.platform == platform, links.c.order_id == order_id)
+                .values(group_id=group, updated_at=now)
+            )
+        else:
+            await connection.execute(
+                links.insert().values(
+                    platform=platform, order_id=order_id, group_id=group, updated_at=now
+                )
+            )
+    return group

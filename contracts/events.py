@@ -21,6 +21,9 @@ EVENT_TYPE: Literal["order.cancelled"] = "order.cancelled"
 MAX_ID = 255
 MAX_TEXT = 1024
 
+MAX_ALIASES = 16
+Platform = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
 # Fixed forever: changing it changes every event id, and with them all de-duplication.
 EVENT_NAMESPACE = uuid.UUID("5b3c8a1e-2f6d-5e7a-9c4b-0d1e2f3a4b5c")
 
@@ -89,6 +92,14 @@ class OrderCancelled(BaseModel):
     delivery_id: str | None = Field(
         max_length=MAX_ID, description="The platform's delivery or de-duplication id."
     )
+    aliases: dict[Platform, Annotated[str, Field(min_length=1, max_length=MAX_ID)]] = Field(
+        default_factory=dict,
+        max_length=MAX_ALIASES,
+        description=(
+            "This order's ids on other platforms, by platform name (e.g. {\"cj\": \"1001\"}),"
+            " when the source tells them. Empty when it does not."
+        ),
+    )
 
     @classmethod
     def create(  # noqa: PLR0913 - one argument per field the caller must decide
@@ -103,6 +114,7 @@ class OrderCancelled(BaseModel):
         cancelled_at: datetime,
         received_at: datetime,
         delivery_id: str | None,
+        aliases: dict[str, str] | None = None,
     ) -> OrderCancelled:
         """Build an event, deriving its id from (source, shop, order id)."""
         return cls(
@@ -116,6 +128,7 @@ class OrderCancelled(BaseModel):
             cancelled_at=cancelled_at,
             received_at=received_at,
             delivery_id=delivery_id,
+            aliases=aliases or {},
         )
 
     def to_json(self) -> bytes:

@@ -6,10 +6,12 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import asyncpg
 import orjson
 import pytest
 from aio_pika.abc import (
@@ -237,3 +239,24 @@ async def cj() -> AsyncIterator[FakeCJ]:
     await fake.start()
     yield fake
     await fake.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "state.db")
+        return
+    server = os.environ.get("DATABASE_URL")
+    if not server:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but DATABASE_URL is not set: the store needs PostgreSQL")
+        pytest.skip("NO POSTGRESQL: DATABASE_URL unset (SQLite still tested)")
+    name = f"cb_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield str(URL(server).with_path(f"/{name}"))
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

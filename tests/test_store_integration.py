@@ -2,46 +2,26 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
-from yarl import URL
 
 from bridge.cli import main
 from bridge.settings import ConfigError, parse_settings, resolve
-from bridge.store import SCHEMA_HEAD, Store, async_url
+import asyncio
+
+from bridge.store import SCHEMA_HEAD, Busy, Claimed, Settled, Store, async_url
+from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PENDING, RETRYING
 from contracts.events import CancelReason, OrderCancelled, Source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "state.db")
-        return
-    server = os.environ.get("DATABASE_URL")
-    if not server:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but DATABASE_URL is not set: the store needs PostgreSQL")
-        pytest.skip("NO POSTGRESQL: DATABASE_URL unset (SQLite still tested)")
-    name = f"cb_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield str(URL(server).with_path(f"/{name}"))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+LEASE = timedelta(seconds=30)
 
 
-def event(order_id: str = "1001") -> OrderCancelled:
+def event(order_id: str = "1001", aliases: dict[str, str] | None = None) -> OrderCancelled:
     return OrderCancelled.create(
         source=Source.SHOPLAZZA,
         shop="demo.myshoplaza.com",
@@ -52,6 +32,7 @@ def event(order_id: str = "1001") -> OrderCancelled:
         cancelled_at=NOW,
         received_at=NOW,
         delivery_id=None,
+        aliases=aliases,
     )
 
 
@@ -114,3 +95,104 @@ def test_store_url_comes_from_the_named_variable_or_the_path() -> None:
         resolve(settings, {"S": "x", "DATABASE_URL": "mysql://db/x"})
     assert caught.value.key == "store.url_env"
     assert "pw" not in str(caught.value)
+
+
+async def test_a_claim_is_taken_once_and_a_settled_pair_never_again(database_url: str) -> None:
+    e = event()
+    async with Store.open(database_url) as store:
+        await store.record_event(e, NOW, ("cj",))
+        assert (await store.delivery(str(e.event_id), "cj")).state == PENDING  # type: ignore[union-attr]
+        assert await store.claim(e, "cj", "w1", NOW, NOW + LEASE) == Claimed(1)
+        busy = await store.claim(e, "cj", "w2", NOW, NOW + LEASE)
+        assert busy == Busy("w1", NOW + LEASE)
+        assert await store.finish(str(e.event_id), "cj", "w1", DELIVERED, NOW, reference="sub-1")
+        assert await store.claim(e, "cj", "w2", NOW, NOW + LEASE) == Settled(DELIVERED, "sub-1")
+        row = await store.delivery(str(e.event_id), "cj")
+        assert row is not None
+        assert (row.state, row.attempts, row.reference) == (DELIVERED, 1, "sub-1")
+
+
+async def test_retrying_pairs_are_claimed_again_and_count_attempts(database_url: str) -> None:
+    e = event()
+    async with Store.open(database_url) as store:
+        await store.record_event(e, NOW, ("cj",))
+        assert await store.claim(e, "cj", "w1", NOW, NOW + LEASE) == Claimed(1)
+        await store.finish(str(e.event_id), "cj", "w1", RETRYING, NOW, detail="HTTP 503")
+        row = await store.delivery(str(e.event_id), "cj")
+        assert row is not None
+        assert (row.state, row.last_error) == (RETRYING, "HTTP 503")
+        assert await store.claim(e, "cj", "w2", NOW, NOW + LEASE) == Claimed(2)
+        await store.finish(str(e.event_id), "cj", "w2", ALREADY_DONE, NOW, detail="already")
+        row = await store.delivery(str(e.event_id), "cj")
+        assert row is not None
+        assert (row.state, row.attempts, row.last_error) == (ALREADY_DONE, 2, None)
+
+
+async def test_an_expired_lease_can_be_taken_over(database_url: str) -> None:
+    """A worker that died mid-call leaves `calling`; after the lease another worker may call."""
+    e = event()
+    async with Store.open(database_url) as store:
+        assert await store.claim(e, "cj", "dead", NOW, NOW + LEASE) == Claimed(1)
+        assert isinstance(await store.claim(e, "cj", "w2", NOW + LEASE / 2, NOW + LEASE), Busy)
+        later = NOW + LEASE + timedelta(seconds=1)
+        assert await store.claim(e, "cj", "w2", later, later + LEASE) == Claimed(2)
+        # The dead worker's late answer no longer holds the claim, but a settled outcome stands.
+        assert not await store.finish(str(e.event_id), "cj", "dead", DELIVERED, later)
+        assert await store.claim(e, "cj", "w3", later, later + LEASE) == Settled(DELIVERED, None)
+
+
+async def test_a_claim_records_an_event_the_receiver_never_saw(database_url: str) -> None:
+    e = event("published-elsewhere")
+    async with Store.open(database_url) as store:
+        assert await store.claim(e, "cj", "w1", NOW, NOW + LEASE) == Claimed(1)
+        assert await store.record_event(e, NOW) == 2  # noqa: PLR2004 - the claim counted one
+
+
+async def test_racing_claims_make_one_claimant(database_url: str) -> None:
+    """Twenty concurrent claims on one new pair, on one engine: exactly one wins."""
+    e = event("race")
+    async with Store.open(database_url) as store:
+        results = await asyncio.gather(
+            *(store.claim(e, "cj", f"w{n}", NOW, NOW + LEASE) for n in range(20))
+        )
+    claimed = [r for r in results if isinstance(r, Claimed)]
+    assert len(claimed) == 1, results
+    assert all(isinstance(r, Busy) for r in results if not isinstance(r, Claimed)), results
+
+
+async def test_links_join_merge_and_replace(database_url: str) -> None:
+    async with Store.open(database_url) as store:
+        await store.link({"shoplazza": "1001", "prime": "abc"}, NOW)
+        await store.link({"occ": "o123", "cj": "1001"}, NOW)
+        assert await store.linked_order("shoplazza", "1001", "cj") is None
+        await store.link({"prime": "abc", "occ": "o123"}, NOW)  # joins the two groups
+        assert await store.links_of("cj", "1001") == {
+            "shoplazza": "1001",
+            "prime": "abc",
+            "occ": "o123",
+            "cj": "1001",
+        }
+        await store.link({"shoplazza": "1001", "cj": "C-1001"}, NOW)  # corrects CJ's id
+        assert await store.linked_order("shoplazza", "1001", "cj") == "C-1001"
+        assert await store.linked_order("cj", "1001", "shoplazza") is None
+        assert await store.linked_order("nowhere", "x", "cj") is None
+
+
+async def test_an_events_aliases_become_links(database_url: str) -> None:
+    async with Store.open(database_url) as store:
+        await store.record_event(event("2002", aliases={"cj": "CJ-2002"}), NOW)
+        assert await store.linked_order("shoplazza", "2002", "cj") == "CJ-2002"
+
+
+async def test_echoes_are_recorded_with_a_settled_outcome_and_expire(database_url: str) -> None:
+    e = event()
+    async with Store.open(database_url) as store:
+        await store.claim(e, "prime", "w1", NOW, NOW + LEASE)
+        await store.finish(
+            str(e.event_id), "prime", "w1", DELIVERED, NOW, echo=("prime", "abc")
+        )
+        assert await store.echo_of("prime", "abc", NOW - timedelta(days=7)) == str(e.event_id)
+        assert await store.echo_of("prime", "abc", NOW + timedelta(seconds=1)) is None
+        assert await store.echo_of("prime", "other", NOW - timedelta(days=7)) is None
+        assert await store.expire_echoes(NOW + timedelta(days=8)) == 1
+        assert await store.echo_of("prime", "abc", NOW - timedelta(days=7)) is None

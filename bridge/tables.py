@@ -1,0 +1,82 @@
+"""The store's tables (SQLAlchemy Core); the Alembic migrations in `bridge/migrations` create them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+When = sa.DateTime(timezone=True)
+
+# Delivery states. `calling` is a claim: one worker holds the pair until `lease_until`.
+PENDING = "pending"
+CALLING = "calling"
+DELIVERED = "delivered"
+ALREADY_DONE = "already_done"
+RETRYING = "retrying"
+PARKED = "parked"
+SETTLED = (DELIVERED, ALREADY_DONE)  # an effect happened: never call again
+CLAIMABLE = (PENDING, RETRYING, PARKED)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", sa.String(36), primary_key=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("shop", sa.String(255), nullable=False),
+    sa.Column("order_id", sa.String(255), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("first_seen", When, nullable=False),
+    sa.Column("last_seen", When, nullable=False),
+    sa.Column("delivery_count", sa.Integer, nullable=False),
+    sa.Index("events_by_order", "source", "order_id"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("event_id", sa.String(36), sa.ForeignKey("events.event_id"), primary_key=True),
+    sa.Column("target", sa.String(32), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("reference", sa.String(255)),
+    sa.Column("created_at", When, nullable=False),
+    sa.Column("updated_at", When, nullable=False),
+    sa.Column("claimed_by", sa.String(100)),
+    sa.Column("lease_until", When),
+)
+
+# Every state a delivery went through, for `status` and the API.
+transitions = sa.Table(
+    "transitions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("target", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("at", When, nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Index("transitions_by_delivery", "event_id", "target"),
+)
+
+# One order across platforms: rows sharing `group_id` are the same order.
+links = sa.Table(
+    "links",
+    metadata,
+    sa.Column("platform", sa.String(32), primary_key=True),
+    sa.Column("order_id", sa.String(255), primary_key=True),
+    sa.Column("group_id", sa.String(36), nullable=False),
+    sa.Column("updated_at", When, nullable=False),
+    sa.Index("links_by_group", "group_id"),
+)
+
+# Orders the bridge itself cancelled on a platform: that platform's webhook for it is an echo.
+echoes = sa.Table(
+    "echoes",
+    metadata,
+    sa.Column("platform", sa.String(32), primary_key=True),
+    sa.Column("order_id", sa.String(255), primary_key=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("created_at", When, nullable=False),
+    sa.Index("echoes_by_age", "created_at"),
+)
