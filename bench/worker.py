@@ -1,10 +1,13 @@
 """Worker throughput: a pre-filled queue of cancellations to a fake CJ, against a bare baseline.
 
-    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ python -m bench.worker --messages 20000
+    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ \
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test python -m bench.worker --messages 20000
 
 Runs in its own queues (`cancel-bridge.bench-cj*`, deleted at the end), so it never touches a
 real target's queues. Prints messages/s for (1) a bare aio-pika consume-and-ack loop and (2) the
-bridge's worker calling the fake CJ over HTTP, both on the same pre-filled queue, and their ratio.
+bridge's worker calling the fake CJ over HTTP with its store on SQLite (a scratch file) and, when
+DATABASE_URL is set, on PostgreSQL (a scratch database created and dropped on that server), all
+on the same pre-filled queue in one run, with each one's ratio to the bare loop.
 The fake CJ runs in this process: the figures are for comparing runs on one machine.
 """
 
@@ -13,19 +16,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aio_pika
+import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import SecretStr
+from yarl import URL
 
 from bridge import logs, topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.messages import event_message
 from bridge.retry import DEFAULT_DELAYS
 from bridge.settings import BrokerSettings, WorkerSettings
+from bridge.store import Store
 from bridge.worker import Worker, WorkerPlan
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers import cj
@@ -92,38 +101,85 @@ async def bare_consume(url: str, queue_name: str, count: int, prefetch: int) -> 
         return time.perf_counter() - started
 
 
+async def timed_worker(
+    plan: WorkerPlan, url: str, store_url: str, channel: AbstractChannel, count: int
+) -> float:
+    """Fill the queue, then seconds for the worker (store at `store_url`) to deliver it all."""
+    await fill(channel, plan.topology.work.name, count)
+    async with Store.open(store_url) as store:
+        started = time.perf_counter()
+        async with Worker.running(plan, url, BrokerSettings(), store) as worker:
+            await worker.wait_outcomes("delivered", count)
+            return time.perf_counter() - started
+
+
+async def fresh_postgres(server: str) -> str:
+    """A new, empty database on the PostgreSQL server `server` points at."""
+    name = f"cb_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return str(URL(server).with_path(f"/{name}"))
+
+
+async def drop_postgres(server: str, url: str) -> None:
+    """Drop the database `fresh_postgres` made."""
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{URL(url).path[1:]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 async def run(args: argparse.Namespace) -> None:
-    """Fill, drain bare, fill, drain with the worker; print the figures."""
+    """Drain a pre-filled queue bare, then with the worker on each store; print the figures."""
     url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    server = os.environ.get("DATABASE_URL", "")
     logs.configure("warning")  # per-message info lines would measure the terminal
     fake = FakeCJ()
     await fake.start()
     spec = topology.target_topology(TARGET, (), DEFAULT_DELAYS, delivery_limit=5)
     adapter = cj.CJAdapter(cj.CJTarget(fake.url, "1234567", 987654), SecretStr(TOKEN))
     plan = WorkerPlan(TARGET, adapter, 10.0, spec, WorkerSettings(prefetch=args.prefetch))
-    broker = BrokerSettings()
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await topology.declare_target(channel, spec)
-        try:
-            await fill(channel, spec.work.name, args.messages)
-            bare = await bare_consume(url, spec.work.name, args.messages, args.prefetch)
-            await fill(channel, spec.work.name, args.messages)
-            started = time.perf_counter()
-            async with Worker.running(plan, url, broker) as worker:
-                await worker.wait_outcomes("delivered", args.messages)
-                bridged = time.perf_counter() - started
-        finally:
-            for queue in spec.queues:
-                await channel.queue_delete(queue.name)
-            await fake.stop()
     n = args.messages
-    print(f"messages:            {n} (prefetch {args.prefetch}, log level warning)")
-    print(f"bare consume+ack:    {n / bare:8.0f} msg/s  ({bare:.2f} s)")
-    print(
-        f"worker -> fake CJ:   {n / bridged:8.0f} msg/s  ({bridged:.2f} s, {len(fake.calls)} calls)"
-    )
-    print(f"ratio worker/bare:   {bare / bridged:8.2f}")
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="cancel-bridge-bench-") as scratch:
+        async with await aio_pika.connect(url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await topology.declare_target(channel, spec)
+            try:
+                await fill(channel, spec.work.name, n)
+                results["bare consume+ack"] = await bare_consume(
+                    url, spec.work.name, n, args.prefetch
+                )
+                sqlite = str(Path(scratch) / "bench.db")
+                results["worker, SQLite"] = await timed_worker(plan, url, sqlite, channel, n)
+                if server:
+                    pg = await fresh_postgres(server)
+                    try:
+                        results["worker, PostgreSQL"] = await timed_worker(
+                            plan, url, pg, channel, n
+                        )
+                    finally:
+                        await drop_postgres(server, pg)
+            finally:
+                for queue in spec.queues:
+                    await channel.queue_delete(queue.name)
+                await fake.stop()
+    bare = results["bare consume+ack"]
+    print(f"messages: {n} per run (prefetch {args.prefetch}, log level warning)")
+    for name, seconds in results.items():
+        print(
+            f"{name:22} {n / seconds:8.0f} msg/s  ({seconds:.2f} s,"
+            f" ratio to bare {bare / seconds:.2f})"
+        )
+    if not server:
+        print(
+            "PostgreSQL skipped: set DATABASE_URL to a server the benchmark may create databases on"
+        )
+    print(f"fake CJ calls: {len(fake.calls)} (expected {n * (len(results) - 1)})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,11 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge import logs, parked, topology
+from bridge import links, logs, parked, status, topology
 from bridge.demo import run_demo
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
-from bridge.store import SCHEMA_HEAD, Store
+from bridge.store import SCHEMA_HEAD, Store, StoreUnavailable
 from bridge.targets import plan, target_topology
 from contracts.schema import event_json_schema
 
@@ -131,6 +132,20 @@ def _parser() -> argparse.ArgumentParser:
         if name == "worker":
             command.add_argument("--target", required=True, help="target name, e.g. cj")
     commands.add_parser("schema", help="print the JSON Schema of the published event")
+    status = commands.add_parser(
+        "status", help="what happened to an order: its events and each target's state"
+    )
+    status.add_argument("order_id", metavar="ORDER_ID")
+    status.add_argument("--source", help="the platform the order id belongs to, e.g. shoplazza")
+    status.add_argument("--json", action="store_true", help="print JSON (as GET /api/orders)")
+    status.add_argument("--config", metavar="FILE", help=f"TOML file (default: ${CONFIG_ENV})")
+    links_cmd = commands.add_parser("links", help="order links across platforms")
+    links_actions = links_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    link_import = links_actions.add_parser(
+        "import", help="link orders from a CSV file: a header of platform names, one order a row"
+    )
+    link_import.add_argument("file", metavar="FILE.csv")
+    link_import.add_argument("--config", metavar="FILE", help=f"TOML file (default: ${CONFIG_ENV})")
     db_cmd = commands.add_parser("db", help="the state store")
     db_actions = db_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
     upgrade = db_actions.add_parser("upgrade", help="create or upgrade the store's schema")
@@ -184,6 +199,50 @@ def _parked(args: argparse.Namespace, config: Config) -> int:
     return 0 if moved or args.all else 1
 
 
+async def _status(args: argparse.Namespace, config: Config) -> int:
+    async with Store.open(config.store_url.get_secret_value()) as store:
+        found = await status.order_status(store, args.order_id, args.source)
+    if args.json:
+        sys.stdout.write(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(status.render(args.order_id, found))  # noqa: T201 - CLI output
+    return 0 if found else 1
+
+
+def _read_links(path: str) -> list[dict[str, str]] | None:
+    try:
+        return links.parse_csv(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cancel-bridge: cannot read {path}: {exc}", file=sys.stderr)  # noqa: T201
+    except links.LinkError as exc:
+        print(f"cancel-bridge: {path}: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+    return None
+
+
+async def _links_import(args: argparse.Namespace, config: Config) -> int:
+    found = args.links
+    now = datetime.now(UTC)
+    async with Store.open(config.store_url.get_secret_value()) as store:
+        for link in found:
+            await store.link(link, now)
+    print(f"linked {len(found)} orders from {args.file}")  # noqa: T201 - CLI output
+    return 0
+
+
+def _state_command(args: argparse.Namespace, config: Config) -> int:
+    """`status` and `links import`: read or write the store."""
+    command = _status if args.command == "status" else _links_import
+    if args.command == "links":
+        args.links = _read_links(args.file)
+        if args.links is None:
+            return 1
+    try:
+        return asyncio.run(command(args, config))
+    except StoreUnavailable as exc:
+        print(f"cancel-bridge: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 1
+
+
 async def _db_upgrade(config: Config) -> None:
     async with Store.open(config.store_url.get_secret_value()):
         pass  # opening upgrades
@@ -222,6 +281,8 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
     """The commands that need a configuration."""
     if args.command == "parked":
         return _parked(args, config)
+    if args.command in ("status", "links"):
+        return _state_command(args, config)
     if args.command == "db":
         _run_async(_db_upgrade(config))
         where = redact_url(config.store_url.get_secret_value())

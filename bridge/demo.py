@@ -13,8 +13,10 @@ import contextlib
 import os
 import secrets
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import aio_pika
 import aiohttp
@@ -26,6 +28,7 @@ from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.receiver import PUBLISHER
 from bridge.runtime import StartupError, start_receiver
 from bridge.settings import DEFAULT_AMQP_URL, Config, parse_settings, redact_url, resolve
+from bridge.store import Store
 from bridge.targets import plan
 from bridge.worker import Worker
 from handlers.shoplazza import sign
@@ -41,7 +44,7 @@ def _free_port() -> int:
         return port
 
 
-def demo_config(url: str, cj_url: str, port: int, secret: str) -> Config:
+def demo_config(url: str, cj_url: str, port: int, secret: str, store: str) -> Config:
     """The configuration the demo runs: Shoplazza in, CJ out, short retries."""
     settings = parse_settings(
         {
@@ -52,6 +55,7 @@ def demo_config(url: str, cj_url: str, port: int, secret: str) -> Config:
             },
             "routes": {"shoplazza": ["cj"]},
             "worker": {"retry_delays": [1, 5]},
+            "store": {"path": store},
         }
     )
     env = {"AMQP_URL": url, "SHOPLAZZA_CLIENT_SECRET": secret, "CJ_ACCESS_TOKEN": TOKEN}
@@ -80,22 +84,25 @@ async def run_demo(say: Say) -> None:
     await cj.start()
     secret = secrets.token_urlsafe(24)
     port = _free_port()
-    config = demo_config(url, cj.url, port, secret)
+    scratch = tempfile.TemporaryDirectory(prefix="cancel-bridge-demo-")
+    config = demo_config(url, cj.url, port, secret, str(Path(scratch.name) / "demo.db"))
     worker_plan = plan(config, "cj")
     say(f"broker:   {redact_url(url)}")
     say(f"fake CJ:  {cj.url}")
     say(f"bridge:   http://127.0.0.1:{port} (receiver + CJ worker)")
     try:
         async with contextlib.AsyncExitStack() as stack:
-            app = await start_receiver(config, stack)
+            store = await stack.enter_async_context(Store.open(config.store_url.get_secret_value()))
+            app = await start_receiver(config, stack, store)
             worker = await stack.enter_async_context(
-                Worker.running(worker_plan, url, config.settings.broker)
+                Worker.running(worker_plan, url, config.settings.broker, store)
             )
             async with asyncio.timeout(WAIT_SECONDS):
                 await app[PUBLISHER].wait_ready()
             await _send_and_watch(say, port, secret, cj, worker)
     finally:
         await cj.stop()
+        scratch.cleanup()
         async with await aio_pika.connect(url) as connection:
             channel = await connection.channel()
             for queue in worker_plan.topology.queues:

@@ -15,6 +15,8 @@ from contracts.events import SCHEMA_VERSION, OrderCancelled
 JSON = "application/json"
 CE_SPECVERSION = "1.0"
 QUARANTINE_REASON_HEADER = "x-quarantine-reason"
+REDELIVERY_HEADER = "x-cancel-bridge-redelivery"  # true when the platform sent this event before
+SEEN_HEADER = "x-cancel-bridge-seen"  # how many times the bridge has received this event
 
 
 def rfc3339(moment: datetime) -> str:
@@ -27,9 +29,25 @@ def ce_source(event: OrderCancelled) -> str:
     return f"/cancel-bridge/{event.source.value}/{quote(event.shop, safe='')}"
 
 
-def event_message(event: OrderCancelled, *, app_id: str) -> Message:
-    """The persistent message for `event`, with CloudEvents attributes as `ce-` headers."""
+def event_message(event: OrderCancelled, *, app_id: str, seen: int = 1) -> Message:
+    """The persistent message for `event`, with CloudEvents attributes as `ce-` headers.
+
+    `seen` counts the times the bridge received this event; from the second on the message is
+    marked as a redelivery.
+    """
     event_id = str(event.event_id)
+    headers: dict[str, FieldValue] = {
+        "ce-specversion": CE_SPECVERSION,
+        "ce-id": event_id,
+        "ce-source": ce_source(event),
+        "ce-type": event.type,
+        "ce-time": rfc3339(event.cancelled_at),
+        "ce-subject": event.order_id,
+        "x-schema-version": SCHEMA_VERSION,
+    }
+    if seen > 1:
+        headers[REDELIVERY_HEADER] = True
+        headers[SEEN_HEADER] = seen
     return Message(
         event.to_json(),
         content_type=JSON,
@@ -38,15 +56,7 @@ def event_message(event: OrderCancelled, *, app_id: str) -> Message:
         type=event.type,
         timestamp=event.received_at,
         app_id=app_id,
-        headers={
-            "ce-specversion": CE_SPECVERSION,
-            "ce-id": event_id,
-            "ce-source": ce_source(event),
-            "ce-type": event.type,
-            "ce-time": rfc3339(event.cancelled_at),
-            "ce-subject": event.order_id,
-            "x-schema-version": SCHEMA_VERSION,
-        },
+        headers=headers,
     )
 
 

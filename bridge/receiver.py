@@ -7,17 +7,19 @@ Every answer is JSON. 200 means the broker holds the message (or there was nothi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
-import orjson
 import structlog
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDictProxy
 
+from bridge import api
+from bridge.http import CONFIG, STORE, error_response, json_response
 from bridge.messages import event_message, quarantine_message
 from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
+from bridge.store import Store, StoreUnavailable
 from bridge.targets import target_topology
 from contracts.events import OrderCancelled, Source
 from handlers.base import Ignored, MalformedPayloadError, WebhookError, clean_text
@@ -25,7 +27,8 @@ from handlers.registry import SOURCES
 
 log = structlog.get_logger(__name__)
 
-CONFIG = web.AppKey("config", Config)
+__all__ = ["CONFIG", "PUBLISHER", "STORE", "create_app"]
+
 PUBLISHER = web.AppKey("publisher", Publisher)
 
 KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
@@ -33,22 +36,6 @@ KEPT_HEADER_CHARS = 1024
 KEPT_HEADER_NAME_CHARS = 100  # AMQP field names are short strings; x-http- is prefixed
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(
-    status: int, payload: Mapping[str, object], headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """A JSON answer with `status`."""
-    return web.Response(
-        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
-    )
-
-
-def error_response(
-    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """The error shape every refusal uses: `{"error": code, "detail": text}`."""
-    return json_response(status, {"error": code, "detail": detail}, headers)
 
 
 _HTTP_ERRORS = {
@@ -178,12 +165,28 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
         "order_id": event.order_id,
         "delivery_id": event.delivery_id,
     }
-    message = event_message(event, app_id=config.settings.broker.app_id)
+    store = request.app[STORE]
+    now = datetime.now(UTC)
+    try:
+        since = now - timedelta(days=config.settings.store.echo_ttl_days)
+        if (cause := await store.echo_of(event.source.value, event.order_id, since)) is not None:
+            # The bridge cancelled this order here itself: fanning it out again would loop.
+            log.info("webhook.echo", cause=cause, **context)
+            return json_response(
+                200, {"status": "echo", "event_id": context["event_id"], "echo_of": cause}
+            )
+        routed = config.settings.routes.get(event.source, ())
+        seen = await store.record_event(event, now, tuple(routed))
+    except StoreUnavailable as exc:
+        retry_after = str(config.settings.broker.retry_after)
+        log.warning("webhook.store_unavailable", detail=str(exc), **context)
+        return error_response(503, "store_unavailable", str(exc), {"Retry-After": retry_after})
+    message = event_message(event, app_id=config.settings.broker.app_id, seen=seen)
     try:
         await request.app[PUBLISHER].publish_event(event, message)
     except BrokerUnavailable as exc:
         return _unavailable(config, exc, **context)
-    log.info("webhook.accepted", **context)
+    log.info("webhook.accepted", seen=seen, **context)
     return json_response(200, {"status": "accepted", "event_id": context["event_id"]})
 
 
@@ -230,8 +233,23 @@ async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def create_app(config: Config) -> web.Application:
-    """The receiver application; the broker connection lives in its cleanup context."""
+def store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Use `store`, or open the configured one for the app's lifetime."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if store is not None:
+            app[STORE] = store
+            yield
+            return
+        async with Store.open(app[CONFIG].store_url.get_secret_value()) as opened:
+            app[STORE] = opened
+            yield
+
+    return ctx
+
+
+def create_app(config: Config, store: Store | None = None) -> web.Application:
+    """The receiver application; broker connection and store live in its cleanup contexts."""
     app = web.Application(
         client_max_size=config.settings.receiver.max_body_bytes,
         middlewares=[json_errors],
@@ -240,8 +258,10 @@ def create_app(config: Config) -> web.Application:
         handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
+    app.cleanup_ctx.append(store_ctx(store))
     app.cleanup_ctx.append(publisher_ctx)
     app.router.add_post("/webhooks/{source}", webhook, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    api.add_routes(app)
     return app

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 from aiohttp import web
 
 from bridge.receiver import create_app
-from bridge.settings import Config
+from bridge.settings import Config, redact_url
+from bridge.store import Store, StoreUnavailable
 from bridge.targets import plan
 from bridge.worker import Worker
 
@@ -32,20 +33,34 @@ async def serve(config: Config, *, receiver_on: bool, targets: Sequence[str]) ->
     plans = [plan(config, target) for target in targets]
     url = config.amqp_url.get_secret_value()
     async with contextlib.AsyncExitStack() as stack:
+        store = await stack.enter_async_context(open_store(config))
         if receiver_on:
-            await start_receiver(config, stack)
+            await start_receiver(config, stack, store)
         for worker_plan in plans:
             await stack.enter_async_context(
-                Worker.running(worker_plan, url, config.settings.broker)
+                Worker.running(worker_plan, url, config.settings.broker, store)
             )
         await stop.wait()
         log.info("bridge.stopping")
 
 
-async def start_receiver(config: Config, stack: contextlib.AsyncExitStack) -> web.Application:
+@contextlib.asynccontextmanager
+async def open_store(config: Config) -> AsyncIterator[Store]:
+    """The configured store, upgraded; one that cannot be opened is a `StartupError`."""
+    try:
+        async with Store.open(config.store_url.get_secret_value()) as store:
+            log.info("store.opened", store=redact_url(config.store_url.get_secret_value()))
+            yield store
+    except StoreUnavailable as exc:
+        raise StartupError(f"cannot open the store: {exc}") from None
+
+
+async def start_receiver(
+    config: Config, stack: contextlib.AsyncExitStack, store: Store | None = None
+) -> web.Application:
     """Start the receiver; `stack` stops it. A port in use is a `StartupError`."""
     receiver = config.settings.receiver
-    app = create_app(config)
+    app = create_app(config, store)
     runner = web.AppRunner(
         app,
         access_log=None,

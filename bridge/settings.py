@@ -16,6 +16,7 @@ from contracts.events import CancelReason, Source
 from handlers.registry import SOURCES
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+MIN_API_TOKEN = 16
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
@@ -42,6 +43,7 @@ class ReceiverSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     shutdown_timeout: float = Field(default=10.0, gt=0, le=300)
     body_timeout: float = Field(default=30.0, gt=0, le=300)
+    api_token_env: EnvName | None = None  # `/api/*` answers 401 to everyone while unset
 
 
 class SourceSettings(_Section):
@@ -59,7 +61,7 @@ class CJSettings(_Section):
     enterprise_id: str = Field(pattern=r"^[0-9]+$")
     action_tracker_id: int = Field(ge=0)
     open_ended_locking: bool = True
-    order_id_from: Literal["order_id", "order_number"] = "order_id"
+    order_id_from: Literal["order_id", "order_number", "link"] = "order_id"
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     reasons: dict[CancelReason, str] = Field(default_factory=dict)
     already_done_markers: tuple[str, ...] = ("already", "locked")
@@ -79,6 +81,10 @@ class WorkerSettings(_Section):
     retry_total: float = Field(default=DEFAULT_TOTAL, gt=0)
     poison_attempts: int = Field(default=5, ge=1, le=1000)
     drain_timeout: float = Field(default=10.0, gt=0, le=300)
+    # A claim outlives the call's timeout by this much before another worker may take it over.
+    lease_margin: float = Field(default=30.0, gt=0, le=3600)
+    # How long a target waits for an order link that is missing before parking (`no_link`).
+    no_link_window: float = Field(default=3600.0, gt=0)
 
 
 TargetName = Literal["cj"]
@@ -89,6 +95,7 @@ class StoreSettings(_Section):
 
     path: str = Field(default="cancel-bridge.db", min_length=1)
     url_env: EnvName | None = None
+    echo_ttl_days: float = Field(default=7.0, gt=0, le=365)
 
 
 class LogSettings(_Section):
@@ -136,6 +143,7 @@ class Config:
     source_secrets: Mapping[Source, tuple[SecretStr, ...]]
     target_tokens: Mapping[str, SecretStr] = field(default_factory=dict)
     store_url: SecretStr = field(default_factory=lambda: SecretStr("cancel-bridge.db"))
+    api_token: SecretStr | None = None
 
     @property
     def amqp_url_redacted(self) -> str:
@@ -212,6 +220,18 @@ def _store_url(store: StoreSettings, env: Mapping[str, str]) -> SecretStr:
     return SecretStr(store.path)
 
 
+def _api_token(receiver: ReceiverSettings, env: Mapping[str, str]) -> SecretStr | None:
+    if (name := receiver.api_token_env) is None:
+        return None
+    value = env.get(name, "").strip()
+    if len(value) < MIN_API_TOKEN:
+        raise ConfigError(
+            "receiver.api_token_env",
+            f"environment variable {name} must hold a token of {MIN_API_TOKEN}+ characters",
+        )
+    return SecretStr(value)
+
+
 def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
     """Look up every secret the settings name; a missing one is a `ConfigError`."""
     url = env.get(settings.broker.url_env, "").strip() or DEFAULT_AMQP_URL
@@ -245,6 +265,7 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
             )
     return Config(
         settings=settings,
+        api_token=_api_token(settings.receiver, env),
         amqp_url=SecretStr(url),
         source_secrets={name: _secrets(name, src, env) for name, src in settings.sources.items()},
         target_tokens=tokens,

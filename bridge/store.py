@@ -47,7 +47,7 @@ PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as fa
 CONNECT_TIMEOUT = 5.0
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Exception):  # noqa: N818 - a state, like BrokerUnavailable
     """The store did not answer (down, locked, unreachable); the operation did not happen."""
 
 
@@ -96,7 +96,7 @@ def utc(moment: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """This worker holds the pair: call the target, then `finish`. `attempt` counts from 1."""
+    """The claiming worker holds the pair: call the target, then `finish` (attempt from 1)."""
 
     attempt: int
 
@@ -215,7 +215,9 @@ class Store:
                 )
             count = int(found or 1)
         if event.aliases:
-            await self.link({event.source.value: event.order_id, **event.aliases}, now)
+            ids: dict[str, str] = {event.source.value: event.order_id}
+            ids.update((str(k), v) for k, v in event.aliases.items())
+            await self.link(ids, now)
         return count
 
     # -- claims ---------------------------------------------------------------------------
@@ -230,7 +232,15 @@ class Store:
                 return Claimed(attempt)
             try:
                 async with self._write() as connection:
-                    await _insert_delivery(connection, key, target, CALLING, now, worker, lease_until)
+                    await _insert_delivery(
+                        connection,
+                        key,
+                        target,
+                        CALLING,
+                        now,
+                        worker=worker,
+                        lease_until=lease_until,
+                    )
             except IntegrityError:
                 row = await self.delivery(key, target)
                 if row is None:  # no event row yet (the foreign key refused): add it, try again
@@ -269,7 +279,7 @@ class Store:
             )
             attempt = taken.scalar_one_or_none()
             if attempt is not None:
-                await _transition(connection, key, target, CALLING, now, worker)
+                await _transition(connection, key, target, CALLING, now, detail=worker)
         return None if attempt is None else int(attempt)
 
     async def _claim_refused(self, key: str, target: str, now: datetime) -> Claim | None:
@@ -326,10 +336,14 @@ class Store:
             held = mine.rowcount == 1
             if not held and state in SETTLED:
                 await connection.execute(
-                    deliveries.update().where(*pair, deliveries.c.state.not_in(SETTLED)).values(**values)
+                    deliveries.update()
+                    .where(*pair, deliveries.c.state.not_in(SETTLED))
+                    .values(**values)
                 )
             if held or state in SETTLED:
-                await _transition(connection, event_id, target, state, now, detail or reference)
+                await _transition(
+                    connection, event_id, target, state, now, detail=detail or reference
+                )
             if echo is not None and state in SETTLED:
                 await _remember_echo(connection, echo, event_id, now)
         return held
@@ -443,6 +457,7 @@ async def _insert_delivery(  # noqa: PLR0913 - the row's columns
     target: str,
     state: str,
     now: datetime,
+    *,
     worker: str | None = None,
     lease_until: datetime | None = None,
 ) -> None:
@@ -458,7 +473,7 @@ async def _insert_delivery(  # noqa: PLR0913 - the row's columns
             lease_until=lease_until,
         )
     )
-    await _transition(connection, event_id, target, state, now, worker)
+    await _transition(connection, event_id, target, state, now, detail=worker)
 
 
 async def _transition(  # noqa: PLR0913 - the row's columns
@@ -467,6 +482,7 @@ async def _transition(  # noqa: PLR0913 - the row's columns
     target: str,
     state: str,
     now: datetime,
+    *,
     detail: str | None,
 ) -> None:
     await connection.execute(

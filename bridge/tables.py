@@ -1,4 +1,4 @@
-"""The store's tables (SQLAlchemy Core); the Alembic migrations in `bridge/migrations` create them."""
+"""The store's tables (SQLAlchemy Core); Alembic migrations in `bridge/migrations` create them."""
 
 from __future__ import annotations
 

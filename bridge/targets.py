@@ -9,8 +9,8 @@ from handlers import cj
 from handlers.base import TargetAdapter
 
 
-def adapter(config: Config, target: str) -> tuple[TargetAdapter, float]:
-    """The adapter for `target` and its per-call timeout in seconds."""
+def adapter(config: Config, target: str) -> tuple[TargetAdapter, float, str | None]:
+    """The adapter for `target`, its per-call timeout in seconds, and its link platform."""
     settings = config.settings.targets
     if target == "cj" and settings.cj is not None:
         c = settings.cj
@@ -23,7 +23,8 @@ def adapter(config: Config, target: str) -> tuple[TargetAdapter, float]:
             reasons={**cj.DEFAULT_REASONS, **c.reasons},
             already_done_markers=c.already_done_markers,
         )
-        return cj.CJAdapter(cfg, config.target_tokens[target]), c.timeout_s
+        link = "cj" if c.order_id_from == "link" else None
+        return cj.CJAdapter(cfg, config.target_tokens[target]), c.timeout_s, link
     raise ConfigError(f"targets.{target}", "not configured")
 
 
@@ -44,7 +45,7 @@ def plan(config: Config, target: str) -> WorkerPlan:
     sources = settings.routed_sources(target)
     if not sources:
         raise ConfigError("routes", f"no route sends to target {target!r}")
-    target_adapter, timeout = adapter(config, target)
+    target_adapter, timeout, link = adapter(config, target)
     return WorkerPlan(
-        target, target_adapter, timeout, target_topology(config, target), settings.worker
+        target, target_adapter, timeout, target_topology(config, target), settings.worker, link
     )

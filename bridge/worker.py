@@ -1,21 +1,29 @@
 """The consumer runtime: one target's queue in, one settled outcome per message out.
 
-A message is acked only once its outcome is settled: the target answered `Delivered` or
-`AlreadyDone`, or the message was republished, confirmed, to a delay queue (retry) or to the
-parked queue. Anything else (a crash, a lost connection) leaves it unacked, and the broker
-redelivers it. A handler that raises is requeued; the quorum delivery limit then dead-letters it
-to the parked queue, so a poison message ends parked, never looping.
+Before calling the target the worker claims (event, target) in the store; only the claimant
+calls, and it records the answer before acking. A copy of a pair that is already `delivered` or
+`already_done` is acked without a call; a copy of a pair another claim holds waits in a delay
+queue until that claim ends.
+
+A message is acked only once its outcome is settled and recorded: the target answered
+`Delivered` or `AlreadyDone`, or the message was republished, confirmed, to a delay queue (retry)
+or to the parked queue. Anything else (a crash, a lost connection, the store down) leaves it
+unacked, and the broker redelivers it. A handler that raises is requeued; the quorum delivery
+limit then dead-letters it to the parked queue, so a poison message ends parked, never looping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 import structlog
@@ -42,13 +50,18 @@ from bridge.messages import (
 from bridge.publisher import BrokerUnavailable, Publisher, open_robust
 from bridge.retry import delay_tier, next_retry
 from bridge.settings import BrokerSettings, WorkerSettings
-from contracts.events import OrderCancelled
+from bridge.store import Busy, Claimed, Settled, Store, StoreUnavailable
+from bridge.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
+from contracts.events import OrderCancelled, Source
 from handlers.base import AlreadyDone, Delivered, Outcome, Rejected, RetryLater, TargetAdapter
 
 log = structlog.get_logger(__name__)
 
 EARLY_TOLERANCE = 0.05  # seconds: a delay queue's TTL is not to the millisecond
 UNSETTLED_PAUSE = 10.0  # seconds to wait for the broker before requeueing an unsettled message
+STORE_PAUSE = 2.0  # seconds to wait before requeueing a message the store could not settle
+NO_LINK = "no_link"
+PLATFORMS = frozenset(source.value for source in Source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +73,39 @@ class WorkerPlan:
     timeout: float
     topology: topology.TargetTopology
     settings: WorkerSettings
+    # The platform name under which order links hold this target's order id; None when the
+    # target names orders by the event's own fields.
+    link_platform: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoLink:
+    """The target needs an order link that is not there (yet)."""
+
+    wanted: str
+
+
+def worker_id() -> str:
+    """The name a worker claims under: host, process and a random part (unique per start)."""
+    return f"{socket.gethostname()[:50]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Worker:
     """Consumes `cancel-bridge.<target>` and settles every message."""
 
-    def __init__(self, plan: WorkerPlan, publisher: Publisher, executor: Executor) -> None:
+    def __init__(
+        self, plan: WorkerPlan, publisher: Publisher, executor: Executor, store: Store
+    ) -> None:
         self._plan = plan
         self._publisher = publisher
         self._executor = executor
+        self._store = store
+        self.id = worker_id()
+        # Events this worker is calling the target for, set when the claim is finished: a
+        # second copy in hand waits for the first instead of going round a delay queue.
+        self._calling: dict[str, asyncio.Event] = {}
         # Acked messages by how they were settled (delivered, already_done, retried, parked,
-        # waiting), plus declare_failed. Tests and benchmarks await these instead of sleeping.
+        # waiting, duplicate, busy), plus declare_failed. Tests and benchmarks await these.
         self.outcomes: Counter[str] = Counter()
         self._changed = asyncio.Condition()
         self._queue: AbstractQueue | None = None
@@ -80,7 +115,7 @@ class Worker:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(
-        cls, plan: WorkerPlan, url: str, broker: BrokerSettings
+        cls, plan: WorkerPlan, url: str, broker: BrokerSettings, store: Store
     ) -> AsyncIterator[Worker]:
         """Connect (retrying until the broker answers), declare, consume; stop on exit."""
         name = f"{broker.app_id} worker {plan.target}"
@@ -88,7 +123,7 @@ class Worker:
             Publisher.running(url, broker, connection_name=f"worker {plan.target}") as publisher,
             Executor.running() as executor,
         ):
-            worker = cls(plan, publisher, executor)
+            worker = cls(plan, publisher, executor, store)
             consuming = asyncio.create_task(worker._consume(url, broker, name))
             try:
                 yield worker
@@ -155,12 +190,18 @@ class Worker:
                     async with asyncio.timeout(UNSETTLED_PAUSE):
                         await self._publisher.wait_ready()
                 await message.nack(requeue=True)
+            except StoreUnavailable as exc:
+                # Not settled: the broker keeps it. A pause keeps a store outage from spinning
+                # healthy messages through the delivery limit.
+                log.warning("worker.store_unavailable", detail=str(exc))
+                await asyncio.sleep(STORE_PAUSE)
+                await message.nack(requeue=True)
             except Exception:  # a bug in a handler: requeue; the delivery limit parks it
                 log.exception("worker.crashed")
                 await message.nack(requeue=True)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        """Attempt the target once and settle the message."""
+        """Claim the pair, attempt the target once, record the answer, settle the message."""
         if await self._still_waiting(message):
             return await self._ack(message, "waiting")
         attempt = attempts_of(message) + 1
@@ -170,9 +211,110 @@ class Worker:
             reason = f"unreadable event: {exc.errors()[0]['msg']}"
             await self._park(message, reason, attempt - 1, reason)
             return await self._ack(message, "parked")
-        outcome = await self._attempt(event)
-        kind = await self._settle(message, outcome, attempt)
+        key = str(event.event_id)
+        claim = await self._claim(event)
+        match claim:
+            case Settled(state=state):
+                log.info("cancel.duplicate", state=state)
+                return await self._ack(message, "duplicate")
+            case Busy(lease_until=until):
+                await self._wait_for_claim(message, until)
+                return await self._ack(message, "busy")
+            case Claimed():
+                pass
+        done = self._calling[key] = asyncio.Event()
+        try:
+            kind = await self._call_and_record(message, event, attempt)
+        finally:
+            done.set()
+            self._calling.pop(key, None)
         return await self._ack(message, kind)
+
+    async def _claim(self, event: OrderCancelled) -> Claimed | Settled | Busy:
+        """Claim the pair; a copy of an event this worker is calling waits for that call."""
+        key = str(event.event_id)
+        while True:
+            now = datetime.now(UTC)
+            lease = timedelta(seconds=self._plan.timeout + self._plan.settings.lease_margin)
+            claim = await self._store.claim(event, self._plan.target, self.id, now, now + lease)
+            in_hand = self._calling.get(key)
+            if not (isinstance(claim, Busy) and claim.claimed_by == self.id and in_hand):
+                return claim
+            await in_hand.wait()
+
+    async def _wait_for_claim(self, message: AbstractIncomingMessage, until: datetime) -> None:
+        """Another worker holds the pair: come back when its lease ends, or sooner."""
+        remaining = (until - datetime.now(UTC)).total_seconds()
+        delay = max(EARLY_TOLERANCE, min(remaining, self._plan.settings.retry_delays[0]))
+        tier = await self._delay(message, delay, {NOT_BEFORE_HEADER: epoch_ms(time.time() + delay)})
+        log.info("cancel.busy", lease_remaining=round(remaining, 3), tier=tier)
+
+    async def _call_and_record(
+        self, message: AbstractIncomingMessage, event: OrderCancelled, attempt: int
+    ) -> str:
+        """The claimed call: attempt, record the answer in the store, settle the message."""
+        linked = await self._linked_order(event)
+        if isinstance(linked, NoLink):
+            reason = f"{NO_LINK}: no {linked.wanted} order linked to {event.source.value} order"
+            total = self._plan.settings.no_link_window
+            await self._record(event, RETRYING, reason)
+            kind = await self._retry(message, attempt, reason, None, total=total)
+            if kind == "parked":
+                await self._record(event, PARKED, reason)
+            return kind
+        outcome = await self._attempt(event, linked)
+        match outcome:
+            case Delivered(reference=reference):
+                # Cancelled on a platform by us: its own webhook for the order is an echo.
+                echo = (self._plan.target, linked or event.order_id)
+                await self._record(
+                    event,
+                    DELIVERED,
+                    None,
+                    reference=reference,
+                    echo=echo if self._plan.target in PLATFORMS else None,
+                )
+            case AlreadyDone(detail=detail):
+                await self._record(event, ALREADY_DONE, detail)
+            case RetryLater(reason=reason):
+                await self._record(event, RETRYING, reason)
+            case Rejected(reason=reason):
+                await self._record(event, PARKED, reason)
+            case _:
+                assert_never(outcome)
+        kind = await self._settle(message, outcome, attempt)
+        if kind == "parked" and isinstance(outcome, RetryLater):  # retries exhausted
+            await self._record(event, PARKED, f"retries exhausted: {outcome.reason}")
+        return kind
+
+    async def _linked_order(self, event: OrderCancelled) -> str | NoLink | None:
+        platform = self._plan.link_platform
+        if platform is None:
+            return None
+        found = await self._store.linked_order(event.source.value, event.order_id, platform)
+        return NoLink(platform) if found is None else found
+
+    async def _record(
+        self,
+        event: OrderCancelled,
+        state: str,
+        detail: str | None,
+        *,
+        reference: str | None = None,
+        echo: tuple[str, str] | None = None,
+    ) -> None:
+        held = await self._store.finish(
+            str(event.event_id),
+            self._plan.target,
+            self.id,
+            state,
+            datetime.now(UTC),
+            detail=None if detail is None else detail[:MAX_ERROR_CHARS],
+            reference=reference,
+            echo=echo,
+        )
+        if not held:
+            log.warning("cancel.lease_lost", state=state)
 
     async def _still_waiting(self, message: AbstractIncomingMessage) -> bool:
         """Back from a delay queue too early (a wait longer than the longest tier): wait more."""
@@ -197,9 +339,9 @@ class Worker:
         await self._publisher.to_queue(queue.name, copy_with(message, headers))
         return tier
 
-    async def _attempt(self, event: OrderCancelled) -> Outcome:
+    async def _attempt(self, event: OrderCancelled, order_id: str | None) -> Outcome:
         adapter = self._plan.adapter
-        call = adapter.build(event, datetime.now(UTC))
+        call = adapter.build(event, datetime.now(UTC), order_id)
         if isinstance(call, Rejected):
             return call
         answer = await self._executor.call(call, within=self._plan.timeout)
@@ -227,7 +369,13 @@ class Worker:
                 assert_never(outcome)
 
     async def _retry(
-        self, message: AbstractIncomingMessage, attempt: int, reason: str, after: float | None
+        self,
+        message: AbstractIncomingMessage,
+        attempt: int,
+        reason: str,
+        after: float | None,
+        *,
+        total: float | None = None,
     ) -> str:
         settings = self._plan.settings
         now = time.time()
@@ -236,7 +384,7 @@ class Worker:
             attempt,
             elapsed=now - first,
             delays=settings.retry_delays,
-            total=settings.retry_total,
+            total=settings.retry_total if total is None else total,
             retry_after=after,
         )
         if delay is None:

@@ -22,7 +22,9 @@ MAX_ID = 255
 MAX_TEXT = 1024
 
 MAX_ALIASES = 16
-Platform = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+# Every platform an order can have an id on: the sources, and CJ (a target only).
+Platform = Literal["shoplazza", "prime", "occ", "cj"]
+PLATFORMS: tuple[Platform, ...] = ("shoplazza", "prime", "occ", "cj")
 
 # Fixed forever: changing it changes every event id, and with them all de-duplication.
 EVENT_NAMESPACE = uuid.UUID("5b3c8a1e-2f6d-5e7a-9c4b-0d1e2f3a4b5c")
@@ -96,7 +98,7 @@ class OrderCancelled(BaseModel):
         default_factory=dict,
         max_length=MAX_ALIASES,
         description=(
-            "This order's ids on other platforms, by platform name (e.g. {\"cj\": \"1001\"}),"
+            'This order\'s ids on other platforms, by platform name (e.g. {"cj": "1001"}),'
             " when the source tells them. Empty when it does not."
         ),
     )

@@ -166,7 +166,9 @@ def retry_after_seconds(headers: Headers, now: datetime) -> float | None:
 class TargetAdapter(Protocol):
     """A platform the bridge propagates cancellations to, configured and holding its secret."""
 
-    def build(self, event: OrderCancelled, now: datetime) -> HttpCall | Rejected:
+    def build(
+        self, event: OrderCancelled, now: datetime, order_id: str | None = None
+    ) -> HttpCall | Rejected:
         """The cancel call for `event`, or why there cannot be one."""
 
     def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:

@@ -60,7 +60,8 @@ class CJTarget:
     enterprise_id: str
     action_tracker_id: int
     open_ended_locking: bool = True
-    order_id_from: Literal["order_id", "order_number"] = "order_id"
+    # `link`: CJ's order id comes from the order links (the worker looks it up).
+    order_id_from: Literal["order_id", "order_number", "link"] = "order_id"
     reasons: Mapping[CancelReason, str] = field(default_factory=lambda: DEFAULT_REASONS)
     # "locked", not "lock": "required for open-ended locking" must not read as done.
     already_done_markers: tuple[str, ...] = ("already", "locked")
@@ -73,10 +74,19 @@ def update_time(event: OrderCancelled, now: datetime) -> str:
 
 
 def cancel_request(
-    event: OrderCancelled, cfg: CJTarget, now: datetime
+    event: OrderCancelled, cfg: CJTarget, now: datetime, linked: str | None = None
 ) -> dict[str, object] | Rejected:
-    """One `OrderCancelRequest` for `event`, or why it cannot be built."""
-    order_id = event.order_number if cfg.order_id_from == "order_number" else event.order_id
+    """One `OrderCancelRequest` for `event`, or why it cannot be built.
+
+    `linked` is CJ's order id from the order links, when `order_id_from` is `link`.
+    """
+    match cfg.order_id_from:
+        case "order_number":
+            order_id = event.order_number
+        case "link":
+            order_id = linked
+        case _:
+            order_id = event.order_id
     if not order_id:
         return Rejected(f"event has no {cfg.order_id_from} to name the order at CJ")
     request: dict[str, object] = {
@@ -93,10 +103,14 @@ def cancel_request(
 
 
 def build_cancel(
-    event: OrderCancelled, cfg: CJTarget, token: SecretStr, now: datetime
+    event: OrderCancelled,
+    cfg: CJTarget,
+    token: SecretStr,
+    now: datetime,
+    linked: str | None = None,
 ) -> HttpCall | Rejected:
     """The `cancelOrders` call for `event` (one order in the list), with the bearer token."""
-    request = cancel_request(event, cfg, now)
+    request = cancel_request(event, cfg, now, linked)
     if isinstance(request, Rejected):
         return request
     body = orjson.dumps({"query": MUTATION, "variables": {"orders": [request]}})
@@ -174,9 +188,11 @@ class CJAdapter:
     cfg: CJTarget
     token: SecretStr
 
-    def build(self, event: OrderCancelled, now: datetime) -> HttpCall | Rejected:
-        """`build_cancel` with this adapter's settings and token."""
-        return build_cancel(event, self.cfg, self.token, now)
+    def build(
+        self, event: OrderCancelled, now: datetime, order_id: str | None = None
+    ) -> HttpCall | Rejected:
+        """`build_cancel` with this adapter's settings and token (`order_id`: a linked id)."""
+        return build_cancel(event, self.cfg, self.token, now, order_id)
 
     def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
         """`interpret` with this adapter's settings."""

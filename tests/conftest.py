@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -48,7 +50,9 @@ def amqp_url() -> Iterator[str]:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail("CI=true but AMQP_URL is not set: integration tests need a real RabbitMQ")
     try:
-        from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415 - only without AMQP_URL
+        with warnings.catch_warnings():  # testcontainers 4.x warns about its own decorators
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from testcontainers.rabbitmq import RabbitMqContainer  # noqa: PLC0415 - only without AMQP_URL
     except ImportError as exc:  # pragma: no cover - dev extras missing
         pytest.skip(f"NO BROKER: AMQP_URL unset and testcontainers missing ({exc})")
     try:
@@ -64,12 +68,29 @@ def amqp_url() -> Iterator[str]:
         container.stop()
 
 
+# Stores of tests that do not look at them: one fresh SQLite file per config, removed at exit.
+_SCRATCH = tempfile.TemporaryDirectory(prefix="cancel-bridge-tests-")
+
+
+def scratch_store() -> str:
+    """A fresh SQLite file path for a store nobody inspects."""
+    return str(Path(_SCRATCH.name) / f"{uuid.uuid4().hex}.db")
+
+
+def store_section(database_url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """`[store]` settings and the environment that select `database_url` (file or URL)."""
+    if "://" in database_url:
+        return {"url_env": "CB_TEST_STORE_URL"}, {"CB_TEST_STORE_URL": database_url}
+    return {"path": database_url}, {}
+
+
 def make_config(amqp_url: str, receiver: dict[str, float] | None = None, **broker: float) -> Config:
-    """A receiver config for tests: fast timeouts, both secrets set."""
+    """A receiver config for tests: fast timeouts, both secrets set, a scratch store."""
     settings = parse_settings(
         {
             "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2, **broker},
             "receiver": receiver or {},
+            "store": {"path": scratch_store()},
             "sources": {
                 "shoplazza": {
                     "secret_env": "SHOPLAZZA_CLIENT_SECRET",

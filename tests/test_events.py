@@ -38,6 +38,7 @@ WIRE_KEYS = {
     "cancelled_at",
     "received_at",
     "delivery_id",
+    "aliases",
 }
 # RFC 3339 in UTC, as the contract promises: seconds, optional fraction, a literal Z.
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -241,8 +242,8 @@ def test_schema_lists_every_wire_field() -> None:
     schema = event_json_schema()
     assert set(schema["properties"]) == WIRE_KEYS
     assert set(schema["required"]) <= WIRE_KEYS
-    # Everything without a fixed value must be present; the constants have defaults.
-    assert WIRE_KEYS - {"schema_version", "type"} <= set(schema["required"])
+    # Everything without a fixed value must be present; constants and `aliases` have defaults.
+    assert WIRE_KEYS - {"schema_version", "type", "aliases"} <= set(schema["required"])
     assert schema["properties"]["schema_version"]["const"] == 1
     assert schema["properties"]["type"]["const"] == "order.cancelled"
     assert schema["additionalProperties"] is False

@@ -70,6 +70,7 @@ async def test_signed_webhook_reaches_subscriber_with_contract(
         "cancelled_at": "2024-05-01T02:00:00Z",
         "received_at": body["received_at"],
         "delivery_id": "dedup-1",
+        "aliases": {},
     }
     assert body["received_at"].endswith("Z")
     OrderCancelled.from_json(message.body)  # a subscriber can parse it with our model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,10 +10,8 @@ import pytest
 
 from bridge.cli import main
 from bridge.settings import ConfigError, parse_settings, resolve
-import asyncio
-
 from bridge.store import SCHEMA_HEAD, Busy, Claimed, Settled, Store, async_url
-from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PENDING, RETRYING
+from bridge.tables import ALREADY_DONE, DELIVERED, PENDING, RETRYING
 from contracts.events import CancelReason, OrderCancelled, Source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
@@ -145,7 +144,7 @@ async def test_a_claim_records_an_event_the_receiver_never_saw(database_url: str
     e = event("published-elsewhere")
     async with Store.open(database_url) as store:
         assert await store.claim(e, "cj", "w1", NOW, NOW + LEASE) == Claimed(1)
-        assert await store.record_event(e, NOW) == 2  # noqa: PLR2004 - the claim counted one
+        assert await store.record_event(e, NOW) == 2
 
 
 async def test_racing_claims_make_one_claimant(database_url: str) -> None:
@@ -188,9 +187,7 @@ async def test_echoes_are_recorded_with_a_settled_outcome_and_expire(database_ur
     e = event()
     async with Store.open(database_url) as store:
         await store.claim(e, "prime", "w1", NOW, NOW + LEASE)
-        await store.finish(
-            str(e.event_id), "prime", "w1", DELIVERED, NOW, echo=("prime", "abc")
-        )
+        await store.finish(str(e.event_id), "prime", "w1", DELIVERED, NOW, echo=("prime", "abc"))
         assert await store.echo_of("prime", "abc", NOW - timedelta(days=7)) == str(e.event_id)
         assert await store.echo_of("prime", "abc", NOW + timedelta(seconds=1)) is None
         assert await store.echo_of("prime", "other", NOW - timedelta(days=7)) is None

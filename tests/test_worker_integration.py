@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import time
@@ -21,8 +22,9 @@ from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
 from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
+from bridge.store import Store
 from bridge.targets import plan
-from bridge.worker import Worker
+from bridge.worker import Worker, WorkerPlan
 from contracts.events import OrderCancelled
 from handlers.base import Headers, HttpCall, Outcome, Rejected
 from tests.conftest import (
@@ -30,7 +32,9 @@ from tests.conftest import (
     ClientFactory,
     delete_target_queues,
     receive,
+    scratch_store,
     shoplazza_webhook,
+    store_section,
     wait_ready,
 )
 
@@ -40,7 +44,8 @@ SETTLE_TIMEOUT = 20.0
 Client = TestClient[Any, Any]
 
 
-def pipeline_config(amqp_url: str, cj_url: str) -> Config:
+def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None) -> Config:
+    store, store_env = store_section(database_url or scratch_store())
     settings = parse_settings(
         {
             "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2},
@@ -55,10 +60,28 @@ def pipeline_config(amqp_url: str, cj_url: str) -> Config:
             },
             "routes": {"shoplazza": ["cj"]},
             "worker": {"retry_delays": list(DELAYS), "retry_total": 60, "poison_attempts": 3},
+            "store": store,
         }
     )
-    env = {"AMQP_URL": amqp_url, "SHOPLAZZA_CLIENT_SECRET": SECRET, "CJ_ACCESS_TOKEN": TOKEN}
+    env = {
+        "AMQP_URL": amqp_url,
+        "SHOPLAZZA_CLIENT_SECRET": SECRET,
+        "CJ_ACCESS_TOKEN": TOKEN,
+        **store_env,
+    }
     return resolve(settings, env)
+
+
+@contextlib.asynccontextmanager
+async def worker_for(
+    config: Config, worker_plan: WorkerPlan, amqp_url: str
+) -> AsyncIterator[Worker]:
+    """A worker with its own connection to the configured store."""
+    async with (
+        Store.open(config.store_url.get_secret_value()) as store,
+        Worker.running(worker_plan, amqp_url, config.settings.broker, store) as worker,
+    ):
+        yield worker
 
 
 @dataclass
@@ -69,6 +92,7 @@ class Pipeline:
     worker: Worker
     cj: FakeCJ
     parked: AbstractQueue
+    store: Store
 
     async def post(self, **order: object) -> str:
         """Post a signed cancellation (fields of `order` over the defaults); its order id."""
@@ -89,19 +113,24 @@ class Pipeline:
 
 @pytest.fixture
 async def pipeline(
-    aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
+    aiohttp_client: ClientFactory,
+    amqp_url: str,
+    amqp: AbstractRobustConnection,
+    cj: FakeCJ,
+    database_url: str,
 ) -> AsyncIterator[Pipeline]:
-    config = pipeline_config(amqp_url, cj.url)
+    config = pipeline_config(amqp_url, cj.url, database_url)
     worker_plan = plan(config, "cj")
     channel = await amqp.channel()
     await topology.declare_target(channel, worker_plan.topology)
     for queue in worker_plan.topology.queues:  # start from empty queues
         await (await channel.get_queue(queue.name)).purge()
     parked = await channel.get_queue(worker_plan.topology.parked.name)
-    client: Client = await aiohttp_client(create_app(config))
-    await wait_ready(client)
-    async with Worker.running(worker_plan, amqp_url, config.settings.broker) as worker:
-        yield Pipeline(client, worker, cj, parked)
+    async with Store.open(config.store_url.get_secret_value()) as store:
+        client: Client = await aiohttp_client(create_app(config, store))
+        await wait_ready(client)
+        async with Worker.running(worker_plan, amqp_url, config.settings.broker, store) as worker:
+            yield Pipeline(client, worker, cj, parked, store)
     await delete_target_queues(channel, worker_plan.topology)
 
 
@@ -165,9 +194,11 @@ class ExplodingTarget:
 
     tries: int = 0
 
-    def build(self, event: OrderCancelled, now: datetime) -> HttpCall | Rejected:
+    def build(
+        self, event: OrderCancelled, now: datetime, order_id: str | None = None
+    ) -> HttpCall | Rejected:
         """Raise, as a handler bug would."""
-        del event, now
+        del event, now, order_id
         self.tries += 1
         msg = "adapter bug"
         raise RuntimeError(msg)
@@ -191,7 +222,7 @@ async def test_a_handler_that_raises_is_parked_not_looping(
     client: Client = await aiohttp_client(create_app(config))
     await wait_ready(client)
     try:
-        async with Worker.running(worker_plan, amqp_url, config.settings.broker):
+        async with worker_for(config, worker_plan, amqp_url):
             hook = shoplazza_webhook()
             response = await client.post(
                 "/webhooks/shoplazza", data=hook.body, headers=hook.headers
@@ -303,7 +334,7 @@ async def test_worker_survives_a_refused_declaration(
         worker_plan.topology.work.name, durable=True, arguments={"x-queue-type": "quorum"}
     )
     try:
-        async with Worker.running(worker_plan, amqp_url, config.settings.broker) as worker:
+        async with worker_for(config, worker_plan, amqp_url) as worker:
             async with asyncio.timeout(SETTLE_TIMEOUT):
                 await worker.wait_outcomes("declare_failed", 1)
             await channel.queue_delete(worker_plan.topology.work.name)  # the operator's fix
@@ -333,7 +364,7 @@ async def test_shutdown_lets_the_message_in_hand_settle(
     order = "in-hand-at-shutdown"
     cj.script[order] = [dataclasses.replace(accepted(order), delay=0.5)]
     try:
-        async with Worker.running(worker_plan, amqp_url, config.settings.broker) as worker:
+        async with worker_for(config, worker_plan, amqp_url) as worker:
             hook = shoplazza_webhook({"id": order})
             response = await client.post(
                 "/webhooks/shoplazza", data=hook.body, headers=hook.headers

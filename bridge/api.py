@@ -1,0 +1,92 @@
+"""`/api/*`: the order status and order links, behind a bearer token from the configuration.
+
+With no `[receiver] api_token_env` configured, every `/api/*` request is 401: the API is off.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+
+from bridge.http import CONFIG, STORE, error_response, json_response
+from bridge.links import LinkError, parse_json
+from bridge.status import order_status
+from bridge.store import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+STORE_RETRY_AFTER = "5"
+
+
+def _refusal(request: web.Request) -> web.Response | None:
+    """401 unless the request carries the configured bearer token."""
+    token = request.app[CONFIG].api_token
+    challenge = {"WWW-Authenticate": 'Bearer realm="cancel-bridge"'}
+    if token is None:
+        return error_response(
+            401, "api_disabled", "the API is off: set [receiver] api_token_env", challenge
+        )
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        log.warning("api.unauthorized", path=request.path)
+        return error_response(401, "unauthorized", "a valid bearer token is required", challenge)
+    return None
+
+
+def _store_down(exc: StoreUnavailable) -> web.Response:
+    log.warning("api.store_unavailable", detail=str(exc))
+    return error_response(503, "store_unavailable", str(exc), {"Retry-After": STORE_RETRY_AFTER})
+
+
+async def get_order(request: web.Request) -> web.Response:
+    """`GET /api/orders/{source}/{order_id}`: the order's events and each target's state."""
+    if (refused := _refusal(request)) is not None:
+        return refused
+    source, order_id = request.match_info["source"], request.match_info["order_id"]
+    try:
+        found = await order_status(request.app[STORE], order_id, source)
+    except StoreUnavailable as exc:
+        return _store_down(exc)
+    if not found:
+        return error_response(
+            404, "unknown_order", f"no cancellation recorded for {source} order {order_id}"
+        )
+    return json_response(200, {"source": source, "order_id": order_id, "events": found})
+
+
+async def put_links(request: web.Request) -> web.Response:
+    """`PUT /api/links`: one link object (platform -> order id) or a list of them."""
+    if (refused := _refusal(request)) is not None:
+        return refused
+    body = await request.read()
+    try:
+        found = parse_json(body)
+    except LinkError as exc:
+        return error_response(400, "invalid_links", str(exc))
+    store = request.app[STORE]
+    now = datetime.now(UTC)
+    try:
+        for link in found:
+            await store.link(link, now)
+    except StoreUnavailable as exc:
+        return _store_down(exc)
+    log.info("api.linked", links=len(found))
+    return json_response(200, {"status": "linked", "links": len(found)})
+
+
+async def other(request: web.Request) -> web.Response:
+    """Any other `/api/*` request: 401 first (nothing is disclosed without the token), then 404."""
+    if (refused := _refusal(request)) is not None:
+        return refused
+    return error_response(404, "not_found", "no such endpoint")
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount `/api/*` on the receiver (its CONFIG and STORE keys)."""
+    app.router.add_get("/api/orders/{source}/{order_id}", get_order)
+    app.router.add_put("/api/links", put_links)
+    app.router.add_route("*", "/api/{tail:.*}", other)
