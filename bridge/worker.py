@@ -225,6 +225,13 @@ class Worker:
         done = self._calling[key] = asyncio.Event()
         try:
             kind = await self._call_and_record(message, event, attempt)
+        except Exception as exc:
+            # Let the redelivery claim the pair at once (a crashing handler then reaches the
+            # delivery limit and is parked) instead of waiting out the lease. A call that may
+            # have landed is asked again, as after a timeout.
+            with contextlib.suppress(StoreUnavailable):
+                await self._record(event, RETRYING, f"worker error: {type(exc).__name__}")
+            raise
         finally:
             done.set()
             self._calling.pop(key, None)

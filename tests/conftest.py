@@ -33,6 +33,8 @@ from bridge.receiver import PUBLISHER, create_app
 from bridge.settings import Config, parse_settings, resolve
 from handlers.shoplazza import sign
 
+pytest_plugins = ["tests.pipeline"]
+
 SECRET = "test-client-secret-4f1c9a"
 PREVIOUS_SECRET = "test-previous-secret-77d2e0"
 READY_TIMEOUT = 20.0

@@ -3,135 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import orjson
-import pytest
-from aio_pika.abc import AbstractQueue, AbstractRobustConnection
-from aiohttp.test_utils import TestClient
+from aio_pika.abc import AbstractRobustConnection
 
 from bridge import parked, topology
 from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
 from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.receiver import create_app
-from bridge.settings import Config, parse_settings, resolve
-from bridge.store import Store
 from bridge.targets import plan
-from bridge.worker import Worker, WorkerPlan
 from contracts.events import OrderCancelled
 from handlers.base import Headers, HttpCall, Outcome, Rejected
 from tests.conftest import (
-    SECRET,
     ClientFactory,
     delete_target_queues,
     receive,
-    scratch_store,
     shoplazza_webhook,
-    store_section,
     wait_ready,
 )
-
-DELAYS = (0.2, 0.4)
-SETTLE_TIMEOUT = 20.0
-
-Client = TestClient[Any, Any]
-
-
-def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None) -> Config:
-    store, store_env = store_section(database_url or scratch_store())
-    settings = parse_settings(
-        {
-            "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2},
-            "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
-            "targets": {
-                "cj": {
-                    "url": cj_url,
-                    "enterprise_id": "1234567",
-                    "action_tracker_id": 987654,
-                    "timeout_s": 1.0,
-                }
-            },
-            "routes": {"shoplazza": ["cj"]},
-            "worker": {"retry_delays": list(DELAYS), "retry_total": 60, "poison_attempts": 3},
-            "store": store,
-        }
-    )
-    env = {
-        "AMQP_URL": amqp_url,
-        "SHOPLAZZA_CLIENT_SECRET": SECRET,
-        "CJ_ACCESS_TOKEN": TOKEN,
-        **store_env,
-    }
-    return resolve(settings, env)
-
-
-@contextlib.asynccontextmanager
-async def worker_for(
-    config: Config, worker_plan: WorkerPlan, amqp_url: str
-) -> AsyncIterator[Worker]:
-    """A worker with its own connection to the configured store."""
-    async with (
-        Store.open(config.store_url.get_secret_value()) as store,
-        Worker.running(worker_plan, amqp_url, config.settings.broker, store) as worker,
-    ):
-        yield worker
-
-
-@dataclass
-class Pipeline:
-    """Receiver client, worker and fake CJ, wired as `cancel-bridge run` wires them."""
-
-    client: Client
-    worker: Worker
-    cj: FakeCJ
-    parked: AbstractQueue
-    store: Store
-
-    async def post(self, **order: object) -> str:
-        """Post a signed cancellation (fields of `order` over the defaults); its order id."""
-        hook = shoplazza_webhook(order or None)
-        response = await self.client.post(
-            "/webhooks/shoplazza", data=hook.body, headers=hook.headers
-        )
-        assert response.status == 200
-        answer = orjson.loads(await response.read())
-        assert answer["status"] == "accepted"
-        return str(orjson.loads(hook.body)["id"])
-
-    async def settled(self, kind: str, count: int = 1) -> None:
-        """Await the worker settling `count` messages as `kind` (delivered, parked, ...)."""
-        async with asyncio.timeout(SETTLE_TIMEOUT):
-            await self.worker.wait_outcomes(kind, count)
-
-
-@pytest.fixture
-async def pipeline(
-    aiohttp_client: ClientFactory,
-    amqp_url: str,
-    amqp: AbstractRobustConnection,
-    cj: FakeCJ,
-    database_url: str,
-) -> AsyncIterator[Pipeline]:
-    config = pipeline_config(amqp_url, cj.url, database_url)
-    worker_plan = plan(config, "cj")
-    channel = await amqp.channel()
-    await topology.declare_target(channel, worker_plan.topology)
-    for queue in worker_plan.topology.queues:  # start from empty queues
-        await (await channel.get_queue(queue.name)).purge()
-    parked = await channel.get_queue(worker_plan.topology.parked.name)
-    async with Store.open(config.store_url.get_secret_value()) as store:
-        client: Client = await aiohttp_client(create_app(config, store))
-        await wait_ready(client)
-        async with Worker.running(worker_plan, amqp_url, config.settings.broker, store) as worker:
-            yield Pipeline(client, worker, cj, parked, store)
-    await delete_target_queues(channel, worker_plan.topology)
+from tests.pipeline import (
+    DELAYS,
+    SETTLE_TIMEOUT,
+    Client,
+    Pipeline,
+    pipeline_config,
+    worker_for,
+)
 
 
 async def test_webhook_leads_to_exactly_one_cancel_orders_call(pipeline: Pipeline) -> None:
