@@ -89,4 +89,5 @@ def add_routes(app: web.Application) -> None:
     """Mount `/api/*` on the receiver (its CONFIG and STORE keys)."""
     app.router.add_get("/api/orders/{source}/{order_id}", get_order)
     app.router.add_put("/api/links", put_links)
+    app.router.add_route("*", "/api", other)
     app.router.add_route("*", "/api/{tail:.*}", other)

@@ -34,6 +34,7 @@ from tests.conftest import (
     wait_ready,
 )
 
+SHOP = "pipeline.myshoplaza.com"
 API_TOKEN = "test-api-token-0123456789"
 
 
@@ -96,9 +97,9 @@ class Pipeline:
     store: Store
     config: Config
 
-    async def post(self, delivery_id: str | None = None, **order: object) -> str:
+    async def post(self, delivery_id: str | None = None, shop: str = SHOP, **order: object) -> str:
         """Post a signed cancellation (fields of `order` over the defaults); its order id."""
-        hook = shoplazza_webhook(order or None, delivery_id=delivery_id)
+        hook = shoplazza_webhook(order or None, delivery_id=delivery_id, shop=shop)
         response = await self.client.post(
             "/webhooks/shoplazza", data=hook.body, headers=hook.headers
         )
