@@ -259,17 +259,21 @@ class Worker:
     async def _call_and_record(
         self, message: AbstractIncomingMessage, event: OrderCancelled, attempt: int
     ) -> str:
-        """The claimed call: attempt, record the answer in the store, settle the message."""
+        """The claimed call: attempt, record the answer in the store, then settle the message.
+
+        The store learns the outcome first (a crash after that leaves a settled pair, or a
+        claimable one); the message is republished and acked after.
+        """
         linked = await self._linked_order(event)
+        park_as = None
+        total = self._plan.settings.retry_total
         if isinstance(linked, NoLink):
-            reason = f"{NO_LINK}: no {linked.wanted} order linked to {event.source.value} order"
-            total = self._plan.settings.no_link_window
-            await self._record(event, RETRYING, reason)
-            kind = await self._retry(message, attempt, reason, None, total=total)
-            if kind == "parked":
-                await self._record(event, PARKED, reason)
-            return kind
-        outcome = await self._attempt(event, linked)
+            outcome: Outcome = RetryLater(
+                f"{NO_LINK}: no {linked.wanted} order linked to {event.source.value} order"
+            )
+            park_as, total, linked = NO_LINK, self._plan.settings.no_link_window, None
+        else:
+            outcome = await self._attempt(event, linked)
         match outcome:
             case Delivered(reference=reference):
                 # Cancelled on a platform by us: its own webhook for the order is an echo.
@@ -281,18 +285,29 @@ class Worker:
                     reference=reference,
                     echo=echo if self._plan.target in PLATFORMS else None,
                 )
+                log.info("cancel.delivered", attempt=attempt, reference=reference)
+                return "delivered"
             case AlreadyDone(detail=detail):
                 await self._record(event, ALREADY_DONE, detail)
-            case RetryLater(reason=reason):
+                log.info("cancel.already_done", attempt=attempt, detail=detail)
+                return "already_done"
+            case RetryLater(reason=reason, after=after):
+                first = first_attempt_of(message) or time.time()
+                delay = self._next_delay(attempt, first, after, total)
+                if delay is None:
+                    why = park_as or f"retries exhausted: {reason}"
+                    await self._record(event, PARKED, why if park_as is None else reason)
+                    await self._park(message, why, attempt, reason)
+                    return "parked"
                 await self._record(event, RETRYING, reason)
+                await self._retry(message, attempt, reason, first, delay)
+                return "retried"
             case Rejected(reason=reason):
                 await self._record(event, PARKED, reason)
+                await self._park(message, reason, attempt, reason)
+                return "parked"
             case _:
                 assert_never(outcome)
-        kind = await self._settle(message, outcome, attempt)
-        if kind == "parked" and isinstance(outcome, RetryLater):  # retries exhausted
-            await self._record(event, PARKED, f"retries exhausted: {outcome.reason}")
-        return kind
 
     async def _linked_order(self, event: OrderCancelled) -> str | NoLink | None:
         platform = self._plan.link_platform
@@ -356,56 +371,34 @@ class Worker:
             return answer
         return adapter.interpret(answer.status, answer.headers, answer.body, datetime.now(UTC))
 
-    async def _settle(
-        self, message: AbstractIncomingMessage, outcome: Outcome, attempt: int
-    ) -> str:
-        """Act on `outcome`; returns how the message was settled."""
-        match outcome:
-            case Delivered(reference=reference):
-                log.info("cancel.delivered", attempt=attempt, reference=reference)
-                return "delivered"
-            case AlreadyDone(detail=detail):
-                log.info("cancel.already_done", attempt=attempt, detail=detail)
-                return "already_done"
-            case RetryLater(reason=reason, after=after):
-                return await self._retry(message, attempt, reason, after)
-            case Rejected(reason=reason):
-                await self._park(message, reason, attempt, reason)
-                return "parked"
-            case _:
-                assert_never(outcome)
+    def _next_delay(
+        self, attempt: int, first: float, after: float | None, total: float
+    ) -> float | None:
+        """Seconds until the next attempt, or None when the retry window is used up."""
+        return next_retry(
+            attempt,
+            elapsed=time.time() - first,
+            delays=self._plan.settings.retry_delays,
+            total=total,
+            retry_after=after,
+        )
 
     async def _retry(
         self,
         message: AbstractIncomingMessage,
         attempt: int,
         reason: str,
-        after: float | None,
-        *,
-        total: float | None = None,
-    ) -> str:
-        settings = self._plan.settings
-        now = time.time()
-        first = first_attempt_of(message) or now
-        delay = next_retry(
-            attempt,
-            elapsed=now - first,
-            delays=settings.retry_delays,
-            total=settings.retry_total if total is None else total,
-            retry_after=after,
-        )
-        if delay is None:
-            await self._park(message, f"retries exhausted: {reason}", attempt, reason)
-            return "parked"
+        first: float,
+        delay: float,
+    ) -> None:
         headers: dict[str, FieldValue] = {
             ATTEMPTS_HEADER: attempt,
             FIRST_ATTEMPT_HEADER: epoch_ms(first),
             LAST_ERROR_HEADER: reason[:MAX_ERROR_CHARS],
-            NOT_BEFORE_HEADER: epoch_ms(now + delay),
+            NOT_BEFORE_HEADER: epoch_ms(time.time() + delay),
         }
         tier = await self._delay(message, delay, headers)
         log.info("cancel.retry", attempt=attempt, reason=reason, delay=delay, tier=tier)
-        return "retried"
 
     async def _park(
         self, message: AbstractIncomingMessage, reason: str, attempts: int, last_error: str
