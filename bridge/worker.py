@@ -59,7 +59,7 @@ log = structlog.get_logger(__name__)
 
 EARLY_TOLERANCE = 0.05  # seconds: a delay queue's TTL is not to the millisecond
 UNSETTLED_PAUSE = 10.0  # seconds to wait for the broker before requeueing an unsettled message
-STORE_PAUSE = 2.0  # seconds to wait before requeueing a message the store could not settle
+STORE_PAUSE = 1.0  # seconds between tries of a message the store could not settle
 NO_LINK = "no_link"
 PLATFORMS = frozenset(source.value for source in Source)
 
@@ -181,7 +181,7 @@ class Worker:
             event_id=message.message_id, target=self._plan.target
         ):
             try:
-                await self.handle(message)
+                await self._handle_holding(message)
             except BrokerUnavailable as exc:
                 # Requeueing at once would spin through the delivery limit while the broker is
                 # in trouble and park healthy messages as poison: wait for it first (bounded).
@@ -190,15 +190,24 @@ class Worker:
                     async with asyncio.timeout(UNSETTLED_PAUSE):
                         await self._publisher.wait_ready()
                 await message.nack(requeue=True)
-            except StoreUnavailable as exc:
-                # Not settled: the broker keeps it. A pause keeps a store outage from spinning
-                # healthy messages through the delivery limit.
-                log.warning("worker.store_unavailable", detail=str(exc))
-                await asyncio.sleep(STORE_PAUSE)
-                await message.nack(requeue=True)
             except Exception:  # a bug in a handler: requeue; the delivery limit parks it
                 log.exception("worker.crashed")
                 await message.nack(requeue=True)
+
+    async def _handle_holding(self, message: AbstractIncomingMessage) -> None:
+        """`handle`, again and again while the store is unavailable.
+
+        The message stays unacked in hand meanwhile: the broker keeps it, and its delivery count
+        does not grow (requeueing would park healthy messages as poison during a long outage).
+        If the worker stops first, the closing channel returns it to the queue.
+        """
+        while True:
+            try:
+                return await self.handle(message)
+            except StoreUnavailable as exc:
+                log.warning("worker.store_unavailable", detail=str(exc), retry_in=STORE_PAUSE)
+                await self._count("store_unavailable")
+                await asyncio.sleep(STORE_PAUSE)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         """Claim the pair, attempt the target once, record the answer, settle the message."""
@@ -230,7 +239,9 @@ class Worker:
             # delivery limit and is parked) instead of waiting out the lease. A call that may
             # have landed is asked again, as after a timeout.
             with contextlib.suppress(StoreUnavailable):
-                await self._record(event, RETRYING, f"worker error: {type(exc).__name__}")
+                await self._record(
+                    event, RETRYING, f"worker error: {type(exc).__name__}", hold=False
+                )
             raise
         finally:
             done.set()
@@ -316,7 +327,7 @@ class Worker:
         found = await self._store.linked_order(event.source.value, event.order_id, platform)
         return NoLink(platform) if found is None else found
 
-    async def _record(
+    async def _record(  # noqa: PLR0913 - what the store keeps of one answer
         self,
         event: OrderCancelled,
         state: str,
@@ -324,17 +335,31 @@ class Worker:
         *,
         reference: str | None = None,
         echo: tuple[str, str] | None = None,
+        hold: bool = True,
     ) -> None:
-        held = await self._store.finish(
-            str(event.event_id),
-            self._plan.target,
-            self.id,
-            state,
-            datetime.now(UTC),
-            detail=None if detail is None else detail[:MAX_ERROR_CHARS],
-            reference=reference,
-            echo=echo,
-        )
+        """Write the claim's outcome; with `hold`, wait out a store outage to do it.
+
+        The target's answer is in hand: losing it would mean asking the target again.
+        """
+        while True:
+            try:
+                held = await self._store.finish(
+                    str(event.event_id),
+                    self._plan.target,
+                    self.id,
+                    state,
+                    datetime.now(UTC),
+                    detail=None if detail is None else detail[:MAX_ERROR_CHARS],
+                    reference=reference,
+                    echo=echo,
+                )
+                break
+            except StoreUnavailable as exc:
+                if not hold:
+                    raise
+                log.warning("cancel.record_waiting", detail=str(exc), state=state)
+                await self._count("store_unavailable")
+                await asyncio.sleep(STORE_PAUSE)
         if not held:
             log.warning("cancel.lease_lost", state=state)
 

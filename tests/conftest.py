@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
@@ -264,17 +265,19 @@ async def cj() -> AsyncIterator[FakeCJ]:
     await fake.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
-    if request.param == "sqlite":
-        yield str(tmp_path / "state.db")
-        return
+def postgres_server() -> str:
+    """DATABASE_URL (a server tests may create databases on); in CI it must be set."""
     server = os.environ.get("DATABASE_URL")
     if not server:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI=true but DATABASE_URL is not set: the store needs PostgreSQL")
         pytest.skip("NO POSTGRESQL: DATABASE_URL unset (SQLite still tested)")
+    return server
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres(server: str) -> AsyncIterator[str]:
+    """A new PostgreSQL database on `server`, dropped afterwards."""
     name = f"cb_test_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(server)
     try:
@@ -283,3 +286,20 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "state.db")
+        return
+    async with fresh_postgres(postgres_server()) as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (for tests about the network between bridge and store)."""
+    async with fresh_postgres(postgres_server()) as url:
+        yield url

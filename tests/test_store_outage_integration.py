@@ -1,0 +1,149 @@
+"""The store (PostgreSQL) unreachable: the receiver answers 503, workers hold their messages.
+
+A TCP proxy between the bridge and PostgreSQL cuts the link, as a database failover or a network
+partition would; nothing is lost and nothing is called twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+import pytest
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
+from yarl import URL
+
+from bridge import topology
+from bridge.fake_cj import FakeCJ, accepted
+from bridge.messages import REDELIVERY_HEADER
+from bridge.receiver import create_app
+from bridge.store import Store
+from bridge.tables import DELIVERED
+from bridge.targets import plan
+from bridge.worker import Worker
+from tests.conftest import (
+    ClientFactory,
+    delete_target_queues,
+    receive,
+    shoplazza_webhook,
+    wait_ready,
+)
+from tests.pipeline import SETTLE_TIMEOUT, SHOP, Client, pipeline_config
+from tests.proxy import TcpProxy
+
+
+@dataclass
+class Setup:
+    """Receiver and worker whose store link goes through `proxy`."""
+
+    client: Client
+    worker: Worker
+    store: Store
+    proxy: TcpProxy
+    cj: FakeCJ
+
+    async def post(self, order_id: str) -> tuple[int, dict[str, object]]:
+        """A signed cancellation of `order_id`; the status and JSON answer."""
+        hook = shoplazza_webhook({"id": order_id}, shop=SHOP)
+        response = await self.client.post(
+            "/webhooks/shoplazza", data=hook.body, headers=hook.headers
+        )
+        return response.status, orjson.loads(await response.read())
+
+    async def outcome(self, kind: str, count: int = 1) -> None:
+        """Await the worker counting `count` of `kind`."""
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            await self.worker.wait_outcomes(kind, count)
+
+
+@pytest.fixture
+async def setup(
+    aiohttp_client: ClientFactory,
+    amqp_url: str,
+    amqp: AbstractRobustConnection,
+    cj: FakeCJ,
+    postgres_url: str,
+) -> AsyncIterator[Setup]:
+    database = URL(postgres_url)
+    proxy = TcpProxy(database.host or "127.0.0.1", database.port or 5432)
+    port = await proxy.start()
+    proxied = str(database.with_host("127.0.0.1").with_port(port))
+    config = pipeline_config(amqp_url, cj.url, proxied)
+    worker_plan = plan(config, "cj")
+    channel = await amqp.channel()
+    await topology.declare_target(channel, worker_plan.topology)
+    for queue in worker_plan.topology.queues:
+        await (await channel.get_queue(queue.name)).purge()
+    try:
+        async with Store.open(proxied) as store:
+            client: Client = await aiohttp_client(create_app(config, store))
+            await wait_ready(client)
+            broker = config.settings.broker
+            async with Worker.running(worker_plan, amqp_url, broker, store) as worker:
+                yield Setup(client, worker, store, proxy, cj)
+    finally:
+        await delete_target_queues(channel, worker_plan.topology)
+        await proxy.stop()
+
+
+async def test_receiver_answers_503_without_the_store_and_recovers(
+    setup: Setup, subscriber: AbstractQueue
+) -> None:
+    order = f"store-down-{uuid.uuid4().hex[:6]}"
+    setup.proxy.cut()
+    status, answer = await setup.post(order)
+    assert (status, answer["error"]) == (503, "store_unavailable"), answer
+    detail = str(answer["detail"])
+    assert detail.startswith("store unavailable (Connection"), answer
+    assert "127.0.0.1" not in detail  # no address (nor credentials) of the database
+
+    setup.proxy.restore()
+    status, answer = await setup.post(order)  # the platform's retry
+    assert (status, answer["status"]) == (200, "accepted"), answer
+    await setup.outcome("delivered")
+    assert len(setup.cj.calls_for(order)) == 1
+    sentinel = f"sentinel-{uuid.uuid4().hex[:6]}"
+    assert (await setup.post(sentinel))[0] == 200
+    published = [await receive(subscriber) for _ in range(2)]
+    # The refused attempt was neither published nor counted: the retry is the first sighting.
+    assert [orjson.loads(m.body)["order_id"] for m in published] == [order, sentinel]
+    assert REDELIVERY_HEADER not in (published[0].headers or {})
+
+
+async def test_worker_holds_its_message_until_the_store_returns(
+    setup: Setup, amqp: AbstractRobustConnection
+) -> None:
+    order = f"held-{uuid.uuid4().hex[:6]}"
+    status, _ = await setup.post(order)  # recorded and published while the store is up
+    assert status == 200
+    setup.proxy.cut()
+    await setup.outcome("store_unavailable")  # cannot claim: holds the message, calls nothing
+    assert setup.cj.calls == []
+    setup.proxy.restore()
+    await setup.outcome("delivered")
+    assert len(setup.cj.calls_for(order)) == 1
+    channel = await amqp.channel()
+    parked = await channel.declare_queue(topology.parked_queue("cj"), passive=True)
+    assert parked.declaration_result.message_count == 0
+
+
+async def test_an_answer_in_hand_waits_for_the_store_and_is_not_asked_again(setup: Setup) -> None:
+    order = f"answer-held-{uuid.uuid4().hex[:6]}"
+    setup.cj.script[order] = [dataclasses.replace(accepted(order), delay=0.5)]
+    status, answer = await setup.post(order)
+    assert status == 200
+    async with asyncio.timeout(SETTLE_TIMEOUT):
+        await setup.cj.wait_calls(1)  # claimed and calling
+    setup.proxy.cut()  # CJ answers into a worker that cannot record it
+    await setup.outcome("store_unavailable")
+    setup.proxy.restore()
+    await setup.outcome("delivered")
+    assert len(setup.cj.calls_for(order)) == 1
+    event_id = str(answer["event_id"])
+    row = await setup.store.delivery(event_id, "cj")
+    assert row is not None
+    assert (row.state, row.attempts) == (DELIVERED, 1)
