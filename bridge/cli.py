@@ -73,6 +73,7 @@ def describe(config: Config, path: Path, env: Mapping[str, str]) -> str:
             f"{previous}"
         )
     lines.extend(_describe_targets(config))
+    lines.extend(_describe_state(config))
     lines.append(f"log level: {settings.log.level}")
     return "\n".join(lines)
 
@@ -88,7 +89,8 @@ def _describe_targets(config: Config) -> list[str]:
         (
             f"workers: prefetch {worker.prefetch}; retries after {delays} (last repeats) for up to"
             f" {worker.retry_total:g}s; a crashing message is parked after {worker.poison_attempts}"
-            " deliveries"
+            f" deliveries; a claim outlives the call timeout by {worker.lease_margin:g}s; a missing"
+            f" order link is awaited {worker.no_link_window:g}s"
         ),
         "targets:",
     ]
@@ -105,6 +107,27 @@ def _describe_targets(config: Config) -> list[str]:
             )
         lines.append(f"    queue {spec.work.name} <- {keys}; parked in {spec.parked.name}")
     return lines
+
+
+def _describe_state(config: Config) -> list[str]:
+    settings = config.settings
+    store = settings.store
+    url = config.store_url.get_secret_value()
+    where = (
+        f"PostgreSQL {redact_url(url)} (from {store.url_env})"
+        if url.startswith(("postgresql://", "postgres://"))
+        else f"SQLite file {url.removeprefix('sqlite:///')}"
+    )
+    receiver = settings.receiver
+    api = (
+        f"/api/* with the bearer token from {receiver.api_token_env} (set)"
+        if config.api_token is not None
+        else "/api/* off (401): no [receiver] api_token_env"
+    )
+    return [
+        f"store: {where}; schema upgraded on start; echoes kept {store.echo_ttl_days:g} days",
+        f"api: {api}",
+    ]
 
 
 def _run_async(coro: Coroutine[Any, Any, None]) -> None:

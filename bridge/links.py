@@ -33,7 +33,7 @@ def _checked(link: dict[Platform, str], where: str) -> dict[str, str]:
 
 def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
+    where = ".".join(str(part) for part in first["loc"] if part != "[key]") or "body"
     if first["type"] == "literal_error":
         return f"{where}: unknown platform (known: {', '.join(PLATFORMS)})"
     return f"{where}: {first['msg']}"

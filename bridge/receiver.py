@@ -7,6 +7,7 @@ Every answer is JSON. 200 means the broker holds the message (or there was nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,7 @@ __all__ = ["CONFIG", "PUBLISHER", "STORE", "create_app"]
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 
+ECHO_HOUSEKEEPING_INTERVAL = 3600.0  # seconds
 KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
 KEPT_HEADER_CHARS = 1024
 KEPT_HEADER_NAME_CHARS = 100  # AMQP field names are short strings; x-http- is prefixed
@@ -237,15 +239,35 @@ def store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[
     """Use `store`, or open the configured one for the app's lifetime."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if store is not None:
-            app[STORE] = store
-            yield
-            return
-        async with Store.open(app[CONFIG].store_url.get_secret_value()) as opened:
-            app[STORE] = opened
-            yield
+        async with contextlib.AsyncExitStack() as stack:
+            if store is None:
+                url = app[CONFIG].store_url.get_secret_value()
+                app[STORE] = await stack.enter_async_context(Store.open(url))
+            else:
+                app[STORE] = store
+            housekeeping = asyncio.create_task(_expire_echoes(app))
+            try:
+                yield
+            finally:
+                housekeeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await housekeeping
 
     return ctx
+
+
+async def _expire_echoes(app: web.Application) -> None:
+    """Forget echo records older than `[store] echo_ttl_days`, hourly (lookups ignore them)."""
+    ttl = timedelta(days=app[CONFIG].settings.store.echo_ttl_days)
+    while True:
+        try:
+            gone = await app[STORE].expire_echoes(datetime.now(UTC) - ttl)
+        except StoreUnavailable as exc:
+            log.warning("store.housekeeping_failed", detail=str(exc))
+        else:
+            if gone:
+                log.info("store.echoes_expired", count=gone)
+        await asyncio.sleep(ECHO_HOUSEKEEPING_INTERVAL)
 
 
 def create_app(config: Config, store: Store | None = None) -> web.Application:

@@ -82,11 +82,12 @@ def _sqlite_begin(connection: sa.Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _upgrade(connection: sa.Connection) -> None:
+def upgrade(connection: sa.Connection, revision: str = "head") -> None:
+    """Run the migrations up to `revision` on `connection` (`Store.open` does, to the head)."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 def utc(moment: datetime) -> datetime:
@@ -158,7 +159,7 @@ class Store:
         try:
             with _unavailable():
                 async with engine.begin() as connection:
-                    await connection.run_sync(_upgrade)
+                    await connection.run_sync(upgrade)
             yield cls(engine)
         finally:
             await engine.dispose()

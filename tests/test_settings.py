@@ -306,3 +306,28 @@ def test_source_without_a_handler_is_refused() -> None:
         resolve(settings, {"PRIME_SECRET": SECRET})
     assert caught.value.key == "sources.prime"
     assert "shoplazza" in caught.value.problem
+
+
+@pytest.mark.parametrize("value", [None, "", "short-token"])
+def test_api_token_must_be_set_and_long_enough(value: str | None) -> None:
+    settings = parse_settings(
+        {"receiver": {"api_token_env": "API_TOKEN"}, "sources": {"shoplazza": {"secret_env": "S"}}}
+    )
+    env = {"S": "x"} if value is None else {"S": "x", "API_TOKEN": value}
+    with pytest.raises(ConfigError) as caught:
+        resolve(settings, env)
+    assert caught.value.key == "receiver.api_token_env"
+    assert "16+ characters" in caught.value.problem
+    if value:
+        assert value not in str(caught.value)
+
+
+def test_api_is_off_unless_a_token_variable_is_named() -> None:
+    settings = parse_settings({"sources": {"shoplazza": {"secret_env": "S"}}})
+    assert resolve(settings, {"S": "x", "API_TOKEN": "t" * 20}).api_token is None
+    named = parse_settings(
+        {"receiver": {"api_token_env": "API_TOKEN"}, "sources": {"shoplazza": {"secret_env": "S"}}}
+    )
+    token = resolve(named, {"S": "x", "API_TOKEN": " " + "t" * 20 + " "}).api_token
+    assert token is not None
+    assert token.get_secret_value() == "t" * 20

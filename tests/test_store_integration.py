@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.cli import main
 from bridge.settings import ConfigError, parse_settings, resolve
-from bridge.store import SCHEMA_HEAD, Busy, Claimed, Settled, Store, async_url
+from bridge.store import SCHEMA_HEAD, Busy, Claimed, Settled, Store, async_url, upgrade
 from bridge.tables import ALREADY_DONE, DELIVERED, PENDING, RETRYING
 from contracts.events import CancelReason, OrderCancelled, Source
 
@@ -193,3 +195,55 @@ async def test_echoes_are_recorded_with_a_settled_outcome_and_expire(database_ur
         assert await store.echo_of("prime", "other", NOW - timedelta(days=7)) is None
         assert await store.expire_echoes(NOW + timedelta(days=8)) == 1
         assert await store.echo_of("prime", "abc", NOW - timedelta(days=7)) is None
+
+
+async def test_a_store_made_by_the_first_schema_is_upgraded_keeping_its_data(
+    database_url: str,
+) -> None:
+    engine = create_async_engine(async_url(database_url))
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade, "0001")
+            await connection.execute(
+                sa.text(
+                    "INSERT INTO events (event_id, source, shop, order_id, reason, first_seen,"
+                    " last_seen, delivery_count) VALUES (:id, 'shoplazza', 'demo.myshoplaza.com',"
+                    " '1001', 'other', :now, :now, 3)"
+                ),
+                {"id": str(event().event_id), "now": NOW},
+            )
+    finally:
+        await engine.dispose()
+    async with Store.open(database_url) as store:
+        assert await store.record_event(event(), NOW) == 4
+        assert await store.claim(event(), "cj", "w1", NOW, NOW + LEASE) == Claimed(1)
+
+
+def test_links_import_from_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "state.db"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[store]\npath = "{store}"\n[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
+    )
+    monkeypatch.setenv("SHOPLAZZA_CLIENT_SECRET", "s")
+    links = tmp_path / "links.csv"
+    links.write_text("shoplazza,prime,cj\n1001,abc,CJ-1001\n1002,def,\n", encoding="utf-8")
+    assert main(["links", "import", str(links), "--config", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == f"linked 2 orders from {links}"
+
+    async def linked() -> tuple[str | None, str | None]:
+        async with Store.open(str(store)) as opened:
+            return (
+                await opened.linked_order("shoplazza", "1001", "cj"),
+                await opened.linked_order("prime", "def", "shoplazza"),
+            )
+
+    assert asyncio.run(linked()) == ("CJ-1001", "1002")
+
+    links.write_text("shoplazza,ebay\n1,2\n", encoding="utf-8")
+    assert main(["links", "import", str(links), "--config", str(config)]) == 1
+    assert "line 1: unknown platform 'ebay'" in capsys.readouterr().err
+    assert main(["links", "import", str(tmp_path / "absent.csv"), "--config", str(config)]) == 1
+    assert "cannot read" in capsys.readouterr().err
