@@ -46,12 +46,19 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN groupadd --system --gid 10001 bridge \
     && useradd --system --uid 10001 --gid bridge --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin bridge \
-    && mkdir -p /etc/cancel-bridge
+    && mkdir -p /etc/cancel-bridge /var/lib/cancel-bridge \
+    && chown 10001:10001 /var/lib/cancel-bridge
 
 # Same base image and same path as the build stage, so the venv's interpreter links still hold.
 COPY --from=build /opt/venv /opt/venv
 
 USER 10001:10001
+
+# The state store's default SQLite file ([store] path = "cancel-bridge.db") is relative to the
+# working directory: mount a volume here (compose.yaml does) so it outlives the container, or
+# point [store] url_env at PostgreSQL.
+WORKDIR /var/lib/cancel-bridge
+VOLUME /var/lib/cancel-bridge
 
 EXPOSE 8080
 

@@ -51,30 +51,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def fill(channel: AbstractChannel, queue: str, count: int) -> None:
-    """Publish `count` distinct cancellations to `queue`, confirmed, in pipelined batches."""
+def bench_event(n: int, now: datetime) -> OrderCancelled:
+    """The `n`th cancellation of a run."""
+    return OrderCancelled.create(
+        source=Source.SHOPLAZZA,
+        shop="bench.myshoplaza.com",
+        order_id=f"bench-{n}",
+        order_number=None,
+        reason=CancelReason.OTHER,
+        source_reason=None,
+        cancelled_at=now,
+        received_at=now,
+        delivery_id=None,
+    )
+
+
+async def fill(
+    channel: AbstractChannel, queue: str, count: int, store: Store | None = None
+) -> None:
+    """Publish `count` distinct cancellations to `queue`, confirmed, in pipelined batches.
+
+    With `store`, each event is recorded first with a pending delivery, as the receiver does.
+    """
     now = datetime.now(UTC)
     for start in range(0, count, BATCH):
+        batch = [bench_event(n, now) for n in range(start, min(start + BATCH, count))]
+        if store is not None:
+            await asyncio.gather(*(store.record_event(e, now, (TARGET,)) for e in batch))
         await asyncio.gather(
             *(
-                channel.default_exchange.publish(
-                    event_message(
-                        OrderCancelled.create(
-                            source=Source.SHOPLAZZA,
-                            shop="bench.myshoplaza.com",
-                            order_id=f"bench-{n}",
-                            order_number=None,
-                            reason=CancelReason.OTHER,
-                            source_reason=None,
-                            cancelled_at=now,
-                            received_at=now,
-                            delivery_id=None,
-                        ),
-                        app_id="bench",
-                    ),
-                    queue,
-                )
-                for n in range(start, min(start + BATCH, count))
+                channel.default_exchange.publish(event_message(e, app_id="bench"), queue)
+                for e in batch
             )
         )
 
@@ -105,8 +112,8 @@ async def timed_worker(
     plan: WorkerPlan, url: str, store_url: str, channel: AbstractChannel, count: int
 ) -> float:
     """Fill the queue, then seconds for the worker (store at `store_url`) to deliver it all."""
-    await fill(channel, plan.topology.work.name, count)
     async with Store.open(store_url) as store:
+        await fill(channel, plan.topology.work.name, count, store)
         started = time.perf_counter()
         async with Worker.running(plan, url, BrokerSettings(), store) as worker:
             await worker.wait_outcomes("delivered", count)

@@ -7,7 +7,8 @@ key conflict is the answer; no dialect switches.
 
 Exactly one effect per (event, target): `claim` moves a pair to `calling` for one worker until a
 lease ends, and only the claimant calls the target; `finish` records the answer before the worker
-acks. A pair that is `delivered` or `already_done` is never claimed again.
+acks. A pair that is `delivered` or `already_done` is never claimed again. `transitions` keeps
+each state a pair reached (pending, retrying, delivered, already_done, parked) with its detail.
 """
 
 from __future__ import annotations
@@ -45,6 +46,50 @@ SCHEMA_HEAD = "0002"  # the newest migration's revision
 BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for the file lock
 PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as failed
 CONNECT_TIMEOUT = 5.0
+
+
+# The hot statements, built once (building a statement costs more than running it).
+_PAIR = (deliveries.c.event_id == sa.bindparam("k"), deliveries.c.target == sa.bindparam("t"))
+_SEEN_AGAIN = (
+    events.update()
+    .where(events.c.event_id == sa.bindparam("k"))
+    .values(last_seen=sa.bindparam("now"), delivery_count=events.c.delivery_count + 1)
+    .returning(events.c.delivery_count)
+)
+_TAKE = (
+    deliveries.update()
+    .where(
+        *_PAIR,
+        sa.or_(
+            deliveries.c.state.in_(CLAIMABLE),
+            sa.and_(deliveries.c.state == CALLING, deliveries.c.lease_until < sa.bindparam("now")),
+        ),
+    )
+    .values(
+        state=CALLING,
+        claimed_by=sa.bindparam("w"),
+        lease_until=sa.bindparam("lease"),
+        attempts=deliveries.c.attempts + 1,
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(deliveries.c.attempts)
+)
+_OUTCOME = {
+    "state": sa.bindparam("st"),
+    "updated_at": sa.bindparam("now"),
+    "claimed_by": None,
+    "lease_until": None,
+    "last_error": sa.bindparam("err", type_=sa.Text),
+    "reference": sa.func.coalesce(sa.bindparam("ref", type_=sa.String), deliveries.c.reference),
+}
+_FINISH_CLAIM = (
+    deliveries.update()
+    .where(*_PAIR, deliveries.c.state == CALLING, deliveries.c.claimed_by == sa.bindparam("w"))
+    .values(**_OUTCOME)
+)
+_FINISH_UNSETTLED = (
+    deliveries.update().where(*_PAIR, deliveries.c.state.not_in(SETTLED)).values(**_OUTCOME)
+)
 
 
 class StoreUnavailable(Exception):  # noqa: N818 - a state, like BrokerUnavailable
@@ -144,8 +189,20 @@ class Store:
     async def open(cls, url: str) -> AsyncIterator[Store]:
         """Connect, upgrade the schema to the newest version, and close on exit."""
         full = async_url(url)
+        if full.startswith("sqlite+aiosqlite:///"):
+            with _unavailable():  # the file is created on first start; its folder too
+                Path(full.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
         if full.startswith("sqlite"):
-            engine = create_async_engine(full, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+            # One connection per process: SQLite has one writer at a time anyway, and queueing
+            # in the pool is cheaper than connections sleeping in SQLite's busy handler.
+            engine = create_async_engine(
+                full,
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+            )
             sa.event.listen(engine.sync_engine, "connect", _sqlite_connect)
             sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
         else:
@@ -153,7 +210,6 @@ class Store:
                 full,
                 pool_size=10,
                 max_overflow=20,
-                pool_pre_ping=True,
                 connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT},
             )
         try:
@@ -189,31 +245,13 @@ class Store:
         key = str(event.event_id)
         try:
             async with self._write() as connection:
-                await connection.execute(
-                    events.insert().values(
-                        event_id=key,
-                        source=event.source.value,
-                        shop=event.shop,
-                        order_id=event.order_id,
-                        reason=event.reason.value,
-                        first_seen=now,
-                        last_seen=now,
-                        delivery_count=1,
-                    )
-                )
+                await connection.execute(events.insert(), _event_row(event, now))
                 for target in targets:
                     await _insert_delivery(connection, key, target, PENDING, now)
             count = 1
         except IntegrityError:
             async with self._write() as connection:
-                await connection.execute(
-                    events.update()
-                    .where(events.c.event_id == key)
-                    .values(last_seen=now, delivery_count=events.c.delivery_count + 1)
-                )
-                found = await connection.scalar(
-                    sa.select(events.c.delivery_count).where(events.c.event_id == key)
-                )
+                found = await connection.scalar(_SEEN_AGAIN, {"k": key, "now": now})
             count = int(found or 1)
         if event.aliases:
             ids: dict[str, str] = {event.source.value: event.order_id}
@@ -231,8 +269,27 @@ class Store:
         for _ in range(3):
             if (attempt := await self._take(key, target, worker, now, lease_until)) is not None:
                 return Claimed(attempt)
+            if await self._insert_claim(event, target, worker, now, lease_until):
+                return Claimed(1)
+            refused = await self._claim_refused(key, target, now)
+            if refused is not None:
+                return refused
+            # claimable again (another claim just finished): try to take it
+        return Busy(None, now)  # contended three times over: come back shortly
+
+    async def _insert_claim(
+        self, event: OrderCancelled, target: str, worker: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        """A first claim on a pair with no row yet; False if another row got there first."""
+        key = str(event.event_id)
+        async with self._write() as connection:
+            try:  # an event published by someone else has no row yet (the receiver's have)
+                async with connection.begin_nested():
+                    await connection.execute(events.insert(), _event_row(event, now))
+            except IntegrityError:
+                pass
             try:
-                async with self._write() as connection:
+                async with connection.begin_nested():
                     await _insert_delivery(
                         connection,
                         key,
@@ -243,44 +300,17 @@ class Store:
                         lease_until=lease_until,
                     )
             except IntegrityError:
-                row = await self.delivery(key, target)
-                if row is None:  # no event row yet (the foreign key refused): add it, try again
-                    await self.record_event(event, now)
-                    continue
-                refused = await self._claim_refused(key, target, now)
-                if refused is not None:
-                    return refused
-                continue  # claimable again (another claim just finished): try to take it
-            return Claimed(1)
-        return Busy(None, now)  # contended three times over: come back shortly
+                return False
+        return True
 
     async def _take(
         self, key: str, target: str, worker: str, now: datetime, lease_until: datetime
     ) -> int | None:
         """Move an existing claimable row to `calling`; the attempt number, or None."""
+        params = {"k": key, "t": target, "w": worker, "now": now, "lease": lease_until}
         async with self._write() as connection:
-            taken = await connection.execute(
-                deliveries.update()
-                .where(
-                    deliveries.c.event_id == key,
-                    deliveries.c.target == target,
-                    sa.or_(
-                        deliveries.c.state.in_(CLAIMABLE),
-                        sa.and_(deliveries.c.state == CALLING, deliveries.c.lease_until < now),
-                    ),
-                )
-                .values(
-                    state=CALLING,
-                    claimed_by=worker,
-                    lease_until=lease_until,
-                    attempts=deliveries.c.attempts + 1,
-                    updated_at=now,
-                )
-                .returning(deliveries.c.attempts)
-            )
+            taken = await connection.execute(_TAKE, params)
             attempt = taken.scalar_one_or_none()
-            if attempt is not None:
-                await _transition(connection, key, target, CALLING, now, detail=worker)
         return None if attempt is None else int(attempt)
 
     async def _claim_refused(self, key: str, target: str, now: datetime) -> Claim | None:
@@ -318,29 +348,19 @@ class Store:
         A settled outcome is written even then (the effect happened), unless the pair is
         already settled. `echo` (platform, order id) marks an order the bridge cancelled there.
         """
-        values: dict[str, object] = {
-            "state": state,
-            "updated_at": now,
-            "claimed_by": None,
-            "lease_until": None,
-            "last_error": None if state in SETTLED else detail,
+        params = {
+            "k": event_id,
+            "t": target,
+            "w": worker,
+            "st": state,
+            "now": now,
+            "err": None if state in SETTLED else detail,
+            "ref": reference,
         }
-        if reference is not None:
-            values["reference"] = reference
-        pair = (deliveries.c.event_id == event_id, deliveries.c.target == target)
         async with self._write() as connection:
-            mine = await connection.execute(
-                deliveries.update()
-                .where(*pair, deliveries.c.state == CALLING, deliveries.c.claimed_by == worker)
-                .values(**values)
-            )
-            held = mine.rowcount == 1
+            held = (await connection.execute(_FINISH_CLAIM, params)).rowcount == 1
             if not held and state in SETTLED:
-                await connection.execute(
-                    deliveries.update()
-                    .where(*pair, deliveries.c.state.not_in(SETTLED))
-                    .values(**values)
-                )
+                await connection.execute(_FINISH_UNSETTLED, params)
             if held or state in SETTLED:
                 await _transition(
                     connection, event_id, target, state, now, detail=detail or reference
@@ -440,6 +460,19 @@ class Store:
             yield connection
 
 
+def _event_row(event: OrderCancelled, now: datetime) -> dict[str, object]:
+    return {
+        "event_id": str(event.event_id),
+        "source": event.source.value,
+        "shop": event.shop,
+        "order_id": event.order_id,
+        "reason": event.reason.value,
+        "first_seen": now,
+        "last_seen": now,
+        "delivery_count": 1,
+    }
+
+
 @contextlib.contextmanager
 def _unavailable() -> Iterator[None]:
     """Database trouble (not a key conflict) becomes `StoreUnavailable`, without secrets."""
@@ -463,18 +496,20 @@ async def _insert_delivery(  # noqa: PLR0913 - the row's columns
     lease_until: datetime | None = None,
 ) -> None:
     await connection.execute(
-        deliveries.insert().values(
-            event_id=event_id,
-            target=target,
-            state=state,
-            attempts=1 if state == CALLING else 0,
-            created_at=now,
-            updated_at=now,
-            claimed_by=worker,
-            lease_until=lease_until,
-        )
+        deliveries.insert(),
+        {
+            "event_id": event_id,
+            "target": target,
+            "state": state,
+            "attempts": 1 if state == CALLING else 0,
+            "created_at": now,
+            "updated_at": now,
+            "claimed_by": worker,
+            "lease_until": lease_until,
+        },
     )
-    await _transition(connection, event_id, target, state, now, detail=worker)
+    if state == PENDING:  # a claim (`calling`) is not a transition of its own: its outcome is
+        await _transition(connection, event_id, target, state, now, detail=None)
 
 
 async def _transition(  # noqa: PLR0913 - the row's columns
@@ -487,9 +522,8 @@ async def _transition(  # noqa: PLR0913 - the row's columns
     detail: str | None,
 ) -> None:
     await connection.execute(
-        transitions.insert().values(
-            event_id=event_id, target=target, state=state, at=now, detail=detail
-        )
+        transitions.insert(),
+        {"event_id": event_id, "target": target, "state": state, "at": now, "detail": detail},
     )
 
 

@@ -206,7 +206,8 @@ async def test_a_missing_link_retries_for_the_window_then_parks_as_no_link(
     assert delivery["state"] == "parked"
     assert delivery["last_error"].startswith("no_link: no shoplazza order linked")
     states = [step["state"] for step in delivery["history"]]
-    assert states[:3] == ["calling", "retrying", "calling"]
+    assert len(states) >= 2, states
+    assert set(states[:-1]) == {"retrying"}, states
     assert states[-1] == "parked"
 
 

@@ -25,13 +25,13 @@ def test_each_target_with_its_history() -> None:
                 {
                     "target": "cj",
                     "state": "parked",
-                    "attempts": 1,
+                    "attempts": 2,
                     "last_error": "cj: Invalid actionTrackerId",
                     "reference": None,
                     "updated_at": "2025-04-09T12:00:01Z",
                     "history": [
                         {"state": "pending", "at": "2025-04-09T12:00:00Z", "detail": None},
-                        {"state": "calling", "at": "2025-04-09T12:00:00Z", "detail": "w1"},
+                        {"state": "retrying", "at": "2025-04-09T12:00:00Z", "detail": "HTTP 503"},
                         {
                             "state": "parked",
                             "at": "2025-04-09T12:00:01Z",
@@ -46,8 +46,8 @@ def test_each_target_with_its_history() -> None:
         "event e-1: shoplazza demo.myshoplaza.com order 1001 (fraud)",
         "  received 2x, first 2025-04-09T12:00:00Z, last 2025-04-09T12:05:00Z",
         "  links: prime=abc, shoplazza=1001",
-        "  cj: parked after 1 attempt(s), last error: cj: Invalid actionTrackerId",
+        "  cj: parked after 2 attempt(s), last error: cj: Invalid actionTrackerId",
         "    2025-04-09T12:00:00Z  pending",
-        "    2025-04-09T12:00:00Z  calling  w1",
+        "    2025-04-09T12:00:00Z  retrying  HTTP 503",
         "    2025-04-09T12:00:01Z  parked  cj: Invalid actionTrackerId",
     ]
