@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,25 @@ _FINISH_CLAIM = (
     deliveries.update()
     .where(*_PAIR, deliveries.c.state == CALLING, deliveries.c.claimed_by == sa.bindparam("w"))
     .values(**_OUTCOME)
+)
+_TAKE_MANY = (
+    deliveries.update()
+    .where(
+        deliveries.c.target == sa.bindparam("t"),
+        deliveries.c.event_id.in_(sa.bindparam("keys", expanding=True)),
+        sa.or_(
+            deliveries.c.state.in_(CLAIMABLE),
+            sa.and_(deliveries.c.state == CALLING, deliveries.c.lease_until < sa.bindparam("now")),
+        ),
+    )
+    .values(
+        state=CALLING,
+        claimed_by=sa.bindparam("w"),
+        lease_until=sa.bindparam("lease"),
+        attempts=deliveries.c.attempts + 1,
+        updated_at=sa.bindparam("now"),
+    )
+    .returning(deliveries.c.event_id, deliveries.c.attempts)
 )
 _FINISH_UNSETTLED = (
     deliveries.update().where(*_PAIR, deliveries.c.state.not_in(SETTLED)).values(**_OUTCOME)
@@ -164,6 +183,20 @@ class Busy:
 
 
 Claim = Claimed | Settled | Busy
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How a claim ended, for `finish_many`."""
+
+    event_id: str
+    target: str
+    worker: str
+    state: str
+    at: datetime
+    detail: str | None = None
+    reference: str | None = None
+    echo: tuple[str, str] | None = None  # (platform, order id) the bridge cancelled there
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +310,31 @@ class Store:
             # claimable again (another claim just finished): try to take it
         return Busy(None, now)  # contended three times over: come back shortly
 
+    async def claim_many(
+        self, events_: Sequence[OrderCancelled], target: str, worker: str, lease: timedelta
+    ) -> list[Claim]:
+        """`claim` for many events at once: one UPDATE takes every claimable pair.
+
+        The rest (no row yet, a duplicate within the batch, held by another claim) go through
+        `claim` one by one.
+        """
+        now = datetime.now(UTC)
+        keys = sorted({str(event.event_id) for event in events_})
+        params = {"keys": keys, "t": target, "w": worker, "now": now, "lease": now + lease}
+        async with self._write() as connection:
+            taken = {
+                row.event_id: int(row.attempts)
+                for row in await connection.execute(_TAKE_MANY, params)
+            }
+        claims: list[Claim] = []
+        for event in events_:
+            attempt = taken.pop(str(event.event_id), None)
+            if attempt is not None:
+                claims.append(Claimed(attempt))
+            else:
+                claims.append(await self.claim(event, target, worker, now, now + lease))
+        return claims
+
     async def _insert_claim(
         self, event: OrderCancelled, target: str, worker: str, now: datetime, lease_until: datetime
     ) -> bool:
@@ -348,26 +406,28 @@ class Store:
         A settled outcome is written even then (the effect happened), unless the pair is
         already settled. `echo` (platform, order id) marks an order the bridge cancelled there.
         """
-        params = {
-            "k": event_id,
-            "t": target,
-            "w": worker,
-            "st": state,
-            "now": now,
-            "err": None if state in SETTLED else detail,
-            "ref": reference,
-        }
-        async with self._write() as connection:
-            held = (await connection.execute(_FINISH_CLAIM, params)).rowcount == 1
-            if not held and state in SETTLED:
-                await connection.execute(_FINISH_UNSETTLED, params)
-            if held or state in SETTLED:
-                await _transition(
-                    connection, event_id, target, state, now, detail=detail or reference
-                )
-            if echo is not None and state in SETTLED:
-                await _remember_echo(connection, echo, event_id, now)
-        return held
+        result = Result(event_id, target, worker, state, now, detail, reference, echo)
+        return (await self.finish_many([result]))[0]
+
+    async def finish_many(self, results: Sequence[Result]) -> list[bool]:
+        """`finish` for many claims in one transaction (one commit for all)."""
+        for attempt in range(2):
+            try:
+                async with self._write() as connection:
+                    held = [await _finish(connection, result) for result in results]
+                    steps = [
+                        _transition_row(result)
+                        for result, mine in zip(results, held, strict=True)
+                        if mine or result.state in SETTLED
+                    ]
+                    if steps:
+                        await connection.execute(transitions.insert(), steps)
+            except IntegrityError:  # another worker recorded the same echo first: again
+                if attempt:
+                    raise
+                continue
+            return held
+        raise AssertionError  # pragma: no cover - the loop returns or raises
 
     async def delivery(self, event_id: str, target: str) -> Delivery | None:
         """The (event, target) row, if there is one."""
@@ -510,6 +570,34 @@ async def _insert_delivery(  # noqa: PLR0913 - the row's columns
     )
     if state == PENDING:  # a claim (`calling`) is not a transition of its own: its outcome is
         await _transition(connection, event_id, target, state, now, detail=None)
+
+
+async def _finish(connection: AsyncConnection, result: Result) -> bool:
+    params = {
+        "k": result.event_id,
+        "t": result.target,
+        "w": result.worker,
+        "st": result.state,
+        "now": result.at,
+        "err": None if result.state in SETTLED else result.detail,
+        "ref": result.reference,
+    }
+    held = (await connection.execute(_FINISH_CLAIM, params)).rowcount == 1
+    if not held and result.state in SETTLED:
+        await connection.execute(_FINISH_UNSETTLED, params)
+    if result.echo is not None and result.state in SETTLED:
+        await _remember_echo(connection, result.echo, result.event_id, result.at)
+    return held
+
+
+def _transition_row(result: Result) -> dict[str, object]:
+    return {
+        "event_id": result.event_id,
+        "target": result.target,
+        "state": result.state,
+        "at": result.at,
+        "detail": result.detail or result.reference,
+    }
 
 
 async def _transition(  # noqa: PLR0913 - the row's columns

@@ -32,6 +32,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import ValidationError
 
 from bridge import topology
+from bridge.batch import Batcher
 from bridge.executor import Executor
 from bridge.messages import (
     ATTEMPTS_HEADER,
@@ -50,7 +51,7 @@ from bridge.messages import (
 from bridge.publisher import BrokerUnavailable, Publisher, open_robust
 from bridge.retry import delay_tier, next_retry
 from bridge.settings import BrokerSettings, WorkerSettings
-from bridge.store import Busy, Claimed, Settled, Store, StoreUnavailable
+from bridge.store import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable
 from bridge.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
 from contracts.events import OrderCancelled, Source
 from handlers.base import AlreadyDone, Delivered, Outcome, Rejected, RetryLater, TargetAdapter
@@ -101,6 +102,13 @@ class Worker:
         self._executor = executor
         self._store = store
         self.id = worker_id()
+        # Claims and outcomes of the messages in hand go to the store in batches: one
+        # transaction for whatever arrived while the previous one ran.
+        lease = timedelta(seconds=plan.timeout + plan.settings.lease_margin)
+        self._claims: Batcher[OrderCancelled, Claim] = Batcher(
+            lambda batch: store.claim_many(batch, plan.target, self.id, lease)
+        )
+        self._finishes: Batcher[Result, bool] = Batcher(store.finish_many)
         # Events this worker is calling the target for, set when the claim is finished: a
         # second copy in hand waits for the first instead of going round a delay queue.
         self._calling: dict[str, asyncio.Event] = {}
@@ -252,9 +260,7 @@ class Worker:
         """Claim the pair; a copy of an event this worker is calling waits for that call."""
         key = str(event.event_id)
         while True:
-            now = datetime.now(UTC)
-            lease = timedelta(seconds=self._plan.timeout + self._plan.settings.lease_margin)
-            claim = await self._store.claim(event, self._plan.target, self.id, now, now + lease)
+            claim = await self._claims.submit(event)
             in_hand = self._calling.get(key)
             if not (isinstance(claim, Busy) and claim.claimed_by == self.id and in_hand):
                 return claim
@@ -343,16 +349,17 @@ class Worker:
         """
         while True:
             try:
-                held = await self._store.finish(
+                result = Result(
                     str(event.event_id),
                     self._plan.target,
                     self.id,
                     state,
                     datetime.now(UTC),
-                    detail=None if detail is None else detail[:MAX_ERROR_CHARS],
-                    reference=reference,
-                    echo=echo,
+                    None if detail is None else detail[:MAX_ERROR_CHARS],
+                    reference,
+                    echo,
                 )
+                held = await self._finishes.submit(result)
                 break
             except StoreUnavailable as exc:
                 if not hold:

@@ -143,6 +143,13 @@ async def quarantine(amqp: AbstractRobustConnection) -> AbstractQueue:
     return await purged(amqp, topology.QUARANTINE_QUEUE)
 
 
+async def fresh_target_queues(channel: AbstractChannel, spec: topology.TargetTopology) -> None:
+    """Declare a target's queues (bound before anything is published) and empty them."""
+    await topology.declare_target(channel, spec)
+    for queue in spec.queues:
+        await (await channel.get_queue(queue.name)).purge()
+
+
 async def delete_target_queues(channel: AbstractChannel, spec: topology.TargetTopology) -> None:
     """Remove a target's queues, so `orders` is unbound for the next test."""
     for queue in spec.queues:

@@ -17,7 +17,6 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
-from bridge import topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
@@ -28,6 +27,7 @@ from tests.conftest import (
     SECRET,
     ClientFactory,
     delete_target_queues,
+    fresh_target_queues,
     scratch_store,
     shoplazza_webhook,
     store_section,
@@ -125,9 +125,7 @@ async def pipeline(
     config = pipeline_config(amqp_url, cj.url, database_url)
     worker_plan = plan(config, "cj")
     channel = await amqp.channel()
-    await topology.declare_target(channel, worker_plan.topology)
-    for queue in worker_plan.topology.queues:  # start from empty queues
-        await (await channel.get_queue(queue.name)).purge()
+    await fresh_target_queues(channel, worker_plan.topology)
     parked = await channel.get_queue(worker_plan.topology.parked.name)
     async with Store.open(config.store_url.get_secret_value()) as store:
         client: Client = await aiohttp_client(create_app(config, store))

@@ -12,14 +12,25 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.cli import main
 from bridge.settings import ConfigError, parse_settings, resolve
-from bridge.store import SCHEMA_HEAD, Busy, Claimed, Settled, Store, async_url, upgrade
-from bridge.tables import ALREADY_DONE, DELIVERED, PENDING, RETRYING
+from bridge.store import SCHEMA_HEAD, Busy, Claimed, Result, Settled, Store, async_url, upgrade
+from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PENDING, RETRYING
 from contracts.events import CancelReason, OrderCancelled, Source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
 
 
 LEASE = timedelta(seconds=30)
+
+
+def sqlite_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A SQLite store path and a minimal config file naming it (its secret set)."""
+    store = tmp_path / "state.db"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[store]\npath = "{store}"\n[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
+    )
+    monkeypatch.setenv("SHOPLAZZA_CLIENT_SECRET", "s")
+    return store, config
 
 
 def event(order_id: str = "1001", aliases: dict[str, str] | None = None) -> OrderCancelled:
@@ -70,12 +81,7 @@ def test_async_url(given: str, expected: str) -> None:
 def test_db_upgrade_creates_the_sqlite_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "state.db"
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[store]\npath = "{store}"\n[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
-    )
-    monkeypatch.setenv("SHOPLAZZA_CLIENT_SECRET", "s")
+    store, config = sqlite_config(tmp_path, monkeypatch)
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     assert capsys.readouterr().out.strip() == f"store schema at {SCHEMA_HEAD}: {store}"
     assert store.exists()
@@ -222,12 +228,7 @@ async def test_a_store_made_by_the_first_schema_is_upgraded_keeping_its_data(
 def test_links_import_from_csv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "state.db"
-    config = tmp_path / "c.toml"
-    config.write_text(
-        f'[store]\npath = "{store}"\n[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
-    )
-    monkeypatch.setenv("SHOPLAZZA_CLIENT_SECRET", "s")
+    store, config = sqlite_config(tmp_path, monkeypatch)
     links = tmp_path / "links.csv"
     links.write_text("shoplazza,prime,cj\n1001,abc,CJ-1001\n1002,def,\n", encoding="utf-8")
     assert main(["links", "import", str(links), "--config", str(config)]) == 0
@@ -247,3 +248,39 @@ def test_links_import_from_csv(
     assert "line 1: unknown platform 'ebay'" in capsys.readouterr().err
     assert main(["links", "import", str(tmp_path / "absent.csv"), "--config", str(config)]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+async def test_claim_many_takes_claimable_pairs_in_one_go(database_url: str) -> None:
+    fresh, pending, done, again = event("fresh"), event("pending"), event("done"), event("pending")
+    async with Store.open(database_url) as store:
+        await store.record_event(pending, NOW, ("cj",))
+        await store.record_event(done, NOW, ("cj",))
+        await store.claim(done, "cj", "w0", NOW, NOW + LEASE)
+        await store.finish(str(done.event_id), "cj", "w0", DELIVERED, NOW)
+        claims = await store.claim_many([pending, fresh, done, again], "cj", "w1", LEASE)
+    assert claims[0] == Claimed(1)  # pending row: taken by the one UPDATE
+    assert claims[1] == Claimed(1)  # no row yet: inserted
+    assert claims[2] == Settled(DELIVERED, None)
+    assert isinstance(claims[3], Busy)  # the same event twice in a batch: the copy waits
+    assert claims[3].claimed_by == "w1"
+
+
+async def test_finish_many_records_each_outcome_and_its_history(database_url: str) -> None:
+    first, second = event("one"), event("two")
+    async with Store.open(database_url) as store:
+        for e in (first, second):
+            await store.record_event(e, NOW, ("cj",))
+            await store.claim(e, "cj", "w1", NOW, NOW + LEASE)
+        held = await store.finish_many(
+            [
+                Result(str(first.event_id), "cj", "w1", DELIVERED, NOW, reference="sub-1"),
+                Result(str(second.event_id), "cj", "w-other", RETRYING, NOW, detail="HTTP 503"),
+            ]
+        )
+        assert held == [True, False]  # the second claim was not w-other's
+        one = await store.delivery(str(first.event_id), "cj")
+        two = await store.delivery(str(second.event_id), "cj")
+    assert one is not None
+    assert two is not None
+    assert (one.state, one.reference) == (DELIVERED, "sub-1")
+    assert two.state == CALLING  # a non-settling outcome of a lost claim changes nothing

@@ -28,6 +28,7 @@ from bridge.worker import Worker
 from tests.conftest import (
     ClientFactory,
     delete_target_queues,
+    fresh_target_queues,
     receive,
     shoplazza_webhook,
     wait_ready,
@@ -75,9 +76,7 @@ async def setup(
     config = pipeline_config(amqp_url, cj.url, proxied)
     worker_plan = plan(config, "cj")
     channel = await amqp.channel()
-    await topology.declare_target(channel, worker_plan.topology)
-    for queue in worker_plan.topology.queues:
-        await (await channel.get_queue(queue.name)).purge()
+    await fresh_target_queues(channel, worker_plan.topology)
     try:
         async with Store.open(proxied) as store:
             client: Client = await aiohttp_client(create_app(config, store))
