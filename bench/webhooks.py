@@ -59,7 +59,8 @@ requests, non-200 answers, duration, requests/s and latency percentiles.
 
 Without --url it starts the bridge itself (python -m bridge run, a generated secret, a free
 port on 127.0.0.1) against the broker in AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/),
-and stops it at the end, error or not.
+and stops it at the end, error or not. Its state store is a SQLite file in a scratch folder, or
+the PostgreSQL in DATABASE_URL when that is set.
 """
 
 EPILOG = f"""\
@@ -177,9 +178,17 @@ def free_port() -> int:
         return port
 
 
-def bench_config(port: int) -> str:
-    """The spawned bridge's configuration: defaults, a free port, our secret variable."""
+def bench_config(port: int, store_path: str) -> str:
+    """The spawned bridge's configuration: defaults, a free port, our secret variable.
+
+    The store is a SQLite file in the run's scratch folder, or PostgreSQL when DATABASE_URL is
+    set (`[store] url_env`; the benchmark's events stay there, marked by their shop).
+    """
     return f"""\
+[store]
+path = "{store_path}"
+url_env = "DATABASE_URL"
+
 [broker]
 url_env = "AMQP_URL"
 app_id = "{BENCH_APP_ID}"
@@ -316,7 +325,7 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 def _bridge_files(directory: str, port: int) -> tuple[Path, IO[bytes]]:
     """Write the spawned bridge's config into `directory`; open the file its output goes to."""
     config = Path(directory, "config.toml")
-    config.write_text(bench_config(port))
+    config.write_text(bench_config(port, str(Path(directory, "bench.db"))))
     return config, Path(directory, "bridge.log").open("wb")  # closed by the caller
 
 

@@ -16,11 +16,12 @@ from aiohttp import HttpVersion11, web
 from multidict import CIMultiDictProxy
 
 from bridge import api
+from bridge.batch import Batcher
 from bridge.http import CONFIG, STORE, error_response, json_response
 from bridge.messages import event_message, quarantine_message
 from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
-from bridge.store import Store, StoreUnavailable
+from bridge.store import Arrival, Echo, Seen, Store, StoreUnavailable
 from bridge.targets import target_topology
 from contracts.events import OrderCancelled, Source
 from handlers.base import Ignored, MalformedPayloadError, WebhookError, clean_text
@@ -31,6 +32,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["CONFIG", "PUBLISHER", "STORE", "create_app"]
 
 PUBLISHER = web.AppKey("publisher", Publisher)
+ARRIVALS = web.AppKey("arrivals", Batcher[Arrival, Seen | Echo])
 
 ECHO_HOUSEKEEPING_INTERVAL = 3600.0  # seconds
 KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
@@ -167,22 +169,26 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
         "order_id": event.order_id,
         "delivery_id": event.delivery_id,
     }
-    store = request.app[STORE]
     now = datetime.now(UTC)
+    arrival = Arrival(
+        event,
+        now,
+        tuple(config.settings.routes.get(event.source, ())),
+        echo_since=now - timedelta(days=config.settings.store.echo_ttl_days),
+    )
     try:
-        since = now - timedelta(days=config.settings.store.echo_ttl_days)
-        if (cause := await store.echo_of(event.source.value, event.order_id, since)) is not None:
-            # The bridge cancelled this order here itself: fanning it out again would loop.
-            log.info("webhook.echo", cause=cause, **context)
-            return json_response(
-                200, {"status": "echo", "event_id": context["event_id"], "echo_of": cause}
-            )
-        routed = config.settings.routes.get(event.source, ())
-        seen = await store.record_event(event, now, tuple(routed))
+        arrived = await request.app[ARRIVALS].submit(arrival)
     except StoreUnavailable as exc:
         retry_after = str(config.settings.broker.retry_after)
         log.warning("webhook.store_unavailable", detail=str(exc), **context)
         return error_response(503, "store_unavailable", str(exc), {"Retry-After": retry_after})
+    if isinstance(arrived, Echo):
+        # The bridge cancelled this order here itself: fanning it out again would loop.
+        log.info("webhook.echo", cause=arrived.cause, **context)
+        return json_response(
+            200, {"status": "echo", "event_id": context["event_id"], "echo_of": arrived.cause}
+        )
+    seen = arrived.count
     message = event_message(event, app_id=config.settings.broker.app_id, seen=seen)
     try:
         await request.app[PUBLISHER].publish_event(event, message)
@@ -245,6 +251,8 @@ def store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[
                 app[STORE] = await stack.enter_async_context(Store.open(url))
             else:
                 app[STORE] = store
+            # Webhooks arriving together are recorded together: one transaction for many.
+            app[ARRIVALS] = Batcher(app[STORE].arrive_many)
             housekeeping = asyncio.create_task(_expire_echoes(app))
             try:
                 yield

@@ -56,6 +56,19 @@ _SEEN_AGAIN = (
     .values(last_seen=sa.bindparam("now"), delivery_count=events.c.delivery_count + 1)
     .returning(events.c.delivery_count)
 )
+_ECHOES_OF = sa.select(
+    echoes.c.platform, echoes.c.order_id, echoes.c.event_id, echoes.c.created_at
+).where(echoes.c.order_id.in_(sa.bindparam("orders", expanding=True)))
+_COUNTS_OF = sa.select(events.c.event_id, events.c.delivery_count).where(
+    events.c.event_id.in_(sa.bindparam("keys", expanding=True))
+)
+_SEEN_MORE = (
+    events.update()
+    .where(events.c.event_id == sa.bindparam("k"))
+    .values(
+        last_seen=sa.bindparam("now"), delivery_count=events.c.delivery_count + sa.bindparam("n")
+    )
+)
 _TAKE = (
     deliveries.update()
     .where(
@@ -186,6 +199,30 @@ Claim = Claimed | Settled | Busy
 
 
 @dataclass(frozen=True, slots=True)
+class Arrival:
+    """An event the receiver is about to publish."""
+
+    event: OrderCancelled
+    at: datetime
+    targets: tuple[str, ...]  # the targets routed from its source: `pending` deliveries
+    echo_since: datetime  # echo records older than this are ignored
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """Recorded; the `count`-th arrival of this event."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """The bridge cancelled this order on its platform itself (event `cause`): do not fan out."""
+
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """How a claim ended, for `finish_many`."""
 
@@ -287,10 +324,38 @@ class Store:
                 found = await connection.scalar(_SEEN_AGAIN, {"k": key, "now": now})
             count = int(found or 1)
         if event.aliases:
-            ids: dict[str, str] = {event.source.value: event.order_id}
-            ids.update((str(k), v) for k, v in event.aliases.items())
-            await self.link(ids, now)
+            await self._link_aliases(event, now)
         return count
+
+    async def arrive_many(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+        """What the receiver does with each webhook's event, for many in one transaction.
+
+        An event whose order the bridge itself cancelled on that platform since the arrival's
+        `echo_since` is an `Echo` (not recorded); any other is recorded as `record_event` does
+        and `Seen` with its count. On a key conflict (another receiver recorded one of the
+        events meanwhile) each arrival is redone alone.
+        """
+        try:
+            async with self._write() as connection:
+                results = await _arrive(connection, arrivals)
+        except IntegrityError:
+            return [await self._arrive_one(arrival) for arrival in arrivals]
+        for arrival, result in zip(arrivals, results, strict=True):
+            if arrival.event.aliases and isinstance(result, Seen):
+                await self._link_aliases(arrival.event, arrival.at)
+        return results
+
+    async def _link_aliases(self, event: OrderCancelled, now: datetime) -> None:
+        ids: dict[str, str] = {event.source.value: event.order_id}
+        ids.update((str(k), v) for k, v in event.aliases.items())
+        await self.link(ids, now)
+
+    async def _arrive_one(self, arrival: Arrival) -> Seen | Echo:
+        event = arrival.event
+        cause = await self.echo_of(event.source.value, event.order_id, arrival.echo_since)
+        if cause is not None:
+            return Echo(cause)
+        return Seen(await self.record_event(event, arrival.at, arrival.targets))
 
     # -- claims ---------------------------------------------------------------------------
 
@@ -520,6 +585,27 @@ class Store:
             yield connection
 
 
+def _delivery_row(  # noqa: PLR0913 - the row's columns
+    event_id: str,
+    target: str,
+    state: str,
+    now: datetime,
+    *,
+    worker: str | None = None,
+    lease_until: datetime | None = None,
+) -> dict[str, object]:
+    return {
+        "event_id": event_id,
+        "target": target,
+        "state": state,
+        "attempts": 1 if state == CALLING else 0,
+        "created_at": now,
+        "updated_at": now,
+        "claimed_by": worker,
+        "lease_until": lease_until,
+    }
+
+
 def _event_row(event: OrderCancelled, now: datetime) -> dict[str, object]:
     return {
         "event_id": str(event.event_id),
@@ -557,19 +643,66 @@ async def _insert_delivery(  # noqa: PLR0913 - the row's columns
 ) -> None:
     await connection.execute(
         deliveries.insert(),
-        {
-            "event_id": event_id,
-            "target": target,
-            "state": state,
-            "attempts": 1 if state == CALLING else 0,
-            "created_at": now,
-            "updated_at": now,
-            "claimed_by": worker,
-            "lease_until": lease_until,
-        },
+        _delivery_row(event_id, target, state, now, worker=worker, lease_until=lease_until),
     )
     if state == PENDING:  # a claim (`calling`) is not a transition of its own: its outcome is
         await _transition(connection, event_id, target, state, now, detail=None)
+
+
+async def _arrive(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+    found = await connection.execute(
+        _ECHOES_OF, {"orders": sorted({a.event.order_id for a in arrivals})}
+    )
+    echoed = {(row.platform, row.order_id): (row.event_id, utc(row.created_at)) for row in found}
+    results: list[Seen | Echo] = []
+    recorded: list[Arrival] = []
+    for arrival in arrivals:
+        cause = echoed.get((arrival.event.source.value, arrival.event.order_id))
+        if cause is not None and cause[1] >= arrival.echo_since:
+            results.append(Echo(str(cause[0])))
+        else:
+            recorded.append(arrival)
+            results.append(Seen(0))  # counted below
+    keys = sorted({str(a.event.event_id) for a in recorded})
+    counts = {
+        row.event_id: int(row.delivery_count)
+        for row in await connection.execute(_COUNTS_OF, {"keys": keys})
+    }
+    new: dict[str, Arrival] = {}
+    more: dict[str, int] = {}
+    for n, result in enumerate(results):
+        if isinstance(result, Echo):
+            continue
+        arrival = arrivals[n]
+        key = str(arrival.event.event_id)
+        if key not in counts and key not in new:
+            new[key] = arrival
+            counts[key] = 1
+        else:
+            counts[key] += 1
+            more[key] = more.get(key, 0) + 1
+        results[n] = Seen(counts[key])
+    if new:
+        await connection.execute(events.insert(), [_event_row(a.event, a.at) for a in new.values()])
+        pending = [(key, target, a.at) for key, a in new.items() for target in a.targets]
+        if pending:
+            await connection.execute(
+                deliveries.insert(),
+                [_delivery_row(key, target, PENDING, at) for key, target, at in pending],
+            )
+            await connection.execute(
+                transitions.insert(),
+                [
+                    {"event_id": key, "target": target, "state": PENDING, "at": at, "detail": None}
+                    for key, target, at in pending
+                ],
+            )
+    if more:
+        now = max(a.at for a in arrivals)
+        await connection.execute(
+            _SEEN_MORE, [{"k": key, "n": n, "now": now} for key, n in more.items()]
+        )
+    return results
 
 
 async def _finish(connection: AsyncConnection, result: Result) -> bool:

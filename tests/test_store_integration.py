@@ -12,7 +12,19 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.cli import main
 from bridge.settings import ConfigError, parse_settings, resolve
-from bridge.store import SCHEMA_HEAD, Busy, Claimed, Result, Settled, Store, async_url, upgrade
+from bridge.store import (
+    SCHEMA_HEAD,
+    Arrival,
+    Busy,
+    Claimed,
+    Echo,
+    Result,
+    Seen,
+    Settled,
+    Store,
+    async_url,
+    upgrade,
+)
 from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PENDING, RETRYING
 from contracts.events import CancelReason, OrderCancelled, Source
 
@@ -284,3 +296,36 @@ async def test_finish_many_records_each_outcome_and_its_history(database_url: st
     assert two is not None
     assert (one.state, one.reference) == (DELIVERED, "sub-1")
     assert two.state == CALLING  # a non-settling outcome of a lost claim changes nothing
+
+
+async def test_arrive_many_counts_records_and_spots_echoes(database_url: str) -> None:
+    since = NOW - timedelta(days=7)
+    known, fresh, echoed = event("known"), event("fresh"), event("echoed")
+    async with Store.open(database_url) as store:
+        await store.record_event(known, NOW)
+        await store.claim(event("cause"), "shoplazza", "w", NOW, NOW + LEASE)
+        await store.finish(
+            str(event("cause").event_id),
+            "shoplazza",
+            "w",
+            DELIVERED,
+            NOW,
+            echo=("shoplazza", "echoed"),
+        )
+        results = await store.arrive_many(
+            [
+                Arrival(fresh, NOW, ("cj",), since),
+                Arrival(known, NOW, ("cj",), since),
+                Arrival(fresh, NOW, ("cj",), since),
+                Arrival(echoed, NOW, ("cj",), since),
+                Arrival(fresh, NOW, ("cj",), since),
+            ]
+        )
+        assert results == [Seen(1), Seen(2), Seen(2), Echo(str(event("cause").event_id)), Seen(3)]
+        row = await store.delivery(str(fresh.event_id), "cj")
+        assert row is not None
+        assert row.state == PENDING
+        assert await store.record_event(fresh, NOW) == 4
+        assert await store.delivery(str(echoed.event_id), "cj") is None  # echoes are not recorded
+        later = await store.arrive_many([Arrival(echoed, NOW, (), NOW + timedelta(seconds=1))])
+        assert later == [Seen(1)]  # an echo record older than `echo_since` no longer counts
