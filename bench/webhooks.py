@@ -36,6 +36,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 
+from bench.scratch_db import scratch_database
 from bridge import topology
 from bridge.settings import DEFAULT_AMQP_URL
 from contracts.events import Source
@@ -60,7 +61,8 @@ requests, non-200 answers, duration, requests/s and latency percentiles.
 Without --url it starts the bridge itself (python -m bridge run, a generated secret, a free
 port on 127.0.0.1) against the broker in AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/),
 and stops it at the end, error or not. Its state store is a SQLite file in a scratch folder, or
-the PostgreSQL in DATABASE_URL when that is set.
+a scratch database on the PostgreSQL server in DATABASE_URL when that is set (created for the
+run and dropped after it).
 """
 
 EPILOG = f"""\
@@ -181,8 +183,8 @@ def free_port() -> int:
 def bench_config(port: int, store_path: str) -> str:
     """The spawned bridge's configuration: defaults, a free port, our secret variable.
 
-    The store is a SQLite file in the run's scratch folder, or PostgreSQL when DATABASE_URL is
-    set (`[store] url_env`; the benchmark's events stay there, marked by their shop).
+    The store is a SQLite file in the run's scratch folder, or, when DATABASE_URL is set, a
+    scratch database created on that server for the run and dropped after it.
     """
     return f"""\
 [store]
@@ -335,6 +337,17 @@ async def spawned_bridge(session: aiohttp.ClientSession) -> AsyncIterator[Target
     secret = secrets.token_urlsafe(32)
     port = free_port()
     env = {**os.environ, "AMQP_URL": amqp_url(), SECRET_ENV: secret}
+    async with contextlib.AsyncExitStack() as stack:
+        if server := os.environ.get("DATABASE_URL"):
+            env["DATABASE_URL"] = await stack.enter_async_context(scratch_database(server))
+        async with _bridge_process(session, env, secret, port) as target:
+            yield target
+
+
+@contextlib.asynccontextmanager
+async def _bridge_process(
+    session: aiohttp.ClientSession, env: dict[str, str], secret: str, port: int
+) -> AsyncIterator[Target]:
     with tempfile.TemporaryDirectory(prefix="cancel-bridge-bench-") as tmp:
         config, log_file = _bridge_files(tmp, port)
         with log_file:

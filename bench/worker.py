@@ -18,17 +18,15 @@ import asyncio
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
-import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import SecretStr
-from yarl import URL
 
+from bench.scratch_db import scratch_database
 from bridge import logs, topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.messages import event_message
@@ -120,26 +118,6 @@ async def timed_worker(
             return time.perf_counter() - started
 
 
-async def fresh_postgres(server: str) -> str:
-    """A new, empty database on the PostgreSQL server `server` points at."""
-    name = f"cb_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return str(URL(server).with_path(f"/{name}"))
-
-
-async def drop_postgres(server: str, url: str) -> None:
-    """Drop the database `fresh_postgres` made."""
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{URL(url).path[1:]}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def run(args: argparse.Namespace) -> None:
     """Drain a pre-filled queue bare, then with the worker on each store; print the figures."""
     url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -164,13 +142,10 @@ async def run(args: argparse.Namespace) -> None:
                 sqlite = str(Path(scratch) / "bench.db")
                 results["worker, SQLite"] = await timed_worker(plan, url, sqlite, channel, n)
                 if server:
-                    pg = await fresh_postgres(server)
-                    try:
+                    async with scratch_database(server) as pg:
                         results["worker, PostgreSQL"] = await timed_worker(
                             plan, url, pg, channel, n
                         )
-                    finally:
-                        await drop_postgres(server, pg)
             finally:
                 for queue in spec.queues:
                     await channel.queue_delete(queue.name)
