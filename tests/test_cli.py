@@ -13,6 +13,7 @@ import pytest
 
 from bridge.cli import main
 from contracts.schema import SCHEMA_ID, event_json_schema
+from tests.conftest import scratch_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_ENV = "CB_TEST_SHOPLAZZA_SECRET"
@@ -26,6 +27,7 @@ SUBPROCESS_TIMEOUT = 30.0
 
 def config_text(port: int = 8080) -> str:
     return (
+        f'[store]\npath = "{scratch_store()}"\n'
         f'[receiver]\nhost = "127.0.0.1"\nport = {port}\n\n'
         f'[sources.shoplazza]\nsecret_env = "{SECRET_ENV}"\n'
         f'previous_secret_env = "{PREVIOUS_ENV}"\n'

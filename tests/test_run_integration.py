@@ -32,6 +32,7 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launcher]:
         port = free_port()
         config = tmp_path / "config.toml"
         config.write_text(
+            f'[store]\npath = "{tmp_path / "state.db"}"\n'
             f"[broker]\nreconnect_interval = 0.2\n[receiver]\nport = {port}\n"
             '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n' + extra
         )
