@@ -23,6 +23,7 @@ from bridge.settings import Config, ConfigError, load, redact_url
 from bridge.store import SCHEMA_HEAD, Store, StoreUnavailable
 from bridge.targets import plan, target_topology
 from contracts.schema import event_json_schema
+from handlers.registry import SOURCES
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 log = structlog.get_logger(__name__)
@@ -67,10 +68,15 @@ def describe(config: Config, path: Path, env: Mapping[str, str]) -> str:
             if src.previous_secret_env
             else ""
         )
+        signature = (
+            f"; HMAC-{(src.algorithm or 'sha512').upper()}, {src.key_encoding or 'base64'} key"
+            if "algorithm" in SOURCES[source].options
+            else ""
+        )
         lines.append(
             f"  {source.value}: POST /webhooks/{source.value} -> exchange {topology.ORDERS.name},"
             f" routing key {topology.routing_key(source)}; secret from {src.secret_env} (set)"
-            f"{previous}"
+            f"{previous}{signature}"
         )
     lines.extend(_describe_targets(config))
     lines.extend(_describe_state(config))

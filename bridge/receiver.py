@@ -25,7 +25,6 @@ from bridge.store import Arrival, Echo, Seen, Store, StoreUnavailable
 from bridge.targets import target_topology
 from contracts.events import OrderCancelled, Source
 from handlers.base import Ignored, MalformedPayloadError, WebhookError, clean_text
-from handlers.registry import SOURCES
 
 log = structlog.get_logger(__name__)
 
@@ -136,7 +135,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     name = request.match_info["source"]
     source = next((s for s in config.source_secrets if s.value == name), None)
-    handler = SOURCES.get(source) if source is not None else None
+    handler = config.source_handlers.get(source) if source is not None else None
     if source is None or handler is None:
         return error_response(404, "unknown_source", f"no source {name!r} is configured")
     body = await _read_body(request, config)

@@ -13,6 +13,7 @@ from yarl import URL
 
 from bridge.retry import DEFAULT_DELAYS, DEFAULT_TOTAL
 from contracts.events import CancelReason, Source
+from handlers.base import KeyEncoding, SignatureAlgorithm, SourceHandler, SourceOptions
 from handlers.registry import SOURCES
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -51,6 +52,9 @@ class SourceSettings(_Section):
 
     secret_env: EnvName
     previous_secret_env: EnvName | None = None
+    # Platform options (only where the platform takes them; OCC does).
+    algorithm: SignatureAlgorithm | None = None  # HMAC digest; OCC default sha512
+    key_encoding: KeyEncoding | None = None  # how the secret becomes the key; OCC default base64
 
 
 class CJSettings(_Section):
@@ -144,6 +148,7 @@ class Config:
     target_tokens: Mapping[str, SecretStr] = field(default_factory=dict)
     store_url: SecretStr = field(default_factory=lambda: SecretStr("cancel-bridge.db"))
     api_token: SecretStr | None = None
+    source_handlers: Mapping[Source, SourceHandler] = field(default_factory=dict)
 
     @property
     def amqp_url_redacted(self) -> str:
@@ -220,6 +225,26 @@ def _store_url(store: StoreSettings, env: Mapping[str, str]) -> SecretStr:
     return SecretStr(store.path)
 
 
+def _source_handlers(settings: Settings) -> dict[Source, SourceHandler]:
+    """Each configured source's handler, made with its options; unknown ones are refused."""
+    handlers: dict[Source, SourceHandler] = {}
+    for name, src in settings.sources.items():
+        spec = SOURCES.get(name)
+        if spec is None:
+            supported = ", ".join(sorted(source.value for source in SOURCES))
+            raise ConfigError(
+                f"sources.{name.value}", f"not supported yet (supported: {supported})"
+            )
+        for option in ("algorithm", "key_encoding"):
+            if getattr(src, option) is not None and option not in spec.options:
+                raise ConfigError(
+                    f"sources.{name.value}.{option}", f"{name.value} has no such option"
+                )
+        options = SourceOptions(algorithm=src.algorithm, key_encoding=src.key_encoding)
+        handlers[name] = spec.make(options)
+    return handlers
+
+
 def _api_token(receiver: ReceiverSettings, env: Mapping[str, str]) -> SecretStr | None:
     if (name := receiver.api_token_env) is None:
         return None
@@ -257,13 +282,8 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
                     f"environment variable {target_settings.token_env} is not set or empty",
                 )
             tokens[target] = SecretStr(token)
-    for name in settings.sources:
-        if name not in SOURCES:
-            supported = ", ".join(sorted(source.value for source in SOURCES))
-            raise ConfigError(
-                f"sources.{name.value}", f"not supported yet (supported: {supported})"
-            )
     return Config(
+        source_handlers=_source_handlers(settings),
         settings=settings,
         api_token=_api_token(settings.receiver, env),
         amqp_url=SecretStr(url),

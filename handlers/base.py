@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import SecretStr
 
@@ -61,6 +61,26 @@ class SourceHandler(Protocol):
         self, headers: Headers, body: bytes, received_at: datetime
     ) -> OrderCancelled | Ignored:
         """Build the canonical event; raise `MalformedPayloadError` when it cannot."""
+
+
+SignatureAlgorithm = Literal["sha1", "sha256", "sha512"]
+KeyEncoding = Literal["base64", "raw"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    """`[sources.<name>]` settings besides the secrets, for the platforms that take them."""
+
+    algorithm: SignatureAlgorithm | None = None
+    key_encoding: KeyEncoding | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """A registry line: how to make the platform's handler, and which options it takes."""
+
+    make: Callable[[SourceOptions], SourceHandler]
+    options: frozenset[str] = frozenset()
 
 
 def clean_text(value: str) -> str:

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from contracts.events import Source
-from handlers import shoplazza
-from handlers.base import SourceHandler
+from handlers import occ, shoplazza
+from handlers.base import SourceSpec
 
-SOURCES: Mapping[Source, SourceHandler] = MappingProxyType({Source.SHOPLAZZA: shoplazza})
+SOURCES: Mapping[Source, SourceSpec] = MappingProxyType(
+    {
+        Source.SHOPLAZZA: SourceSpec(lambda _: shoplazza),
+        Source.OCC: SourceSpec(occ.source, frozenset({"algorithm", "key_encoding"})),
+    }
+)

@@ -35,6 +35,7 @@ from tests.conftest import (
 )
 
 SHOP = "pipeline.myshoplaza.com"
+OCC_SECRET = "b2NjLXBpcGVsaW5lLXNlY3JldC0wMDE="  # base64, as OCC shows webhook secrets
 API_TOKEN = "test-api-token-0123456789"
 
 
@@ -49,7 +50,10 @@ def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None)
     settings = parse_settings(
         {
             "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2},
-            "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
+            "sources": {
+                "shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"},
+                "occ": {"secret_env": "OCC_WEBHOOK_SECRET"},
+            },
             "targets": {
                 "cj": {
                     "url": cj_url,
@@ -58,7 +62,7 @@ def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None)
                     "timeout_s": 1.0,
                 }
             },
-            "routes": {"shoplazza": ["cj"]},
+            "routes": {"shoplazza": ["cj"], "occ": ["cj"]},
             "worker": {"retry_delays": list(DELAYS), "retry_total": 60, "poison_attempts": 3},
             "receiver": {"api_token_env": "CB_TEST_API_TOKEN"},
             "store": store,
@@ -69,6 +73,7 @@ def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None)
         "SHOPLAZZA_CLIENT_SECRET": SECRET,
         "CJ_ACCESS_TOKEN": TOKEN,
         "CB_TEST_API_TOKEN": API_TOKEN,
+        "OCC_WEBHOOK_SECRET": OCC_SECRET,
         **store_env,
     }
     return resolve(settings, env)

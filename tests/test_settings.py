@@ -331,3 +331,20 @@ def test_api_is_off_unless_a_token_variable_is_named() -> None:
     token = resolve(named, {"S": "x", "API_TOKEN": " " + "t" * 20 + " "}).api_token
     assert token is not None
     assert token.get_secret_value() == "t" * 20
+
+
+def test_a_platform_option_the_platform_does_not_take_is_named() -> None:
+    settings = parse_settings({"sources": {"shoplazza": {"secret_env": "S", "algorithm": "sha1"}}})
+    with pytest.raises(ConfigError) as caught:
+        resolve(settings, {"S": "x"})
+    assert caught.value.key == "sources.shoplazza.algorithm"
+
+
+def test_occ_options_are_checked_and_used() -> None:
+    error = config_error({"sources": {"occ": {"secret_env": "S", "algorithm": "md5"}}})
+    assert error.key == "sources.occ.algorithm"
+    settings = parse_settings(
+        {"sources": {"occ": {"secret_env": "S", "algorithm": "sha256", "key_encoding": "raw"}}}
+    )
+    handler = resolve(settings, {"S": "x"}).source_handlers[Source.OCC]
+    assert (handler.algorithm, handler.key_encoding) == ("sha256", "raw")  # type: ignore[attr-defined]

@@ -1,0 +1,182 @@
+"""Oracle Commerce Cloud Cancel Order webhooks: signatures and parsing, by plain calls."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
+from handlers.base import MalformedPayloadError, SignatureError, SourceOptions
+from handlers.occ import OCCSource, source
+
+# The webhook secret as OCC shows it (base64) and the key it stands for.
+KEY = b"occ-webhook-secret-key-0001"
+SECRET = "b2NjLXdlYmhvb2stc2VjcmV0LWtleS0wMDAx"  # base64 of KEY
+PREVIOUS = base64.b64encode(b"the-previous-occ-secret").decode()
+BODY = b'{"order":{"id":"o30413"}}'
+# Computed with openssl: the body above piped to `openssl dgst -sha512 -mac HMAC -macopt
+# key:occ-webhook-secret-key-0001 -binary`, then base64.
+OPENSSL_SHA512 = (
+    "uZ0UaDOnoATTLLgrTZdPN4nhR/vEuaInO31GAY0UyjaxLY9wBcLQ3tMZD0kJ1zvApcHI+NECLKQP8o+QrOAfgg=="
+)
+NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
+SECRETS = (SecretStr(SECRET), SecretStr(PREVIOUS))
+
+
+def mac(body: bytes, key: bytes, digest: str = "sha512") -> str:
+    """An independent HMAC (not the handler's code)."""
+    return base64.b64encode(hmac.new(key, body, getattr(hashlib, digest)).digest()).decode()
+
+
+def headers(signature: str, name: str = "X-Oracle-CC-WebHook-Signature") -> dict[str, str]:
+    return {name: signature, "Content-Type": "application/json", "x-ccsite": "siteUS"}
+
+
+def test_known_answer_from_openssl() -> None:
+    assert mac(BODY, KEY) == OPENSSL_SHA512
+    OCCSource().verify(headers(OPENSSL_SHA512), BODY, SECRETS, NOW)
+
+
+def test_the_sha512_header_variant_is_accepted() -> None:
+    OCCSource().verify(
+        headers(OPENSSL_SHA512, "X-Oracle-CC-WebHook-Signature-SHA512"), BODY, SECRETS, NOW
+    )
+
+
+@pytest.mark.parametrize("digest", ["sha1", "sha256", "sha512"])
+def test_each_configured_algorithm(digest: str) -> None:
+    handler = source(SourceOptions(algorithm=digest))  # type: ignore[arg-type]
+    handler.verify(headers(mac(BODY, KEY, digest)), BODY, SECRETS, NOW)
+    if digest != "sha512":
+        with pytest.raises(SignatureError):
+            OCCSource().verify(headers(mac(BODY, KEY, digest)), BODY, SECRETS, NOW)
+
+
+def test_raw_key_encoding_uses_the_secret_bytes() -> None:
+    raw_signature = mac(BODY, SECRET.encode())
+    source(SourceOptions(key_encoding="raw")).verify(headers(raw_signature), BODY, SECRETS, NOW)
+    with pytest.raises(SignatureError):
+        OCCSource().verify(headers(raw_signature), BODY, SECRETS, NOW)
+
+
+def test_a_secret_that_is_not_base64_is_its_own_key() -> None:
+    secret = "not base64 at all!"
+    OCCSource().verify(headers(mac(BODY, secret.encode())), BODY, (SecretStr(secret),), NOW)
+
+
+def test_the_previous_secret_is_accepted() -> None:
+    OCCSource().verify(headers(mac(BODY, b"the-previous-occ-secret")), BODY, SECRETS, NOW)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        mac(BODY, b"wrong-key"),
+        mac(BODY + b" ", KEY),
+        OPENSSL_SHA512[:40],
+        hmac.new(KEY, BODY, hashlib.sha512).hexdigest(),
+        "",
+        "\u00e9\u00e9\u00e9",
+    ],
+    ids=["wrong-key", "other-body", "truncated", "hex", "empty", "non-ascii"],
+)
+def test_bad_signatures_are_refused_without_naming_the_secret(signature: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        OCCSource().verify(headers(signature), BODY, SECRETS, NOW)
+    assert SECRET not in str(caught.value)
+    assert KEY.decode() not in str(caught.value)
+
+
+def test_missing_signature_header() -> None:
+    with pytest.raises(SignatureError, match="missing X-Oracle-CC-WebHook-Signature"):
+        OCCSource().verify({"x-ccsite": "siteUS"}, BODY, SECRETS, NOW)
+
+
+def parse(document: object, site_header: str | None = "siteUS") -> OrderCancelled:
+    hdrs = {"x-ccsite": site_header} if site_header else {}
+    result = OCCSource().parse(hdrs, orjson.dumps(document), NOW)
+    assert isinstance(result, OrderCancelled)
+    return result
+
+
+def test_a_cancel_order_webhook_becomes_the_event() -> None:
+    event = parse(
+        {
+            "site": {"id": "siteBody"},
+            "order": {
+                "id": "o30413",
+                "siteId": "siteOrder",
+                "state": "REMOVED",
+                "cancelReason": "paymentNotReceived",
+                "lastModifiedDate": "2025-04-09T10:15:00.000Z",
+            },
+        }
+    )
+    assert event.source == Source.OCC
+    assert event.shop == "siteUS"  # the header wins
+    assert event.order_id == "o30413"
+    assert event.reason == CancelReason.PAYMENT_DECLINED
+    assert event.source_reason == "paymentNotReceived"
+    assert event.cancelled_at == datetime(2025, 4, 9, 10, 15, tzinfo=UTC)
+    assert event.delivery_id is None
+    assert event.event_id == event_id_for(Source.OCC, "siteUS", "o30413")
+
+
+@pytest.mark.parametrize(
+    ("document", "site"),
+    [
+        ({"site": "siteA", "order": {"id": "1"}}, "siteA"),
+        ({"site": {"id": "siteB"}, "order": {"id": "1"}}, "siteB"),
+        ({"order": {"id": "1", "siteId": "siteC"}}, "siteC"),
+    ],
+)
+def test_the_site_comes_from_the_body_without_the_header(document: object, site: str) -> None:
+    assert parse(document, site_header=None).shop == site
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("changeOfMind", CancelReason.CUSTOMER_REQUEST),
+        ("noLongerNeeded", CancelReason.CUSTOMER_REQUEST),
+        ("cannotProcessOrder", CancelReason.OTHER),
+        ("someTenantReason", CancelReason.OTHER),
+        (None, CancelReason.OTHER),
+    ],
+)
+def test_reasons(reason: str | None, expected: CancelReason) -> None:
+    assert parse({"order": {"id": "1", "cancelReason": reason}}).reason == expected
+
+
+def test_numeric_ids_and_a_missing_time() -> None:
+    event = parse({"order": {"id": 30413}})
+    assert event.order_id == "30413"
+    assert event.cancelled_at == NOW
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "body is not JSON"),
+        (b"[]", "Input should be"),
+        (b'{"site": "s"}', "order: Field required"),
+        (b'{"order": {"id": ""}}', "order.id"),
+        (b'{"order": {"id": true}}', "order.id"),
+        (b'{"order": {"id": "' + b"x" * 300 + b'"}}', "order_id"),
+    ],
+)
+def test_unreadable_bodies_are_quarantined(body: bytes, reason: str) -> None:
+    with pytest.raises(MalformedPayloadError) as caught:
+        OCCSource().parse({"x-ccsite": "siteUS"}, body, NOW)
+    assert reason in caught.value.reason
+
+
+def test_no_site_anywhere_is_quarantined() -> None:
+    with pytest.raises(MalformedPayloadError, match="no site"):
+        OCCSource().parse({}, b'{"order": {"id": "1"}}', NOW)

@@ -1,0 +1,67 @@
+"""An OCC Cancel Order webhook through the real receiver, broker, store and CJ worker."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+from aio_pika.abc import AbstractQueue
+
+from handlers.occ import sign
+from tests.conftest import receive
+from tests.pipeline import API_TOKEN, OCC_SECRET, Pipeline
+
+
+async def post_occ(
+    pipeline: Pipeline, body: bytes, signature: str
+) -> tuple[int, dict[str, object]]:
+    response = await pipeline.client.post(
+        "/webhooks/occ",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Oracle-CC-WebHook-Signature": signature,
+            "x-ccsite": "siteUS",
+        },
+    )
+    return response.status, orjson.loads(await response.read())
+
+
+async def test_an_occ_cancellation_is_published_and_declined_at_cj_once(
+    pipeline: Pipeline, subscriber: AbstractQueue
+) -> None:
+    order = f"o{uuid.uuid4().hex[:8]}"
+    body = orjson.dumps(
+        {"order": {"id": order, "state": "REMOVED", "cancelReason": "changeOfMind"}}
+    )
+    for _ in range(3):  # OCC re-sends up to 5 times
+        status, answer = await post_occ(pipeline, body, sign(body, OCC_SECRET))
+        assert (status, answer["status"]) == (200, "accepted"), answer
+    await pipeline.settled("delivered")
+    await pipeline.settled("duplicate", 2)
+    assert [call.order["orderId"] for call in pipeline.cj.calls_for(order)] == [order]
+
+    message = await receive(subscriber)
+    assert message.routing_key == "order.cancelled.occ"
+    event = orjson.loads(message.body)
+    assert (event["source"], event["shop"], event["order_id"], event["reason"]) == (
+        "occ",
+        "siteUS",
+        order,
+        "customer_request",
+    )
+    response = await pipeline.client.get(
+        f"/api/orders/occ/{order}", headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
+    [recorded] = orjson.loads(await response.read())["events"]
+    assert recorded["times_received"] == 3
+    assert recorded["deliveries"][0]["state"] == "delivered"
+
+
+async def test_a_wrongly_signed_occ_webhook_is_401(pipeline: Pipeline) -> None:
+    body = b'{"order": {"id": "o1"}}'
+    status, answer = await post_occ(pipeline, body, sign(body, OCC_SECRET, algorithm="sha256"))
+    assert (status, answer["error"]) == (401, "bad_signature")
+    status, answer = await post_occ(pipeline, body, sign(body, "c29tZS1vdGhlci1zZWNyZXQ="))
+    assert (status, answer["error"]) == (401, "bad_signature")
+    assert OCC_SECRET not in str(answer)
