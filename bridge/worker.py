@@ -33,7 +33,7 @@ from pydantic import ValidationError
 
 from bridge import topology
 from bridge.batch import Batcher
-from bridge.executor import Executor
+from bridge.executor import Executor, HttpAnswer
 from bridge.messages import (
     ATTEMPTS_HEADER,
     FIRST_ATTEMPT_HEADER,
@@ -48,13 +48,23 @@ from bridge.messages import (
     first_attempt_of,
     not_before_of,
 )
+from bridge.pacing import Pacer
 from bridge.publisher import BrokerUnavailable, Publisher, open_robust
 from bridge.retry import delay_tier, next_retry
 from bridge.settings import BrokerSettings, WorkerSettings
 from bridge.store import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable
 from bridge.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
 from contracts.events import OrderCancelled, Source
-from handlers.base import AlreadyDone, Delivered, Outcome, Rejected, RetryLater, TargetAdapter
+from handlers.base import (
+    AlreadyDone,
+    Delivered,
+    FollowUp,
+    HttpCall,
+    Outcome,
+    Rejected,
+    RetryLater,
+    TargetAdapter,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +72,7 @@ EARLY_TOLERANCE = 0.05  # seconds: a delay queue's TTL is not to the millisecond
 UNSETTLED_PAUSE = 10.0  # seconds to wait for the broker before requeueing an unsettled message
 STORE_PAUSE = 1.0  # seconds between tries of a message the store could not settle
 NO_LINK = "no_link"
+MAX_FOLLOW_UPS = 3  # calls after the first that an adapter may ask for (a confirm-read is one)
 PLATFORMS = frozenset(source.value for source in Source)
 
 
@@ -77,6 +88,8 @@ class WorkerPlan:
     # The platform name under which order links hold this target's order id; None when the
     # target names orders by the event's own fields.
     link_platform: str | None = None
+    # Calls per second per pace key (`HttpCall.pace_key`), where the target limits them.
+    rate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +114,7 @@ class Worker:
         self._publisher = publisher
         self._executor = executor
         self._store = store
+        self._pacer = Pacer(plan.rate) if plan.rate else None
         self.id = worker_id()
         # Claims and outcomes of the messages in hand go to the store in batches: one
         # transaction for whatever arrived while the previous one ran.
@@ -292,9 +306,9 @@ class Worker:
         else:
             outcome = await self._attempt(event, linked)
         match outcome:
-            case Delivered(reference=reference):
+            case Delivered(reference=reference, order_id=target_order):
                 # Cancelled on a platform by us: its own webhook for the order is an echo.
-                echo = (self._plan.target, linked or event.order_id)
+                echo = (self._plan.target, target_order or linked or event.order_id)
                 await self._record(
                     event,
                     DELIVERED,
@@ -398,10 +412,25 @@ class Worker:
         call = adapter.build(event, datetime.now(UTC), order_id)
         if isinstance(call, Rejected):
             return call
-        answer = await self._executor.call(call, within=self._plan.timeout)
+        answer = await self._call(call)
         if isinstance(answer, RetryLater):
             return answer
-        return adapter.interpret(answer.status, answer.headers, answer.body, datetime.now(UTC))
+        result = adapter.interpret(
+            call, answer.status, answer.headers, answer.body, datetime.now(UTC)
+        )
+        for _ in range(MAX_FOLLOW_UPS):
+            if not isinstance(result, FollowUp):
+                return result
+            answer = await self._call(result.call)
+            if isinstance(answer, RetryLater):
+                return answer
+            result = result.then(answer.status, answer.headers, answer.body, datetime.now(UTC))
+        return RetryLater(f"no outcome after {MAX_FOLLOW_UPS} follow-up calls")
+
+    async def _call(self, call: HttpCall) -> HttpAnswer | RetryLater:
+        if call.pace_key is not None and self._pacer is not None:
+            await self._pacer.wait(call.pace_key)
+        return await self._executor.call(call, within=self._plan.timeout)
 
     def _next_delay(
         self, attempt: int, first: float, after: float | None, total: float

@@ -131,6 +131,8 @@ class HttpCall:
     url: str
     headers: Mapping[str, str]
     body: bytes
+    # Calls sharing a pace key share the target's rate limit (e.g. a Shoplazza store).
+    pace_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,7 @@ class Delivered:
     """The target accepted the cancellation; `reference` is its id for it (if it gives one)."""
 
     reference: str | None = None
+    order_id: str | None = None  # the target's own order id, where it has one (echo records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,18 @@ class Rejected:
 
 
 Outcome = Delivered | AlreadyDone | RetryLater | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """The answer means nothing yet: make `call`, and `then` says what its answer means.
+
+    A confirm-read is one: "wrong state" is settled by reading the order.
+    """
+
+    call: HttpCall
+    then: Callable[[int, Headers, bytes, datetime], Outcome | FollowUp]
+
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -191,5 +206,7 @@ class TargetAdapter(Protocol):
     ) -> HttpCall | Rejected:
         """The cancel call for `event`, or why there cannot be one."""
 
-    def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
-        """What the platform's answer means."""
+    def interpret(
+        self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
+    ) -> Outcome | FollowUp:
+        """What the platform's answer to `call` means (or which call settles it)."""

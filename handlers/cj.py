@@ -194,6 +194,9 @@ class CJAdapter:
         """`build_cancel` with this adapter's settings and token (`order_id`: a linked id)."""
         return build_cancel(event, self.cfg, self.token, now, order_id)
 
-    def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+    def interpret(
+        self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
+    ) -> Outcome:
         """`interpret` with this adapter's settings."""
+        del call  # one call per cancellation: the answer says it all
         return interpret(status, headers, body, self.cfg, now)

@@ -79,9 +79,11 @@ class StorefrontTarget:
             return Rejected(f"no linked order for {event.order_id}")
         return HttpCall("POST", f"{self.url}/orders/{order_id}/cancel", {}, b"{}")
 
-    def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+    def interpret(
+        self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
+    ) -> Outcome:
         """200 is delivered; anything else is retried."""
-        del headers, now
+        del call, headers, now
         if status == 200:
             return Delivered(reference=str(orjson.loads(body)["cancellation_id"]))
         return RetryLater(f"HTTP {status}")

@@ -105,9 +105,11 @@ class ExplodingTarget:
         msg = "adapter bug"
         raise RuntimeError(msg)
 
-    def interpret(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+    def interpret(
+        self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
+    ) -> Outcome:
         """Never reached."""
-        raise AssertionError((status, headers, body, now))
+        raise AssertionError((call, status, headers, body, now))
 
 
 async def test_a_handler_that_raises_is_parked_not_looping(
