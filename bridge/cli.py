@@ -21,7 +21,7 @@ from bridge.demo import run_demo
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
 from bridge.store import SCHEMA_HEAD, Store, StoreUnavailable
-from bridge.targets import plan, target_topology
+from bridge.targets import build, plan, target_topology
 from contracts.schema import event_json_schema
 from handlers.registry import SOURCES
 
@@ -103,14 +103,7 @@ def _describe_targets(config: Config) -> list[str]:
     for target in targets:
         spec = target_topology(config, target)
         keys = ", ".join(binding.routing_key for binding in spec.bindings)
-        cj = settings.targets.cj
-        if target == "cj" and cj is not None:
-            lines.append(
-                f"  cj: POST {cj.url}; token from {cj.token_env} (set); enterprise"
-                f" {cj.enterprise_id}, action tracker {cj.action_tracker_id}, orderId from"
-                f" {cj.order_id_from}, status Declined: {'yes' if cj.open_ended_locking else 'no'},"
-                f" timeout {cj.timeout_s:g}s"
-            )
+        lines.append(f"  {target}: {build(config, target).summary}")
         lines.append(f"    queue {spec.work.name} <- {keys}; parked in {spec.parked.name}")
     return lines
 

@@ -6,19 +6,25 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from yarl import URL
 
 from bridge.retry import DEFAULT_DELAYS, DEFAULT_TOTAL
-from contracts.events import CancelReason, Source
-from handlers.base import KeyEncoding, SignatureAlgorithm, SourceHandler, SourceOptions
-from handlers.registry import SOURCES
+from contracts.events import Source
+from handlers.base import (
+    EnvName,
+    KeyEncoding,
+    SignatureAlgorithm,
+    SourceHandler,
+    SourceOptions,
+)
+from handlers.cj import CJSettings
+from handlers.registry import SOURCES, TARGETS
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MIN_API_TOKEN = 16
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 class _Section(BaseModel):
@@ -55,20 +61,6 @@ class SourceSettings(_Section):
     # Platform options (only where the platform takes them; OCC does).
     algorithm: SignatureAlgorithm | None = None  # HMAC digest; OCC default sha512
     key_encoding: KeyEncoding | None = None  # how the secret becomes the key; OCC default base64
-
-
-class CJSettings(_Section):
-    """`[targets.cj]`: decline CJ commissions with `cancelOrders`."""
-
-    url: str = "https://tracking.api.cj.com/graphql"
-    token_env: EnvName = "CJ_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a token
-    enterprise_id: str = Field(pattern=r"^[0-9]+$")
-    action_tracker_id: int = Field(ge=0)
-    open_ended_locking: bool = True
-    order_id_from: Literal["order_id", "order_number", "link"] = "order_id"
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
-    reasons: dict[CancelReason, str] = Field(default_factory=dict)
-    already_done_markers: tuple[str, ...] = ("already", "locked")
 
 
 class TargetsSettings(_Section):
@@ -145,7 +137,8 @@ class Config:
     settings: Settings
     amqp_url: SecretStr
     source_secrets: Mapping[Source, tuple[SecretStr, ...]]
-    target_tokens: Mapping[str, SecretStr] = field(default_factory=dict)
+    # Per target: its secrets by the configuration key that names their variable.
+    target_secrets: Mapping[str, Mapping[str, SecretStr]] = field(default_factory=dict)
     store_url: SecretStr = field(default_factory=lambda: SecretStr("cancel-bridge.db"))
     api_token: SecretStr | None = None
     source_handlers: Mapping[Source, SourceHandler] = field(default_factory=dict)
@@ -245,6 +238,29 @@ def _source_handlers(settings: Settings) -> dict[Source, SourceHandler]:
     return handlers
 
 
+def _target_secrets(settings: Settings, env: Mapping[str, str]) -> dict[str, dict[str, SecretStr]]:
+    """Every routed target's secrets; a missing section or variable names its key."""
+    found: dict[str, dict[str, SecretStr]] = {}
+    for source, targets in settings.routes.items():
+        for target in targets:
+            section = getattr(settings.targets, target)
+            if section is None:
+                raise ConfigError(
+                    f"routes.{source.value}", f"target {target!r} has no [targets.{target}] section"
+                )
+            secrets: dict[str, SecretStr] = {}
+            for key, name in TARGETS[target].secret_envs(section).items():
+                value = env.get(name, "").strip()
+                if not value:
+                    raise ConfigError(
+                        f"targets.{target}.{key}",
+                        f"environment variable {name} is not set or empty",
+                    )
+                secrets[key] = SecretStr(value)
+            found[target] = secrets
+    return found
+
+
 def _api_token(receiver: ReceiverSettings, env: Mapping[str, str]) -> SecretStr | None:
     if (name := receiver.api_token_env) is None:
         return None
@@ -267,28 +283,13 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
         )
     if not settings.sources and not settings.routes:
         raise ConfigError("sources", "nothing to do: add a [sources.<name>] or [routes] section")
-    tokens: dict[str, SecretStr] = {}
-    for source, targets in settings.routes.items():
-        for target in targets:
-            target_settings = getattr(settings.targets, target)
-            if target_settings is None:
-                raise ConfigError(
-                    f"routes.{source.value}", f"target {target!r} has no [targets.{target}] section"
-                )
-            token = env.get(target_settings.token_env, "").strip()
-            if not token:
-                raise ConfigError(
-                    f"targets.{target}.token_env",
-                    f"environment variable {target_settings.token_env} is not set or empty",
-                )
-            tokens[target] = SecretStr(token)
     return Config(
         source_handlers=_source_handlers(settings),
         settings=settings,
         api_token=_api_token(settings.receiver, env),
         amqp_url=SecretStr(url),
         source_secrets={name: _secrets(name, src, env) for name, src in settings.sources.items()},
-        target_tokens=tokens,
+        target_secrets=_target_secrets(settings, env),
         store_url=_store_url(settings.store, env),
     )
 

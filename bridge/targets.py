@@ -1,31 +1,20 @@
-"""Settings to target adapters: the one place that knows each target's settings class."""
+"""Settings to worker plans: each target's registry line makes its adapter."""
 
 from __future__ import annotations
 
 from bridge import topology
 from bridge.settings import Config, ConfigError
 from bridge.worker import WorkerPlan
-from handlers import cj
-from handlers.base import TargetAdapter
+from handlers.base import TargetBuild
+from handlers.registry import TARGETS
 
 
-def adapter(config: Config, target: str) -> tuple[TargetAdapter, float, str | None]:
-    """The adapter for `target`, its per-call timeout in seconds, and its link platform."""
-    settings = config.settings.targets
-    if target == "cj" and settings.cj is not None:
-        c = settings.cj
-        cfg = cj.CJTarget(
-            url=c.url,
-            enterprise_id=c.enterprise_id,
-            action_tracker_id=c.action_tracker_id,
-            open_ended_locking=c.open_ended_locking,
-            order_id_from=c.order_id_from,
-            reasons={**cj.DEFAULT_REASONS, **c.reasons},
-            already_done_markers=c.already_done_markers,
-        )
-        link = "cj" if c.order_id_from == "link" else None
-        return cj.CJAdapter(cfg, config.target_tokens[target]), c.timeout_s, link
-    raise ConfigError(f"targets.{target}", "not configured")
+def build(config: Config, target: str) -> TargetBuild:
+    """`target`'s adapter and how to drive it, from its section and secrets."""
+    section = getattr(config.settings.targets, target, None)
+    if section is None or target not in TARGETS:
+        raise ConfigError(f"targets.{target}", "not configured")
+    return TARGETS[target].make(section, config.target_secrets.get(target, {}))
 
 
 def target_topology(config: Config, target: str) -> topology.TargetTopology:
@@ -45,7 +34,13 @@ def plan(config: Config, target: str) -> WorkerPlan:
     sources = settings.routed_sources(target)
     if not sources:
         raise ConfigError("routes", f"no route sends to target {target!r}")
-    target_adapter, timeout, link = adapter(config, target)
+    made = build(config, target)
     return WorkerPlan(
-        target, target_adapter, timeout, target_topology(config, target), settings.worker, link
+        target,
+        made.adapter,
+        made.timeout,
+        target_topology(config, target),
+        settings.worker,
+        made.link_platform,
+        made.rate,
     )

@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from contracts.events import OrderCancelled
 
@@ -63,6 +63,8 @@ class SourceHandler(Protocol):
         """Build the canonical event; raise `MalformedPayloadError` when it cannot."""
 
 
+# A configuration key that names an environment variable (secrets are never in the file).
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 SignatureAlgorithm = Literal["sha1", "sha256", "sha512"]
 KeyEncoding = Literal["base64", "raw"]
 
@@ -210,3 +212,28 @@ class TargetAdapter(Protocol):
         self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
     ) -> Outcome | FollowUp:
         """What the platform's answer to `call` means (or which call settles it)."""
+
+
+class TargetSettings(BaseModel):
+    """A `[targets.<name>]` section: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True, slots=True)
+class TargetBuild:
+    """What a target's settings and secrets make: the adapter and how the worker drives it."""
+
+    adapter: TargetAdapter
+    timeout: float  # seconds per call
+    link_platform: str | None = None  # order links hold the target's order id under this name
+    rate: float | None = None  # calls per second per `HttpCall.pace_key`
+    summary: str = ""  # one line for `check-config`, no secret in it
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """A registry line for a target: its secrets (config key -> variable) and its factory."""
+
+    secret_envs: Callable[[Any], Mapping[str, str]]
+    make: Callable[[Any, Mapping[str, SecretStr]], TargetBuild]

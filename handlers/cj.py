@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Literal
 
 import orjson
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from contracts.cj import CancelOrdersResponse, GraphQLError
 from contracts.events import CancelReason, OrderCancelled
@@ -23,11 +23,14 @@ from handlers.base import (
     RETRYABLE_STATUSES,
     AlreadyDone,
     Delivered,
+    EnvName,
     Headers,
     HttpCall,
     Outcome,
     Rejected,
     RetryLater,
+    TargetBuild,
+    TargetSettings,
     retry_after_seconds,
 )
 
@@ -200,3 +203,47 @@ class CJAdapter:
         """`interpret` with this adapter's settings."""
         del call  # one call per cancellation: the answer says it all
         return interpret(status, headers, body, self.cfg, now)
+
+
+class CJSettings(TargetSettings):
+    """`[targets.cj]`: decline CJ commissions with `cancelOrders`."""
+
+    url: str = "https://tracking.api.cj.com/graphql"
+    token_env: EnvName = "CJ_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a token
+    enterprise_id: str = Field(pattern=r"^[0-9]+$")
+    action_tracker_id: int = Field(ge=0)
+    open_ended_locking: bool = True
+    order_id_from: Literal["order_id", "order_number", "link"] = "order_id"
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    reasons: dict[CancelReason, str] = Field(default_factory=dict)
+    already_done_markers: tuple[str, ...] = ("already", "locked")
+
+
+def secret_envs(settings: CJSettings) -> dict[str, str]:
+    """The variables `[targets.cj]` names: the personal access token."""
+    return {"token_env": settings.token_env}
+
+
+def make(settings: CJSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
+    """The CJ adapter from `[targets.cj]` and its token."""
+    cfg = CJTarget(
+        url=settings.url,
+        enterprise_id=settings.enterprise_id,
+        action_tracker_id=settings.action_tracker_id,
+        open_ended_locking=settings.open_ended_locking,
+        order_id_from=settings.order_id_from,
+        reasons={**DEFAULT_REASONS, **settings.reasons},
+        already_done_markers=settings.already_done_markers,
+    )
+    summary = (
+        f"POST {settings.url}; token from {settings.token_env} (set); enterprise"
+        f" {settings.enterprise_id}, action tracker {settings.action_tracker_id}, orderId from"
+        f" {settings.order_id_from}, status Declined:"
+        f" {'yes' if settings.open_ended_locking else 'no'}, timeout {settings.timeout_s:g}s"
+    )
+    return TargetBuild(
+        CJAdapter(cfg, secrets["token_env"]),
+        settings.timeout_s,
+        link_platform="cj" if settings.order_id_from == "link" else None,
+        summary=summary,
+    )

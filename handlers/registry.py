@@ -6,12 +6,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from contracts.events import Source
-from handlers import occ, shoplazza
-from handlers.base import SourceSpec
+from handlers import cj, occ, shoplazza
+from handlers.base import SourceSpec, TargetSpec
 
 SOURCES: Mapping[Source, SourceSpec] = MappingProxyType(
     {
         Source.SHOPLAZZA: SourceSpec(lambda _: shoplazza),
         Source.OCC: SourceSpec(occ.source, frozenset({"algorithm", "key_encoding"})),
+    }
+)
+
+TARGETS: Mapping[str, TargetSpec] = MappingProxyType(
+    {
+        "cj": TargetSpec(cj.secret_envs, cj.make),
     }
 )
