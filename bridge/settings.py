@@ -22,6 +22,7 @@ from handlers.base import (
 )
 from handlers.cj import CJSettings
 from handlers.registry import SOURCES, TARGETS
+from handlers.shoplazza import ShoplazzaTargetSettings
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MIN_API_TOKEN = 16
@@ -67,6 +68,7 @@ class TargetsSettings(_Section):
     """`[targets.*]`: where cancellations are propagated."""
 
     cj: CJSettings | None = None
+    shoplazza: ShoplazzaTargetSettings | None = None
 
 
 class WorkerSettings(_Section):
@@ -83,7 +85,7 @@ class WorkerSettings(_Section):
     no_link_window: float = Field(default=3600.0, gt=0)
 
 
-TargetName = Literal["cj"]
+TargetName = Literal["cj", "shoplazza"]
 
 
 class StoreSettings(_Section):
@@ -243,6 +245,8 @@ def _target_secrets(settings: Settings, env: Mapping[str, str]) -> dict[str, dic
     found: dict[str, dict[str, SecretStr]] = {}
     for source, targets in settings.routes.items():
         for target in targets:
+            if target == source.value:
+                raise ConfigError(f"routes.{source.value}", "a source is never routed to itself")
             section = getattr(settings.targets, target)
             if section is None:
                 raise ConfigError(

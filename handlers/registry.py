@@ -19,5 +19,6 @@ SOURCES: Mapping[Source, SourceSpec] = MappingProxyType(
 TARGETS: Mapping[str, TargetSpec] = MappingProxyType(
     {
         "cj": TargetSpec(cj.secret_envs, cj.make),
+        "shoplazza": TargetSpec(shoplazza.target_secret_envs, shoplazza.make_target),
     }
 )

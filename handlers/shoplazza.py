@@ -12,21 +12,36 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
+from urllib.parse import quote, unquote
 
 import orjson
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from contracts.events import MAX_TEXT, CancelReason, OrderCancelled, Source
 from contracts.shoplazza import ShoplazzaOrder, unwrap_order
 from handlers.base import (
+    RETRYABLE_STATUSES,
+    AlreadyDone,
+    Delivered,
+    EnvName,
+    FollowUp,
     Headers,
+    HttpCall,
     Ignored,
     MalformedPayloadError,
+    Outcome,
+    Rejected,
+    RetryLater,
     SignatureError,
+    TargetBuild,
+    TargetSettings,
     header,
     parse_timestamp,
+    retry_after_seconds,
 )
 
 SIGNATURE_HEADER = "X-Shoplazza-Hmac-Sha256"
@@ -138,3 +153,185 @@ def parse(headers: Headers, body: bytes, received_at: datetime) -> OrderCancelle
     except ValidationError as exc:  # e.g. an id longer than MAX_ID
         first = exc.errors()[0]
         raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
+
+
+# --- target: cancel the order on Shoplazza (PLATFORMS.md section 1, outbound) ---------------
+
+HTTP_OK = 200
+CONFIRM_STATUSES = frozenset({400, 406})  # "wrong state" (assumed for a re-cancel): read it
+DEFAULT_TARGET_REASONS: Mapping[CancelReason, str] = MappingProxyType(
+    {
+        CancelReason.CUSTOMER_REQUEST: "Customer request",
+        CancelReason.FRAUD: "Fraud",
+        CancelReason.INVENTORY: "Out of stock",
+        CancelReason.PAYMENT_DECLINED: "Payment declined",
+        CancelReason.DUPLICATE: "Duplicate order",
+        CancelReason.OTHER: "Other",
+    }
+)
+
+
+class ShopSettings(TargetSettings):
+    """`[targets.shoplazza.shops."<shop domain>"]`: one store's API access."""
+
+    token_env: EnvName  # the store's Access-Token (scope write_order)
+    base_url: str | None = None  # default https://<shop domain>
+    api_version: str = Field(default="2022-01", pattern=r"^[0-9]{4}-[0-9]{2}$")
+
+
+class ShoplazzaTargetSettings(TargetSettings):
+    """`[targets.shoplazza]`: cancel orders on Shoplazza stores."""
+
+    shops: dict[str, ShopSettings] = Field(min_length=1)
+    default_shop: str | None = None  # the store of links that give a bare order id
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    rate_per_second: float = Field(default=2.0, gt=0, le=100)  # per store; Shoplazza allows 2
+    reasons: dict[CancelReason, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ShopAccess:
+    """Where and how to call one store."""
+
+    base_url: str
+    api_version: str
+    token: SecretStr
+
+
+def _errors(body: bytes) -> str:
+    """Shoplazza's `{"errors": [...]}` or `{"error": "..."}` as one short text."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(document, dict):
+        found = document.get("errors") or document.get("error")
+        if isinstance(found, list):
+            return "; ".join(str(item) for item in found)[:300]
+        if isinstance(found, str):
+            return found[:300]
+    return ""
+
+
+def _by_status(status: int, headers: Headers, body: bytes, now: datetime) -> Outcome | None:
+    if status in (401, 403):
+        return Rejected(f"shoplazza credentials refused (HTTP {status})")
+    if status == 404:  # noqa: PLR2004 - "Record not found"
+        return Rejected(f"shoplazza: order not found ({_errors(body) or 'HTTP 404'})")
+    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        return RetryLater(f"shoplazza answered HTTP {status}", retry_after_seconds(headers, now))
+    return None
+
+
+def confirm_read(status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+    """The order as read after a "wrong state" answer: cancelled is done, anything else final."""
+    if (early := _by_status(status, headers, body, now)) is not None:
+        return early
+    if status != HTTP_OK:
+        return Rejected(f"shoplazza answered HTTP {status} to the order read")
+    try:
+        order = ShoplazzaOrder.model_validate(unwrap_order(orjson.loads(body)))
+    except (orjson.JSONDecodeError, ValidationError):
+        return RetryLater("shoplazza order read: the answer is not an order")
+    if (order.status or "").lower() == CANCELLED_STATUS:
+        return AlreadyDone(f"shoplazza: order {order.id} is already cancelled")
+    return Rejected(f"shoplazza: order {order.id} is {order.status!r}, not cancellable")
+
+
+@dataclass(frozen=True, slots=True)
+class ShoplazzaCancel:
+    """The Shoplazza target: `POST /openapi/{version}/orders/{id}/cancel` on the order's store.
+
+    The order comes from the order links as `shop domain/order id`, or a bare order id of
+    `default_shop`. Calls are paced per store.
+    """
+
+    shops: Mapping[str, ShopAccess]
+    default_shop: str | None = None
+    reasons: Mapping[CancelReason, str] = field(default_factory=lambda: DEFAULT_TARGET_REASONS)
+
+    def _where(self, linked: str) -> tuple[str, str] | Rejected:
+        shop, _, order_id = linked.rpartition("/")
+        shop = shop.lower().rstrip(".") or (self.default_shop or "")
+        if not shop:
+            return Rejected(f"link {linked!r} names no store and no default_shop is set")
+        if shop not in self.shops:
+            return Rejected(f"no [targets.shoplazza.shops] entry for store {shop!r}")
+        return shop, order_id
+
+    def build(
+        self, event: OrderCancelled, now: datetime, order_id: str | None = None
+    ) -> HttpCall | Rejected:
+        """The cancel call for the linked order."""
+        del now
+        if order_id is None:
+            return Rejected("no Shoplazza order is linked to this cancellation")
+        where = self._where(order_id)
+        if isinstance(where, Rejected):
+            return where
+        shop, bare = where
+        access = self.shops[shop]
+        url = f"{access.base_url}/openapi/{access.api_version}/orders/{quote(bare, safe='')}"
+        return HttpCall(
+            method="POST",
+            url=f"{url}/cancel",
+            headers={
+                "Access-Token": access.token.get_secret_value(),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            body=orjson.dumps({"reason": self.reasons.get(event.reason, "Other")}),
+            pace_key=shop,
+        )
+
+    def interpret(
+        self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
+    ) -> Outcome | FollowUp:
+        """200 is done; "wrong state" (406, 400) reads the order; see `_by_status`."""
+        order_id = unquote(call.url.removesuffix("/cancel").rpartition("/")[2])
+        if status == HTTP_OK:
+            return Delivered(reference=order_id, order_id=order_id)
+        if status in CONFIRM_STATUSES:
+            read = HttpCall(
+                method="GET",
+                url=call.url.removesuffix("/cancel"),
+                headers={k: v for k, v in call.headers.items() if k != "Content-Type"},
+                body=b"",
+                pace_key=call.pace_key,
+            )
+            return FollowUp(read, confirm_read)
+        if (early := _by_status(status, headers, body, now)) is not None:
+            return early
+        return Rejected(f"shoplazza answered HTTP {status}: {_errors(body)}")
+
+
+def target_secret_envs(settings: ShoplazzaTargetSettings) -> dict[str, str]:
+    """One Access-Token variable per store."""
+    return {f"shops.{shop}.token_env": s.token_env for shop, s in settings.shops.items()}
+
+
+def make_target(settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
+    """The Shoplazza target from `[targets.shoplazza]` and the stores' tokens."""
+    shops = {
+        shop.lower().rstrip("."): ShopAccess(
+            (s.base_url or f"https://{shop}").rstrip("/"),
+            s.api_version,
+            secrets[f"shops.{shop}.token_env"],
+        )
+        for shop, s in settings.shops.items()
+    }
+    default = settings.default_shop.lower().rstrip(".") if settings.default_shop else None
+    adapter = ShoplazzaCancel(shops, default, {**DEFAULT_TARGET_REASONS, **settings.reasons})
+    summary = (
+        f"POST https://<store>/openapi/<version>/orders/<id>/cancel for {len(shops)} store(s)"
+        f" ({', '.join(sorted(shops))}); order ids from the order links"
+        f"{f', default store {default}' if default else ''}; at most"
+        f" {settings.rate_per_second:g} calls/s per store, timeout {settings.timeout_s:g}s"
+    )
+    return TargetBuild(
+        adapter,
+        settings.timeout_s,
+        link_platform="shoplazza",
+        rate=settings.rate_per_second,
+        summary=summary,
+    )
