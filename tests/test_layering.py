@@ -38,6 +38,14 @@ HANDLER_FORBIDDEN = frozenset(
 CONTRACTS_ALLOWED = frozenset({"pydantic", "orjson", "contracts"}) | sys.stdlib_module_names
 
 
+# Submodules of forbidden packages that only compute (percent-encoding): reported by full name.
+PURE_SUBMODULES = frozenset({"urllib.parse"})
+
+
+def _name(module: str) -> str:
+    return module if module in PURE_SUBMODULES else module.partition(".")[0]
+
+
 def modules_in(source: str) -> set[str]:
     """Top-level names of every module `source` imports, anywhere in it.
 
@@ -46,12 +54,12 @@ def modules_in(source: str) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found.update(alias.name.partition(".")[0] for alias in node.names)
+            found.update(_name(alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 found.add("." + (node.module or ""))
             elif node.module is not None:
-                found.add(node.module.partition(".")[0])
+                found.add(_name(node.module))
     return found
 
 
@@ -74,6 +82,8 @@ def test_scanner_finds_every_kind_of_import() -> None:
         "    from bridge.settings import Config\n"
         "from . import sibling\n"
         "from .base import x\n"
+        "from urllib.parse import quote\n"
+        "import urllib.request\n"
     )
     assert modules_in(source) == {
         "os",
@@ -84,6 +94,8 @@ def test_scanner_finds_every_kind_of_import() -> None:
         "bridge",
         ".",
         ".base",
+        "urllib.parse",
+        "urllib",
     }
 
 
