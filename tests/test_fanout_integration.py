@@ -1,0 +1,212 @@
+"""One cancellation, every routed target once: OCC in, CJ and Shoplazza out, and the echo.
+
+Real receiver, workers (one per target), RabbitMQ and store; fake CJ and fake Shoplazza.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from bridge.fake_cj import TOKEN as CJ_TOKEN
+from bridge.fake_cj import FakeCJ
+from bridge.receiver import create_app
+from bridge.settings import Config, parse_settings, resolve
+from bridge.store import Store
+from bridge.targets import plan
+from bridge.worker import Worker
+from handlers.occ import sign as occ_sign
+from tests.conftest import (
+    ClientFactory,
+    delete_target_queues,
+    fresh_target_queues,
+    scratch_store,
+    shoplazza_webhook,
+    wait_ready,
+)
+from tests.fake_shoplazza import FakeShoplazza
+from tests.pipeline import API_TOKEN, OCC_SECRET, SETTLE_TIMEOUT, Client
+
+SHOP = "demo.myshoplaza.com"
+SHOP_TOKEN = "fake-shoplazza-token-42"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+TARGETS = ("cj", "shoplazza")
+
+
+def fanout_config(amqp_url: str, cj_url: str, shoplazza_url: str) -> Config:
+    settings = parse_settings(
+        {
+            "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2},
+            "receiver": {"api_token_env": "API_TOKEN"},
+            "sources": {
+                "shoplazza": {"secret_env": "SHOPLAZZA_SECRET"},
+                "occ": {"secret_env": "OCC_SECRET"},
+            },
+            "targets": {
+                "cj": {"url": cj_url, "enterprise_id": "1", "action_tracker_id": 2, "timeout_s": 2},
+                "shoplazza": {
+                    "shops": {
+                        SHOP: {"token_env": "SL_TOKEN", "base_url": f"{shoplazza_url}/{SHOP}"}
+                    },
+                    "default_shop": SHOP,
+                    "timeout_s": 2,
+                },
+            },
+            "routes": {"occ": list(TARGETS), "shoplazza": ["cj"]},
+            "worker": {"retry_delays": [0.2, 0.4], "retry_total": 60},
+            "store": {"path": scratch_store()},
+        }
+    )
+    env = {
+        "AMQP_URL": amqp_url,
+        "SHOPLAZZA_SECRET": "fanout-shoplazza-secret",
+        "OCC_SECRET": OCC_SECRET,
+        "CJ_ACCESS_TOKEN": CJ_TOKEN,
+        "SL_TOKEN": SHOP_TOKEN,
+        "API_TOKEN": API_TOKEN,
+    }
+    return resolve(settings, env)
+
+
+@dataclass
+class Fanout:
+    """The bridge with a worker per target, and the fakes behind them."""
+
+    client: Client
+    workers: dict[str, Worker]
+    cj: FakeCJ
+    shoplazza: FakeShoplazza
+
+    async def occ_cancel(self, order_id: str) -> dict[str, Any]:
+        """Post OCC's signed Cancel Order webhook for `order_id`; its JSON answer."""
+        body = orjson.dumps({"order": {"id": order_id, "cancelReason": "changeOfMind"}})
+        response = await self.client.post(
+            "/webhooks/occ",
+            data=body,
+            headers={
+                "X-Oracle-CC-WebHook-Signature": occ_sign(body, OCC_SECRET),
+                "x-ccsite": "siteUS",
+            },
+        )
+        answer: dict[str, Any] = orjson.loads(await response.read())
+        assert response.status == 200, answer
+        return answer
+
+    async def link(self, occ_id: str, shoplazza_id: str) -> None:
+        """Link the OCC order to the Shoplazza order through the API."""
+        response = await self.client.put(
+            "/api/links", headers=AUTH, json={"occ": occ_id, "shoplazza": shoplazza_id}
+        )
+        assert response.status == 200, await response.text()
+
+    async def settled(self, target: str, kind: str, count: int = 1) -> None:
+        """Await `target`'s worker settling `count` messages as `kind`."""
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            await self.workers[target].wait_outcomes(kind, count)
+
+
+@pytest.fixture
+async def fanout(
+    aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
+) -> AsyncIterator[Fanout]:
+    shoplazza = FakeShoplazza(tokens={SHOP: SHOP_TOKEN})
+    await shoplazza.start()
+    config = fanout_config(amqp_url, cj.url, shoplazza.url)
+    plans = {target: plan(config, target) for target in TARGETS}
+    channel = await amqp.channel()
+    for worker_plan in plans.values():
+        await fresh_target_queues(channel, worker_plan.topology)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            store = await stack.enter_async_context(Store.open(config.store_url.get_secret_value()))
+            client: Client = await aiohttp_client(create_app(config, store))
+            await wait_ready(client)
+            workers = {
+                target: await stack.enter_async_context(
+                    Worker.running(worker_plan, amqp_url, config.settings.broker, store)
+                )
+                for target, worker_plan in plans.items()
+            }
+            yield Fanout(client, workers, cj, shoplazza)
+    finally:
+        for worker_plan in plans.values():
+            await delete_target_queues(channel, worker_plan.topology)
+        await shoplazza.stop()
+
+
+async def test_an_occ_cancellation_reaches_cj_and_shoplazza_once_and_the_echo_stops(
+    fanout: Fanout,
+) -> None:
+    occ_id, shop_id = f"o{uuid.uuid4().hex[:8]}", f"S{uuid.uuid4().hex[:8]}"
+    fanout.shoplazza.orders[(SHOP, shop_id)] = "opened"
+    await fanout.link(occ_id, shop_id)
+    first = await fanout.occ_cancel(occ_id)
+    for _ in range(2):  # OCC re-sends
+        assert (await fanout.occ_cancel(occ_id))["event_id"] == first["event_id"]
+    await fanout.settled("cj", "delivered")
+    await fanout.settled("shoplazza", "delivered")
+    await fanout.settled("shoplazza", "duplicate", 2)
+    await fanout.settled("cj", "duplicate", 2)
+    assert fanout.shoplazza.cancels == [(SHOP, shop_id)]
+    assert [call.order["orderId"] for call in fanout.cj.calls] == [occ_id]
+
+    # Shoplazza now sends its own webhook for the order the bridge cancelled: an echo.
+    hook = shoplazza_webhook({"id": shop_id}, shop=SHOP, secret="fanout-shoplazza-secret")
+    response = await fanout.client.post("/webhooks/shoplazza", data=hook.body, headers=hook.headers)
+    answer = orjson.loads(await response.read())
+    assert (response.status, answer["status"], answer["echo_of"]) == (
+        200,
+        "echo",
+        first["event_id"],
+    )
+    status = await fanout.client.get(f"/api/orders/occ/{occ_id}", headers=AUTH)
+    [event] = orjson.loads(await status.read())["events"]
+    states = {d["target"]: (d["state"], d["attempts"]) for d in event["deliveries"]}
+    assert states == {"cj": ("delivered", 1), "shoplazza": ("delivered", 1)}
+    assert event["links"] == {"occ": occ_id, "shoplazza": shop_id}
+    assert [call.order["orderId"] for call in fanout.cj.calls] == [occ_id]  # no fan-out of echo
+
+
+async def test_shoplazza_calls_are_paced_per_store(fanout: Fanout) -> None:
+    """Six cancellations for one store at once: spread out, never a 429."""
+    pairs = [(f"o{uuid.uuid4().hex[:8]}", f"S{uuid.uuid4().hex[:8]}") for _ in range(6)]
+    for occ_id, shop_id in pairs:
+        fanout.shoplazza.orders[(SHOP, shop_id)] = "opened"
+        await fanout.link(occ_id, shop_id)
+    await asyncio.gather(*(fanout.occ_cancel(occ_id) for occ_id, _ in pairs))
+    await fanout.settled("shoplazza", "delivered", len(pairs))
+    assert sorted(fanout.shoplazza.cancels) == sorted((SHOP, s) for _, s in pairs)
+    assert fanout.shoplazza.too_fast == 0, f"{fanout.shoplazza.too_fast} requests got 429"
+
+
+async def test_an_order_already_cancelled_on_shoplazza_is_confirmed_by_reading_it(
+    fanout: Fanout,
+) -> None:
+    occ_id, shop_id = f"o{uuid.uuid4().hex[:8]}", f"S{uuid.uuid4().hex[:8]}"
+    fanout.shoplazza.orders[(SHOP, shop_id)] = "cancelled"
+    await fanout.link(occ_id, shop_id)
+    await fanout.occ_cancel(occ_id)
+    await fanout.settled("shoplazza", "already_done")
+    assert fanout.shoplazza.reads == [(SHOP, shop_id)]
+    assert fanout.shoplazza.cancels == []
+
+
+async def test_a_finished_order_is_parked_not_retried(fanout: Fanout) -> None:
+    occ_id, shop_id = f"o{uuid.uuid4().hex[:8]}", f"S{uuid.uuid4().hex[:8]}"
+    fanout.shoplazza.orders[(SHOP, shop_id)] = "finished"
+    await fanout.link(occ_id, shop_id)
+    await fanout.occ_cancel(occ_id)
+    await fanout.settled("shoplazza", "parked")
+    status = await fanout.client.get(f"/api/orders/occ/{occ_id}", headers=AUTH)
+    [event] = orjson.loads(await status.read())["events"]
+    shoplazza = next(d for d in event["deliveries"] if d["target"] == "shoplazza")
+    assert shoplazza["state"] == "parked"
+    assert "'finished', not cancellable" in shoplazza["last_error"]
