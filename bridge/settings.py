@@ -21,6 +21,7 @@ from handlers.base import (
     SourceOptions,
 )
 from handlers.cj import CJSettings
+from handlers.occ import OCCTargetSettings
 from handlers.registry import SOURCES, TARGETS
 from handlers.shoplazza import ShoplazzaTargetSettings
 
@@ -69,6 +70,7 @@ class TargetsSettings(_Section):
 
     cj: CJSettings | None = None
     shoplazza: ShoplazzaTargetSettings | None = None
+    occ: OCCTargetSettings | None = None
 
 
 class WorkerSettings(_Section):
@@ -85,7 +87,7 @@ class WorkerSettings(_Section):
     no_link_window: float = Field(default=3600.0, gt=0)
 
 
-TargetName = Literal["cj", "shoplazza"]
+TargetName = Literal["cj", "shoplazza", "occ"]
 
 
 class StoreSettings(_Section):

@@ -43,4 +43,5 @@ def plan(config: Config, target: str) -> WorkerPlan:
         settings.worker,
         made.link_platform,
         made.rate,
+        made.auth,
     )

@@ -54,6 +54,7 @@ from bridge.retry import delay_tier, next_retry
 from bridge.settings import BrokerSettings, WorkerSettings
 from bridge.store import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable
 from bridge.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
+from bridge.tokens import TokenCache, with_token
 from contracts.events import OrderCancelled, Source
 from handlers.base import (
     AlreadyDone,
@@ -64,6 +65,7 @@ from handlers.base import (
     Rejected,
     RetryLater,
     TargetAdapter,
+    TokenAuth,
 )
 
 log = structlog.get_logger(__name__)
@@ -72,6 +74,7 @@ EARLY_TOLERANCE = 0.05  # seconds: a delay queue's TTL is not to the millisecond
 UNSETTLED_PAUSE = 10.0  # seconds to wait for the broker before requeueing an unsettled message
 STORE_PAUSE = 1.0  # seconds between tries of a message the store could not settle
 NO_LINK = "no_link"
+HTTP_UNAUTHORIZED = 401
 MAX_FOLLOW_UPS = 3  # calls after the first that an adapter may ask for (a confirm-read is one)
 PLATFORMS = frozenset(source.value for source in Source)
 
@@ -90,6 +93,8 @@ class WorkerPlan:
     link_platform: str | None = None
     # Calls per second per pace key (`HttpCall.pace_key`), where the target limits them.
     rate: float | None = None
+    # The target's bearer token, where it needs one (fetched, cached, refreshed on 401).
+    auth: TokenAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,7 @@ class Worker:
         self._executor = executor
         self._store = store
         self._pacer = Pacer(plan.rate) if plan.rate else None
+        self.tokens = TokenCache(plan.auth, executor, plan.timeout) if plan.auth else None
         self.id = worker_id()
         # Claims and outcomes of the messages in hand go to the store in batches: one
         # transaction for whatever arrived while the previous one ran.
@@ -413,7 +419,7 @@ class Worker:
         if isinstance(call, Rejected):
             return call
         answer = await self._call(call)
-        if isinstance(answer, RetryLater):
+        if isinstance(answer, RetryLater | Rejected):
             return answer
         result = adapter.interpret(
             call, answer.status, answer.headers, answer.body, datetime.now(UTC)
@@ -422,15 +428,27 @@ class Worker:
             if not isinstance(result, FollowUp):
                 return result
             answer = await self._call(result.call)
-            if isinstance(answer, RetryLater):
+            if isinstance(answer, RetryLater | Rejected):
                 return answer
             result = result.then(answer.status, answer.headers, answer.body, datetime.now(UTC))
         return RetryLater(f"no outcome after {MAX_FOLLOW_UPS} follow-up calls")
 
-    async def _call(self, call: HttpCall) -> HttpAnswer | RetryLater:
+    async def _call(self, call: HttpCall) -> HttpAnswer | RetryLater | Rejected:
+        """Make `call` (paced, with the target's token; a 401 gets one new token and a retry)."""
         if call.pace_key is not None and self._pacer is not None:
             await self._pacer.wait(call.pace_key)
-        return await self._executor.call(call, within=self._plan.timeout)
+        if self.tokens is None:
+            return await self._executor.call(call, within=self._plan.timeout)
+        answer: HttpAnswer | RetryLater | Rejected = RetryLater("no token")
+        for _ in range(2):
+            token = await self.tokens.get()
+            if not isinstance(token, str):
+                return token
+            answer = await self._executor.call(with_token(call, token), within=self._plan.timeout)
+            if not (isinstance(answer, HttpAnswer) and answer.status == HTTP_UNAUTHORIZED):
+                return answer
+            self.tokens.drop(token)  # expired or revoked: one new token, one more try
+        return answer
 
     def _next_delay(
         self, attempt: int, first: float, after: float | None, total: float

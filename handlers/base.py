@@ -214,6 +214,27 @@ class TargetAdapter(Protocol):
         """What the platform's answer to `call` means (or which call settles it)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A bearer token and how long it lasts."""
+
+    value: SecretStr
+    expires_in: float  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAuth:
+    """How a target gets its short-lived bearer token (OAuth client credentials and the like).
+
+    The worker makes `request`, reads the answer with `read`, keeps the token until shortly
+    before it expires (one fetch at a time), adds `Authorization: Bearer ...` to every call, and
+    on a 401 fetches a new one once before the answer counts.
+    """
+
+    request: HttpCall
+    read: Callable[[int, Headers, bytes], Token | RetryLater | Rejected]
+
+
 class TargetSettings(BaseModel):
     """A `[targets.<name>]` section: frozen, unknown keys refused."""
 
@@ -229,6 +250,7 @@ class TargetBuild:
     link_platform: str | None = None  # order links hold the target's order id under this name
     rate: float | None = None  # calls per second per `HttpCall.pace_key`
     summary: str = ""  # one line for `check-config`, no secret in it
+    auth: TokenAuth | None = None  # a bearer token the worker fetches and adds to every call
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,25 +13,41 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
+from urllib.parse import quote
 
 import orjson
-from pydantic import SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 
 from contracts.events import MAX_TEXT, CancelReason, OrderCancelled, Source
 from contracts.occ import OCCWebhook
 from handlers.base import (
+    RETRYABLE_STATUSES,
+    AlreadyDone,
+    Delivered,
+    EnvName,
+    FollowUp,
     Headers,
+    HttpCall,
     Ignored,
     KeyEncoding,
     MalformedPayloadError,
+    Outcome,
+    Rejected,
+    RetryLater,
     SignatureAlgorithm,
     SignatureError,
     SourceOptions,
+    TargetBuild,
+    TargetSettings,
+    Token,
+    TokenAuth,
     header,
     parse_timestamp,
+    retry_after_seconds,
 )
 
 SIGNATURE_HEADERS = ("X-Oracle-CC-WebHook-Signature", "X-Oracle-CC-WebHook-Signature-SHA512")
@@ -135,3 +151,211 @@ class OCCSource:
 def source(options: SourceOptions) -> OCCSource:
     """The registry's factory: SHA-512 and a base64 key unless configured otherwise."""
     return OCCSource(options.algorithm or "sha512", options.key_encoding or "base64")
+
+
+# --- target: cancel the order on OCC (PLATFORMS.md section 3, outbound) ---------------------
+
+HTTP_OK = 200
+TOKEN_LIFETIME = 300.0  # seconds: OCC admin tokens last 5 minutes
+NOT_CANCELLABLE = "200101"
+NOT_FOUND = "210105"
+CONFIG_ERRORS = frozenset({"200126", "200218", "200219", "28107"})
+REMOVED = "REMOVED"
+DEFAULT_CANCEL_REASONS: Mapping[CancelReason, str] = MappingProxyType(
+    {
+        CancelReason.CUSTOMER_REQUEST: "changeOfMind",
+        CancelReason.FRAUD: "cannotProcessOrder",
+        CancelReason.INVENTORY: "cannotProcessOrder",
+        CancelReason.PAYMENT_DECLINED: "paymentNotReceived",
+        CancelReason.DUPLICATE: "cannotProcessOrder",
+        CancelReason.OTHER: "cannotProcessOrder",
+    }
+)
+
+
+class OCCSiteSettings(TargetSettings):
+    """`[targets.occ.sites.<site id>]`: a site's own cancel reason ids (tenant data)."""
+
+    reasons: dict[CancelReason, str] = Field(default_factory=dict)
+
+
+class OCCTargetSettings(TargetSettings):
+    """`[targets.occ]`: cancel orders through the OCC admin API."""
+
+    base_url: str = Field(
+        pattern=r"^https?://"
+    )  # the admin host, e.g. https://a123.oracleoutsourcing.com
+    app_key_env: EnvName = "OCC_APP_KEY"
+    default_site: str | None = None  # the site of links that give a bare order id
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    reasons: dict[CancelReason, str] = Field(default_factory=dict)
+    sites: dict[str, OCCSiteSettings] = Field(default_factory=dict)
+
+
+def login_call(base_url: str, app_key: SecretStr) -> HttpCall:
+    """`POST /ccadmin/v1/login` with the application key, client-credentials grant."""
+    return HttpCall(
+        method="POST",
+        url=f"{base_url}/ccadmin/v1/login",
+        headers={
+            "Authorization": f"Bearer {app_key.get_secret_value()}",
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        },
+        body=b"grant_type=client_credentials",
+    )
+
+
+def read_login(status: int, headers: Headers, body: bytes) -> Token | RetryLater | Rejected:
+    """The login answer: the access token (5 minutes unless it says otherwise)."""
+    del headers
+    if status in (401, 403):
+        return Rejected(f"occ refused the application key (HTTP {status})")
+    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        return RetryLater(f"occ login answered HTTP {status}")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return RetryLater("occ login answered with a body that is not JSON")
+    token = document.get("access_token") if isinstance(document, dict) else None
+    if status != HTTP_OK or not isinstance(token, str) or not token:
+        return Rejected(f"occ login answered HTTP {status} without an access_token")
+    expires = document.get("expires_in")
+    lifetime = (
+        float(expires) if isinstance(expires, int | float) and expires > 0 else TOKEN_LIFETIME
+    )
+    return Token(SecretStr(token), lifetime)
+
+
+def _error(body: bytes) -> tuple[str, str]:
+    """OCC's `{errorCode, message}` (codes arrive as strings or numbers)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "", ""
+    if not isinstance(document, dict):
+        return "", ""
+    code, message = document.get("errorCode"), document.get("message")
+    return (str(code) if code is not None else ""), (str(message)[:300] if message else "")
+
+
+def _transient(status: int, headers: Headers, now: datetime) -> RetryLater | None:
+    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        return RetryLater(f"occ answered HTTP {status}", retry_after_seconds(headers, now))
+    return None
+
+
+def confirm_read(status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+    """The order as read after "not cancellable" (200101): `REMOVED` is already cancelled."""
+    if (transient := _transient(status, headers, now)) is not None:
+        return transient
+    code, message = _error(body)
+    if status == 404 or code == NOT_FOUND:  # noqa: PLR2004
+        return Rejected(f"occ: order not found ({message or code or 'HTTP 404'})")
+    if status != HTTP_OK:
+        return Rejected(f"occ answered HTTP {status} to the order read: {code} {message}".strip())
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return RetryLater("occ order read: the answer is not JSON")
+    state = document.get("state") if isinstance(document, dict) else None
+    order = document.get("id") if isinstance(document, dict) else None
+    if state == REMOVED:
+        return AlreadyDone(f"occ: order {order} is already {REMOVED}")
+    return Rejected(f"occ: order {order} is {state!r}, not cancellable")
+
+
+@dataclass(frozen=True, slots=True)
+class OCCCancel:
+    """The OCC target: `POST /ccadmin/v1/orders/cancel` with the order's site in `x-ccsite`.
+
+    The order comes from the order links as `site id/order id`, or a bare order id of
+    `default_site`. The worker adds the bearer token (`TokenAuth`).
+    """
+
+    base_url: str
+    default_site: str | None = None
+    reasons: Mapping[CancelReason, str] = field(default_factory=lambda: DEFAULT_CANCEL_REASONS)
+    site_reasons: Mapping[str, Mapping[CancelReason, str]] = field(default_factory=dict)
+
+    def build(
+        self, event: OrderCancelled, now: datetime, order_id: str | None = None
+    ) -> HttpCall | Rejected:
+        """The cancel call for the linked order."""
+        del now
+        if order_id is None:
+            return Rejected("no OCC order is linked to this cancellation")
+        site, _, bare = order_id.rpartition("/")
+        site = site or (self.default_site or "")
+        if not site:
+            return Rejected(f"link {order_id!r} names no site and no default_site is set")
+        reasons = {**self.reasons, **self.site_reasons.get(site, {})}
+        return HttpCall(
+            method="POST",
+            url=f"{self.base_url}/ccadmin/v1/orders/cancel",
+            headers={
+                "x-ccsite": site,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+            body=orjson.dumps({"orderId": bare, "cancelReason": reasons[event.reason]}),
+        )
+
+    def interpret(
+        self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
+    ) -> Outcome | FollowUp:
+        """200 is done; 200101 reads the order; other codes as PLATFORMS.md maps them."""
+        order_id = str(orjson.loads(call.body)["orderId"])
+        if status == HTTP_OK:
+            return Delivered(reference=order_id, order_id=order_id)
+        if (transient := _transient(status, headers, now)) is not None:
+            return transient
+        code, message = _error(body)
+        if code == NOT_CANCELLABLE:
+            read = HttpCall(
+                method="GET",
+                url=f"{self.base_url}/ccadmin/v1/orders/{quote(order_id, safe='')}",
+                headers={"x-ccsite": call.headers["x-ccsite"], "Accept": "application/json"},
+                body=b"",
+            )
+            return FollowUp(read, confirm_read)
+        return _refusal(status, code, message)
+
+
+def _refusal(status: int, code: str, message: str) -> Rejected:
+    if code == NOT_FOUND:
+        return Rejected(f"occ: order not found ({message or code})")
+    if status in (401, 403):
+        return Rejected(f"occ credentials refused (HTTP {status})")
+    if code in CONFIG_ERRORS:
+        return Rejected(f"occ: {code} {message} (check [targets.occ] reasons and sites)")
+    return Rejected(f"occ answered HTTP {status}: {code} {message}".strip())
+
+
+def target_secret_envs(settings: OCCTargetSettings) -> dict[str, str]:
+    """The application key OCC logs in with."""
+    return {"app_key_env": settings.app_key_env}
+
+
+def make_target(settings: OCCTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
+    """The OCC target from `[targets.occ]` and its application key."""
+    base = settings.base_url.rstrip("/")
+    adapter = OCCCancel(
+        base,
+        settings.default_site,
+        {**DEFAULT_CANCEL_REASONS, **settings.reasons},
+        {site: dict(s.reasons) for site, s in settings.sites.items()},
+    )
+    summary = (
+        f"POST {base}/ccadmin/v1/orders/cancel; logs in with the key from"
+        f" {settings.app_key_env} (set); order ids from the order links"
+        f"{f', default site {settings.default_site}' if settings.default_site else ''};"
+        f" timeout {settings.timeout_s:g}s"
+    )
+    return TargetBuild(
+        adapter,
+        settings.timeout_s,
+        link_platform="occ",
+        summary=summary,
+        auth=TokenAuth(login_call(base, secrets["app_key_env"]), read_login),
+    )

@@ -20,5 +20,6 @@ TARGETS: Mapping[str, TargetSpec] = MappingProxyType(
     {
         "cj": TargetSpec(cj.secret_envs, cj.make),
         "shoplazza": TargetSpec(shoplazza.target_secret_envs, shoplazza.make_target),
+        "occ": TargetSpec(occ.target_secret_envs, occ.make_target),
     }
 )
