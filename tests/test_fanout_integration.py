@@ -1,6 +1,7 @@
-"""One cancellation, every routed target once: OCC in, CJ and Shoplazza out, and the echo.
+"""One cancellation, every routed target once, and the echoes stopped.
 
-Real receiver, workers (one per target), RabbitMQ and store; fake CJ and fake Shoplazza.
+OCC in -> CJ and Shoplazza out; Shoplazza in -> CJ and OCC out. Real receiver, workers (one per
+target), RabbitMQ and store; fake CJ, fake Shoplazza and fake OCC.
 """
 
 from __future__ import annotations
@@ -32,16 +33,20 @@ from tests.conftest import (
     shoplazza_webhook,
     wait_ready,
 )
+from tests.fake_occ import FakeOCC
 from tests.fake_shoplazza import FakeShoplazza
 from tests.pipeline import API_TOKEN, OCC_SECRET, SETTLE_TIMEOUT, Client
 
 SHOP = "demo.myshoplaza.com"
 SHOP_TOKEN = "fake-shoplazza-token-42"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
-TARGETS = ("cj", "shoplazza")
+TARGETS = ("cj", "shoplazza", "occ")
+OCC_APP_KEY = "fake-occ-app-key"
+SITE = "siteUS"
+SHOPLAZZA_SECRET = "fanout-shoplazza-secret"
 
 
-def fanout_config(amqp_url: str, cj_url: str, shoplazza_url: str) -> Config:
+def fanout_config(amqp_url: str, cj_url: str, shoplazza_url: str, occ_url: str) -> Config:
     settings = parse_settings(
         {
             "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2},
@@ -59,15 +64,22 @@ def fanout_config(amqp_url: str, cj_url: str, shoplazza_url: str) -> Config:
                     "default_shop": SHOP,
                     "timeout_s": 2,
                 },
+                "occ": {
+                    "base_url": occ_url,
+                    "app_key_env": "OCC_APP_KEY",
+                    "default_site": SITE,
+                    "timeout_s": 2,
+                },
             },
-            "routes": {"occ": list(TARGETS), "shoplazza": ["cj"]},
+            "routes": {"occ": ["cj", "shoplazza"], "shoplazza": ["cj", "occ"]},
             "worker": {"retry_delays": [0.2, 0.4], "retry_total": 60},
             "store": {"path": scratch_store()},
         }
     )
     env = {
         "AMQP_URL": amqp_url,
-        "SHOPLAZZA_SECRET": "fanout-shoplazza-secret",
+        "SHOPLAZZA_SECRET": SHOPLAZZA_SECRET,
+        "OCC_APP_KEY": OCC_APP_KEY,
         "OCC_SECRET": OCC_SECRET,
         "CJ_ACCESS_TOKEN": CJ_TOKEN,
         "SL_TOKEN": SHOP_TOKEN,
@@ -84,6 +96,7 @@ class Fanout:
     workers: dict[str, Worker]
     cj: FakeCJ
     shoplazza: FakeShoplazza
+    occ: FakeOCC
 
     async def occ_cancel(self, order_id: str) -> dict[str, Any]:
         """Post OCC's signed Cancel Order webhook for `order_id`; its JSON answer."""
@@ -95,6 +108,16 @@ class Fanout:
                 "X-Oracle-CC-WebHook-Signature": occ_sign(body, OCC_SECRET),
                 "x-ccsite": "siteUS",
             },
+        )
+        answer: dict[str, Any] = orjson.loads(await response.read())
+        assert response.status == 200, answer
+        return answer
+
+    async def shoplazza_cancel(self, order_id: str) -> dict[str, Any]:
+        """Post Shoplazza's signed orders/cancelled webhook for `order_id`; its JSON answer."""
+        hook = shoplazza_webhook({"id": order_id}, shop=SHOP, secret=SHOPLAZZA_SECRET)
+        response = await self.client.post(
+            "/webhooks/shoplazza", data=hook.body, headers=hook.headers
         )
         answer: dict[str, Any] = orjson.loads(await response.read())
         assert response.status == 200, answer
@@ -119,7 +142,9 @@ async def fanout(
 ) -> AsyncIterator[Fanout]:
     shoplazza = FakeShoplazza(tokens={SHOP: SHOP_TOKEN})
     await shoplazza.start()
-    config = fanout_config(amqp_url, cj.url, shoplazza.url)
+    occ = FakeOCC(app_key=OCC_APP_KEY)
+    await occ.start()
+    config = fanout_config(amqp_url, cj.url, shoplazza.url, occ.url)
     plans = {target: plan(config, target) for target in TARGETS}
     channel = await amqp.channel()
     for worker_plan in plans.values():
@@ -135,11 +160,12 @@ async def fanout(
                 )
                 for target, worker_plan in plans.items()
             }
-            yield Fanout(client, workers, cj, shoplazza)
+            yield Fanout(client, workers, cj, shoplazza, occ)
     finally:
         for worker_plan in plans.values():
             await delete_target_queues(channel, worker_plan.topology)
         await shoplazza.stop()
+        await occ.stop()
 
 
 async def test_an_occ_cancellation_reaches_cj_and_shoplazza_once_and_the_echo_stops(
@@ -159,14 +185,8 @@ async def test_an_occ_cancellation_reaches_cj_and_shoplazza_once_and_the_echo_st
     assert [call.order["orderId"] for call in fanout.cj.calls] == [occ_id]
 
     # Shoplazza now sends its own webhook for the order the bridge cancelled: an echo.
-    hook = shoplazza_webhook({"id": shop_id}, shop=SHOP, secret="fanout-shoplazza-secret")
-    response = await fanout.client.post("/webhooks/shoplazza", data=hook.body, headers=hook.headers)
-    answer = orjson.loads(await response.read())
-    assert (response.status, answer["status"], answer["echo_of"]) == (
-        200,
-        "echo",
-        first["event_id"],
-    )
+    answer = await fanout.shoplazza_cancel(shop_id)
+    assert (answer["status"], answer["echo_of"]) == ("echo", first["event_id"])
     status = await fanout.client.get(f"/api/orders/occ/{occ_id}", headers=AUTH)
     [event] = orjson.loads(await status.read())["events"]
     states = {d["target"]: (d["state"], d["attempts"]) for d in event["deliveries"]}
@@ -210,3 +230,41 @@ async def test_a_finished_order_is_parked_not_retried(fanout: Fanout) -> None:
     shoplazza = next(d for d in event["deliveries"] if d["target"] == "shoplazza")
     assert shoplazza["state"] == "parked"
     assert "'finished', not cancellable" in shoplazza["last_error"]
+
+
+async def test_a_shoplazza_cancellation_reaches_occ_with_one_login_for_a_burst(
+    fanout: Fanout,
+) -> None:
+    """Five cancellations at once: one OCC login; after the token expires, one more."""
+    pairs = [(f"S{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:8]}") for _ in range(6)]
+    for shop_id, occ_id in pairs:
+        fanout.occ.orders[(SITE, occ_id)] = "SUBMITTED"
+        await fanout.link(occ_id, shop_id)
+    await asyncio.gather(*(fanout.shoplazza_cancel(shop_id) for shop_id, _ in pairs[:5]))
+    await fanout.settled("occ", "delivered", 5)
+    assert fanout.occ.logins == 1, f"{fanout.occ.logins} logins for one burst"
+    assert sorted(c[1] for c in fanout.occ.cancels) == sorted(o for _, o in pairs[:5])
+    assert {c[2] for c in fanout.occ.cancels} == {"cannotProcessOrder"}  # reason `inventory`
+
+    fanout.occ.expire_all()  # the token ends early: the next call gets 401, then a new token
+    await fanout.shoplazza_cancel(pairs[5][0])
+    await fanout.settled("occ", "delivered", 6)
+    assert fanout.occ.logins == 2
+    worker_tokens = fanout.workers["occ"].tokens
+    assert worker_tokens is not None
+    assert worker_tokens.fetches == 2
+
+    # OCC's own Cancel Order webhook for an order the bridge cancelled there: an echo.
+    answer = await fanout.occ_cancel(pairs[0][1])
+    assert answer["status"] == "echo", answer
+    await fanout.settled("cj", "delivered", 6)
+    assert sorted(call.order["orderId"] for call in fanout.cj.calls) == sorted(s for s, _ in pairs)
+
+
+async def test_an_order_already_removed_on_occ_is_confirmed_by_reading_it(fanout: Fanout) -> None:
+    shop_id, occ_id = f"S{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:8]}"
+    fanout.occ.orders[(SITE, occ_id)] = "REMOVED"
+    await fanout.link(occ_id, shop_id)
+    await fanout.shoplazza_cancel(shop_id)
+    await fanout.settled("occ", "already_done")
+    assert fanout.occ.cancels == []
