@@ -208,3 +208,56 @@ def test_route_to_an_unconfigured_target_is_a_config_error(
     monkeypatch.setenv("CJ_ACCESS_TOKEN", "x")
     assert main(["check-config", "--config", str(path)]) == 1
     assert "routes.shoplazza" in capsys.readouterr().err
+
+
+PLATFORM_TARGETS = """\
+[sources.shoplazza]
+secret_env = "S"
+[sources.occ]
+secret_env = "O"
+algorithm = "sha256"
+[targets.shoplazza]
+default_shop = "demo.myshoplaza.com"
+[targets.shoplazza.shops."demo.myshoplaza.com"]
+token_env = "SL_TOKEN"
+[targets.occ]
+base_url = "https://admin.example.com"
+default_site = "siteUS"
+[routes]
+shoplazza = ["occ"]
+occ = ["shoplazza"]
+"""
+
+
+def test_check_config_describes_platform_targets_and_flags_missing_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "platforms.toml"
+    path.write_text(PLATFORM_TARGETS)
+    secrets = {
+        "S": "s-secret-1",
+        "O": "o-secret-2",
+        "SL_TOKEN": "sl-token-3",
+        "OCC_APP_KEY": "occ-4",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "occ: POST /webhooks/occ" in out
+    assert "HMAC-SHA256, base64 key" in out
+    assert "queue cancel-bridge.occ <- order.cancelled.shoplazza" in out
+    assert "queue cancel-bridge.shoplazza <- order.cancelled.occ" in out
+    assert "default store demo.myshoplaza.com; at most 2 calls/s per store" in out
+    assert "logs in with the key from OCC_APP_KEY (set)" in out
+    assert not any(value in out for value in secrets.values())
+
+    monkeypatch.delenv("OCC_APP_KEY")
+    assert main(["check-config", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "targets.occ.app_key_env: environment variable OCC_APP_KEY is not set" in err
+
+    monkeypatch.setenv("OCC_APP_KEY", secrets["OCC_APP_KEY"])
+    path.write_text(PLATFORM_TARGETS.replace('occ = ["shoplazza"]', 'occ = ["occ"]'))
+    assert main(["check-config", "--config", str(path)]) == 1
+    assert "routes.occ: a source is never routed to itself" in capsys.readouterr().err
