@@ -22,6 +22,7 @@ from handlers.base import (
 )
 from handlers.cj import CJSettings
 from handlers.occ import OCCTargetSettings
+from handlers.prime import PrimeTargetSettings
 from handlers.registry import SOURCES, TARGETS
 from handlers.shoplazza import ShoplazzaTargetSettings
 
@@ -71,6 +72,7 @@ class TargetsSettings(_Section):
     cj: CJSettings | None = None
     shoplazza: ShoplazzaTargetSettings | None = None
     occ: OCCTargetSettings | None = None
+    prime: PrimeTargetSettings | None = None
 
 
 class WorkerSettings(_Section):
@@ -87,7 +89,7 @@ class WorkerSettings(_Section):
     no_link_window: float = Field(default=3600.0, gt=0)
 
 
-TargetName = Literal["cj", "shoplazza", "occ"]
+TargetName = Literal["cj", "shoplazza", "occ", "prime"]
 
 
 class StoreSettings(_Section):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from contracts.events import Source
-from handlers import cj, occ, shoplazza
+from handlers import cj, occ, prime, shoplazza
 from handlers.base import SourceSpec, TargetSpec
 
 SOURCES: Mapping[Source, SourceSpec] = MappingProxyType(
@@ -21,5 +21,6 @@ TARGETS: Mapping[str, TargetSpec] = MappingProxyType(
         "cj": TargetSpec(cj.secret_envs, cj.make),
         "shoplazza": TargetSpec(shoplazza.target_secret_envs, shoplazza.make_target),
         "occ": TargetSpec(occ.target_secret_envs, occ.make_target),
+        "prime": TargetSpec(prime.target_secret_envs, prime.make_target),
     }
 )

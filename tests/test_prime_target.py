@@ -1,0 +1,193 @@
+"""Cancelling on Buy with Prime: the token request, the mutation, and each documented error."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from multidict import CIMultiDict
+from pydantic import SecretStr
+
+from contracts.events import CancelReason, OrderCancelled, Source
+from handlers.base import AlreadyDone, Delivered, FollowUp, HttpCall, Rejected, RetryLater, Token
+from handlers.prime import PrimeTargetSettings, confirm_read, make_target, read_token
+
+NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
+SECRETS = {"client_id_env": SecretStr("cid"), "client_secret_env": SecretStr("csecret")}
+SETTINGS = PrimeTargetSettings.model_validate({"business_product_id": "bp-123"})
+MADE = make_target(SETTINGS, SECRETS)
+EVENT = OrderCancelled.create(
+    source=Source.SHOPLAZZA,
+    shop="demo.myshoplaza.com",
+    order_id="1001",
+    order_number=None,
+    reason=CancelReason.INVENTORY,
+    source_reason=None,
+    cancelled_at=NOW,
+    received_at=NOW,
+    delivery_id=None,
+)
+
+
+def cancel(adapter: Any = MADE.adapter, linked: str = "322-KG36-AAAAA") -> HttpCall:  # noqa: ANN401
+    built = adapter.build(EVENT, NOW, linked)
+    assert isinstance(built, HttpCall), built
+    return built
+
+
+def test_the_token_request_is_client_credentials_with_basic_auth() -> None:
+    assert MADE.auth is not None
+    request = MADE.auth.request
+    assert (request.method, request.url) == ("POST", "https://api.buywithprime.amazon.com/token")
+    assert request.headers["Authorization"] == "Basic " + base64.b64encode(b"cid:csecret").decode()
+    assert request.body == b"grant_type=client_credentials"
+    assert "csecret" not in MADE.summary
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, {"access_token": "t", "expires_in": 900}, Token(SecretStr("t"), 900.0)),
+        (200, {"access_token": "t"}, Token(SecretStr("t"), 900.0)),
+        (401, {}, Rejected("prime refused the client credentials (HTTP 401)")),
+        (429, b"", RetryLater("prime token endpoint answered HTTP 429")),
+    ],
+)
+def test_the_token_answer(status: int, body: object, expected: object) -> None:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    assert read_token(status, CIMultiDict(), raw) == expected
+
+
+def test_the_mutation_by_order_id_carries_the_event_id_alias_and_reason() -> None:
+    built = cancel()
+    assert built.url == "https://api.buywithprime.amazon.com/graphql"
+    assert built.headers["x-api-version"] == "2024-11-01"
+    assert built.headers["x-api-target-id"] == "bp-123"
+    document = orjson.loads(built.body)
+    assert "cancelOrder(orderIdentifier: $order, input: $input)" in document["query"]
+    assert document["variables"] == {
+        "order": {"orderId": "322-KG36-AAAAA"},
+        "input": {
+            "aliases": [{"aliasId": str(EVENT.event_id), "aliasType": "EXTERNAL_CANCELLATION_ID"}],
+            "reason": "OUT_OF_STOCK",
+        },
+    }
+
+
+def test_the_mutation_by_alias() -> None:
+    settings = PrimeTargetSettings.model_validate(
+        {"business_product_id": "bp-123", "order_by": "alias", "alias_type": "OMS_ORDER_ID"}
+    )
+    built = cancel(make_target(settings, SECRETS).adapter, "1001")
+    assert orjson.loads(built.body)["variables"]["order"] == {
+        "alias": {"aliasId": "1001", "aliasType": "OMS_ORDER_ID"}
+    }
+
+
+def error(kind: str, code: str = "", message: str = "m") -> dict[str, object]:
+    return {
+        "errors": [
+            {
+                "message": message,
+                "extensions": {"classification": {"type": kind, "code": code, "errorCode": 400}},
+            }
+        ],
+        "data": {"cancelOrder": None},
+    }
+
+
+ACCEPTED = {
+    "data": {
+        "cancelOrder": {
+            "cancellation": {"id": "dd24641f", "state": "PENDING", "requestedBy": "MERCHANT"}
+        }
+    }
+}
+
+
+def interpret(status: int, body: object) -> object:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return MADE.adapter.interpret(cancel(), status, CIMultiDict(), raw, NOW)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, ACCEPTED, Delivered(reference="dd24641f", order_id="322-KG36-AAAAA")),
+        (
+            200,
+            error("ResourceNotFoundError", message="no order"),
+            Rejected("prime: order not found (no order)"),
+        ),
+        (
+            200,
+            error("AccessDeniedError", message="denied"),
+            Rejected("prime: AccessDeniedError  denied"),
+        ),
+        (
+            200,
+            error("ValidationError", "InvalidInput", "bad"),
+            Rejected("prime: ValidationError InvalidInput bad"),
+        ),
+        (200, error("ThrottlingError"), RetryLater("prime: ThrottlingError")),
+        (200, error("InternalServerError"), RetryLater("prime: InternalServerError")),
+        (429, b"", RetryLater("prime answered HTTP 429")),
+        (503, b"", RetryLater("prime answered HTTP 503")),
+        (401, b"", Rejected("prime credentials refused (HTTP 401)")),
+        (200, b"<html>", RetryLater("prime answered HTTP 200 with a body that is not JSON")),
+        (200, {"data": {}}, RetryLater("prime answered without a cancellation or errors")),
+    ],
+)
+def test_documented_answers(status: int, body: object, expected: object) -> None:
+    assert interpret(status, body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        error("ValidationError", "CancellationIneligible", "fulfillment is in progress"),
+        error("ConflictError", "", "alias already used"),
+    ],
+)
+def test_ineligible_or_conflict_reads_the_order(body: object) -> None:
+    follow = interpret(200, body)
+    assert isinstance(follow, FollowUp)
+    document = orjson.loads(follow.call.body)
+    assert document["query"].startswith("query Order(")
+    assert document["variables"] == {"order": {"orderId": "322-KG36-AAAAA"}}
+    assert follow.call.headers["x-api-target-id"] == "bp-123"
+
+
+def order(cancellations: list[str], package: str = "PENDING") -> dict[str, object]:
+    return {
+        "data": {
+            "order": {
+                "id": "322-KG36-AAAAA",
+                "packageInformation": {"summary": {"state": package}},
+                "cancellations": {"details": [{"id": "c", "state": s} for s in cancellations]},
+            }
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (order(["PENDING"]), AlreadyDone("prime: order 322-KG36-AAAAA already has a cancellation")),
+        (order(["SUCCESS"]), AlreadyDone("prime: order 322-KG36-AAAAA already has a cancellation")),
+        (
+            order([], "CANCELLED"),
+            AlreadyDone("prime: order 322-KG36-AAAAA already has a cancellation"),
+        ),
+        (
+            order(["REJECTED"], "IN_TRANSIT"),
+            Rejected("prime: order 322-KG36-AAAAA cannot be cancelled (not eligible)"),
+        ),
+        (error("ThrottlingError"), RetryLater("prime order read: ThrottlingError")),
+    ],
+)
+def test_the_confirm_read(body: object, expected: object) -> None:
+    assert confirm_read(200, CIMultiDict(), orjson.dumps(body), NOW) == expected
