@@ -18,13 +18,21 @@ from multidict import CIMultiDictProxy
 from bridge import api
 from bridge.batch import Batcher
 from bridge.http import CONFIG, STORE, error_response, json_response
+from bridge.lookups import LOOKUPS, lookups_ctx
 from bridge.messages import event_message, quarantine_message
 from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
 from bridge.store import Arrival, Echo, Seen, Store, StoreUnavailable
 from bridge.targets import target_topology
 from contracts.events import OrderCancelled, Source
-from handlers.base import Ignored, MalformedPayloadError, WebhookError, clean_text
+from handlers.base import (
+    Ignored,
+    Lookup,
+    MalformedPayloadError,
+    Unavailable,
+    WebhookError,
+    clean_text,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -153,8 +161,31 @@ async def webhook(request: web.Request) -> web.StreamResponse:
         result = handler.parse(request.headers, body, received_at)
     except MalformedPayloadError as exc:
         return await _quarantine(request, source, body, exc.reason, received_at)
+    return await _settle(request, source, body, result, received_at)
+
+
+async def _settle(
+    request: web.Request,
+    source: Source,
+    body: bytes,
+    result: OrderCancelled | Ignored | Lookup,
+    received_at: datetime,
+) -> web.Response:
+    """Publish the event, after completing a thin webhook; or say why not."""
+    if isinstance(result, Lookup):  # a thin webhook: the platform's API completes it
+        try:
+            completed = await request.app[LOOKUPS].complete(source, result)
+        except MalformedPayloadError as exc:
+            return await _quarantine(request, source, body, exc.reason, received_at)
+        if isinstance(completed, Unavailable):
+            log.warning("webhook.lookup_unavailable", source=source.value, detail=completed.reason)
+            retry_after = str(request.app[CONFIG].settings.broker.retry_after)
+            return error_response(
+                503, "platform_unavailable", completed.reason, {"Retry-After": retry_after}
+            )
+        result = completed
     if isinstance(result, Ignored):
-        log.info("webhook.ignored", source=name, reason=result.reason)
+        log.info("webhook.ignored", source=source.value, reason=result.reason)
         return json_response(200, {"status": "ignored", "reason": result.reason})
     return await _publish(request, result)
 
@@ -289,6 +320,7 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app[CONFIG] = config
     app.cleanup_ctx.append(store_ctx(store))
     app.cleanup_ctx.append(publisher_ctx)
+    app.cleanup_ctx.append(lookups_ctx)
     app.router.add_post("/webhooks/{source}", webhook, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from yarl import URL
 
 from bridge.retry import DEFAULT_DELAYS, DEFAULT_TOTAL
-from contracts.events import Source
+from contracts.events import Platform, Source
 from handlers.base import (
     EnvName,
     KeyEncoding,
@@ -54,6 +54,17 @@ class ReceiverSettings(_Section):
     shutdown_timeout: float = Field(default=10.0, gt=0, le=300)
     body_timeout: float = Field(default=30.0, gt=0, le=300)
     api_token_env: EnvName | None = None  # `/api/*` answers 401 to everyone while unset
+    lookup_timeout: float = Field(default=10.0, gt=0, le=60)  # thin webhooks: the order fetch
+
+
+class SourceApiSettings(_Section):
+    """`[sources.<name>.api]`: the platform API a thin webhook is completed from (Prime)."""
+
+    client_id_env: EnvName
+    client_secret_env: EnvName
+    api_url: str | None = None
+    token_url: str | None = None
+    api_version: str | None = None
 
 
 class SourceSettings(_Section):
@@ -64,6 +75,10 @@ class SourceSettings(_Section):
     # Platform options (only where the platform takes them; OCC does).
     algorithm: SignatureAlgorithm | None = None  # HMAC digest; OCC default sha512
     key_encoding: KeyEncoding | None = None  # how the secret becomes the key; OCC default base64
+    auth: Literal["basic", "oauth"] | None = None  # Prime: how it authenticates to us
+    username: str | None = Field(default=None, min_length=1)  # Prime: Basic user / client id
+    aliases: dict[str, Platform] = Field(default_factory=dict)  # Prime: alias type -> platform
+    api: SourceApiSettings | None = None  # Prime: the order API
 
 
 class TargetsSettings(_Section):
@@ -224,7 +239,7 @@ def _store_url(store: StoreSettings, env: Mapping[str, str]) -> SecretStr:
     return SecretStr(store.path)
 
 
-def _source_handlers(settings: Settings) -> dict[Source, SourceHandler]:
+def _source_handlers(settings: Settings, env: Mapping[str, str]) -> dict[Source, SourceHandler]:
     """Each configured source's handler, made with its options; unknown ones are refused."""
     handlers: dict[Source, SourceHandler] = {}
     for name, src in settings.sources.items():
@@ -234,14 +249,48 @@ def _source_handlers(settings: Settings) -> dict[Source, SourceHandler]:
             raise ConfigError(
                 f"sources.{name.value}", f"not supported yet (supported: {supported})"
             )
-        for option in ("algorithm", "key_encoding"):
-            if getattr(src, option) is not None and option not in spec.options:
+        for option in OPTIONS:
+            given = getattr(src, option)
+            if given and option not in spec.options:
                 raise ConfigError(
                     f"sources.{name.value}.{option}", f"{name.value} has no such option"
                 )
-        options = SourceOptions(algorithm=src.algorithm, key_encoding=src.key_encoding)
-        handlers[name] = spec.make(options)
+            if not given and option in spec.required:
+                raise ConfigError(f"sources.{name.value}.{option}", f"{name.value} needs it")
+        handlers[name] = spec.make(_options(name, src, env))
     return handlers
+
+
+OPTIONS = ("algorithm", "key_encoding", "auth", "username", "aliases", "api")
+
+
+def _options(name: Source, src: SourceSettings, env: Mapping[str, str]) -> SourceOptions:
+    api: dict[str, str] = {}
+    api_secrets: dict[str, SecretStr] = {}
+    if src.api is not None:
+        api = {
+            key: value
+            for key in ("api_url", "token_url", "api_version")
+            if (value := getattr(src.api, key)) is not None
+        }
+        for key in ("client_id_env", "client_secret_env"):
+            variable = getattr(src.api, key)
+            value = env.get(variable, "").strip()
+            if not value:
+                raise ConfigError(
+                    f"sources.{name.value}.api.{key}",
+                    f"environment variable {variable} is not set or empty",
+                )
+            api_secrets[key] = SecretStr(value)
+    return SourceOptions(
+        algorithm=src.algorithm,
+        key_encoding=src.key_encoding,
+        auth=src.auth,
+        username=src.username,
+        aliases=dict(src.aliases),
+        api=api,
+        api_secrets=api_secrets,
+    )
 
 
 def _target_secrets(settings: Settings, env: Mapping[str, str]) -> dict[str, dict[str, SecretStr]]:
@@ -292,7 +341,7 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
     if not settings.sources and not settings.routes:
         raise ConfigError("sources", "nothing to do: add a [sources.<name>] or [routes] section")
     return Config(
-        source_handlers=_source_handlers(settings),
+        source_handlers=_source_handlers(settings, env),
         settings=settings,
         api_token=_api_token(settings.receiver, env),
         amqp_url=SecretStr(url),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -59,8 +59,11 @@ class SourceHandler(Protocol):
 
     def parse(
         self, headers: Headers, body: bytes, received_at: datetime
-    ) -> OrderCancelled | Ignored:
-        """Build the canonical event; raise `MalformedPayloadError` when it cannot."""
+    ) -> OrderCancelled | Ignored | Lookup:
+        """Build the canonical event (or say which call completes it).
+
+        Raise `MalformedPayloadError` when it cannot be built.
+        """
 
 
 # A configuration key that names an environment variable (secrets are never in the file).
@@ -75,6 +78,27 @@ class SourceOptions:
 
     algorithm: SignatureAlgorithm | None = None
     key_encoding: KeyEncoding | None = None
+    auth: Literal["basic", "oauth"] | None = None
+    username: str | None = None  # HTTP Basic user, or the OAuth client id
+    aliases: Mapping[str, str] = field(default_factory=dict)  # alias type -> platform
+    api: Mapping[str, str] = field(default_factory=dict)  # the platform API's URLs, version
+    api_secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """The platform could not be asked now: the webhook gets 503 and is sent again later."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A thin webhook: make `call` (with `auth`'s token) and `then` builds the event from it."""
+
+    call: HttpCall
+    auth: TokenAuth | None
+    then: Callable[[int, Headers, bytes], OrderCancelled | Ignored | Unavailable]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +107,7 @@ class SourceSpec:
 
     make: Callable[[SourceOptions], SourceHandler]
     options: frozenset[str] = frozenset()
+    required: frozenset[str] = frozenset()  # options the platform cannot do without
 
 
 def clean_text(value: str) -> str:

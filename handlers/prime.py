@@ -10,16 +10,21 @@ there is `AlreadyDone`, else `Rejected`.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import functools
+import hmac
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
+import jwt
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 
-from contracts.events import CancelReason, OrderCancelled
+from contracts.events import CancelReason, OrderCancelled, Source
+from contracts.prime import PrimeEvent, PrimeOrder
 from handlers.base import (
     RETRYABLE_STATUSES,
     AlreadyDone,
@@ -28,13 +33,21 @@ from handlers.base import (
     FollowUp,
     Headers,
     HttpCall,
+    Ignored,
+    Lookup,
+    MalformedPayloadError,
     Outcome,
     Rejected,
     RetryLater,
+    SignatureError,
+    SourceOptions,
     TargetBuild,
     TargetSettings,
     Token,
     TokenAuth,
+    Unavailable,
+    header,
+    parse_timestamp,
     retry_after_seconds,
 )
 
@@ -285,4 +298,230 @@ def make_target(settings: PrimeTargetSettings, secrets: Mapping[str, SecretStr])
     )
     return TargetBuild(
         adapter, settings.timeout_s, link_platform="prime", summary=summary, auth=auth
+    )
+
+
+# --- source: Buy with Prime cancellation events in ------------------------------------------
+
+SOURCE_QUERY = (
+    "query Order($order: OrderIdentifierInput!) { order(orderIdentifier: $order) {"
+    " id aliases { aliasId aliasType }"
+    " packageInformation { summary { state } details { id state reason } }"
+    " cancellations { details { id state reason requestedBy createdAt } } } }"
+)
+CANCELLATION_TYPES = frozenset(
+    {"PACKAGE_DELIVERY_CANCELLED", "DELIVERY_CANCELLED", "ITEM_CANCELLED"}
+)
+RESOURCE = re.compile(r"^businessProduct/([^/]+)/order/([^/]+)")
+TOKEN_AUDIENCE = "cancel-bridge/prime-webhooks"  # noqa: S105 - an audience, not a secret
+WEBHOOK_TOKEN_LIFETIME = 900  # seconds: the bearer tokens the bridge issues to Prime
+REASONS_IN: Mapping[str, CancelReason] = MappingProxyType(
+    {
+        "CUSTOMER_REQUESTED": CancelReason.CUSTOMER_REQUEST,
+        "ORDERED_BY_MISTAKE": CancelReason.CUSTOMER_REQUEST,
+        "INCORRECT_SHIPPING_ADDRESS": CancelReason.CUSTOMER_REQUEST,
+        "ITEMS_ARRIVING_LATE": CancelReason.CUSTOMER_REQUEST,
+        "UNFULFILLABLE": CancelReason.INVENTORY,
+        "OUT_OF_STOCK": CancelReason.INVENTORY,
+        "PAYMENT_ISSUE": CancelReason.PAYMENT_DECLINED,
+    }
+)
+
+
+def issue_token(client_id: str, secret: SecretStr, now: datetime) -> str:
+    """A bearer token for Prime's webhook calls (`POST /oauth/token`), signed with the secret."""
+    issued = int(now.timestamp())
+    claims = {
+        "sub": client_id,
+        "aud": TOKEN_AUDIENCE,
+        "iat": issued,
+        "exp": issued + WEBHOOK_TOKEN_LIFETIME,
+    }
+    return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
+
+
+def token_accepted(token: str, secrets: Sequence[SecretStr]) -> bool:
+    """True if one of the secrets signed `token` and it has not expired."""
+    for secret in secrets:
+        try:
+            jwt.decode(
+                token,
+                secret.get_secret_value(),
+                algorithms=["HS256"],
+                audience=TOKEN_AUDIENCE,
+                options={"require": ["exp", "aud", "sub"]},
+            )
+        except jwt.PyJWTError:
+            continue
+        return True
+    return False
+
+
+def _event_from_order(  # noqa: PLR0913, PLR0917 - the webhook's facts, then the answer's
+    shop: str,
+    order_id: str,
+    event: PrimeEvent,
+    received_at: datetime,
+    aliases: Mapping[str, str],
+    status: int,
+    headers: Headers,
+    body: bytes,
+) -> OrderCancelled | Ignored | Unavailable:
+    del headers
+    if status in RETRYABLE_STATUSES or status >= 500 or status in (401, 403):  # noqa: PLR2004
+        return Unavailable(f"prime order API answered HTTP {status}")
+    document = _document(body)
+    if document is None:
+        return Unavailable("prime order API answered with a body that is not JSON")
+    data = document.get("data")
+    raw = data.get("order") if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        kind, _, message = _classification((document.get("errors") or [None])[0])
+        if kind == "ResourceNotFoundError":
+            raise MalformedPayloadError(f"prime has no order {order_id}: {message}")
+        return Unavailable(f"prime order API: {kind or 'no order in the answer'}")
+    try:
+        order = PrimeOrder.model_validate(raw)
+    except ValidationError as exc:
+        raise MalformedPayloadError(f"prime order: {exc.errors()[0]['msg']}") from None
+    summary = order.packageInformation.summary if order.packageInformation else None
+    if summary is None or summary.state != "CANCELLED":
+        return Ignored("not every package of the order is cancelled (a partial cancellation)")
+    done = order.cancellations.details if order.cancellations else []
+    cancellation = next((c for c in done if c.state in ("SUCCESS", "PENDING")), None)
+    packages = order.packageInformation.details if order.packageInformation else []
+    source_reason = (cancellation.reason if cancellation else None) or next(
+        (p.reason for p in packages if p.reason), None
+    )
+    linked = {
+        aliases[alias.aliasType]: alias.aliasId
+        for alias in order.aliases
+        if alias.aliasType in aliases and alias.aliasId
+    }
+    try:
+        return OrderCancelled.create(
+            source=Source.PRIME,
+            shop=shop,
+            order_id=order_id,
+            order_number=None,
+            reason=REASONS_IN.get(source_reason or "", CancelReason.OTHER),
+            source_reason=source_reason,
+            cancelled_at=(
+                parse_timestamp(cancellation.createdAt if cancellation else None)
+                or parse_timestamp(event.eventTime)
+                or received_at
+            ),
+            received_at=received_at,
+            delivery_id=event.idempotencyKey or event.eventId,
+            aliases=linked,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class PrimeSource:
+    """Buy with Prime events in: HTTP Basic or our bearer tokens; thin events, order fetched."""
+
+    auth: Literal["basic", "oauth"]
+    username: str
+    api_url: str
+    api_version: str
+    token_auth: TokenAuth | None
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def verify(
+        self, headers: Headers, body: bytes, secrets: Sequence[SecretStr], now: datetime
+    ) -> None:
+        """Basic credentials (the configured user and secret), or a token this bridge issued."""
+        del body, now
+        value = header(headers, "Authorization")
+        if value is None:
+            raise SignatureError("missing Authorization header")
+        scheme, _, credentials = value.partition(" ")
+        if self.auth == "oauth":
+            if scheme.lower() != "bearer" or not token_accepted(credentials.strip(), secrets):
+                raise SignatureError("the bearer token was not issued by this bridge, or expired")
+            return
+        if scheme.lower() != "basic":
+            raise SignatureError("expected HTTP Basic credentials")
+        try:
+            user, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise SignatureError("HTTP Basic credentials are not base64 user:password") from None
+        user_ok = hmac.compare_digest(user.encode(), self.username.encode())
+        for secret in secrets:
+            if (
+                hmac.compare_digest(password.encode(), secret.get_secret_value().encode())
+                and user_ok
+            ):
+                return
+        raise SignatureError("HTTP Basic credentials do not match")
+
+    def parse(
+        self, headers: Headers, body: bytes, received_at: datetime
+    ) -> OrderCancelled | Ignored | Lookup:
+        """The event is thin: say which order to fetch; the answer builds the event."""
+        del headers
+        document = _document(body)
+        if document is None:
+            raise MalformedPayloadError("body is not a JSON object")
+        kind = document.get("detail-type")
+        if isinstance(document.get("detail"), dict):  # EventBridge envelope
+            document = document["detail"]
+        try:
+            event = PrimeEvent.model_validate(document)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise MalformedPayloadError(
+                f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+            ) from None
+        kind = event.eventType or event.eventDescriptor or (kind if isinstance(kind, str) else None)
+        if kind not in CANCELLATION_TYPES:
+            return Ignored(f"event type {kind!r} is not a cancellation")
+        found = next((m for r in event.resources if (m := RESOURCE.match(r))), None)
+        if found is None:
+            raise MalformedPayloadError("no businessProduct/<id>/order/<id> resource")
+        shop, order_id = found.group(1), found.group(2)
+        call = HttpCall(
+            method="POST",
+            url=self.api_url,
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "x-api-version": self.api_version,
+                "x-api-target-id": shop,
+            },
+            body=orjson.dumps(
+                {"query": SOURCE_QUERY, "variables": {"order": {"orderId": order_id}}}
+            ),
+        )
+        then = functools.partial(
+            _event_from_order, shop, order_id, event, received_at, self.aliases
+        )
+        return Lookup(call, self.token_auth, then)
+
+
+def source(options: SourceOptions) -> PrimeSource:
+    """The registry's factory: Basic unless `auth = "oauth"`; the API from `[sources.prime.api]`."""
+    api = options.api
+    secrets = options.api_secrets
+    token_auth = None
+    if "client_id_env" in secrets and "client_secret_env" in secrets:
+        token_auth = TokenAuth(
+            token_call(
+                api.get("token_url", TOKEN_URL),
+                secrets["client_id_env"],
+                secrets["client_secret_env"],
+            ),
+            read_token,
+        )
+    return PrimeSource(
+        auth=options.auth or "basic",
+        username=options.username or "",
+        api_url=api.get("api_url", API_URL),
+        api_version=api.get("api_version", API_VERSION),
+        token_auth=token_auth,
+        aliases=dict(options.aliases),
     )

@@ -13,6 +13,11 @@ SOURCES: Mapping[Source, SourceSpec] = MappingProxyType(
     {
         Source.SHOPLAZZA: SourceSpec(lambda _: shoplazza),
         Source.OCC: SourceSpec(occ.source, frozenset({"algorithm", "key_encoding"})),
+        Source.PRIME: SourceSpec(
+            prime.source,
+            frozenset({"auth", "username", "aliases", "api"}),
+            required=frozenset({"username", "api"}),
+        ),
     }
 )
 

@@ -299,13 +299,33 @@ def test_inline_secret_under_an_unknown_key_is_not_echoed() -> None:
     assert SECRET not in str(error)
 
 
-def test_source_without_a_handler_is_refused() -> None:
-    """A known platform that has no handler yet fails at load, not with a 500 per webhook."""
+def test_a_source_missing_a_required_option_fails_at_load() -> None:
+    """Prime's thin events need the order API: refused at load, not with a 503 per webhook."""
     settings = parse_settings({"sources": {"prime": {"secret_env": "PRIME_SECRET"}}})
     with pytest.raises(ConfigError) as caught:
         resolve(settings, {"PRIME_SECRET": SECRET})
-    assert caught.value.key == "sources.prime"
-    assert "shoplazza" in caught.value.problem
+    assert caught.value.key == "sources.prime.username"
+    settings = parse_settings(
+        {"sources": {"prime": {"secret_env": "PRIME_SECRET", "username": "prime"}}}
+    )
+    with pytest.raises(ConfigError) as caught:
+        resolve(settings, {"PRIME_SECRET": SECRET})
+    assert caught.value.key == "sources.prime.api"
+    settings = parse_settings(
+        {
+            "sources": {
+                "prime": {
+                    "secret_env": "PRIME_SECRET",
+                    "username": "prime",
+                    "api": {"client_id_env": "CID", "client_secret_env": "CSECRET"},
+                }
+            }
+        }
+    )
+    with pytest.raises(ConfigError) as caught:
+        resolve(settings, {"PRIME_SECRET": SECRET, "CID": "id"})
+    assert caught.value.key == "sources.prime.api.client_secret_env"
+    assert SECRET not in str(caught.value)
 
 
 @pytest.mark.parametrize("value", [None, "", "short-token"])

@@ -1,0 +1,77 @@
+"""Buy with Prime payloads: the (thin) webhook event, and the order as the GraphQL API returns it.
+
+The webhook body may come bare or inside an EventBridge envelope (`detail-type`, `detail`). The
+event type is `eventType` or `eventDescriptor`. PLATFORMS.md section 2.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class PrimeEvent(_Lenient):
+    """The webhook event; `data` is not read (the order is fetched instead)."""
+
+    eventId: str | None = None  # noqa: N815 - Prime's field names
+    idempotencyKey: str | None = None  # noqa: N815
+    eventType: str | None = None  # noqa: N815
+    eventDescriptor: str | None = None  # noqa: N815
+    resources: list[str] = Field(default_factory=list)
+    eventTime: str | None = None  # noqa: N815
+
+
+class Alias(_Lenient):
+    """An order alias, e.g. `{"aliasId": "1001", "aliasType": "OMS_ORDER_ID"}`."""
+
+    aliasId: str  # noqa: N815
+    aliasType: str  # noqa: N815
+
+
+class PackageSummary(_Lenient):
+    """The order's packages at a glance."""
+
+    state: str | None = None
+
+
+class PackageDetail(_Lenient):
+    """One package: its state and, once cancelled, why."""
+
+    id: str | None = None
+    state: str | None = None
+    reason: str | None = None
+
+
+class PackageInformation(_Lenient):
+    """`packageInformation`."""
+
+    summary: PackageSummary | None = None
+    details: list[PackageDetail] = Field(default_factory=list)
+
+
+class Cancellation(_Lenient):
+    """One cancellation of the order."""
+
+    id: str | None = None
+    state: str | None = None
+    reason: str | None = None
+    requestedBy: str | None = None  # noqa: N815
+    createdAt: str | None = None  # noqa: N815
+
+
+class Cancellations(_Lenient):
+    """`cancellations`."""
+
+    details: list[Cancellation] = Field(default_factory=list)
+
+
+class PrimeOrder(_Lenient):
+    """The order query's answer (`data.order`)."""
+
+    id: str
+    aliases: list[Alias] = Field(default_factory=list)
+    packageInformation: PackageInformation | None = None  # noqa: N815
+    cancellations: Cancellations | None = None
