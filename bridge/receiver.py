@@ -15,7 +15,7 @@ import structlog
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDictProxy
 
-from bridge import api
+from bridge import api, oauth
 from bridge.batch import Batcher
 from bridge.http import CONFIG, STORE, error_response, json_response
 from bridge.lookups import LOOKUPS, lookups_ctx
@@ -324,5 +324,6 @@ def create_app(config: Config, store: Store | None = None) -> web.Application:
     app.router.add_post("/webhooks/{source}", webhook, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_post("/oauth/token", oauth.token)
     api.add_routes(app)
     return app

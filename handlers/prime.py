@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
@@ -328,6 +329,13 @@ REASONS_IN: Mapping[str, CancelReason] = MappingProxyType(
 )
 
 
+def _signing_key(secret: SecretStr) -> bytes:
+    """A 32-byte HS256 key from the webhook secret (whatever its length)."""
+    return hashlib.sha256(
+        b"cancel-bridge/prime-webhook-tokens\x00" + secret.get_secret_value().encode()
+    ).digest()
+
+
 def issue_token(client_id: str, secret: SecretStr, now: datetime) -> str:
     """A bearer token for Prime's webhook calls (`POST /oauth/token`), signed with the secret."""
     issued = int(now.timestamp())
@@ -337,7 +345,7 @@ def issue_token(client_id: str, secret: SecretStr, now: datetime) -> str:
         "iat": issued,
         "exp": issued + WEBHOOK_TOKEN_LIFETIME,
     }
-    return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
+    return jwt.encode(claims, _signing_key(secret), algorithm="HS256")
 
 
 def token_accepted(token: str, secrets: Sequence[SecretStr]) -> bool:
@@ -346,7 +354,7 @@ def token_accepted(token: str, secrets: Sequence[SecretStr]) -> bool:
         try:
             jwt.decode(
                 token,
-                secret.get_secret_value(),
+                _signing_key(secret),
                 algorithms=["HS256"],
                 audience=TOKEN_AUDIENCE,
                 options={"require": ["exp", "aud", "sub"]},

@@ -1,0 +1,227 @@
+"""Buy with Prime events in, by plain calls: credentials, bodies, the order that completes them."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
+from handlers.base import (
+    Ignored,
+    Lookup,
+    MalformedPayloadError,
+    SignatureError,
+    SourceOptions,
+    Unavailable,
+)
+from handlers.prime import issue_token, source
+
+NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
+SECRETS = (SecretStr("current-password"), SecretStr("previous-password"))
+OPTIONS = SourceOptions(
+    username="prime-webhooks",
+    aliases={"OMS_ORDER_ID": "shoplazza"},
+    api={"api_url": "https://prime.example/graphql"},
+    api_secrets={"client_id_env": SecretStr("id"), "client_secret_env": SecretStr("secret")},
+)
+BASIC_SOURCE = source(OPTIONS)
+OAUTH_SOURCE = source(
+    SourceOptions(
+        auth="oauth", username="prime-webhooks", api=OPTIONS.api, api_secrets=OPTIONS.api_secrets
+    )
+)
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_basic_credentials_with_the_current_or_previous_secret() -> None:
+    BASIC_SOURCE.verify(basic("prime-webhooks", "current-password"), b"", SECRETS, NOW)
+    BASIC_SOURCE.verify(basic("prime-webhooks", "previous-password"), b"", SECRETS, NOW)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic("prime-webhooks", "wrong"),
+        basic("intruder", "current-password"),
+        {"Authorization": "Basic %%%"},
+        {"Authorization": "Bearer token"},
+    ],
+)
+def test_bad_basic_credentials_are_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(SignatureError) as caught:
+        BASIC_SOURCE.verify(headers, b"", SECRETS, NOW)
+    assert "current-password" not in str(caught.value)
+
+
+def test_bearer_tokens_we_issued_are_accepted_until_they_expire() -> None:
+    fresh = issue_token("prime-webhooks", SECRETS[0], datetime.now(UTC))
+    OAUTH_SOURCE.verify({"Authorization": f"Bearer {fresh}"}, b"", SECRETS, NOW)
+    old = issue_token("prime-webhooks", SECRETS[0], datetime.now(UTC) - timedelta(hours=1))
+    forged = issue_token("prime-webhooks", SecretStr("another-secret"), datetime.now(UTC))
+    for token in (old, forged, fresh + "x"):
+        with pytest.raises(SignatureError):
+            OAUTH_SOURCE.verify({"Authorization": f"Bearer {token}"}, b"", SECRETS, NOW)
+    with pytest.raises(SignatureError):
+        OAUTH_SOURCE.verify(basic("prime-webhooks", "current-password"), b"", SECRETS, NOW)
+
+
+def event_body(kind: str = "PACKAGE_DELIVERY_CANCELLED", **extra: object) -> dict[str, Any]:
+    return {
+        "eventId": "ev-1",
+        "idempotencyKey": "idem-1",
+        "eventType": kind,
+        "resources": ["businessProduct/bp-1/order/322-AAA/delivery/d-1"],
+        "eventTime": "2025-04-09T11:00:00Z",
+        **extra,
+    }
+
+
+def lookup(body: object) -> Lookup:
+    found = BASIC_SOURCE.parse({}, orjson.dumps(body), NOW)
+    assert isinstance(found, Lookup), found
+    return found
+
+
+def test_a_cancellation_event_asks_for_its_order() -> None:
+    found = lookup(event_body())
+    assert found.call.url == "https://prime.example/graphql"
+    assert found.call.headers["x-api-target-id"] == "bp-1"
+    assert found.call.headers["x-api-version"] == "2024-11-01"
+    assert orjson.loads(found.call.body)["variables"] == {"order": {"orderId": "322-AAA"}}
+    assert found.auth is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        event_body("DELIVERY_CANCELLED"),
+        event_body("ITEM_CANCELLED"),
+        {**event_body(), "eventType": None, "eventDescriptor": "PACKAGE_DELIVERY_CANCELLED"},
+        {
+            "detail-type": "PACKAGE_DELIVERY_CANCELLED",
+            "detail": {**event_body(), "eventType": None},
+        },
+    ],
+)
+def test_older_types_descriptors_and_eventbridge_envelopes(body: object) -> None:
+    assert isinstance(lookup(body), Lookup)
+
+
+def test_other_event_types_are_ignored() -> None:
+    for kind in ("REFUND_REQUESTED", "PACKAGE_DELIVERED"):
+        assert isinstance(BASIC_SOURCE.parse({}, orjson.dumps(event_body(kind)), NOW), Ignored)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not a JSON object"),
+        (b"[1]", "not a JSON object"),
+        (orjson.dumps(event_body(resources=["order/1"])), "no businessProduct"),
+        (orjson.dumps(event_body(resources="oops")), "resources"),
+    ],
+)
+def test_unreadable_events_are_quarantined(body: bytes, reason: str) -> None:
+    with pytest.raises(MalformedPayloadError) as caught:
+        BASIC_SOURCE.parse({}, body, NOW)
+    assert reason in caught.value.reason
+
+
+def order_answer(state: str = "CANCELLED", **order: object) -> bytes:
+    return orjson.dumps(
+        {
+            "data": {
+                "order": {
+                    "id": "322-AAA",
+                    "aliases": [
+                        {"aliasId": "1001", "aliasType": "OMS_ORDER_ID"},
+                        {"aliasId": "x", "aliasType": "OTHER_ALIAS"},
+                    ],
+                    "packageInformation": {
+                        "summary": {"state": state},
+                        "details": [{"id": "p", "state": state, "reason": "CUSTOMER_REQUESTED"}],
+                    },
+                    "cancellations": {
+                        "details": [
+                            {
+                                "id": "c",
+                                "state": "SUCCESS",
+                                "reason": "OUT_OF_STOCK",
+                                "createdAt": "2025-04-09T10:30:00Z",
+                            }
+                        ]
+                    },
+                    **order,
+                }
+            }
+        }
+    )
+
+
+def test_the_order_completes_the_event() -> None:
+    event = lookup(event_body()).then(200, {}, order_answer())
+    assert isinstance(event, OrderCancelled)
+    assert (event.source, event.shop, event.order_id) == (Source.PRIME, "bp-1", "322-AAA")
+    assert event.event_id == event_id_for(Source.PRIME, "bp-1", "322-AAA")
+    assert (event.reason, event.source_reason) == (CancelReason.INVENTORY, "OUT_OF_STOCK")
+    assert event.cancelled_at == datetime(2025, 4, 9, 10, 30, tzinfo=UTC)
+    assert event.delivery_id == "idem-1"
+    assert event.aliases == {"shoplazza": "1001"}
+
+
+def test_without_a_cancellation_the_package_reason_and_event_time_count() -> None:
+    event = lookup(event_body()).then(200, {}, order_answer(cancellations=None))
+    assert isinstance(event, OrderCancelled)
+    assert (event.reason, event.source_reason) == (
+        CancelReason.CUSTOMER_REQUEST,
+        "CUSTOMER_REQUESTED",
+    )
+    assert event.cancelled_at == datetime(2025, 4, 9, 11, 0, tzinfo=UTC)
+
+
+def test_a_partial_cancellation_is_ignored() -> None:
+    assert isinstance(lookup(event_body()).then(200, {}, order_answer("IN_TRANSIT")), Ignored)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (503, b""),
+        (429, b""),
+        (401, b""),
+        (200, b"<html>"),
+        (
+            200,
+            orjson.dumps(
+                {"errors": [{"extensions": {"classification": {"type": "ThrottlingError"}}}]}
+            ),
+        ),
+    ],
+)
+def test_prime_not_answering_is_unavailable(status: int, body: bytes) -> None:
+    assert isinstance(lookup(event_body()).then(status, {}, body), Unavailable)
+
+
+def test_an_order_prime_does_not_know_is_quarantined() -> None:
+    body = orjson.dumps(
+        {
+            "errors": [
+                {
+                    "message": "nope",
+                    "extensions": {"classification": {"type": "ResourceNotFoundError"}},
+                }
+            ],
+            "data": {"order": None},
+        }
+    )
+    with pytest.raises(MalformedPayloadError, match="prime has no order 322-AAA"):
+        lookup(event_body()).then(200, {}, body)
