@@ -68,11 +68,18 @@ def describe(config: Config, path: Path, env: Mapping[str, str]) -> str:
             if src.previous_secret_env
             else ""
         )
+        options = SOURCES[source].options
         signature = (
             f"; HMAC-{(src.algorithm or 'sha512').upper()}, {src.key_encoding or 'base64'} key"
-            if "algorithm" in SOURCES[source].options
+            if "algorithm" in options
             else ""
         )
+        if "auth" in options:
+            how = "bearer tokens from POST /oauth/token" if src.auth == "oauth" else "HTTP Basic"
+            signature = (
+                f"; {how} for client {src.username}; the order is read from the platform API"
+                f" with {src.api.client_id_env if src.api else '?'} (set) before answering"
+            )
         lines.append(
             f"  {source.value}: POST /webhooks/{source.value} -> exchange {topology.ORDERS.name},"
             f" routing key {topology.routing_key(source)}; secret from {src.secret_env} (set)"
