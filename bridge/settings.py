@@ -6,9 +6,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+)
 from yarl import URL
 
 from bridge.retry import DEFAULT_DELAYS, DEFAULT_TOTAL
@@ -20,11 +28,7 @@ from handlers.base import (
     SourceHandler,
     SourceOptions,
 )
-from handlers.cj import CJSettings
-from handlers.occ import OCCTargetSettings
-from handlers.prime import PrimeTargetSettings
 from handlers.registry import SOURCES, TARGETS
-from handlers.shoplazza import ShoplazzaTargetSettings
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 MIN_API_TOKEN = 16
@@ -81,13 +85,25 @@ class SourceSettings(_Section):
     api: SourceApiSettings | None = None  # Prime: the order API
 
 
-class TargetsSettings(_Section):
-    """`[targets.*]`: where cancellations are propagated."""
+# `[targets.<name>]`: one optional section per registered target, each the target's own model.
+TargetsSettings: type[_Section] = create_model(
+    "TargetsSettings",
+    __base__=_Section,
+    **{name: (spec.settings | None, None) for name, spec in TARGETS.items()},  # type: ignore[call-overload]
+)
 
-    cj: CJSettings | None = None
-    shoplazza: ShoplazzaTargetSettings | None = None
-    occ: OCCTargetSettings | None = None
-    prime: PrimeTargetSettings | None = None
+
+def _known_target(name: str) -> str:
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r} (known: {', '.join(sorted(TARGETS))})")
+    return name
+
+
+TargetRef = Annotated[str, AfterValidator(_known_target)]
+if TYPE_CHECKING:
+    TargetsModel = _Section
+else:
+    TargetsModel = TargetsSettings
 
 
 class WorkerSettings(_Section):
@@ -102,9 +118,6 @@ class WorkerSettings(_Section):
     lease_margin: float = Field(default=30.0, gt=0, le=3600)
     # How long a target waits for an order link that is missing before parking (`no_link`).
     no_link_window: float = Field(default=3600.0, gt=0)
-
-
-TargetName = Literal["cj", "shoplazza", "occ", "prime"]
 
 
 class StoreSettings(_Section):
@@ -127,8 +140,8 @@ class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     receiver: ReceiverSettings = ReceiverSettings()
     sources: dict[Source, SourceSettings] = Field(default_factory=dict)
-    targets: TargetsSettings = TargetsSettings()
-    routes: dict[Source, tuple[TargetName, ...]] = Field(default_factory=dict)
+    targets: TargetsModel = Field(default_factory=TargetsSettings)
+    routes: dict[Source, tuple[TargetRef, ...]] = Field(default_factory=dict)
     worker: WorkerSettings = WorkerSettings()
     store: StoreSettings = StoreSettings()
     log: LogSettings = LogSettings()

@@ -280,7 +280,8 @@ class TargetBuild:
 
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """A registry line for a target: its secrets (config key -> variable) and its factory."""
+    """A registry line for a target: its section, secrets (key -> variable) and factory."""
 
+    settings: type[TargetSettings]
     secret_envs: Callable[[Any], Mapping[str, str]]
     make: Callable[[Any, Mapping[str, SecretStr]], TargetBuild]

@@ -368,3 +368,25 @@ def test_occ_options_are_checked_and_used() -> None:
     )
     handler = resolve(settings, {"S": "x"}).source_handlers[Source.OCC]
     assert (handler.algorithm, handler.key_encoding) == ("sha256", "raw")  # type: ignore[attr-defined]
+
+
+def test_targets_and_routes_come_from_the_registry() -> None:
+    error = config_error(
+        {"sources": {"shoplazza": {"secret_env": "S"}}, "routes": {"shoplazza": ["ebay"]}}
+    )
+    assert error.key == "routes.shoplazza.0"
+    assert "unknown target 'ebay'" in error.problem
+    assert "cj, occ, prime, shoplazza" in error.problem
+    error = config_error(
+        {"sources": {"shoplazza": {"secret_env": "S"}}, "targets": {"cj": {"action_tracker_id": 1}}}
+    )
+    assert error.key == "targets.cj.enterprise_id"
+    error = config_error({"sources": {"shoplazza": {"secret_env": "S"}}, "targets": {"amazon": {}}})
+    assert error.key == "targets.amazon"
+    settings = parse_settings(
+        {
+            "sources": {"shoplazza": {"secret_env": "S"}},
+            "targets": {"prime": {"business_product_id": "bp", "order_by": "alias"}},
+        }
+    )
+    assert settings.targets.prime.order_by == "alias"  # type: ignore[attr-defined]
