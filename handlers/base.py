@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal, Protocol
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from contracts.events import OrderCancelled
@@ -258,6 +259,34 @@ class TokenAuth:
 
     request: HttpCall
     read: Callable[[int, Headers, bytes], Token | RetryLater | Rejected]
+
+
+def read_access_token(
+    status: int,
+    body: bytes,
+    *,
+    who: str,
+    refused: frozenset[int],
+    lifetime: float,
+) -> Token | RetryLater | Rejected:
+    """An OAuth-style token answer: `access_token`, `expires_in` (else `lifetime` seconds).
+
+    `who` names the endpoint in outcomes ("occ login"); `refused` statuses mean credentials.
+    """
+    if status in refused:
+        return Rejected(f"{who} refused the credentials (HTTP {status})")
+    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        return RetryLater(f"{who} answered HTTP {status}")
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return RetryLater(f"{who} answered with a body that is not JSON")
+    token = document.get("access_token") if isinstance(document, dict) else None
+    if status != 200 or not isinstance(token, str) or not token:  # noqa: PLR2004
+        return Rejected(f"{who} answered HTTP {status} without an access_token")
+    expires = document.get("expires_in")
+    seconds = float(expires) if isinstance(expires, int | float) and expires > 0 else lifetime
+    return Token(SecretStr(token), seconds)
 
 
 class TargetSettings(BaseModel):

@@ -47,6 +47,7 @@ from handlers.base import (
     TokenAuth,
     header,
     parse_timestamp,
+    read_access_token,
     retry_after_seconds,
 )
 
@@ -209,22 +210,9 @@ def login_call(base_url: str, app_key: SecretStr) -> HttpCall:
 def read_login(status: int, headers: Headers, body: bytes) -> Token | RetryLater | Rejected:
     """The login answer: the access token (5 minutes unless it says otherwise)."""
     del headers
-    if status in (401, 403):
-        return Rejected(f"occ refused the application key (HTTP {status})")
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
-        return RetryLater(f"occ login answered HTTP {status}")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return RetryLater("occ login answered with a body that is not JSON")
-    token = document.get("access_token") if isinstance(document, dict) else None
-    if status != HTTP_OK or not isinstance(token, str) or not token:
-        return Rejected(f"occ login answered HTTP {status} without an access_token")
-    expires = document.get("expires_in")
-    lifetime = (
-        float(expires) if isinstance(expires, int | float) and expires > 0 else TOKEN_LIFETIME
+    return read_access_token(
+        status, body, who="occ login", refused=frozenset({401, 403}), lifetime=TOKEN_LIFETIME
     )
-    return Token(SecretStr(token), lifetime)
 
 
 def _error(body: bytes) -> tuple[str, str]:

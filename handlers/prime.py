@@ -49,6 +49,7 @@ from handlers.base import (
     Unavailable,
     header,
     parse_timestamp,
+    read_access_token,
     retry_after_seconds,
 )
 
@@ -56,7 +57,6 @@ API_URL = "https://api.buywithprime.amazon.com/graphql"
 TOKEN_URL = "https://api.buywithprime.amazon.com/token"  # noqa: S105 - a URL
 API_VERSION = "2024-11-01"
 TOKEN_LIFETIME = 900.0  # seconds: 15 minutes
-HTTP_OK = 200
 
 CANCEL_MUTATION = (
     "mutation CancelOrder($order: OrderIdentifierInput!, $input: CancelOrderInput) {"
@@ -126,22 +126,13 @@ def token_call(url: str, client_id: SecretStr, client_secret: SecretStr) -> Http
 def read_token(status: int, headers: Headers, body: bytes) -> Token | RetryLater | Rejected:
     """The token answer: `access_token`, 15 minutes unless `expires_in` says otherwise."""
     del headers
-    if status in (400, 401, 403):
-        return Rejected(f"prime refused the client credentials (HTTP {status})")
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
-        return RetryLater(f"prime token endpoint answered HTTP {status}")
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return RetryLater("prime token endpoint answered with a body that is not JSON")
-    token = document.get("access_token") if isinstance(document, dict) else None
-    if status != HTTP_OK or not isinstance(token, str) or not token:
-        return Rejected(f"prime token endpoint answered HTTP {status} without an access_token")
-    expires = document.get("expires_in")
-    lifetime = (
-        float(expires) if isinstance(expires, int | float) and expires > 0 else TOKEN_LIFETIME
+    return read_access_token(
+        status,
+        body,
+        who="prime token endpoint",
+        refused=frozenset({400, 401, 403}),
+        lifetime=TOKEN_LIFETIME,
     )
-    return Token(SecretStr(token), lifetime)
 
 
 def _classification(error: Any) -> tuple[str, str, str]:  # noqa: ANN401 - JSON

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.bridges import serve
+
 CANCEL_REASONS = frozenset(
     {"changeOfMind", "cannotProcessOrder", "paymentNotReceived", "noLongerNeeded"}
 )
@@ -94,11 +96,7 @@ class FakeOCC:
         app.router.add_post("/ccadmin/v1/login", self._login)
         app.router.add_post("/ccadmin/v1/orders/cancel", self._cancel)
         app.router.add_get("/ccadmin/v1/orders/{order_id}", self._read)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve(app)
 
     async def stop(self) -> None:
         """Stop serving."""

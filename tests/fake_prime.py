@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.bridges import serve
+
 
 @dataclass
 class PrimeOrder:
@@ -155,11 +157,7 @@ class FakePrime:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_post("/graphql", self._graphql)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve(app)
 
     async def stop(self) -> None:
         """Stop serving."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.bridges import serve
+
 RATE_WINDOW = 0.95  # seconds: two requests per store within this are allowed, a third is 429
 RATE_LIMIT = 2
 
@@ -80,11 +82,7 @@ class FakeShoplazza:
         prefix = "/{shop}/openapi/{version}/orders/{order_id}"
         app.router.add_post(prefix + "/cancel", self._cancel)
         app.router.add_get(prefix, self._read)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve(app)
 
     async def stop(self) -> None:
         """Stop serving."""

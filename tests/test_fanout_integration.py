@@ -7,7 +7,6 @@ target), RabbitMQ and store; fake CJ, fake Shoplazza and fake OCC.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,19 +18,14 @@ from aio_pika.abc import AbstractRobustConnection
 
 from bridge.fake_cj import TOKEN as CJ_TOKEN
 from bridge.fake_cj import FakeCJ
-from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
-from bridge.store import Store
-from bridge.targets import plan
 from bridge.worker import Worker
 from handlers.occ import sign as occ_sign
+from tests.bridges import running_bridge
 from tests.conftest import (
     ClientFactory,
-    delete_target_queues,
-    fresh_target_queues,
     scratch_store,
     shoplazza_webhook,
-    wait_ready,
 )
 from tests.fake_occ import FakeOCC
 from tests.fake_shoplazza import FakeShoplazza
@@ -145,25 +139,11 @@ async def fanout(
     occ = FakeOCC(app_key=OCC_APP_KEY)
     await occ.start()
     config = fanout_config(amqp_url, cj.url, shoplazza.url, occ.url)
-    plans = {target: plan(config, target) for target in TARGETS}
-    channel = await amqp.channel()
-    for worker_plan in plans.values():
-        await fresh_target_queues(channel, worker_plan.topology)
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            store = await stack.enter_async_context(Store.open(config.store_url.get_secret_value()))
-            client: Client = await aiohttp_client(create_app(config, store))
-            await wait_ready(client)
-            workers = {
-                target: await stack.enter_async_context(
-                    Worker.running(worker_plan, amqp_url, config.settings.broker, store)
-                )
-                for target, worker_plan in plans.items()
-            }
+        async with running_bridge(aiohttp_client, amqp_url, amqp, config, TARGETS) as started:
+            client, workers = started
             yield Fanout(client, workers, cj, shoplazza, occ)
     finally:
-        for worker_plan in plans.values():
-            await delete_target_queues(channel, worker_plan.topology)
         await shoplazza.stop()
         await occ.stop()
 

@@ -27,6 +27,7 @@ from bridge.settings import WorkerSettings
 from bridge.worker import Worker, WorkerPlan
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers.base import Delivered, Headers, HttpCall, Outcome, Rejected, RetryLater
+from tests.bridges import serve
 from tests.conftest import delete_target_queues, receive, shoplazza_webhook
 from tests.pipeline import API_TOKEN, DELAYS, SETTLE_TIMEOUT, SHOP, Pipeline
 
@@ -52,11 +53,7 @@ class FakeStorefront:
         """Serve on an ephemeral loopback port."""
         app = web.Application()
         app.router.add_post("/orders/{order_id}/cancel", self._cancel)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._runner, self.url = await serve(app)
 
     async def stop(self) -> None:
         """Stop serving."""

@@ -62,7 +62,7 @@ def test_login_uses_the_app_key_and_the_client_credentials_grant() -> None:
     [
         (200, {"access_token": "tok", "expires_in": 120}, Token(SecretStr("tok"), 120.0)),
         (200, {"access_token": "tok"}, Token(SecretStr("tok"), 300.0)),
-        (401, {}, Rejected("occ refused the application key (HTTP 401)")),
+        (401, {}, Rejected("occ login refused the credentials (HTTP 401)")),
         (503, b"", RetryLater("occ login answered HTTP 503")),
         (200, b"<html>", RetryLater("occ login answered with a body that is not JSON")),
         (

@@ -22,18 +22,13 @@ from aio_pika.abc import AbstractRobustConnection
 
 from bridge.fake_cj import TOKEN as CJ_TOKEN
 from bridge.fake_cj import FakeCJ
-from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
-from bridge.store import Store
-from bridge.targets import plan
 from bridge.worker import Worker
+from tests.bridges import running_bridge
 from tests.conftest import (
     ClientFactory,
-    delete_target_queues,
-    fresh_target_queues,
     scratch_store,
     shoplazza_webhook,
-    wait_ready,
 )
 from tests.fake_prime import FakePrime, PrimeOrder
 from tests.fake_shoplazza import FakeShoplazza
@@ -170,25 +165,11 @@ async def running(
     await shoplazza.start()
     await prime.start()
     config = prime_config(amqp_url, cj.url, shoplazza.url, prime.url, auth)
-    plans = {target: plan(config, target) for target in TARGETS}
-    channel = await amqp.channel()
-    for worker_plan in plans.values():
-        await fresh_target_queues(channel, worker_plan.topology)
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            store = await stack.enter_async_context(Store.open(config.store_url.get_secret_value()))
-            client: Client = await aiohttp_client(create_app(config, store))
-            await wait_ready(client)
-            workers = {
-                target: await stack.enter_async_context(
-                    Worker.running(worker_plan, amqp_url, config.settings.broker, store)
-                )
-                for target, worker_plan in plans.items()
-            }
+        async with running_bridge(aiohttp_client, amqp_url, amqp, config, TARGETS) as started:
+            client, workers = started
             yield Bridge(client, workers, cj, shoplazza, prime)
     finally:
-        for worker_plan in plans.values():
-            await delete_target_queues(channel, worker_plan.topology)
         await shoplazza.stop()
         await prime.stop()
 

@@ -52,7 +52,7 @@ def test_the_token_request_is_client_credentials_with_basic_auth() -> None:
     [
         (200, {"access_token": "t", "expires_in": 900}, Token(SecretStr("t"), 900.0)),
         (200, {"access_token": "t"}, Token(SecretStr("t"), 900.0)),
-        (401, {}, Rejected("prime refused the client credentials (HTTP 401)")),
+        (401, {}, Rejected("prime token endpoint refused the credentials (HTTP 401)")),
         (429, b"", RetryLater("prime token endpoint answered HTTP 429")),
     ],
 )
