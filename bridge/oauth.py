@@ -55,7 +55,7 @@ async def token(request: web.Request) -> web.Response:
     if form.get("grant_type") != "client_credentials":
         return _oauth_error(400, "unsupported_grant_type", "grant_type must be client_credentials")
     client_id, client_secret = _client(request, form)
-    secrets = config.source_secrets[Source.PRIME]
+    secrets = config.secrets_now(Source.PRIME, datetime.now(UTC))
     known = hmac.compare_digest(client_id.encode(), (src.username or "").encode())
     if not known or not any(
         hmac.compare_digest(client_secret.encode(), s.get_secret_value().encode()) for s in secrets

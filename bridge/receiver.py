@@ -152,7 +152,7 @@ async def webhook(request: web.Request) -> web.StreamResponse:
 
     received_at = datetime.now(UTC)
     try:
-        handler.verify(request.headers, body, config.source_secrets[source], received_at)
+        handler.verify(request.headers, body, config.secrets_now(source, received_at), received_at)
     except WebhookError as exc:
         log.warning("webhook.rejected", source=name, error=exc.code, detail=exc.detail)
         return error_response(exc.status, exc.code, exc.detail)

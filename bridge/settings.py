@@ -5,11 +5,13 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -76,6 +78,8 @@ class SourceSettings(_Section):
 
     secret_env: EnvName
     previous_secret_env: EnvName | None = None
+    # The end of a rotation's grace period: after it the previous secret is refused.
+    previous_secret_until: AwareDatetime | None = None
     # Platform options (only where the platform takes them; OCC does).
     algorithm: SignatureAlgorithm | None = None  # HMAC digest; OCC default sha512
     key_encoding: KeyEncoding | None = None  # how the secret becomes the key; OCC default base64
@@ -176,6 +180,14 @@ class Config:
     store_url: SecretStr = field(default_factory=lambda: SecretStr("cancel-bridge.db"))
     api_token: SecretStr | None = None
     source_handlers: Mapping[Source, SourceHandler] = field(default_factory=dict)
+
+    def secrets_now(self, source: Source, now: datetime) -> tuple[SecretStr, ...]:
+        """`source`'s secrets accepted at `now`: the previous one only until its grace ends."""
+        secrets = self.source_secrets[source]
+        until = self.settings.sources[source].previous_secret_until
+        if until is not None and now >= until.astimezone(UTC):
+            return secrets[:1]
+        return secrets
 
     @property
     def amqp_url_redacted(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -390,3 +391,33 @@ def test_targets_and_routes_come_from_the_registry() -> None:
         }
     )
     assert settings.targets.prime.order_by == "alias"  # type: ignore[attr-defined]
+
+
+def test_the_grace_period_needs_a_time_zone_and_ends_the_previous_secret() -> None:
+    error = config_error(
+        {
+            "sources": {
+                "shoplazza": {"secret_env": "S", "previous_secret_until": "2026-12-01T00:00:00"}
+            }
+        }
+    )
+    assert error.key == "sources.shoplazza.previous_secret_until"
+    settings = parse_settings(
+        {
+            "sources": {
+                "shoplazza": {
+                    "secret_env": "S",
+                    "previous_secret_env": "OLD",
+                    "previous_secret_until": "2026-12-01T00:00:00+01:00",
+                }
+            }
+        }
+    )
+    config = resolve(settings, {"S": "new", "OLD": "old"})
+    before = datetime(2026, 11, 30, 22, 59, tzinfo=UTC)
+    after = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
+    assert [s.get_secret_value() for s in config.secrets_now(Source.SHOPLAZZA, before)] == [
+        "new",
+        "old",
+    ]
+    assert [s.get_secret_value() for s in config.secrets_now(Source.SHOPLAZZA, after)] == ["new"]
