@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +68,13 @@ class Call:
 class FakeCJ:
     """Records every cancel request; answers from `script[order_id]`, else accepts."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, remember: bool = False) -> None:
         self.script: dict[str, list[Reply]] = {}
         self.calls: list[Call] = []
+        # With `remember`, an order accepted once is answered "already declined" afterwards,
+        # as a real tracker would refuse a second cancellation.
+        self.remember = remember
+        self.accepted: Counter[str] = Counter()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -81,13 +86,20 @@ class FakeCJ:
         document = await request.json()
         orders = document["variables"]["orders"]
         order = orders[0]
+        order_id = order["orderId"]
         async with self._changed:
             self.calls.append(
                 Call(order, request.headers["Authorization"], asyncio.get_running_loop().time())
             )
+            replies = self.script.get(order_id)
+            if replies:
+                reply = replies.pop(0)
+            elif self.remember and self.accepted[order_id]:
+                reply = error_in_200(f"Order {order_id} is already declined")
+            else:
+                reply = accepted(order_id)
+                self.accepted[order_id] += 1  # the decline happens on receipt
             self._changed.notify_all()
-        replies = self.script.get(order["orderId"])
-        reply = replies.pop(0) if replies else accepted(order["orderId"])
         if reply.delay:  # the scripted slowness itself, cut short when the fake stops
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(reply.delay):
@@ -105,6 +117,11 @@ class FakeCJ:
         """Return once `count` calls have arrived."""
         async with self._changed:
             await self._changed.wait_for(lambda: len(self.calls) >= count)
+
+    async def wait_accepted(self, orders: int) -> None:
+        """Return once `orders` distinct orders have been accepted."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.accepted) >= orders)
 
     async def start(self) -> str:
         """Serve on an ephemeral loopback port; returns the GraphQL URL."""

@@ -34,6 +34,7 @@ from tests.proxy import TcpProxy
 CALL_TIMEOUT = 30.0
 CJ_TIMEOUT = 2.0  # seconds; with LEASE_MARGIN, a dead worker's claim lasts 3 s
 LEASE_MARGIN = 1.0
+WORKER_DELAYS = (0.5, 1.0)
 
 
 def worker_config(path: Path, cj_url: str, database_url: str) -> tuple[Path, dict[str, str]]:
@@ -43,7 +44,7 @@ def worker_config(path: Path, cj_url: str, database_url: str) -> tuple[Path, dic
         "[broker]\nreconnect_interval = 0.2\n"
         f'[targets.cj]\nurl = "{cj_url}"\nenterprise_id = "1234567"\n'
         f"action_tracker_id = 987654\ntimeout_s = {CJ_TIMEOUT}\n"
-        f"[worker]\nlease_margin = {LEASE_MARGIN}\nretry_delays = [0.5, 1]\n"
+        f"[worker]\nlease_margin = {LEASE_MARGIN}\nretry_delays = {list(WORKER_DELAYS)}\n"
         '[routes]\nshoplazza = ["cj"]\n'
         f"[store]\n{store_lines}"
     )
@@ -90,12 +91,17 @@ class Workers:
 @contextlib.asynccontextmanager
 async def cj_queues(amqp: AbstractRobustConnection) -> AsyncIterator[AbstractChannel]:
     channel = await amqp.channel(publisher_confirms=True)
-    spec = topology.target_topology("cj", (Source.SHOPLAZZA,), DEFAULT_DELAYS, 5)
-    await delete_target_queues(channel, spec)
+    specs = [  # the worker's own delay tiers ([worker] retry_delays) and the defaults
+        topology.target_topology("cj", (Source.SHOPLAZZA,), delays, 5)
+        for delays in (DEFAULT_DELAYS, WORKER_DELAYS)
+    ]
+    for spec in specs:
+        await delete_target_queues(channel, spec)
     try:
         yield channel
     finally:
-        await delete_target_queues(channel, spec)
+        for spec in specs:
+            await delete_target_queues(channel, spec)
 
 
 async def publish(channel: AbstractChannel, event: OrderCancelled) -> None:
