@@ -94,10 +94,15 @@ def _platform_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     return kept
 
 
-def _unavailable(config: Config, exc: BrokerUnavailable, **context: object) -> web.Response:
+def _try_again(config: Config, code: str, detail: str) -> web.Response:
+    """503 with `Retry-After`: nothing was published, the platform sends it again later."""
     retry_after = str(config.settings.broker.retry_after)
+    return error_response(503, code, detail, {"Retry-After": retry_after})
+
+
+def _unavailable(config: Config, exc: BrokerUnavailable, **context: object) -> web.Response:
     log.warning("webhook.unavailable", detail=str(exc), **context)
-    return error_response(503, "broker_unavailable", str(exc), {"Retry-After": retry_after})
+    return _try_again(config, "broker_unavailable", str(exc))
 
 
 async def _read_body(request: web.Request, config: Config) -> bytes | web.Response:
@@ -179,10 +184,7 @@ async def _settle(
             return await _quarantine(request, source, body, exc.reason, received_at)
         if isinstance(completed, Unavailable):
             log.warning("webhook.lookup_unavailable", source=source.value, detail=completed.reason)
-            retry_after = str(request.app[CONFIG].settings.broker.retry_after)
-            return error_response(
-                503, "platform_unavailable", completed.reason, {"Retry-After": retry_after}
-            )
+            return _try_again(request.app[CONFIG], "platform_unavailable", completed.reason)
         result = completed
     if isinstance(result, Ignored):
         log.info("webhook.ignored", source=source.value, reason=result.reason)
@@ -209,9 +211,8 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
     try:
         arrived = await request.app[ARRIVALS].submit(arrival)
     except StoreUnavailable as exc:
-        retry_after = str(config.settings.broker.retry_after)
         log.warning("webhook.store_unavailable", detail=str(exc), **context)
-        return error_response(503, "store_unavailable", str(exc), {"Retry-After": retry_after})
+        return _try_again(config, "store_unavailable", str(exc))
     if isinstance(arrived, Echo):
         # The bridge cancelled this order here itself: fanning it out again would loop.
         log.info("webhook.echo", cause=arrived.cause, **context)

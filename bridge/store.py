@@ -573,11 +573,6 @@ class Store:
             )
             return {row.platform: row.order_id for row in rows}
 
-    @property
-    def engine(self) -> AsyncEngine:
-        """The engine, for read models (`bridge.status`)."""
-        return self._engine
-
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
         """A read connection whose failures are `StoreUnavailable`."""

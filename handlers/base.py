@@ -261,6 +261,20 @@ class TokenAuth:
     read: Callable[[int, Headers, bytes], Token | RetryLater | Rejected]
 
 
+def client_credentials_call(url: str, authorization: str) -> HttpCall:
+    """An OAuth 2.0 client-credentials token request; `authorization` proves who asks."""
+    return HttpCall(
+        method="POST",
+        url=url,
+        headers={
+            "Authorization": authorization,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        },
+        body=b"grant_type=client_credentials",
+    )
+
+
 def read_access_token(
     status: int,
     body: bytes,

@@ -45,6 +45,7 @@ from handlers.base import (
     TargetSettings,
     Token,
     TokenAuth,
+    client_credentials_call,
     header,
     parse_timestamp,
     read_access_token,
@@ -195,15 +196,8 @@ class OCCTargetSettings(TargetSettings):
 
 def login_call(base_url: str, app_key: SecretStr) -> HttpCall:
     """`POST /ccadmin/v1/login` with the application key, client-credentials grant."""
-    return HttpCall(
-        method="POST",
-        url=f"{base_url}/ccadmin/v1/login",
-        headers={
-            "Authorization": f"Bearer {app_key.get_secret_value()}",
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/json",
-        },
-        body=b"grant_type=client_credentials",
+    return client_credentials_call(
+        f"{base_url}/ccadmin/v1/login", f"Bearer {app_key.get_secret_value()}"
     )
 
 

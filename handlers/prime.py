@@ -47,6 +47,7 @@ from handlers.base import (
     Token,
     TokenAuth,
     Unavailable,
+    client_credentials_call,
     header,
     parse_timestamp,
     read_access_token,
@@ -111,16 +112,7 @@ class PrimeTargetSettings(TargetSettings):
 def token_call(url: str, client_id: SecretStr, client_secret: SecretStr) -> HttpCall:
     """OAuth 2.0 client credentials (RFC 6749 section 4.4), the client authenticated by Basic."""
     basic = f"{client_id.get_secret_value()}:{client_secret.get_secret_value()}"
-    return HttpCall(
-        method="POST",
-        url=url,
-        headers={
-            "Authorization": f"Basic {base64.b64encode(basic.encode()).decode()}",
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Accept": "application/json",
-        },
-        body=b"grant_type=client_credentials",
-    )
+    return client_credentials_call(url, f"Basic {base64.b64encode(basic.encode()).decode()}")
 
 
 def read_token(status: int, headers: Headers, body: bytes) -> Token | RetryLater | Rejected:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import tempfile
 import uuid
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
 import orjson
 import pytest
 from aio_pika.abc import (
@@ -27,6 +25,7 @@ from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
 from yarl import URL
 
+from bench.scratch_db import scratch_database
 from bridge import topology
 from bridge.fake_cj import FakeCJ
 from bridge.publisher import Publisher
@@ -282,31 +281,18 @@ def postgres_server() -> str:
     return server
 
 
-@contextlib.asynccontextmanager
-async def fresh_postgres(server: str) -> AsyncIterator[str]:
-    """A new PostgreSQL database on `server`, dropped afterwards."""
-    name = f"cb_test_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield str(URL(server).with_path(f"/{name}"))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
     if request.param == "sqlite":
         yield str(tmp_path / "state.db")
         return
-    async with fresh_postgres(postgres_server()) as url:
+    async with scratch_database(postgres_server()) as url:
         yield url
 
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database (for tests about the network between bridge and store)."""
-    async with fresh_postgres(postgres_server()) as url:
+    async with scratch_database(postgres_server()) as url:
         yield url
