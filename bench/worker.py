@@ -1,14 +1,17 @@
-"""Worker throughput: a pre-filled queue of cancellations to a fake CJ, against a bare baseline.
+"""Worker throughput: a pre-filled queue of cancellations to a fake CJ, against bare baselines.
 
     AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ \
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test python -m bench.worker --messages 20000
 
 Runs in its own queues (`cancel-bridge.bench-cj*`, deleted at the end), so it never touches a
-real target's queues. Prints messages/s for (1) a bare aio-pika consume-and-ack loop and (2) the
-bridge's worker calling the fake CJ over HTTP with its store on SQLite (a scratch file) and, when
-DATABASE_URL is set, on PostgreSQL (a scratch database created and dropped on that server), all
-on the same pre-filled queue in one run, with each one's ratio to the bare loop.
-The fake CJ runs in this process: the figures are for comparing runs on one machine.
+real target's queues. Prints messages/s, all in one run, for two bare loops: (1) an aio-pika
+consume-and-ack loop draining the pre-filled queue, no HTTP; (2) an aiohttp client loop making
+the same CJ calls (the bodies and headers the CJ adapter builds) to the same fake CJ, as many in
+flight as the prefetch, over one ClientSession, no broker. Then the bridge's worker draining the
+pre-filled queue to the fake CJ with its store on SQLite (a scratch file) and, when DATABASE_URL
+is set, on PostgreSQL (a scratch database created and dropped on that server). Each worker
+figure is given as a ratio to the LOWER of the two bare loops (the worker does both jobs, so it
+cannot beat the slower one). The fake CJ runs in this process: compare runs on one machine.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import SecretStr
 
 from bench.scratch_db import scratch_database
+from bench.webhooks import Webhook, drive
 from bridge import logs, topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.messages import event_message
@@ -36,9 +41,12 @@ from bridge.store import Store
 from bridge.worker import Worker, WorkerPlan
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers import cj
+from handlers.base import HttpCall
 
 TARGET = "bench-cj"
 BATCH = 500
+BARE_CONSUME = "bare consume+ack"
+BARE_HTTP = "bare aiohttp client"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -106,6 +114,22 @@ async def bare_consume(url: str, queue_name: str, count: int, prefetch: int) -> 
         return time.perf_counter() - started
 
 
+async def bare_http(adapter: cj.CJAdapter, url: str, count: int, in_flight: int) -> float:
+    """Seconds for one aiohttp session to make the `count` CJ calls, `in_flight` at a time.
+
+    The calls are the ones the worker makes for the same events, built before the clock starts;
+    the connector allows as many connections as the worker's executor.
+    """
+    now = datetime.now(UTC)
+    calls = [adapter.build(bench_event(n, now), now) for n in range(count)]
+    hooks = [Webhook(c.body, dict(c.headers)) for c in calls if isinstance(c, HttpCall)]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+        tally, seconds = await drive(session, url, hooks, in_flight)
+    if tally.ok != count:
+        raise SystemExit(f"bare aiohttp loop: {tally.ok} of {count} answered 200: {tally}")
+    return seconds
+
+
 async def timed_worker(
     plan: WorkerPlan, url: str, store_url: str, channel: AbstractChannel, count: int
 ) -> float:
@@ -136,9 +160,8 @@ async def run(args: argparse.Namespace) -> None:
             await topology.declare_target(channel, spec)
             try:
                 await fill(channel, spec.work.name, n)
-                results["bare consume+ack"] = await bare_consume(
-                    url, spec.work.name, n, args.prefetch
-                )
+                results[BARE_CONSUME] = await bare_consume(url, spec.work.name, n, args.prefetch)
+                results[BARE_HTTP] = await bare_http(adapter, fake.url, n, args.prefetch)
                 sqlite = str(Path(scratch) / "bench.db")
                 results["worker, SQLite"] = await timed_worker(plan, url, sqlite, channel, n)
                 if server:
@@ -150,18 +173,23 @@ async def run(args: argparse.Namespace) -> None:
                 for queue in spec.queues:
                     await channel.queue_delete(queue.name)
                 await fake.stop()
-    bare = results["bare consume+ack"]
-    print(f"messages: {n} per run (prefetch {args.prefetch}, log level warning)")
-    for name, seconds in results.items():
-        print(
-            f"{name:22} {n / seconds:8.0f} msg/s  ({seconds:.2f} s,"
-            f" ratio to bare {bare / seconds:.2f})"
-        )
+    report(results, n, args.prefetch)
     if not server:
         print(
             "PostgreSQL skipped: set DATABASE_URL to a server the benchmark may create databases on"
         )
     print(f"fake CJ calls: {len(fake.calls)} (expected {n * (len(results) - 1)})")
+
+
+def report(results: dict[str, float], n: int, prefetch: int) -> None:
+    """The table: messages/s of each run; each worker's ratio to the slower bare loop."""
+    slower = max(results[BARE_CONSUME], results[BARE_HTTP])  # seconds: more is slower
+    floor = BARE_CONSUME if slower == results[BARE_CONSUME] else BARE_HTTP
+    print(f"messages: {n} per run ({prefetch} in flight, log level warning)")
+    print(f"{'run':22} {'msg/s':>8} {'seconds':>8}  ratio to the slower bare loop ({floor})")
+    for name, seconds in results.items():
+        ratio = f"{slower / seconds:.2f}" if name not in (BARE_CONSUME, BARE_HTTP) else "-"
+        print(f"{name:22} {n / seconds:8.0f} {seconds:8.2f}  {ratio}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

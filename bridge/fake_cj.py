@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,12 +69,17 @@ class Call:
 class FakeCJ:
     """Records every cancel request; answers from `script[order_id]`, else accepts."""
 
-    def __init__(self, *, remember: bool = False) -> None:
+    def __init__(
+        self, *, remember: bool = False, on_call: Callable[[Call], None] | None = None
+    ) -> None:
         self.script: dict[str, list[Reply]] = {}
         self.calls: list[Call] = []
         # With `remember`, an order accepted once is answered "already declined" afterwards,
         # as a real tracker would refuse a second cancellation.
         self.remember = remember
+        # `on_call` sees each call as it is recorded, before it is answered (benchmarks
+        # timestamp arrivals with it).
+        self.on_call = on_call
         self.accepted: Counter[str] = Counter()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -88,9 +94,10 @@ class FakeCJ:
         order = orders[0]
         order_id = order["orderId"]
         async with self._changed:
-            self.calls.append(
-                Call(order, request.headers["Authorization"], asyncio.get_running_loop().time())
-            )
+            call = Call(order, request.headers["Authorization"], asyncio.get_running_loop().time())
+            self.calls.append(call)
+            if self.on_call is not None:
+                self.on_call(call)
             replies = self.script.get(order_id)
             if replies:
                 reply = replies.pop(0)

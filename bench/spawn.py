@@ -1,0 +1,122 @@
+"""Bridge processes routed to a fake CJ, for the latency and memory benchmarks.
+
+A configuration is `bench.webhooks.bench_config` (a port, the Shoplazza secret variable, the store
+file or DATABASE_URL) plus, for a worker, `[targets.cj]` at the fake CJ and `[routes]`. Each
+process is `python -m bridge ...` with its output (JSON log lines) in a file of the run's scratch
+folder; it is stopped (SIGTERM, then SIGKILL) when its context ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+
+from bench.scratch_db import scratch_database
+from bench.webhooks import READY_TIMEOUT, SECRET_ENV, BenchError, amqp_url, bench_config, stop
+from bridge.fake_cj import TOKEN
+from bridge.settings import load
+from bridge.targets import target_topology
+
+CJ = "cj"
+SQLITE, POSTGRESQL = "SQLite", "PostgreSQL"
+LOG_POLL = 0.1
+
+
+def cj_sections(cj_url: str) -> str:
+    """`[targets.cj]` at the fake CJ (its token in CJ_ACCESS_TOKEN) and Shoplazza routed to it."""
+    return f"""
+[targets.cj]
+url = "{cj_url}"
+enterprise_id = "1234567"
+action_tracker_id = 987654
+
+[routes]
+shoplazza = ["{CJ}"]
+"""
+
+
+def write_config(path: Path, port: int, store_path: Path, cj_url: str | None) -> Path:
+    """Write the benchmark's bridge configuration to `path`; with `cj_url`, CJ is routed."""
+    path.write_text(bench_config(port, str(store_path)) + (cj_sections(cj_url) if cj_url else ""))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def store_env(engine: str) -> AsyncIterator[dict[str, str]]:
+    """The environment of processes sharing one scratch store of `engine`.
+
+    SQLite: no DATABASE_URL, so the configuration's file is used. PostgreSQL: a scratch database
+    on the server in this process's DATABASE_URL, dropped on exit.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    env |= {"AMQP_URL": amqp_url(), "CJ_ACCESS_TOKEN": TOKEN}
+    if engine == SQLITE:
+        yield env
+        return
+    server = os.environ.get("DATABASE_URL", "")
+    if not server:
+        raise BenchError("PostgreSQL needs DATABASE_URL (a server to create a scratch database on)")
+    async with scratch_database(server) as url:
+        yield env | {"DATABASE_URL": url}
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A bridge process, its configuration file and the file its output goes to."""
+
+    process: asyncio.subprocess.Process
+    config: Path
+    log: Path
+
+    async def wait_logged(self, event: str) -> None:
+        """Poll the output until a line logs `event`; fail if the process exits or stalls."""
+        needle = f'"event":"{event}"'.encode()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while needle not in self.log.read_bytes():
+            if self.process.returncode is not None:
+                raise BenchError(f"{self.config.stem} exited with {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.config.stem}: no {event} after {READY_TIMEOUT:g}s")
+            await asyncio.sleep(LOG_POLL)
+
+
+@contextlib.asynccontextmanager
+async def spawned(
+    config: Path, args: Sequence[str], env: Mapping[str, str]
+) -> AsyncIterator[Spawned]:
+    """`python -m bridge ARGS --config CONFIG`, output to CONFIG.log; stopped on exit."""
+    log = config.with_suffix(".log")
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            *args,
+            "--config",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env),
+        )
+        try:
+            yield Spawned(process, config, log)
+        finally:
+            await stop(process)
+
+
+async def delete_cj_queues(config: Path, env: Mapping[str, str]) -> None:
+    """Delete the CJ target's queues as `config` names them (a fresh start, or clean-up)."""
+    spec = target_topology(load(config, {SECRET_ENV: "unused", **env}), CJ)
+    async with await aio_pika.connect(amqp_url()) as connection:
+        channel = await connection.channel()
+        for queue in spec.queues:
+            await channel.queue_delete(queue.name)
