@@ -31,7 +31,9 @@ def _refusal(request: web.Request) -> web.Response | None:
         )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    # aiohttp keeps header bytes that are not UTF-8 as surrogates: compare the bytes as sent.
+    sent = given.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent, expected):
         log.warning("api.unauthorized", path=request.path)
         return error_response(401, "unauthorized", "a valid bearer token is required", challenge)
     return None
@@ -42,19 +44,27 @@ def _store_down(exc: StoreUnavailable) -> web.Response:
     return error_response(503, "store_unavailable", str(exc), {"Retry-After": STORE_RETRY_AFTER})
 
 
+def _unknown(source: str, order_id: str) -> web.Response:
+    return error_response(
+        404, "unknown_order", f"no cancellation recorded for {source} order {order_id}"
+    )
+
+
 async def get_order(request: web.Request) -> web.Response:
     """`GET /api/orders/{source}/{order_id}`: the order's events and each target's state."""
     if (refused := _refusal(request)) is not None:
         return refused
     source, order_id = request.match_info["source"], request.match_info["order_id"]
+    if "\x00" in source or "\x00" in order_id:
+        # PostgreSQL cannot hold a NUL in text, so no such order is recorded; asking would be
+        # a driver error (a 503 "store unavailable") instead of the miss it is.
+        return _unknown(source, order_id)
     try:
         found = await order_status(request.app[STORE], order_id, source)
     except StoreUnavailable as exc:
         return _store_down(exc)
     if not found:
-        return error_response(
-            404, "unknown_order", f"no cancellation recorded for {source} order {order_id}"
-        )
+        return _unknown(source, order_id)
     return json_response(200, {"source": source, "order_id": order_id, "events": found})
 
 
