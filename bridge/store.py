@@ -1,9 +1,12 @@
 """The state store: each event, each (event, target) delivery, order links and echoes.
 
-One code path for two engines through SQLAlchemy 2 async Core: SQLite (a file, WAL mode; the
-embedded default) and PostgreSQL (scale-out). The schema is versioned with Alembic and upgraded
-on open. Writes are portable: a conditional UPDATE checked by its row count, or an INSERT whose
-key conflict is the answer; no dialect switches.
+One code path for two engines through SQLAlchemy 2 Core: SQLite (a file, WAL mode; the
+embedded default) and PostgreSQL (scale-out). The batched hot paths (the receiver's arrivals,
+the worker's claims and answers) are plain functions of one connection, run as one transaction:
+on SQLite in the store's own thread in a single hop (a hop per statement costs more than the
+statements), on PostgreSQL through the async driver. The schema is versioned with Alembic and
+upgraded on open. Writes are portable: a conditional UPDATE checked by its row count, or an
+INSERT whose key conflict is the answer; no dialect switches.
 
 Exactly one effect per (event, target): `claim` moves a pair to `calling` for one worker until a
 lease ends, and only the claimant calls the target; `finish` records the answer before the worker
@@ -13,13 +16,15 @@ each state a pair reached (pending, retrying, delivered, already_done, parked) w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -43,6 +48,8 @@ from contracts.events import OrderCancelled
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA_HEAD = "0002"  # the newest migration's revision
+R = TypeVar("R")
+
 BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for the file lock
 PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as failed
 CONNECT_TIMEOUT = 5.0
@@ -251,8 +258,13 @@ class Delivery:
 class Store:
     """The bridge's state, on SQLite or PostgreSQL."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, local: sa.Engine | None = None) -> None:
         self._engine = engine
+        # SQLite: the same file through the blocking driver, used from one thread of our own.
+        self._local = local
+        self._thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") if local else None
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -264,6 +276,7 @@ class Store:
                 Path(full.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(
                     parents=True, exist_ok=True
                 )
+        local: sa.Engine | None = None
         if full.startswith("sqlite"):
             # One connection per process: SQLite has one writer at a time anyway, and queueing
             # in the pool is cheaper than connections sleeping in SQLite's busy handler.
@@ -273,8 +286,16 @@ class Store:
                 max_overflow=0,
                 connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
             )
-            sa.event.listen(engine.sync_engine, "connect", _sqlite_connect)
-            sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
+            local = sa.create_engine(
+                full.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1),
+                pool_size=1,
+                max_overflow=0,
+                # Created, used and closed in the store's thread; closed by `dispose` too.
+                connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            )
+            for sync_engine in (engine.sync_engine, local):
+                sa.event.listen(sync_engine, "connect", _sqlite_connect)
+                sa.event.listen(sync_engine, "begin", _sqlite_begin)
         else:
             engine = create_async_engine(
                 full,
@@ -282,19 +303,33 @@ class Store:
                 max_overflow=20,
                 connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT},
             )
+        store = cls(engine, local)
         try:
             with _unavailable():
                 async with engine.begin() as connection:
                     await connection.run_sync(upgrade)
-            yield cls(engine)
+            yield store
         finally:
             await engine.dispose()
+            if local is not None:
+                local.dispose()
+            if store._thread is not None:
+                store._thread.shutdown()
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         with _unavailable():
             async with self._engine.begin() as connection:
                 yield connection
+
+    async def _transaction(self, body: Callable[[sa.Connection], R]) -> R:
+        """`body` in one write transaction; on SQLite in the store's thread, in one hop."""
+        with _unavailable():
+            if self._local is not None:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._thread, _in_transaction, self._local, body)
+            async with self._engine.begin() as connection:
+                return await connection.run_sync(body)
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -336,8 +371,7 @@ class Store:
         events meanwhile) each arrival is redone alone.
         """
         try:
-            async with self._write() as connection:
-                results = await _arrive(connection, arrivals)
+            results = await self._transaction(lambda connection: _arrive(connection, arrivals))
         except IntegrityError:
             return [await self._arrive_one(arrival) for arrival in arrivals]
         for arrival, result in zip(arrivals, results, strict=True):
@@ -386,11 +420,11 @@ class Store:
         now = datetime.now(UTC)
         keys = sorted({str(event.event_id) for event in events_})
         params = {"keys": keys, "t": target, "w": worker, "now": now, "lease": now + lease}
-        async with self._write() as connection:
-            taken = {
-                row.event_id: int(row.attempts)
-                for row in await connection.execute(_TAKE_MANY, params)
+        taken = await self._transaction(
+            lambda connection: {
+                row.event_id: int(row.attempts) for row in connection.execute(_TAKE_MANY, params)
             }
+        )
         claims: list[Claim] = []
         for event in events_:
             attempt = taken.pop(str(event.event_id), None)
@@ -478,20 +512,11 @@ class Store:
         """`finish` for many claims in one transaction (one commit for all)."""
         for attempt in range(2):
             try:
-                async with self._write() as connection:
-                    held = [await _finish(connection, result) for result in results]
-                    steps = [
-                        _transition_row(result)
-                        for result, mine in zip(results, held, strict=True)
-                        if mine or result.state in SETTLED
-                    ]
-                    if steps:
-                        await connection.execute(transitions.insert(), steps)
+                return await self._transaction(lambda connection: _finish_all(connection, results))
             except IntegrityError:  # another worker recorded the same echo first: again
                 if attempt:
                     raise
                 continue
-            return held
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
     async def delivery(self, event_id: str, target: str) -> Delivery | None:
@@ -644,10 +669,13 @@ async def _insert_delivery(  # noqa: PLR0913 - the row's columns
         await _transition(connection, event_id, target, state, now, detail=None)
 
 
-async def _arrive(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
-    found = await connection.execute(
-        _ECHOES_OF, {"orders": sorted({a.event.order_id for a in arrivals})}
-    )
+def _in_transaction(engine: sa.Engine, body: Callable[[sa.Connection], R]) -> R:
+    with engine.begin() as connection:
+        return body(connection)
+
+
+def _arrive(connection: sa.Connection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+    found = connection.execute(_ECHOES_OF, {"orders": sorted({a.event.order_id for a in arrivals})})
     echoed = {(row.platform, row.order_id): (row.event_id, utc(row.created_at)) for row in found}
     results: list[Seen | Echo] = []
     recorded: list[Arrival] = []
@@ -661,7 +689,7 @@ async def _arrive(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> l
     keys = sorted({str(a.event.event_id) for a in recorded})
     counts = {
         row.event_id: int(row.delivery_count)
-        for row in await connection.execute(_COUNTS_OF, {"keys": keys})
+        for row in connection.execute(_COUNTS_OF, {"keys": keys})
     }
     new: dict[str, Arrival] = {}
     more: dict[str, int] = {}
@@ -678,14 +706,14 @@ async def _arrive(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> l
             more[key] = more.get(key, 0) + 1
         results[n] = Seen(counts[key])
     if new:
-        await connection.execute(events.insert(), [_event_row(a.event, a.at) for a in new.values()])
+        connection.execute(events.insert(), [_event_row(a.event, a.at) for a in new.values()])
         pending = [(key, target, a.at) for key, a in new.items() for target in a.targets]
         if pending:
-            await connection.execute(
+            connection.execute(
                 deliveries.insert(),
                 [_delivery_row(key, target, PENDING, at) for key, target, at in pending],
             )
-            await connection.execute(
+            connection.execute(
                 transitions.insert(),
                 [
                     {"event_id": key, "target": target, "state": PENDING, "at": at, "detail": None}
@@ -694,13 +722,23 @@ async def _arrive(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> l
             )
     if more:
         now = max(a.at for a in arrivals)
-        await connection.execute(
-            _SEEN_MORE, [{"k": key, "n": n, "now": now} for key, n in more.items()]
-        )
+        connection.execute(_SEEN_MORE, [{"k": key, "n": n, "now": now} for key, n in more.items()])
     return results
 
 
-async def _finish(connection: AsyncConnection, result: Result) -> bool:
+def _finish_all(connection: sa.Connection, results: Sequence[Result]) -> list[bool]:
+    held = [_finish(connection, result) for result in results]
+    steps = [
+        _transition_row(result)
+        for result, mine in zip(results, held, strict=True)
+        if mine or result.state in SETTLED
+    ]
+    if steps:
+        connection.execute(transitions.insert(), steps)
+    return held
+
+
+def _finish(connection: sa.Connection, result: Result) -> bool:
     params = {
         "k": result.event_id,
         "t": result.target,
@@ -710,11 +748,11 @@ async def _finish(connection: AsyncConnection, result: Result) -> bool:
         "err": None if result.state in SETTLED else result.detail,
         "ref": result.reference,
     }
-    held = (await connection.execute(_FINISH_CLAIM, params)).rowcount == 1
+    held = (connection.execute(_FINISH_CLAIM, params)).rowcount == 1
     if not held and result.state in SETTLED:
-        await connection.execute(_FINISH_UNSETTLED, params)
+        connection.execute(_FINISH_UNSETTLED, params)
     if result.echo is not None and result.state in SETTLED:
-        await _remember_echo(connection, result.echo, result.event_id, result.at)
+        _remember_echo(connection, result.echo, result.event_id, result.at)
     return held
 
 
@@ -743,16 +781,16 @@ async def _transition(  # noqa: PLR0913 - the row's columns
     )
 
 
-async def _remember_echo(
-    connection: AsyncConnection, echo: tuple[str, str], event_id: str, now: datetime
+def _remember_echo(
+    connection: sa.Connection, echo: tuple[str, str], event_id: str, now: datetime
 ) -> None:
     platform, order_id = echo
     key = (echoes.c.platform == platform, echoes.c.order_id == order_id)
-    updated = await connection.execute(
+    updated = connection.execute(
         echoes.update().where(*key).values(event_id=event_id, created_at=now)
     )
     if updated.rowcount == 0:
-        await connection.execute(
+        connection.execute(
             echoes.insert().values(
                 platform=platform, order_id=order_id, event_id=event_id, created_at=now
             )
