@@ -35,6 +35,7 @@ from bench.spawn import (
     POSTGRESQL,
     SQLITE,
     delete_cj_queues,
+    run_main,
     spawned,
     store_env,
     write_config,
@@ -200,7 +201,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    return asyncio.run(run(parse_args(argv)))
+    return run_main(run(parse_args(argv)))
 
 
 if __name__ == "__main__":

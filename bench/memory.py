@@ -36,7 +36,16 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from bench.spawn import CJ, POSTGRESQL, SQLITE, delete_cj_queues, spawned, store_env, write_config
+from bench.spawn import (
+    CJ,
+    POSTGRESQL,
+    SQLITE,
+    delete_cj_queues,
+    run_main,
+    spawned,
+    store_env,
+    write_config,
+)
 from bench.webhooks import (
     REQUEST_TIMEOUT,
     SECRET_ENV,
@@ -311,7 +320,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    return asyncio.run(run(parse_args(argv)))
+    return run_main(run(parse_args(argv)))
 
 
 if __name__ == "__main__":

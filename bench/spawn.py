@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,3 +121,22 @@ async def delete_cj_queues(config: Path, env: Mapping[str, str]) -> None:
         channel = await connection.channel()
         for queue in spec.queues:
             await channel.queue_delete(queue.name)
+
+
+def run_main(main: Awaitable[int]) -> int:
+    """`asyncio.run` where SIGTERM cancels `main` as Ctrl-C does, so processes are still stopped.
+
+    (A job started in the background of a script ignores SIGINT: SIGTERM is how it is stopped.)
+    """
+
+    async def cancellable() -> int:
+        task = asyncio.current_task()
+        if task is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main
+
+    try:
+        return asyncio.run(cancellable())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench: interrupted", file=sys.stderr)
+        return 130
