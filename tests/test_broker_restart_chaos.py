@@ -1,0 +1,187 @@
+"""Load plus a broker fault: 2,000 signed cancellations at 32 connections, the broker away mid-run.
+
+A real `python -m bridge run` (receiver and CJ worker in one process, SQLite store) on a private
+RabbitMQ node (`tests/rabbit_nodes.py`: the machine's main broker is shared and must not be
+stopped). The platform (`tests/poster.py`) sends every order again until it gets a 2xx. Mid-run:
+- the node is stopped and started again on the same data (a broker restart);
+- or the TCP link between the bridge and the broker is cut by a proxy, then restored.
+
+Then: every order got a 2xx; every order with a 2xx was declined at the fake CJ exactly once
+(CJ remembers declines: a second call would be answered "already", and is counted); every
+(event, cj) pair is settled in the store; every queue of the vhost is empty (ready and
+unacknowledged, read with rabbitmqctl), nothing parked. And CJ is never asked twice about one
+order: the store and CJ stay up all along, so the worker that called CJ has the answer in hand
+and must record it, whatever happens to its broker connection.
+
+Found when these tests were written (2026-11-23, aio-pika 10.2.1 / aiormq 7.2.4): when the
+channel closes, aiormq cancels every consumer callback still running, so messages in the
+worker's hand are abandoned mid-call; their claims stay `calling` until the lease ends
+(`timeout_s` + `lease_margin`, 35 s here), redelivered copies go round the delay queue as
+`busy` meanwhile, and CJ is then called a second time (a remembering CJ answers "already").
+Both tests fail on that until the worker shields its handling from the channel's cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from bridge import topology
+from bridge.fake_cj import FakeCJ
+from tests.fleet import Child, Fleet
+from tests.poster import CONNECTIONS, Poster, shoplazza_orders
+from tests.proxy import TcpProxy
+from tests.rabbit_nodes import RabbitNode, private_node
+from tests.settlement import Settlement, settle
+
+pytestmark = pytest.mark.chaos
+
+ORDERS = 2000
+FAULT_AT = ORDERS // 10  # orders with a 2xx before the fault
+POST_TIMEOUT = 120.0  # seconds for the platform to get a 2xx for every order
+SETTLE_TIMEOUT = 60.0
+FAULT_TIMEOUT = 30.0  # seconds for the outage to show at the platform
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[RabbitNode]:
+    """A private RabbitMQ node, stopped at the end."""
+    async with private_node(tmp_path / "rabbit") as started:
+        yield started
+
+
+Fault = Callable[[Poster, Child], Awaitable[str]]
+
+
+async def outage_seen(poster: Poster, refusals: int) -> None:
+    """Return once the platform had `refusals` more attempts refused (the outage is real)."""
+    async with asyncio.timeout(FAULT_TIMEOUT):
+        await poster.wait_refused(poster.tally.refused + refusals)
+
+
+async def load_through(
+    fault: Fault, *, folder: Path, amqp_url: str, node: RabbitNode
+) -> tuple[Poster, Settlement, str, int]:
+    """Post ORDERS orders through `fault`; the poster, what settled, the fault's note, exit."""
+    cj = FakeCJ(remember=True)
+    await cj.start()
+    fleet = Fleet(folder)
+    shop = f"chaos-{uuid.uuid4().hex[:8]}.myshoplaza.com"
+    store_url = str(folder / "state.db")
+    try:
+        bridge = await fleet.run_bridge(
+            "bridge", amqp_url=amqp_url, store_url=store_url, cj_url=cj.url
+        )
+        poster = Poster([bridge.url], shoplazza_orders(ORDERS, shop), timeout=POST_TIMEOUT)
+        posting = asyncio.create_task(poster.run())
+        try:
+            async with asyncio.timeout(POST_TIMEOUT):
+                await poster.wait_accepted(FAULT_AT)
+            note = await fault(poster, bridge)
+        except BaseException:
+            posting.cancel()
+            await asyncio.gather(posting, return_exceptions=True)
+            raise
+        await posting
+        settled = await settle(
+            store_url=store_url,
+            shop=shop,
+            accepted=poster.tally.accepted,
+            cj=cj,
+            node=node,
+            within=SETTLE_TIMEOUT,
+        )
+        status = await bridge.stop()
+        note = f"{note}\n{fleet.summary()}"
+    finally:
+        await fleet.close()
+        await cj.stop()
+    return poster, settled, note, status
+
+
+def check(poster: Poster, seen: Settlement, note: str, status: int) -> None:
+    """Every promise of both tests; one failure lists every broken one, with the figures."""
+    figures = f"{poster.summary()}; {seen.summary()}; {note}"
+    print(figures)  # noqa: T201 - the run's figures, shown by pytest -rP or on failure
+    broken = broken_promises(poster, seen, status)
+    assert not broken, "\n".join(["BROKEN:", *broken, f"FIGURES: {figures}"])
+
+
+def broken_promises(poster: Poster, seen: Settlement, status: int) -> list[str]:
+    """What went wrong, in words (nothing when the run kept every promise)."""
+    broken = []
+    if not poster.tally.answers[503]:
+        broken.append("the fault never reached the platform (no 503)")
+    if poster.unaccepted:
+        broken.append(f"{len(poster.unaccepted)} orders never got a 2xx")
+    declines = seen.declines
+    if not_once := {o: n for o in poster.tally.accepted if (n := declines.get(o, 0)) != 1}:
+        broken.append(f"declined other than once: {list(not_once.items())[:10]}")
+    if seen.settled < seen.expected:
+        broken.append(f"{seen.expected - seen.settled} pairs not settled")
+    if topology.work_queue("cj") not in seen.queues:
+        broken.append("no work queue on the node")
+    if seen.left_in_queues:
+        broken.append(f"messages left in queues: {seen.left_in_queues}")
+    if seen.repeats:
+        broken.append(
+            f"CJ was asked again for {len(seen.repeats)} orders (answered 'already'): with the"
+            " store and CJ up all along, a broker fault must not repeat a call"
+        )
+    if status != 0:
+        broken.append(f"the bridge exited {status}")
+    return broken
+
+
+@pytest.mark.timeout(300)
+async def test_broker_restart_under_load_loses_and_doubles_nothing(
+    tmp_path: Path, node: RabbitNode
+) -> None:
+    async def restart(poster: Poster, _: Child) -> str:
+        at = len(poster.tally.accepted)
+        began = time.monotonic()
+        await node.stop()
+        await outage_seen(poster, CONNECTIONS)
+        await node.start()
+        return (
+            f"broker stopped after {at} orders had a 2xx, back after"
+            f" {time.monotonic() - began:.1f} s"
+        )
+
+    poster, seen, note, status = await load_through(
+        restart, folder=tmp_path, amqp_url=node.url(), node=node
+    )
+    check(poster, seen, note, status)
+
+
+@pytest.mark.timeout(300)
+async def test_broker_link_cut_under_load_loses_and_doubles_nothing(
+    tmp_path: Path, node: RabbitNode
+) -> None:
+    proxy = TcpProxy("127.0.0.1", node.amqp_port)
+    port = await proxy.start()
+
+    async def cut(poster: Poster, bridge: Child) -> str:
+        at = len(poster.tally.accepted)
+        began = time.monotonic()
+        proxy.cut()
+        # Both of the bridge's publishers (receiver, worker) noticed, and the platform too.
+        await bridge.wait_for("broker.lost", count=2, within=FAULT_TIMEOUT)
+        await outage_seen(poster, 8 * CONNECTIONS)
+        proxy.restore()
+        return (
+            f"link cut after {at} orders had a 2xx, restored after {time.monotonic() - began:.1f} s"
+        )
+
+    try:
+        poster, seen, note, status = await load_through(
+            cut, folder=tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/", node=node
+        )
+    finally:
+        await proxy.stop()
+    check(poster, seen, note, status)
