@@ -50,7 +50,8 @@ def describe(config: Config, path: Path, env: Mapping[str, str]) -> str:
         f"configuration OK: {path}",
         (
             f"receiver: http://{receiver.host}:{receiver.port}"
-            f" (bodies up to {receiver.max_body_bytes} bytes)"
+            f" (bodies up to {receiver.max_body_bytes} bytes"
+            f"{f'; {receiver.processes} processes on the port' if receiver.processes > 1 else ''})"
         ),
         (
             f"broker: {config.amqp_url_redacted} ({url_origin}); confirm timeout"
@@ -153,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in (
         ("run", "run the receiver and one worker per routed target"),
+        ("receiver", "run the receiver alone, no workers (run more of them to scale out)"),
         ("worker", "run one target's worker alone (run more of them to scale out)"),
         ("check-config", "validate the configuration and print what run would do"),
     ):
@@ -320,20 +322,26 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
     if args.command == "check-config":
         print(describe(config, path, env))  # noqa: T201 - CLI output
         return 0
-    return _run(args, config)
+    return _run(args, config, path, env)
 
 
-def _run(args: argparse.Namespace, config: Config) -> int:
-    """`run` and `worker`: start, serve until a signal, stop."""
+def _run(args: argparse.Namespace, config: Config, path: Path, env: Mapping[str, str]) -> int:
+    """`run`, `receiver` and `worker`: start, serve until a signal, stop."""
     logs.configure(config.settings.log.level)
+    more_receivers = None
     if args.command == "worker":
         receiver_on, targets = False, [args.target]
+    elif args.command == "receiver":
+        receiver_on, targets = True, []
     else:
         receiver_on, targets = bool(config.settings.sources), list(config.settings.targets_in_use())
+        more_receivers = (path.resolve(), env)
     try:
         for target in targets:
             plan(config, target)  # refuse an unusable target before starting anything
-        _run_async(serve(config, receiver_on=receiver_on, targets=targets))
+        _run_async(
+            serve(config, receiver_on=receiver_on, targets=targets, more_receivers=more_receivers)
+        )
     except ConfigError as exc:
         print(f"cancel-bridge: config error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
         return 1

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import orjson
 import structlog
 from aiohttp.http_exceptions import BadHttpMessage
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 LEVELS["error"] = logging.ERROR
 
+
+def _add_pid(_: object, __: str, event_dict: EventDict) -> EventDict:
+    """Which process said it: several receiver processes may share one stdout."""
+    event_dict["pid"] = _PID
+    return event_dict
+
+
+_PID = os.getpid()
 _SHARED: list[Processor] = [
     structlog.contextvars.merge_contextvars,
+    _add_pid,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
@@ -41,17 +51,24 @@ def _dumps(obj: object, **_: object) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+def _dumps_bytes(obj: object, **_: object) -> bytes:
+    return orjson.dumps(obj, default=str)
+
+
 def configure(level: str = "info") -> None:
-    """Send structlog and stdlib logging (aiohttp, aio-pika) to stdout as JSON lines."""
+    """Send structlog and stdlib logging (aiohttp, aio-pika) to stdout as JSON lines.
+
+    Each line leaves in one write: receiver processes sharing a stdout never split lines.
+    """
     threshold = LEVELS[level]
     structlog.configure(
         processors=[
             *_SHARED,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps),
+            structlog.processors.JSONRenderer(serializer=_dumps_bytes),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)

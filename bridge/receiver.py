@@ -117,6 +117,8 @@ async def _read_body(request: web.Request, config: Config) -> bytes | web.Respon
         return error_response(
             415, "unsupported_content_encoding", "send the body uncompressed (identity)"
         )
+    if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+        return await request.read()
     try:
         # aiohttp stops at client_max_size (== limit): 413 via the middleware.
         async with asyncio.timeout(receiver.body_timeout):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 
 import structlog
 from aiohttp import web
 
+from bridge import receivers
 from bridge.receiver import create_app
 from bridge.settings import Config, redact_url
 from bridge.store import Store, StoreUnavailable
@@ -23,8 +26,18 @@ class StartupError(Exception):
     """The bridge cannot start; the message is the one line the operator sees."""
 
 
-async def serve(config: Config, *, receiver_on: bool, targets: Sequence[str]) -> None:
-    """Run the receiver and/or workers until SIGINT or SIGTERM, then drain and close."""
+async def serve(
+    config: Config,
+    *,
+    receiver_on: bool,
+    targets: Sequence[str],
+    more_receivers: tuple[Path, Mapping[str, str]] | None = None,
+) -> None:
+    """Run the receiver and/or workers until SIGINT or SIGTERM, then drain and close.
+
+    With `more_receivers` (the config file and environment) and `[receiver] processes` above
+    one, the receiver's other processes are started and kept running beside this one.
+    """
     # Signals first: as PID 1 in a container, an unhandled SIGTERM during startup is ignored.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -34,12 +47,20 @@ async def serve(config: Config, *, receiver_on: bool, targets: Sequence[str]) ->
     url = config.amqp_url.get_secret_value()
     async with contextlib.AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(config))
+        receiver = config.settings.receiver
         if receiver_on:
             await start_receiver(config, stack, store)
+            if more_receivers is not None and receiver.processes > 1:
+                path, env = more_receivers
+                await stack.enter_async_context(
+                    receivers.children(receiver.processes - 1, path, env, receiver.shutdown_timeout)
+                )
         for worker_plan in plans:
             await stack.enter_async_context(
                 Worker.running(worker_plan, url, config.settings.broker, store)
             )
+        # What startup made lives to the end: keep the collector off it.
+        gc.freeze()
         await stop.wait()
         log.info("bridge.stopping")
 
@@ -66,10 +87,14 @@ async def start_receiver(
         access_log=None,
         handle_signals=False,
         shutdown_timeout=receiver.shutdown_timeout,
+        # aiohttp has no header timeout: its keep-alive timer, armed when a client connects, is
+        # the only bound on one that dribbles its headers (aiohttp's default is an hour).
+        keepalive_timeout=receiver.body_timeout,
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, receiver.host, receiver.port)
+    # Several receiver processes share the port; the kernel spreads connections over them.
+    site = web.TCPSite(runner, receiver.host, receiver.port, reuse_port=receiver.processes > 1)
     try:
         await site.start()
     except OSError as exc:

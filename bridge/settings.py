@@ -61,6 +61,7 @@ class ReceiverSettings(_Section):
     body_timeout: float = Field(default=30.0, gt=0, le=300)
     api_token_env: EnvName | None = None  # `/api/*` answers 401 to everyone while unset
     lookup_timeout: float = Field(default=10.0, gt=0, le=60)  # thin webhooks: the order fetch
+    processes: int = Field(default=1, ge=1, le=64)  # receiver processes sharing the port
 
 
 class SourceApiSettings(_Section):

@@ -20,6 +20,8 @@ EVENT_TYPE: Literal["order.cancelled"] = "order.cancelled"
 # in the `ce-subject` header; AMQP properties must fit in one frame).
 MAX_ID = 255
 MAX_TEXT = 1024
+# Ids are stored and looked up as text, and PostgreSQL text cannot hold a NUL.
+NO_NUL = r"^[^\x00]*$"
 
 MAX_ALIASES = 16
 # Every platform an order can have an id on: the sources, and CJ (a target only).
@@ -77,10 +79,16 @@ class OrderCancelled(BaseModel):
     type: Literal["order.cancelled"] = Field(default=EVENT_TYPE, description="Event type.")
     source: Source = Field(description="Platform the cancellation came from.")
     shop: str = Field(
-        min_length=1, max_length=MAX_ID, description="Store identity on the source platform."
+        min_length=1,
+        max_length=MAX_ID,
+        pattern=NO_NUL,
+        description="Store identity on the source platform.",
     )
     order_id: str = Field(
-        min_length=1, max_length=MAX_ID, description="The source platform's order id."
+        min_length=1,
+        max_length=MAX_ID,
+        pattern=NO_NUL,
+        description="The source platform's order id.",
     )
     order_number: str | None = Field(
         max_length=MAX_ID, description="Human-facing order number, if the source has one."
@@ -94,7 +102,9 @@ class OrderCancelled(BaseModel):
     delivery_id: str | None = Field(
         max_length=MAX_ID, description="The platform's delivery or de-duplication id."
     )
-    aliases: dict[Platform, Annotated[str, Field(min_length=1, max_length=MAX_ID)]] = Field(
+    aliases: dict[
+        Platform, Annotated[str, Field(min_length=1, max_length=MAX_ID, pattern=NO_NUL)]
+    ] = Field(
         default_factory=dict,
         max_length=MAX_ALIASES,
         description=(

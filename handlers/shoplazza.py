@@ -67,6 +67,9 @@ REASON_KEYWORDS: tuple[tuple[str, CancelReason], ...] = (
     ("mind", CancelReason.CUSTOMER_REQUEST),
 )
 
+# Keywords match at word starts: "restock" is not "stock".
+_REASON_PATTERNS = tuple((re.compile(rf"\b{word}"), reason) for word, reason in REASON_KEYWORDS)
+
 
 def sign(body: bytes, secret: str) -> str:
     """The header value Shoplazza sends for `body` (used by tests, fakes and benchmarks)."""
@@ -92,8 +95,8 @@ def canonical_reason(text: str | None) -> CancelReason:
     if not text:
         return CancelReason.OTHER
     words = text.lower()
-    for keyword, reason in REASON_KEYWORDS:
-        if re.search(rf"\b{keyword}", words):  # word starts: "restock" is not "stock"
+    for pattern, reason in _REASON_PATTERNS:
+        if pattern.search(words):
             return reason
     return CancelReason.OTHER
 

@@ -6,16 +6,15 @@ What aiohttp itself does with malformed HTTP (found here, and asserted):
   middleware runs: bad request lines, an unknown HTTP version, bytes that are not allowed in the
   target or in header values, `Content-Length` with `Transfer-Encoding`, two `Content-Length`s,
   malformed chunk sizes, a line over 8,190 bytes (one 100 KB header), more than 128 headers. The
-  README's "every answer has a JSON body" does not hold for these (an xfail below records it).
+  README says so: these are the only answers whose body is not JSON.
 - Requests pipelined in one segment *before* a malformed one are dropped with it: the only
   answer is the 400 (nothing of theirs is run, so nothing is published).
 - `GET /healthz` with no version at all (HTTP/0.9 style) is served, as `HTTP/0.9 200`.
 - A body that stops (the client hangs up) gets no answer; one that stalls gets our JSON 408 after
   `body_timeout`, also when the bytes that stall it are a malformed chunk arriving after the
   handler began reading (the parser's 400 waits behind the handler).
-- Headers are not bounded in time by anything but `keepalive_timeout` (aiohttp's default is
-  3,630 s, and the bridge does not set it): a client dribbling its headers holds a connection for
-  an hour (an xfail below records it).
+- Headers are not bounded in time by anything but aiohttp's `keepalive_timeout` (its default is
+  3,630 s): the bridge sets it to `body_timeout`, so a client dribbling its headers is cut off.
 - Duplicated signature headers: the first one decides (aiohttp keeps header order and
   `headers.get` returns the first), deterministically; a valid signature after an invalid one
   does not rescue it.
@@ -285,17 +284,6 @@ async def test_malformed_http_is_a_400_and_never_runs(
     await live.assert_alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiohttp answers malformed HTTP itself with text/plain, before the app's middleware; "
-    "README promises a JSON body for every answer (fix the README's wording: see the report)",
-)
-async def test_aiohttps_own_400s_have_json_bodies(live: Live) -> None:
-    for case, data in malformed_cases().items():
-        answer = await one(live.port, data)
-        assert answer.is_json, (case, answer.headers.get("content-type"), answer.body[:80])
-
-
 @pytest.mark.timeout(120)
 async def test_truncated_and_cut_bodies_are_never_published(
     live: Live, subscriber: AbstractQueue
@@ -355,11 +343,6 @@ async def test_truncated_and_cut_bodies_are_never_published(
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="nothing bounds the time to send headers but aiohttp's keepalive_timeout (3,630 s "
-    "by default, unset in bridge/runtime.py): a dribbling client holds a connection for an hour",
-)
 async def test_headers_dribbled_a_byte_at_a_time_are_cut_off(live: Live) -> None:
     """A slowloris client: the connection must be closed (or answered) within a bound."""
     bound = BODY_TIMEOUT + 8.0

@@ -32,8 +32,8 @@ from tests.processes import Bridge, spawn
 from tests.proxy import TcpProxy
 
 CALL_TIMEOUT = 30.0
-CJ_TIMEOUT = 2.0  # seconds; with LEASE_MARGIN, a dead worker's claim lasts 3 s
-LEASE_MARGIN = 1.0
+CJ_TIMEOUT = 2.0  # seconds; with LEASE_MARGIN, a dead worker's claim lasts 6 s
+LEASE_MARGIN = 4.0  # longer than a worker process takes to start on a loaded machine
 WORKER_DELAYS = (0.5, 1.0)
 
 
