@@ -89,13 +89,19 @@ class Poster:
         self.rate = rate  # orders per second (first attempts), or as fast as answered
         self.tally = Tally()
         self.timed_out = False
+        self.started: list[Order] = []  # orders sent at least once, in order
+        self._finishing = False
         self._changed = asyncio.Condition()
         self._random = random.Random(7)  # noqa: S311 - backoff jitter, not cryptography
 
     @property
     def unaccepted(self) -> list[str]:
-        """Orders that never got a 2xx."""
-        return [o.order_id for o in self.orders if o.order_id not in self.tally.accepted]
+        """Orders sent that never got a 2xx."""
+        return [o.order_id for o in self.started if o.order_id not in self.tally.accepted]
+
+    def finish(self) -> None:
+        """Start no new order; those already sent are still sent until they get a 2xx."""
+        self._finishing = True
 
     def summary(self) -> str:
         """posted, 2xx, 503, other, errors: the figures every assertion message states."""
@@ -103,7 +109,7 @@ class Poster:
         ok = sum(n for status, n in tally.answers.items() if 200 <= status < 300)
         other = {s: n for s, n in sorted(tally.answers.items()) if s != 503 and not 200 <= s < 300}
         return (
-            f"posted {len(self.orders)} orders in {tally.attempts} attempts;"
+            f"posted {len(self.started)} orders in {tally.attempts} attempts;"
             f" orders with a 2xx {len(tally.accepted)} (2xx answers {ok});"
             f" 503 answers {tally.answers[503]}; other answers {other or 0};"
             f" connection errors {dict(tally.errors) or 0}"
@@ -121,7 +127,7 @@ class Poster:
             await self._changed.wait_for(lambda: self.tally.refused >= count)
 
     async def run(self) -> None:
-        """Send every order until it got a 2xx, or until the overall timeout."""
+        """Send every order (until `finish`) until it got a 2xx, or until the overall timeout."""
         connector = aiohttp.TCPConnector(limit=self.connections)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
         queue = iter(enumerate(self.orders))
@@ -134,6 +140,9 @@ class Poster:
                     if self.rate:
                         # An open-loop arrival schedule: order i is cancelled at i / rate.
                         await asyncio.sleep(max(0.0, started + index / self.rate - loop.time()))
+                    if self._finishing:
+                        return
+                    self.started.append(order)
                     await self._deliver(session, index, order)
 
             try:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from bridge import topology
 from bridge.fake_cj import FakeCJ
 from bridge.store import Store
 from bridge.tables import SETTLED, deliveries
 from contracts.events import Source, event_id_for
+from tests.poster import Poster
 from tests.rabbit_nodes import QueueCount, RabbitCtlError, RabbitNode
 
 POLL = 0.25  # seconds between looks at state that cannot notify (store rows, queue depths)
@@ -122,3 +124,40 @@ async def settle(  # noqa: PLR0913 - what a run is made of
         if later
     }
     return seen
+
+
+def check(poster: Poster, seen: Settlement, note: str, exits: Mapping[str, int]) -> None:
+    """Every promise of a load-and-fault run; a failure lists each broken one, with the figures.
+
+    `exits`: each bridge process's exit status after SIGTERM, by name.
+    """
+    figures = f"{poster.summary()}; {seen.summary()}; {note}"
+    print(figures)  # noqa: T201 - the run's figures, shown by pytest -rP or on failure
+    broken = broken_promises(poster, seen, exits)
+    assert not broken, "\n".join(["BROKEN:", *broken, f"FIGURES: {figures}"])
+
+
+def broken_promises(poster: Poster, seen: Settlement, exits: Mapping[str, int]) -> list[str]:
+    """What went wrong, in words (nothing when the run kept every promise)."""
+    broken = []
+    if not poster.tally.answers[503]:
+        broken.append("the fault never reached the platform (no 503)")
+    if poster.unaccepted:
+        broken.append(f"{len(poster.unaccepted)} orders never got a 2xx")
+    declines = seen.declines
+    if not_once := {o: n for o in poster.tally.accepted if (n := declines.get(o, 0)) != 1}:
+        broken.append(f"declined other than once: {list(not_once.items())[:10]}")
+    if seen.settled < seen.expected:
+        broken.append(f"{seen.expected - seen.settled} pairs not settled")
+    if topology.work_queue("cj") not in seen.queues:
+        broken.append("no work queue on the node")
+    if seen.left_in_queues:
+        broken.append(f"messages left in queues: {seen.left_in_queues}")
+    if seen.repeats:
+        broken.append(
+            f"CJ was asked again for {len(seen.repeats)} orders (answered 'already'): with the"
+            " store and CJ up all along, a broker fault must not repeat a call"
+        )
+    if failed := {name: status for name, status in exits.items() if status != 0}:
+        broken.append(f"processes exited other than 0 after SIGTERM: {failed}")
+    return broken

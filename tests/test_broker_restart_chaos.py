@@ -31,13 +31,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge import topology
 from bridge.fake_cj import FakeCJ
 from tests.fleet import Child, Fleet
 from tests.poster import CONNECTIONS, Poster, shoplazza_orders
 from tests.proxy import TcpProxy
 from tests.rabbit_nodes import RabbitNode, private_node
-from tests.settlement import Settlement, settle
+from tests.settlement import Settlement, check, settle
 
 pytestmark = pytest.mark.chaos
 
@@ -104,40 +103,6 @@ async def load_through(
     return poster, settled, note, status
 
 
-def check(poster: Poster, seen: Settlement, note: str, status: int) -> None:
-    """Every promise of both tests; one failure lists every broken one, with the figures."""
-    figures = f"{poster.summary()}; {seen.summary()}; {note}"
-    print(figures)  # noqa: T201 - the run's figures, shown by pytest -rP or on failure
-    broken = broken_promises(poster, seen, status)
-    assert not broken, "\n".join(["BROKEN:", *broken, f"FIGURES: {figures}"])
-
-
-def broken_promises(poster: Poster, seen: Settlement, status: int) -> list[str]:
-    """What went wrong, in words (nothing when the run kept every promise)."""
-    broken = []
-    if not poster.tally.answers[503]:
-        broken.append("the fault never reached the platform (no 503)")
-    if poster.unaccepted:
-        broken.append(f"{len(poster.unaccepted)} orders never got a 2xx")
-    declines = seen.declines
-    if not_once := {o: n for o in poster.tally.accepted if (n := declines.get(o, 0)) != 1}:
-        broken.append(f"declined other than once: {list(not_once.items())[:10]}")
-    if seen.settled < seen.expected:
-        broken.append(f"{seen.expected - seen.settled} pairs not settled")
-    if topology.work_queue("cj") not in seen.queues:
-        broken.append("no work queue on the node")
-    if seen.left_in_queues:
-        broken.append(f"messages left in queues: {seen.left_in_queues}")
-    if seen.repeats:
-        broken.append(
-            f"CJ was asked again for {len(seen.repeats)} orders (answered 'already'): with the"
-            " store and CJ up all along, a broker fault must not repeat a call"
-        )
-    if status != 0:
-        broken.append(f"the bridge exited {status}")
-    return broken
-
-
 @pytest.mark.timeout(300)
 async def test_broker_restart_under_load_loses_and_doubles_nothing(
     tmp_path: Path, node: RabbitNode
@@ -156,7 +121,7 @@ async def test_broker_restart_under_load_loses_and_doubles_nothing(
     poster, seen, note, status = await load_through(
         restart, folder=tmp_path, amqp_url=node.url(), node=node
     )
-    check(poster, seen, note, status)
+    check(poster, seen, note, {"bridge": status})
 
 
 @pytest.mark.timeout(300)
@@ -184,4 +149,4 @@ async def test_broker_link_cut_under_load_loses_and_doubles_nothing(
         )
     finally:
         await proxy.stop()
-    check(poster, seen, note, status)
+    check(poster, seen, note, {"bridge": status})
