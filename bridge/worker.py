@@ -138,7 +138,7 @@ class Worker:
         self._changed = asyncio.Condition()
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        self._in_hand: set[asyncio.Task[object]] = set()
+        self._in_hand: set[asyncio.Task[None]] = set()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -157,6 +157,9 @@ class Worker:
                 yield worker
             finally:
                 await worker._drain(plan.settings.drain_timeout)
+                for work in list(worker._in_hand):  # past the drain timeout: give up on them
+                    work.cancel()
+                await asyncio.gather(*worker._in_hand, return_exceptions=True)
                 consuming.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await consuming
@@ -201,10 +204,17 @@ class Worker:
             await asyncio.wait(self._in_hand, timeout=within)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_hand.add(task)
-            task.add_done_callback(self._in_hand.discard)
+        # aiormq cancels consumer callbacks when their channel closes (a broker restart, a cut
+        # link). A target call under way must still be recorded, or its pair waits out the
+        # lease and the target is asked again: the work runs in a task of our own, the
+        # callback only waits for it. Its ack then fails; the broker redelivers the message,
+        # and the store says it is settled.
+        work = asyncio.create_task(self._work(message))
+        self._in_hand.add(work)
+        work.add_done_callback(self._in_hand.discard)
+        await asyncio.shield(work)
+
+    async def _work(self, message: AbstractIncomingMessage) -> None:
         with structlog.contextvars.bound_contextvars(
             event_id=message.message_id, target=self._plan.target
         ):
@@ -217,10 +227,10 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(UNSETTLED_PAUSE):
                         await self._publisher.wait_ready()
-                await message.nack(requeue=True)
+                await self._nack(message)
             except Exception:  # a bug in a handler: requeue; the delivery limit parks it
                 log.exception("worker.crashed")
-                await message.nack(requeue=True)
+                await self._nack(message)
 
     async def _handle_holding(self, message: AbstractIncomingMessage) -> None:
         """`handle`, again and again while the store is unavailable.
@@ -492,10 +502,24 @@ class Worker:
         log.warning("cancel.parked", reason=reason, attempts=attempts)
 
     async def _ack(self, message: AbstractIncomingMessage, kind: str) -> None:
-        await message.ack()
+        try:
+            await message.ack()
+        except CONNECTION_EXCEPTIONS as exc:
+            _settle_lost("ack", exc)
         await self._count(kind)
+
+    async def _nack(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.nack(requeue=True)
+        except CONNECTION_EXCEPTIONS as exc:
+            _settle_lost("nack", exc)
 
     async def _count(self, kind: str) -> None:
         async with self._changed:
             self.outcomes[kind] += 1
             self._changed.notify_all()
+
+
+def _settle_lost(what: str, exc: BaseException) -> None:
+    """The channel that delivered a message is gone: the broker delivers it again."""
+    log.info("worker.settle_lost", action=what, error=type(exc).__name__)
