@@ -1,10 +1,12 @@
 """The bridge against the bare minimum (`bench/minimum.py`), interleaved, same load.
 
     AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ python -m bench.compare --rounds 3 --requests 20000
+    ... --processes 1 2   # also the bridge with [receiver] processes = 2, in the same rounds
 
 Each round runs `bench.webhooks` against the minimum, then against the bridge (which it starts
-itself), 64 connections, the same signed bodies. Prints requests/s and p50/p99 per run, the
-medians, and the ratio bridge/minimum (>= 1.0 means the bridge is not slower).
+itself, once per `--processes` value), 64 connections, the same signed bodies. Prints
+requests/s and p50/p99 per run, the medians, and the ratio bridge/minimum (>= 1.0 means the
+bridge is not slower).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ async def one_run(args: list[str], env: dict[str, str]) -> tuple[float, float, f
     return float(rate.group(1)), float(latency.group(1)), float(latency.group(2))
 
 
-async def run(rounds: int, requests: int) -> None:
+async def run(rounds: int, requests: int, processes: Sequence[int]) -> None:
     """Interleave the minimum and the bridge; print the table."""
     secret = secrets.token_urlsafe(24)
     port = free_port()
@@ -46,14 +48,17 @@ async def run(rounds: int, requests: int) -> None:
         sys.executable, "-m", "bench.minimum", "--port", str(port), env=env
     )
     common = ["--requests", str(requests), "--connections", "64"]
-    results: dict[str, list[tuple[float, float, float]]] = {"minimum": [], "bridge": []}
+    bridges = {f"bridge x{n}" if len(processes) > 1 or n > 1 else "bridge": n for n in processes}
+    results: dict[str, list[tuple[float, float, float]]] = {"minimum": []}
+    results.update({name: [] for name in bridges})
     try:
         for _ in range(rounds):
             url = f"http://127.0.0.1:{port}"
             results["minimum"].append(
                 await one_run([*common, "--url", url, "--secret", secret], env)
             )
-            results["bridge"].append(await one_run(common, env))
+            for name, n in bridges.items():
+                results[name].append(await one_run([*common, "--processes", str(n)], env))
     finally:
         minimum.terminate()
         await minimum.wait()
@@ -62,11 +67,10 @@ async def run(rounds: int, requests: int) -> None:
         for n, (rate, p50, p99) in enumerate(runs, 1):
             print(f"  {name:8} round {n}: {rate:7.0f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
     medians = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
-    ratio = medians["bridge"] / medians["minimum"]
-    print(
-        f"median: minimum {medians['minimum']:.0f} req/s, bridge {medians['bridge']:.0f} req/s;"
-        f" ratio bridge/minimum {ratio:.2f}"
-    )
+    print(f"median: minimum {medians['minimum']:.0f} req/s")
+    for name in bridges:
+        ratio = medians[name] / medians["minimum"]
+        print(f"median: {name} {medians[name]:.0f} req/s; ratio {name}/minimum {ratio:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,8 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="the bridge's [receiver] processes; several values run one bridge each (default: 1)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(run(args.rounds, args.requests))
+    asyncio.run(run(args.rounds, args.requests, args.processes))
     return 0
 
 

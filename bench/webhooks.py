@@ -157,6 +157,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " (default: $SHOPLAZZA_CLIENT_SECRET)",
     )
     parser.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        help="the started bridge's [receiver] processes (default: 1)",
+    )
+    parser.add_argument(
         "--keep-messages",
         action="store_true",
         help=f"do not remove this run's messages from {topology.UNROUTED_QUEUE.name} afterwards",
@@ -180,7 +186,7 @@ def free_port() -> int:
         return port
 
 
-def bench_config(port: int, store_path: str) -> str:
+def bench_config(port: int, store_path: str, processes: int = 1) -> str:
     """The spawned bridge's configuration: defaults, a free port, our secret variable.
 
     The store is a SQLite file in the run's scratch folder, or, when DATABASE_URL is set, a
@@ -198,6 +204,7 @@ app_id = "{BENCH_APP_ID}"
 [receiver]
 host = "127.0.0.1"
 port = {port}
+processes = {processes}
 
 [sources.shoplazza]
 secret_env = "{SECRET_ENV}"
@@ -324,15 +331,17 @@ async def stop(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-def _bridge_files(directory: str, port: int) -> tuple[Path, IO[bytes]]:
+def _bridge_files(directory: str, port: int, processes: int) -> tuple[Path, IO[bytes]]:
     """Write the spawned bridge's config into `directory`; open the file its output goes to."""
     config = Path(directory, "config.toml")
-    config.write_text(bench_config(port, str(Path(directory, "bench.db"))))
+    config.write_text(bench_config(port, str(Path(directory, "bench.db")), processes))
     return config, Path(directory, "bridge.log").open("wb")  # closed by the caller
 
 
 @contextlib.asynccontextmanager
-async def spawned_bridge(session: aiohttp.ClientSession) -> AsyncIterator[Target]:
+async def spawned_bridge(
+    session: aiohttp.ClientSession, processes: int = 1
+) -> AsyncIterator[Target]:
     """Run `python -m bridge run` on a free port with a generated secret; stop it on exit."""
     secret = secrets.token_urlsafe(32)
     port = free_port()
@@ -340,16 +349,16 @@ async def spawned_bridge(session: aiohttp.ClientSession) -> AsyncIterator[Target
     async with contextlib.AsyncExitStack() as stack:
         if server := os.environ.get("DATABASE_URL"):
             env["DATABASE_URL"] = await stack.enter_async_context(scratch_database(server))
-        async with _bridge_process(session, env, secret, port) as target:
+        async with _bridge_process(session, env, secret, port, processes) as target:
             yield target
 
 
 @contextlib.asynccontextmanager
 async def _bridge_process(
-    session: aiohttp.ClientSession, env: dict[str, str], secret: str, port: int
+    session: aiohttp.ClientSession, env: dict[str, str], secret: str, port: int, processes: int
 ) -> AsyncIterator[Target]:
     with tempfile.TemporaryDirectory(prefix="cancel-bridge-bench-") as tmp:
-        config, log_file = _bridge_files(tmp, port)
+        config, log_file = _bridge_files(tmp, port, processes)
         with log_file:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -487,7 +496,8 @@ async def run(args: argparse.Namespace) -> int:
                     target = Target(base_url, args.secret, "already running")
                     await wait_ready(session, base_url, None, None)
                 else:
-                    target = await stack.enter_async_context(spawned_bridge(session))
+                    spawned = spawned_bridge(session, args.processes)
+                    target = await stack.enter_async_context(spawned)
                 url = f"{target.base_url}{WEBHOOK_PATH}"
                 hooks = webhooks(shop, target.secret, args.warmup + args.requests, first_order)
                 sending = True
