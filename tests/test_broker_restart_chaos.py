@@ -13,12 +13,12 @@ unacknowledged, read with rabbitmqctl), nothing parked. And CJ is never asked tw
 order: the store and CJ stay up all along, so the worker that called CJ has the answer in hand
 and must record it, whatever happens to its broker connection.
 
-Found when these tests were written (2026-11-23, aio-pika 10.2.1 / aiormq 7.2.4): when the
-channel closes, aiormq cancels every consumer callback still running, so messages in the
-worker's hand are abandoned mid-call; their claims stay `calling` until the lease ends
-(`timeout_s` + `lease_margin`, 35 s here), redelivered copies go round the delay queue as
-`busy` meanwhile, and CJ is then called a second time (a remembering CJ answers "already").
-Both tests fail on that until the worker shields its handling from the channel's cancellation.
+Found by these tests (aio-pika 10.2.1 / aiormq 7.2.4): when a channel closes, aiormq cancels
+every consumer callback still running, so the messages in the worker's hand were abandoned
+mid-call; their claims stayed `calling` until the lease ended (`timeout_s` + `lease_margin`,
+35 s here), redelivered copies went round the delay queue as `busy` meanwhile, and CJ was then
+called a second time (2 to 7 orders of 2,000 per run). Fixed in 5f690a0: the worker's handling
+runs in a task of its own, which the channel's closing does not cancel.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ SUPPLY = 5000  # orders ready to send; the run ends when the faults are over
 STEP = 50  # orders that must get a 2xx before each fault, during it and after it
 POST_TIMEOUT = 300.0
 STEP_TIMEOUT = 90.0  # seconds for STEP more orders to get a 2xx
-SETTLE_TIMEOUT = 90.0  # a worker's lost claim waits out its lease (35 s) first
+SETTLE_TIMEOUT = 90.0  # an abandoned claim would wait out its lease (35 s) first
 
 
 async def more_accepted(poster: Poster, count: int = STEP) -> None:
