@@ -9,6 +9,7 @@ import sys
 import orjson
 import structlog
 from aiohttp.http_exceptions import BadHttpMessage
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from structlog.typing import EventDict, Processor
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -45,6 +46,33 @@ class MalformedRequestsAreNotErrors(logging.Filter):
             record.msg, record.args = "malformed HTTP request: %s", (exc.message,)
             record.exc_info = record.exc_text = None
         return True
+
+
+class BrokerOutagesAreWarnings(logging.Filter):
+    """aiormq and aio-pika log a broker restart or a cut link at error level, once per attempt.
+
+    The bridge reports an outage itself (`broker.lost`, 503 answers, `/readyz`), so alerts on
+    error lines would fire on every routine broker restart: such records become one warning line
+    without the traceback. Anything else from these libraries keeps its level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Downgrade the libraries' connection-trouble errors; keep everything else."""
+        exc = record.exc_info[1] if record.exc_info else None
+        connection_trouble = isinstance(
+            exc, (AMQPError, ConnectionError, ChannelInvalidStateError)
+        ) or (exc is None and record.name == "aiormq.connection")
+        if record.levelno >= logging.ERROR and connection_trouble:
+            message = record.getMessage()
+            if exc is not None:
+                message = f"{message}: {type(exc).__name__}: {exc}"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = message, ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_BROKER_LOGGERS = ("aiormq.connection", "aio_pika.tools", "aio_pika.robust_connection")
 
 
 def _dumps(obj: object, **_: object) -> str:
@@ -85,6 +113,10 @@ def configure(level: str = "info") -> None:
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, MalformedRequestsAreNotErrors) for f in server.filters):
         server.addFilter(MalformedRequestsAreNotErrors())
+    for name in _BROKER_LOGGERS:
+        library = logging.getLogger(name)
+        if not any(isinstance(f, BrokerOutagesAreWarnings) for f in library.filters):
+            library.addFilter(BrokerOutagesAreWarnings())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)
