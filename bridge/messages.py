@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractMessage, FieldValue
+from pamqp import commands as spec
 
 from contracts.events import SCHEMA_VERSION, OrderCancelled
 
@@ -29,16 +30,15 @@ def ce_source(event: OrderCancelled) -> str:
     return f"/cancel-bridge/{event.source.value}/{quote(event.shop, safe='')}"
 
 
-def event_message(event: OrderCancelled, *, app_id: str, seen: int = 1) -> Message:
-    """The persistent message for `event`, with CloudEvents attributes as `ce-` headers.
+def event_headers(event: OrderCancelled, seen: int = 1) -> dict[str, FieldValue]:
+    """The event's CloudEvents attributes as `ce-` headers, and the redelivery marks.
 
     `seen` counts the times the bridge received this event; from the second on the message is
     marked as a redelivery.
     """
-    event_id = str(event.event_id)
     headers: dict[str, FieldValue] = {
         "ce-specversion": CE_SPECVERSION,
-        "ce-id": event_id,
+        "ce-id": str(event.event_id),
         "ce-source": ce_source(event),
         "ce-type": event.type,
         "ce-time": rfc3339(event.cancelled_at),
@@ -48,15 +48,38 @@ def event_message(event: OrderCancelled, *, app_id: str, seen: int = 1) -> Messa
     if seen > 1:
         headers[REDELIVERY_HEADER] = True
         headers[SEEN_HEADER] = seen
+    return headers
+
+
+def event_properties(event: OrderCancelled, *, app_id: str, seen: int = 1) -> spec.Basic.Properties:
+    """The persistent message's properties for `event`, as the receiver publishes them.
+
+    The same properties as `event_message` carries, built without aio-pika's `Message` (a
+    tenth of the cost, on the receiver's hot path).
+    """
+    return spec.Basic.Properties(
+        content_type=JSON,
+        delivery_mode=DeliveryMode.PERSISTENT.value,
+        message_id=str(event.event_id),
+        message_type=event.type,
+        timestamp=event.received_at,
+        app_id=app_id,
+        headers=event_headers(event, seen),
+        priority=0,  # as aio-pika sends it: subscribers see the same properties either way
+    )
+
+
+def event_message(event: OrderCancelled, *, app_id: str, seen: int = 1) -> Message:
+    """The persistent message for `event` (body and `event_properties`), for aio-pika callers."""
     return Message(
         event.to_json(),
         content_type=JSON,
         delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=event_id,
+        message_id=str(event.event_id),
         type=event.type,
         timestamp=event.received_at,
         app_id=app_id,
-        headers=headers,
+        headers=event_headers(event, seen),
     )
 
 

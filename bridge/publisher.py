@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractMessage,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
+from pamqp import commands as spec
 from yarl import URL
 
 from bridge import topology
@@ -78,7 +78,6 @@ class Publisher:
         self._connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchanges: Mapping[str, AbstractExchange] = {}
         self._up = asyncio.Event()
         self._down = asyncio.Event()
         self._down.set()
@@ -128,11 +127,12 @@ class Publisher:
         """Return once the publisher has noticed the broker is gone."""
         await self._down.wait()
 
-    async def publish_event(self, event: OrderCancelled, message: AbstractMessage) -> None:
-        """Publish `message` (the event's) to `orders`, confirmed; raise `BrokerUnavailable`."""
-        await self._publish(
-            topology.ORDERS.name, message, topology.routing_key(event.source), str(event.event_id)
-        )
+    async def publish_event(
+        self, event: OrderCancelled, body: bytes, properties: spec.Basic.Properties
+    ) -> None:
+        """Publish the event's message to `orders`, confirmed; raise `BrokerUnavailable`."""
+        key = topology.routing_key(event.source)
+        await self._publish(topology.ORDERS.name, body, properties, key, str(event.event_id))
 
     async def quarantine(self, message: AbstractMessage) -> None:
         """Publish to `orders.quarantine` through the default exchange, confirmed."""
@@ -140,10 +140,16 @@ class Publisher:
 
     async def to_queue(self, queue: str, message: AbstractMessage) -> None:
         """Publish to `queue` via the default exchange, confirmed; a missing queue is returned."""
-        await self._publish("", message, queue, message.message_id or "")
+        properties = message.properties
+        await self._publish("", message.body, properties, queue, message.message_id or "")
 
     async def _publish(
-        self, exchange_name: str, message: AbstractMessage, routing_key: str, message_id: str
+        self,
+        exchange_name: str,
+        body: bytes,
+        properties: spec.Basic.Properties,
+        routing_key: str,
+        message_id: str,
     ) -> None:
         # aiormq pairs a returned message with its publish by message_id: one event in flight
         # at a time per channel, so a concurrent duplicate waits for the first to settle.
@@ -154,7 +160,7 @@ class Publisher:
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            await self._send(exchange_name, message, routing_key)
+            await self._send(exchange_name, body, properties, routing_key)
         finally:
             self._settle(message_id, previous, settled)
 
@@ -172,19 +178,29 @@ class Publisher:
         else:  # we were cancelled while the earlier copy is still in flight
             previous.add_done_callback(done)
 
-    async def _send(self, exchange_name: str, message: AbstractMessage, routing_key: str) -> None:
-        if not self.ready:
+    async def _send(
+        self,
+        exchange_name: str,
+        body: bytes,
+        properties: spec.Basic.Properties,
+        routing_key: str,
+    ) -> None:
+        if not self.ready or self._channel is None:
             raise BrokerUnavailable("broker connection is down")
-        if exchange_name:
-            exchange = self._exchanges[exchange_name]
-        else:
-            assert self._channel is not None  # noqa: S101 - ready implies a channel
-            exchange = self._channel.default_exchange
         timeout = self._settings.confirm_timeout
         try:
             # One timer bounds it all: a reconnecting robust channel, the write and the confirm.
             async with asyncio.timeout(timeout):
-                await exchange.publish(message, routing_key, mandatory=True)
+                # aio-pika's `Exchange.publish` without its `Message`: the channel underneath
+                # (confirms and returns raised as on the aio-pika channel) takes the frames.
+                channel = await self._channel.get_underlay_channel()
+                await channel.basic_publish(
+                    body,
+                    exchange=exchange_name,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=True,
+                )
         except PublishError:
             raise BrokerUnavailable("broker returned the message as unroutable") from None
         except DeliveryError:
@@ -205,7 +221,7 @@ class Publisher:
             connection.reconnect_callbacks.add(self._on_restored)
             try:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                self._exchanges = await topology.declare(channel)
+                await topology.declare(channel)
                 for spec in self._targets:
                     await topology.declare_target(channel, spec)
             except CONNECTION_EXCEPTIONS as exc:

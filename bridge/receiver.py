@@ -19,7 +19,7 @@ from bridge import api, oauth
 from bridge.batch import Batcher
 from bridge.http import CONFIG, STORE, error_response, json_response
 from bridge.lookups import LOOKUPS, lookups_ctx
-from bridge.messages import event_message, quarantine_message
+from bridge.messages import event_properties, quarantine_message
 from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
 from bridge.store import Arrival, Echo, Seen, Store, StoreUnavailable
@@ -222,9 +222,9 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
             200, {"status": "echo", "event_id": context["event_id"], "echo_of": arrived.cause}
         )
     seen = arrived.count
-    message = event_message(event, app_id=config.settings.broker.app_id, seen=seen)
+    properties = event_properties(event, app_id=config.settings.broker.app_id, seen=seen)
     try:
-        await request.app[PUBLISHER].publish_event(event, message)
+        await request.app[PUBLISHER].publish_event(event, event.to_json(), properties)
     except BrokerUnavailable as exc:
         return _unavailable(config, exc, **context)
     log.info("webhook.accepted", seen=seen, **context)

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from aio_pika import DeliveryMode
 
-from bridge.messages import ce_source, event_message, quarantine_message, rfc3339
+from bridge.messages import (
+    ce_source,
+    event_message,
+    event_properties,
+    quarantine_message,
+    rfc3339,
+)
 from contracts.events import CancelReason, OrderCancelled, Source
 
 RECEIVED = datetime(2024, 3, 1, 12, 0, 5, tzinfo=UTC)
@@ -33,6 +39,15 @@ def test_event_message_properties() -> None:
     assert message.type == "order.cancelled"
     assert message.timestamp == RECEIVED
     assert message.app_id == "cancel-bridge-test"
+
+
+def test_the_receivers_properties_are_the_messages() -> None:
+    """The receiver publishes `event_properties` without aio-pika's Message: same wire."""
+    for seen in (1, 3):
+        built = event_properties(EVENT, app_id="cancel-bridge", seen=seen)
+        assert built == event_message(EVENT, app_id="cancel-bridge", seen=seen).properties
+        assert built.headers is not None
+        assert ("x-cancel-bridge-seen" in built.headers) is (seen > 1)
 
 
 def test_event_message_cloudevents_headers() -> None:
