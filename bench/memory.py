@@ -10,12 +10,11 @@ after start, after every `--every` webhooks, once the fake CJ has been called fo
 series under load: memory that grows with the number of events keeps growing there; a bounded
 one plateaus. VmHWM (the peak) is printed at the end.
 
-Layouts: `split` (default) runs the receiver alone (`run` with no routes: it publishes to the
-`orders` exchange, where the worker's queue is bound) and the CJ worker alone
-(`worker --target cj`), sharing one store, so each has its own figure; `one` runs both in one
-`run` process, as the default deployment does. The store is a scratch SQLite file, or with
-`--engine PostgreSQL` a scratch database on the server in DATABASE_URL. Log level info, output
-to scratch files; warnings and errors in them are counted at the end. The CJ target's queues
+Layouts: `split` (default) runs `cancel-bridge receiver` (the receiver alone, no workers) and
+`cancel-bridge worker --target cj` with the same configuration and store, so each has its own
+figure; `one` runs both in one `run` process, as the default deployment does. The store is a
+scratch SQLite file, or with `--engine PostgreSQL` a scratch database on the server in
+DATABASE_URL. Log level info, output to scratch files; warnings and errors in them are counted at the end. The CJ target's queues
 are deleted before and after; everything listens on 127.0.0.1.
 """
 
@@ -100,18 +99,19 @@ async def bridge_processes(
 ) -> AsyncIterator[dict[str, int]]:
     """Start the layout's processes, ready to take webhooks; their names and PIDs."""
     store = directory / "bench.db"
-    routed = write_config(directory / "worker.toml", port, store, cj_url)
+    routed = write_config(directory / "run.toml", port, store, cj_url)
     await delete_cj_queues(routed, env)
     try:
         async with contextlib.AsyncExitStack() as stack:
             pids: dict[str, int] = {}
-            if layout == "split":
+            if layout == "split":  # one configuration file each: each has its own output file
+                alone = write_config(directory / "receiver.toml", port, store, cj_url)
+                receiver = await stack.enter_async_context(spawned(alone, ["receiver"], env))
+                alone = write_config(directory / "worker.toml", port, store, cj_url)
                 worker = await stack.enter_async_context(
-                    spawned(routed, ["worker", "--target", CJ], env)
+                    spawned(alone, ["worker", "--target", CJ], env)
                 )
-                await worker.wait_logged("worker.consuming")  # its queue is bound from now on
-                plain = write_config(directory / "receiver.toml", port, store, None)
-                receiver = await stack.enter_async_context(spawned(plain, ["run"], env))
+                await worker.wait_logged("worker.consuming")
                 pids = {"receiver": receiver.process.pid, "worker": worker.process.pid}
             else:
                 receiver = await stack.enter_async_context(spawned(routed, ["run"], env))
