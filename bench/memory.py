@@ -14,8 +14,9 @@ Layouts: `split` (default) runs `cancel-bridge receiver` (the receiver alone, no
 `cancel-bridge worker --target cj` with the same configuration and store, so each has its own
 figure; `one` runs both in one `run` process, as the default deployment does. The store is a
 scratch SQLite file, or with `--engine PostgreSQL` a scratch database on the server in
-DATABASE_URL. Log level info, output to scratch files; warnings and errors in them are counted at the end. The CJ target's queues
-are deleted before and after; everything listens on 127.0.0.1.
+DATABASE_URL. Log level info, output to scratch files; warnings and errors in them are counted
+at the end. The CJ target's queues are deleted before and after; everything listens on
+127.0.0.1.
 """
 
 from __future__ import annotations
