@@ -90,11 +90,16 @@ def order_id(hook: Webhook) -> str:
 
 
 async def one_at_a_time(
-    session: aiohttp.ClientSession, url: str, hooks: Sequence[Webhook], arrivals: Arrivals
+    session: aiohttp.ClientSession,
+    url: str,
+    hooks: Sequence[Webhook],
+    arrivals: Arrivals,
+    pause: float,
 ) -> Timings:
-    """Send each webhook once the previous one reached CJ; the two intervals of each."""
+    """Send each webhook `pause` s after the previous one reached CJ; the two intervals of each."""
     timings = Timings()
     for hook in hooks:
+        await asyncio.sleep(pause)
         reached = arrivals.expect(order_id(hook))
         started = time.perf_counter()
         async with session.post(url, data=hook.body, headers=hook.headers) as response:
@@ -133,8 +138,9 @@ async def measure(
                     await wait_ready(session, base_url, bridge.process, bridge.log)
                     await bridge.wait_logged("worker.consuming")
                     url = f"{base_url}{WEBHOOK_PATH}"
-                    await one_at_a_time(session, url, hooks[: args.warmup], arrivals)
-                    return await one_at_a_time(session, url, hooks[args.warmup :], arrivals)
+                    await one_at_a_time(session, url, hooks[: args.warmup], arrivals, args.pause)
+                    timed = hooks[args.warmup :]
+                    return await one_at_a_time(session, url, timed, arrivals, args.pause)
             finally:
                 await delete_cj_queues(config, env)
 
@@ -142,7 +148,8 @@ async def measure(
 def report(results: dict[str, Timings], args: argparse.Namespace, calls: int) -> None:
     """The table: percentiles of each interval, per engine, in milliseconds."""
     print(
-        f"{args.webhooks} cancellations per engine, one at a time, after {args.warmup} warm-up;"
+        f"{args.webhooks} cancellations per engine, one at a time ({args.pause:g} s after the"
+        f" previous reached CJ), after {args.warmup} warm-up;"
         f" `python -m bridge run` (receiver + {CJ} worker), log level info"
     )
     heads = " ".join(f"{'max' if p == 100 else f'p{p}':>7}" for p in PERCENTILES)  # noqa: PLR2004
@@ -186,6 +193,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--webhooks", type=int, default=500, help="timed (default 500)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed first (default 20)")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="seconds between a CJ call and the next webhook (default 0: at once; the worker"
+        " may still be recording the previous outcome then)",
+    )
     parser.add_argument(
         "--engine",
         dest="engines",
