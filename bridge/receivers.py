@@ -33,7 +33,6 @@ class Children:
         self._stop_timeout = stop_timeout + STOP_GRACE
         self._running: set[asyncio.subprocess.Process] = set()
         self._stopping = False
-        self.started = 0  # how many children were ever started (restarts included)
 
     async def keep(self, slot: int) -> None:
         """Run one child in `slot` until stopping, starting it again whenever it exits."""
@@ -42,7 +41,6 @@ class Children:
                 *self._args, env=self._env, stdin=asyncio.subprocess.DEVNULL
             )
             self._running.add(process)
-            self.started += 1
             log.info("receiver.process_started", slot=slot, child=process.pid)
             if self._stopping:  # `stop` ran while this one was starting
                 process.send_signal(signal.SIGTERM)

@@ -139,7 +139,8 @@ class Poster:
                 for index, order in queue:
                     if self.rate:
                         # An open-loop arrival schedule: order i is cancelled at i / rate.
-                        await asyncio.sleep(max(0.0, started + index / self.rate - loop.time()))
+                        pause = max(0.0, started + index / self.rate - loop.time())
+                        await asyncio.sleep(pause)  # paced: the arrival schedule
                     if self._finishing:
                         return
                     self.started.append(order)
@@ -169,7 +170,7 @@ class Poster:
             backoff = min(BACKOFF_MAX, BACKOFF_FIRST * 2**attempt)
             attempt += 1
             # A platform's retry pacing (jittered), not a wait for some state.
-            await asyncio.sleep(backoff * self._random.uniform(0.5, 1.0))
+            await asyncio.sleep(backoff * self._random.uniform(0.5, 1.0))  # paced: retry backoff
 
     async def _post(self, session: aiohttp.ClientSession, url: str, hook: Webhook) -> int | None:
         """The answer's status, or None (the error counted) when there was no answer."""

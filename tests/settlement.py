@@ -107,7 +107,7 @@ async def settle(  # noqa: PLR0913 - what a run is made of
                     seen.queues = await node.queue_counts(vhost)
                     if seen.queues and not seen.left_in_queues:
                         break
-                    await asyncio.sleep(POLL)
+                    await asyncio.sleep(POLL)  # paced: queue counts cannot notify
         seen.states = await pair_states(store, event_ids)
     try:
         seen.queues = await node.queue_counts(vhost)

@@ -353,7 +353,7 @@ async def test_headers_dribbled_a_byte_at_a_time_are_cut_off(live: Live) -> None
         for byte in head:
             writer.write(bytes([byte]))
             await writer.drain()
-            await asyncio.sleep(0.05)  # the slowness is the behaviour under test
+            await asyncio.sleep(0.05)  # paced: the slowness is the behaviour under test
 
     sending = asyncio.create_task(dribble())
     try:

@@ -131,7 +131,7 @@ async def exchange(  # noqa: PLR0913 - the ways a client can misbehave
     try:
         for n, piece in enumerate(pieces):
             if n and pause:
-                await asyncio.sleep(pause)  # a slow sender: the pause is the behaviour under test
+                await asyncio.sleep(pause)  # paced: a slow sender is the behaviour under test
             writer.write(piece)
             await writer.drain()
         if hang_up:
