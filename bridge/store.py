@@ -69,6 +69,10 @@ _ECHOES_OF = sa.select(
 _COUNTS_OF = sa.select(events.c.event_id, events.c.delivery_count).where(
     events.c.event_id.in_(sa.bindparam("keys", expanding=True))
 )
+_PAIRS_OF = sa.select(deliveries.c.event_id).where(
+    deliveries.c.target == sa.bindparam("t"),
+    deliveries.c.event_id.in_(sa.bindparam("keys", expanding=True)),
+)
 _SEEN_MORE = (
     events.update()
     .where(events.c.event_id == sa.bindparam("k"))
@@ -414,17 +418,25 @@ class Store:
     ) -> list[Claim]:
         """`claim` for many events at once: one UPDATE takes every claimable pair.
 
-        The rest (no row yet, a duplicate within the batch, held by another claim) go through
-        `claim` one by one.
+        Pairs with no row yet (events published by anything but the receiver) are claimed in
+        the same transaction. The rest (a duplicate within the batch, held by another claim,
+        settled, or a row that appeared meanwhile) go through `claim` one by one.
         """
         now = datetime.now(UTC)
-        keys = sorted({str(event.event_id) for event in events_})
-        params = {"keys": keys, "t": target, "w": worker, "now": now, "lease": now + lease}
-        taken = await self._transaction(
-            lambda connection: {
-                row.event_id: int(row.attempts) for row in connection.execute(_TAKE_MANY, params)
-            }
-        )
+        by_key = {str(event.event_id): event for event in events_}
+        params = {
+            "keys": sorted(by_key),
+            "t": target,
+            "w": worker,
+            "now": now,
+            "lease": now + lease,
+        }
+        try:
+            taken = await self._transaction(
+                lambda connection: _take_many(connection, by_key, params)
+            )
+        except IntegrityError:  # another worker wrote one of the new rows first: one by one
+            taken = {}
         claims: list[Claim] = []
         for event in events_:
             attempt = taken.pop(str(event.event_id), None)
@@ -724,6 +736,36 @@ def _arrive(connection: sa.Connection, arrivals: Sequence[Arrival]) -> list[Seen
         now = max(a.at for a in arrivals)
         connection.execute(_SEEN_MORE, [{"k": key, "n": n, "now": now} for key, n in more.items()])
     return results
+
+
+def _take_many(
+    connection: sa.Connection, by_key: Mapping[str, OrderCancelled], params: dict[str, Any]
+) -> dict[str, int]:
+    """Take every claimable pair; claim those with no row yet. The attempt number by event."""
+    taken = {row.event_id: int(row.attempts) for row in connection.execute(_TAKE_MANY, params)}
+    rest = [key for key in params["keys"] if key not in taken]
+    if not rest:
+        return taken
+    target, now = params["t"], params["now"]
+    have = {row.event_id for row in connection.execute(_PAIRS_OF, {"t": target, "keys": rest})}
+    fresh = [key for key in rest if key not in have]
+    if not fresh:
+        return taken
+    known = {row.event_id for row in connection.execute(_COUNTS_OF, {"keys": fresh})}
+    unknown = [_event_row(by_key[key], now) for key in fresh if key not in known]
+    if unknown:
+        connection.execute(events.insert(), unknown)
+    connection.execute(
+        deliveries.insert(),
+        [
+            _delivery_row(
+                key, target, CALLING, now, worker=params["w"], lease_until=params["lease"]
+            )
+            for key in fresh
+        ],
+    )
+    taken.update((key, 1) for key in fresh)
+    return taken
 
 
 def _finish_all(connection: sa.Connection, results: Sequence[Result]) -> list[bool]:

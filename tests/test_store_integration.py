@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bridge import status
 from bridge.cli import main
 from bridge.settings import ConfigError, parse_settings, resolve
 from bridge.store import (
@@ -275,6 +276,22 @@ async def test_claim_many_takes_claimable_pairs_in_one_go(database_url: str) -> 
     assert claims[2] == Settled(DELIVERED, None)
     assert isinstance(claims[3], Busy)  # the same event twice in a batch: the copy waits
     assert claims[3].claimed_by == "w1"
+
+
+async def test_claim_many_claims_events_with_no_rows(database_url: str) -> None:
+    """Events published by anything but the receiver have no rows: claimed in the batch."""
+    unknown = [event(f"unknown-{n}") for n in range(5)]
+    bare = event("bare")  # recorded without targets: an event row, no delivery row
+    async with Store.open(database_url) as store:
+        await store.record_event(bare, NOW)
+        claims = await store.claim_many([*unknown, bare], "cj", "w1", LEASE)
+        later = await store.claim_many([*unknown, bare], "cj", "w2", LEASE)
+        rows = [await store.delivery(str(e.event_id), "cj") for e in [*unknown, bare]]
+        found = await status.order_status(store, unknown[0].order_id, "shoplazza")
+    assert claims == [Claimed(1)] * 6
+    assert [(row.state, row.attempts) for row in rows if row is not None] == [(CALLING, 1)] * 6
+    assert all(isinstance(claim, Busy) and claim.claimed_by == "w1" for claim in later), later
+    assert found, "the unknown event was recorded with its claim"
 
 
 async def test_finish_many_records_each_outcome_and_its_history(database_url: str) -> None:
