@@ -38,12 +38,17 @@ async def one_run(args: list[str], env: dict[str, str]) -> tuple[float, float, f
     return float(rate.group(1)), float(latency.group(1)), float(latency.group(2))
 
 
-async def run(rounds: int, requests: int, processes: Sequence[int]) -> None:
+async def run(rounds: int, requests: int, processes: Sequence[int], *, postgresql: bool) -> None:
     """Interleave the minimum and the bridge; print the table."""
     secret = secrets.token_urlsafe(24)
     port = free_port()
     env = {**os.environ, "SHOPLAZZA_CLIENT_SECRET": secret}
-    env.pop("DATABASE_URL", None)  # the bridge's default store: SQLite
+    if not postgresql:
+        env.pop("DATABASE_URL", None)  # the bridge's default store: SQLite
+    elif not env.get("DATABASE_URL"):
+        raise SystemExit(
+            "--postgresql needs DATABASE_URL (a server where a scratch database can go)"
+        )
     minimum = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.minimum", "--port", str(port), env=env
     )
@@ -85,8 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[1],
         help="the bridge's [receiver] processes; several values run one bridge each (default: 1)",
     )
+    parser.add_argument(
+        "--postgresql",
+        action="store_true",
+        help="the bridge's store in a scratch database on DATABASE_URL's server (default: SQLite)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(run(args.rounds, args.requests, args.processes))
+    asyncio.run(run(args.rounds, args.requests, args.processes, postgresql=args.postgresql))
     return 0
 
 
