@@ -328,12 +328,12 @@ class Store:
 
     async def _transaction(self, body: Callable[[sa.Connection], R]) -> R:
         """`body` in one write transaction; on SQLite in the store's thread, in one hop."""
-        with _unavailable():
-            if self._local is not None:
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._thread, _in_transaction, self._local, body)
-            async with self._engine.begin() as connection:
+        if self._local is None:
+            async with self._write() as connection:
                 return await connection.run_sync(body)
+        with _unavailable():
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, _in_transaction, self._local, body)
 
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:

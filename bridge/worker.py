@@ -157,9 +157,6 @@ class Worker:
                 yield worker
             finally:
                 await worker._drain(plan.settings.drain_timeout)
-                for work in list(worker._in_hand):  # past the drain timeout: give up on them
-                    work.cancel()
-                await asyncio.gather(*worker._in_hand, return_exceptions=True)
                 consuming.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await consuming
@@ -194,7 +191,7 @@ class Worker:
             await asyncio.sleep(broker.reconnect_interval)
 
     async def _drain(self, within: float) -> None:
-        """Stop taking messages, then let those in hand settle (bounded by `within`)."""
+        """Stop taking messages, let those in hand settle (bounded by `within`), cancel the rest."""
         queue, tag = self._queue, self._consumer_tag
         if queue is not None and tag is not None:
             with contextlib.suppress(*CONNECTION_EXCEPTIONS):
@@ -202,6 +199,9 @@ class Worker:
         if self._in_hand:
             log.info("worker.draining", in_hand=len(self._in_hand))
             await asyncio.wait(self._in_hand, timeout=within)
+        for work in list(self._in_hand):  # past the drain timeout: unsettled, redelivered later
+            work.cancel()
+        await asyncio.gather(*self._in_hand, return_exceptions=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aiormq cancels consumer callbacks when their channel closes (a broker restart, a cut
