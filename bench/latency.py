@@ -36,7 +36,6 @@ from bench.spawn import (
     SQLITE,
     delete_cj_queues,
     run_main,
-    spawned,
     store_env,
     write_config,
 )
@@ -48,6 +47,7 @@ from bench.webhooks import (
     Webhook,
     free_port,
     percentile,
+    spawned,
     wait_ready,
     webhooks,
 )

@@ -42,7 +42,6 @@ from bench.spawn import (
     SQLITE,
     delete_cj_queues,
     run_main,
-    spawned,
     store_env,
     write_config,
 )
@@ -53,6 +52,7 @@ from bench.webhooks import (
     BenchError,
     drive,
     free_port,
+    spawned,
     wait_ready,
     webhooks,
 )

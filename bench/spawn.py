@@ -2,8 +2,8 @@
 
 A configuration is `bench.webhooks.bench_config` (a port, the Shoplazza secret variable, the store
 file or DATABASE_URL) plus, for a worker, `[targets.cj]` at the fake CJ and `[routes]`. Each
-process is `python -m bridge ...` with its output (JSON log lines) in a file of the run's scratch
-folder; it is stopped (SIGTERM, then SIGKILL) when its context ends, whatever happened.
+process is `bench.webhooks.spawned`: `python -m bridge ...` with its output (JSON log lines) in a
+file of the run's scratch folder, stopped (SIGTERM, then SIGKILL) when its context ends.
 """
 
 from __future__ import annotations
@@ -13,22 +13,19 @@ import contextlib
 import os
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 
 import aio_pika
 
 from bench.scratch_db import scratch_database
-from bench.webhooks import READY_TIMEOUT, SECRET_ENV, BenchError, amqp_url, bench_config, stop
+from bench.webhooks import SECRET_ENV, BenchError, amqp_url, bench_config
 from bridge.fake_cj import TOKEN
 from bridge.settings import load
 from bridge.targets import target_topology
 
 CJ = "cj"
 SQLITE, POSTGRESQL = "SQLite", "PostgreSQL"
-LOG_POLL = 0.1
 
 
 def cj_sections(cj_url: str) -> str:
@@ -67,51 +64,6 @@ async def store_env(engine: str) -> AsyncIterator[dict[str, str]]:
         raise BenchError("PostgreSQL needs DATABASE_URL (a server to create a scratch database on)")
     async with scratch_database(server) as url:
         yield env | {"DATABASE_URL": url}
-
-
-@dataclass(frozen=True)
-class Spawned:
-    """A bridge process, its configuration file and the file its output goes to."""
-
-    process: asyncio.subprocess.Process
-    config: Path
-    log: Path
-
-    async def wait_logged(self, event: str) -> None:
-        """Poll the output until a line logs `event`; fail if the process exits or stalls."""
-        needle = f'"event":"{event}"'.encode()
-        deadline = time.monotonic() + READY_TIMEOUT
-        while needle not in self.log.read_bytes():
-            if self.process.returncode is not None:
-                raise BenchError(f"{self.config.stem} exited with {self.process.returncode}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.config.stem}: no {event} after {READY_TIMEOUT:g}s")
-            await asyncio.sleep(LOG_POLL)
-
-
-@contextlib.asynccontextmanager
-async def spawned(
-    config: Path, args: Sequence[str], env: Mapping[str, str]
-) -> AsyncIterator[Spawned]:
-    """`python -m bridge ARGS --config CONFIG`, output to CONFIG.log; stopped on exit."""
-    log = config.with_suffix(".log")
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            *args,
-            "--config",
-            str(config),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-            env=dict(env),
-        )
-        try:
-            yield Spawned(process, config, log)
-        finally:
-            await stop(process)
 
 
 async def delete_cj_queues(config: Path, env: Mapping[str, str]) -> None:

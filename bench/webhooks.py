@@ -24,11 +24,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -46,6 +46,7 @@ WEBHOOK_PATH = "/webhooks/shoplazza"
 SECRET_ENV = "BENCH_SHOPLAZZA_SECRET"  # noqa: S105 - a variable name; set only for the child
 BENCH_APP_ID = "cancel-bridge-bench"
 READY_TIMEOUT = 30.0  # seconds for the bridge to answer /readyz 200
+LOG_POLL = 0.1  # seconds between looks at a spawned bridge's log file
 READY_POLL = 0.1
 STOP_TIMEOUT = 15.0  # SIGTERM, then SIGKILL after this (the bridge drains for up to 10 s)
 REQUEST_TIMEOUT = 30.0
@@ -331,11 +332,49 @@ async def stop(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
-def _bridge_files(directory: str, port: int, processes: int) -> tuple[Path, IO[bytes]]:
-    """Write the spawned bridge's config into `directory`; open the file its output goes to."""
-    config = Path(directory, "config.toml")
-    config.write_text(bench_config(port, str(Path(directory, "bench.db")), processes))
-    return config, Path(directory, "bridge.log").open("wb")  # closed by the caller
+@dataclass(frozen=True)
+class Spawned:
+    """A bridge process, its configuration file and the file its output goes to."""
+
+    process: asyncio.subprocess.Process
+    config: Path
+    log: Path
+
+    async def wait_logged(self, event: str) -> None:
+        """Poll the output until a line logs `event`; fail if the process exits or stalls."""
+        needle = f'"event":"{event}"'.encode()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while needle not in self.log.read_bytes():
+            if self.process.returncode is not None:
+                raise BenchError(f"{self.config.stem} exited with {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.config.stem}: no {event} after {READY_TIMEOUT:g}s")
+            await asyncio.sleep(LOG_POLL)
+
+
+@contextlib.asynccontextmanager
+async def spawned(
+    config: Path, args: Sequence[str], env: Mapping[str, str]
+) -> AsyncIterator[Spawned]:
+    """`python -m bridge ARGS --config CONFIG`, output to CONFIG.log; stopped on exit."""
+    log = config.with_suffix(".log")
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            *args,
+            "--config",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env),
+        )
+        try:
+            yield Spawned(process, config, log)
+        finally:
+            await stop(process)
 
 
 @contextlib.asynccontextmanager
@@ -353,31 +392,23 @@ async def spawned_bridge(
             yield target
 
 
+def _config_file(directory: str, port: int, processes: int) -> Path:
+    """Write the spawned bridge's config into `directory`; its path."""
+    config = Path(directory, "config.toml")
+    config.write_text(bench_config(port, str(Path(directory, "bench.db")), processes))
+    return config
+
+
 @contextlib.asynccontextmanager
 async def _bridge_process(
     session: aiohttp.ClientSession, env: dict[str, str], secret: str, port: int, processes: int
 ) -> AsyncIterator[Target]:
     with tempfile.TemporaryDirectory(prefix="cancel-bridge-bench-") as tmp:
-        config, log_file = _bridge_files(tmp, port, processes)
-        with log_file:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "run",
-                "--config",
-                str(config),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-            )
-            try:
-                base_url = f"http://127.0.0.1:{port}"
-                await wait_ready(session, base_url, process, Path(log_file.name))
-                yield Target(base_url, secret, f"started by the benchmark, pid {process.pid}")
-            finally:
-                await stop(process)
+        config = _config_file(tmp, port, processes)
+        async with spawned(config, ["run"], env) as bridge:
+            base_url = f"http://127.0.0.1:{port}"
+            await wait_ready(session, base_url, bridge.process, bridge.log)
+            yield Target(base_url, secret, f"started by the benchmark, pid {bridge.process.pid}")
 
 
 def _is_ours(body: bytes, shop: str) -> bool:
