@@ -162,6 +162,20 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", metavar="FILE", help=f"TOML file (default: ${CONFIG_ENV})")
         if name == "worker":
             command.add_argument("--target", required=True, help="target name, e.g. cj")
+        if name != "check-config":
+            command.add_argument(
+                "--metrics-port",
+                type=int,
+                metavar="PORT",
+                help="serve /metrics on this port too (default: [metrics] port, if set)",
+            )
+        if name == "receiver":
+            command.add_argument(
+                "--slot",
+                type=int,
+                default=0,
+                help="set by run for its receiver processes: metrics on [metrics] port + SLOT",
+            )
     commands.add_parser("schema", help="print the JSON Schema of the published event")
     status = commands.add_parser(
         "status", help="what happened to an order: its events and each target's state"
@@ -325,6 +339,16 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
     return _run(args, config, path, env)
 
 
+def _metrics_port(args: argparse.Namespace, config: Config) -> int | None:
+    """`--metrics-port`, else `[metrics] port` (plus the slot of a receiver child), else None."""
+    if args.metrics_port is not None:
+        return int(args.metrics_port)
+    port = config.settings.metrics.port
+    if port is None:
+        return None
+    return port + int(getattr(args, "slot", 0))
+
+
 def _run(args: argparse.Namespace, config: Config, path: Path, env: Mapping[str, str]) -> int:
     """`run`, `receiver` and `worker`: start, serve until a signal, stop."""
     logs.configure(config.settings.log.level)
@@ -340,7 +364,13 @@ def _run(args: argparse.Namespace, config: Config, path: Path, env: Mapping[str,
         for target in targets:
             plan(config, target)  # refuse an unusable target before starting anything
         _run_async(
-            serve(config, receiver_on=receiver_on, targets=targets, more_receivers=more_receivers)
+            serve(
+                config,
+                receiver_on=receiver_on,
+                targets=targets,
+                more_receivers=more_receivers,
+                metrics_port=_metrics_port(args, config),
+            )
         )
     except ConfigError as exc:
         print(f"cancel-bridge: config error: {exc}", file=sys.stderr)  # noqa: T201 - CLI output

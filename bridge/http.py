@@ -7,11 +7,15 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 
+from bridge.metrics import Metrics
 from bridge.settings import Config
 from bridge.store import Store
+from bridge.tracing import Tracing
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
+METRICS = web.AppKey("metrics", Metrics)
+TRACING = web.AppKey("tracing", Tracing)
 
 
 def json_response(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from pamqp import commands as spec
 from yarl import URL
 
 from bridge import topology
+from bridge.metrics import Metrics
 from bridge.settings import BrokerSettings
 from contracts.events import OrderCancelled
 
@@ -71,8 +73,10 @@ class Publisher:
         *,
         connection_name: str,
         targets: tuple[topology.TargetTopology, ...] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self._url = url
+        self._metrics = metrics or Metrics()
         self._targets = targets
         self._settings = settings
         self._connection_name = connection_name
@@ -92,13 +96,16 @@ class Publisher:
         *,
         connection_name: str = "receiver",
         targets: tuple[topology.TargetTopology, ...] = (),
+        metrics: Metrics | None = None,
     ) -> AsyncIterator[Publisher]:
         """Connect in the background (retrying until the broker answers); close on exit.
 
         `targets` are declared too before the publisher is ready, so a routed target's queue
         exists before the first event is accepted (it would go to `orders.unrouted` otherwise).
         """
-        publisher = cls(url, settings, connection_name=connection_name, targets=targets)
+        publisher = cls(
+            url, settings, connection_name=connection_name, targets=targets, metrics=metrics
+        )
         task = asyncio.create_task(publisher._connect(), name="broker-connect")
         try:
             yield publisher
@@ -132,24 +139,33 @@ class Publisher:
     ) -> None:
         """Publish the event's message to `orders`, confirmed; raise `BrokerUnavailable`."""
         key = topology.routing_key(event.source)
-        await self._publish(topology.ORDERS.name, body, properties, key, str(event.event_id))
+        await self._publish(
+            topology.ORDERS.name, body, properties, key, str(event.event_id), destination="orders"
+        )
 
     async def quarantine(self, message: AbstractMessage) -> None:
         """Publish to `orders.quarantine` through the default exchange, confirmed."""
-        await self.to_queue(topology.QUARANTINE_QUEUE.name, message)
+        await self.to_queue(topology.QUARANTINE_QUEUE.name, message, "quarantine")
 
-    async def to_queue(self, queue: str, message: AbstractMessage) -> None:
-        """Publish to `queue` via the default exchange, confirmed; a missing queue is returned."""
+    async def to_queue(self, queue: str, message: AbstractMessage, destination: str) -> None:
+        """Publish to `queue` via the default exchange, confirmed; a missing queue is returned.
+
+        `destination` names the kind of queue in the confirm-latency metric (retry, parked...).
+        """
         properties = message.properties
-        await self._publish("", message.body, properties, queue, message.message_id or "")
+        await self._publish(
+            "", message.body, properties, queue, message.message_id or "", destination=destination
+        )
 
-    async def _publish(
+    async def _publish(  # noqa: PLR0913 - the publish's parts, and its name in the metrics
         self,
         exchange_name: str,
         body: bytes,
         properties: spec.Basic.Properties,
         routing_key: str,
         message_id: str,
+        *,
+        destination: str,
     ) -> None:
         # aiormq pairs a returned message with its publish by message_id: one event in flight
         # at a time per channel, so a concurrent duplicate waits for the first to settle.
@@ -160,7 +176,7 @@ class Publisher:
         try:
             if previous is not None:
                 await asyncio.shield(previous)
-            await self._send(exchange_name, body, properties, routing_key)
+            await self._send(exchange_name, body, properties, routing_key, destination)
         finally:
             self._settle(message_id, previous, settled)
 
@@ -184,10 +200,13 @@ class Publisher:
         body: bytes,
         properties: spec.Basic.Properties,
         routing_key: str,
+        destination: str,
     ) -> None:
         if not self.ready or self._channel is None:
             raise BrokerUnavailable("broker connection is down")
         timeout = self._settings.confirm_timeout
+        started = time.perf_counter()
+        result = "lost"
         try:
             # One timer bounds it all: a reconnecting robust channel, the write and the confirm.
             async with asyncio.timeout(timeout):
@@ -201,14 +220,21 @@ class Publisher:
                     properties=properties,
                     mandatory=True,
                 )
+            result = "confirmed"
         except PublishError:
+            result = "returned"
             raise BrokerUnavailable("broker returned the message as unroutable") from None
         except DeliveryError:
+            result = "nacked"
             raise BrokerUnavailable("broker refused the message (nack)") from None
         except TimeoutError:
+            result = "timeout"
             raise BrokerUnavailable(f"broker did not confirm within {timeout:g}s") from None
         except CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable(f"broker connection lost ({type(exc).__name__})") from None
+        finally:
+            elapsed = time.perf_counter() - started
+            self._metrics.publish_seconds.labels(destination, result).observe(elapsed)
 
     async def _connect(self) -> None:
         interval = self._settings.reconnect_interval

@@ -11,19 +11,25 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+import orjson
+import sqlalchemy as sa
 import structlog
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDictProxy
+from pamqp import commands as spec
 
-from bridge import api, oauth
+from bridge import api, asyncapi, console, oauth, topology
 from bridge.batch import Batcher
-from bridge.http import CONFIG, STORE, error_response, json_response
+from bridge.http import CONFIG, METRICS, STORE, TRACING, error_response, json_response
 from bridge.lookups import LOOKUPS, lookups_ctx
 from bridge.messages import event_properties, quarantine_message
+from bridge.metrics import Metrics
+from bridge.metrics_http import metrics_page
 from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
 from bridge.store import Arrival, Echo, Seen, Store, StoreUnavailable
 from bridge.targets import target_topology
+from bridge.tracing import Tracing, failed
 from contracts.events import OrderCancelled, Source
 from handlers.base import (
     Ignored,
@@ -36,7 +42,7 @@ from handlers.base import (
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["CONFIG", "PUBLISHER", "STORE", "create_app"]
+__all__ = ["CONFIG", "METRICS", "PUBLISHER", "STORE", "create_app"]
 
 PUBLISHER = web.AppKey("publisher", Publisher)
 ARRIVALS = web.AppKey("arrivals", Batcher[Arrival, Seen | Echo])
@@ -45,6 +51,8 @@ ECHO_HOUSEKEEPING_INTERVAL = 3600.0  # seconds
 KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
 KEPT_HEADER_CHARS = 1024
 KEPT_HEADER_NAME_CHARS = 100  # AMQP field names are short strings; x-http- is prefixed
+STORE_CHECK_TIMEOUT = 2.0  # seconds `/readyz` waits for the store's answer
+WEBHOOKS_PREFIX = "/webhooks/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,6 +81,38 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:  # last resort: log the bug, answer JSON, keep serving
         log.exception("receiver.unhandled", path=request.path)
         return error_response(500, "internal_error", "unexpected error; see the bridge's logs")
+
+
+@web.middleware
+async def count_webhooks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every answer to `/webhooks/*` by source, status and outcome (outermost middleware).
+
+    The outcome is the answer's own word: its `status` (accepted, echo, ignored, quarantined) or
+    its `error` code. Sources that are not configured count as `unknown`: labels never take a
+    client's words.
+    """
+    response = await handler(request)
+    path = request.path
+    if path.startswith(WEBHOOKS_PREFIX):
+        config = request.app[CONFIG]
+        name = path[len(WEBHOOKS_PREFIX) :]
+        source = name if any(s.value == name for s in config.source_secrets) else "unknown"
+        outcome = _outcome(response)
+        request.app[METRICS].webhooks.labels(source, str(response.status), outcome).inc()
+    return response
+
+
+def _outcome(response: web.StreamResponse) -> str:
+    body = response.body if isinstance(response, web.Response) else None
+    if isinstance(body, bytes) and body.startswith(b"{"):
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return "other"
+        word = answer.get("status") or answer.get("error") if isinstance(answer, dict) else None
+        if isinstance(word, str) and word.isidentifier() and len(word) <= 40:  # noqa: PLR2004
+            return word
+    return "other"
 
 
 def _platform_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
@@ -146,7 +186,22 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 
 async def webhook(request: web.Request) -> web.StreamResponse:
-    """`POST /webhooks/{source}`: one platform's cancellation webhook."""
+    """`POST /webhooks/{source}`: one platform's cancellation webhook (in a span when tracing)."""
+    tracing = request.app[TRACING]
+    if not tracing.on:
+        return await _webhook(request)
+    name = request.match_info["source"]
+    known = any(s.value == name for s in request.app[CONFIG].source_secrets)
+    attributes = {"http.request.method": request.method, "http.route": "/webhooks/{source}"}
+    with tracing.span("POST /webhooks/{source}", "server", attributes) as span:
+        response = await _webhook(request)
+        if span is not None:
+            span.set_attribute("cancel_bridge.source", name if known else "unknown")
+            span.set_attribute("http.response.status_code", response.status)
+        return response
+
+
+async def _webhook(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     name = request.match_info["source"]
     source = next((s for s in config.source_secrets if s.value == name), None)
@@ -223,12 +278,39 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
         )
     seen = arrived.count
     properties = event_properties(event, app_id=config.settings.broker.app_id, seen=seen)
+    tracing = request.app[TRACING]
     try:
-        await request.app[PUBLISHER].publish_event(event, event.to_json(), properties)
+        if tracing.on:
+            await _publish_traced(request, tracing, event, properties)
+        else:
+            await request.app[PUBLISHER].publish_event(event, event.to_json(), properties)
     except BrokerUnavailable as exc:
         return _unavailable(config, exc, **context)
     log.info("webhook.accepted", seen=seen, **context)
     return json_response(200, {"status": "accepted", "event_id": context["event_id"]})
+
+
+async def _publish_traced(
+    request: web.Request,
+    tracing: Tracing,
+    event: OrderCancelled,
+    properties: spec.Basic.Properties,
+) -> None:
+    """Publish in a producer span whose `traceparent` travels in the message's headers."""
+    attributes = {
+        "messaging.system": "rabbitmq",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": topology.ORDERS.name,
+        "messaging.message.id": str(event.event_id),
+    }
+    with tracing.span(f"send {topology.ORDERS.name}", "producer", attributes) as span:
+        if properties.headers is not None:
+            tracing.inject(properties.headers)
+        try:
+            await request.app[PUBLISHER].publish_event(event, event.to_json(), properties)
+        except BrokerUnavailable as exc:
+            failed(span, str(exc))
+            raise
 
 
 async def _quarantine(
@@ -258,10 +340,27 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """`GET /readyz`: 200 only while the broker channel is open and the topology declared."""
-    if request.app[PUBLISHER].ready:
-        return json_response(200, {"status": "ready", "broker": "up"})
-    return json_response(503, {"status": "not_ready", "broker": "down"})
+    """`GET /readyz`: 200 only while the broker channel is open and the store answers.
+
+    The broker is up once its channel is open and the topology declared; the store, once it
+    answers `SELECT 1` within `STORE_CHECK_TIMEOUT`.
+    """
+    broker = "up" if request.app[PUBLISHER].ready else "down"
+    store = await _store_state(request.app[STORE])
+    ready = broker == "up" and store == "up"
+    return json_response(
+        200 if ready else 503,
+        {"status": "ready" if ready else "not_ready", "broker": broker, "store": store},
+    )
+
+
+async def _store_state(store: Store) -> str:
+    try:
+        async with asyncio.timeout(STORE_CHECK_TIMEOUT), store.reading() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+    except (StoreUnavailable, TimeoutError, sa.exc.SQLAlchemyError, OSError):
+        return "down"
+    return "up"
 
 
 async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -269,7 +368,9 @@ async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     url = config.amqp_url.get_secret_value()
     targets = tuple(target_topology(config, t) for t in config.settings.targets_in_use())
-    async with Publisher.running(url, config.settings.broker, targets=targets) as publisher:
+    async with Publisher.running(
+        url, config.settings.broker, targets=targets, metrics=app[METRICS]
+    ) as publisher:
         app[PUBLISHER] = publisher
         yield
 
@@ -285,7 +386,7 @@ def store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[
             else:
                 app[STORE] = store
             # Webhooks arriving together are recorded together: one transaction for many.
-            app[ARRIVALS] = Batcher(app[STORE].arrive_many)
+            app[ARRIVALS] = Batcher(app[METRICS].timed_batch("arrive", app[STORE].arrive_many))
             housekeeping = asyncio.create_task(_expire_echoes(app))
             try:
                 yield
@@ -311,22 +412,32 @@ async def _expire_echoes(app: web.Application) -> None:
         await asyncio.sleep(ECHO_HOUSEKEEPING_INTERVAL)
 
 
-def create_app(config: Config, store: Store | None = None) -> web.Application:
+def create_app(
+    config: Config,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
+) -> web.Application:
     """The receiver application; broker connection and store live in its cleanup contexts."""
     app = web.Application(
         client_max_size=config.settings.receiver.max_body_bytes,
-        middlewares=[json_errors],
+        middlewares=[count_webhooks, json_errors],
         # Bodies stay as sent: the HMAC covers those bytes, and a bad gzip stream must not
         # break the connection inside aiohttp's parser. Encoded bodies get 415 instead.
         handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
+    app[METRICS] = metrics or Metrics()
+    app[TRACING] = tracing or Tracing()
     app.cleanup_ctx.append(store_ctx(store))
     app.cleanup_ctx.append(publisher_ctx)
     app.cleanup_ctx.append(lookups_ctx)
     app.router.add_post("/webhooks/{source}", webhook, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_post("/oauth/token", oauth.token)
     api.add_routes(app)
+    asyncapi.add_routes(app)
+    console.add_routes(app)
     return app

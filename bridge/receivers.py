@@ -38,7 +38,7 @@ class Children:
         """Run one child in `slot` until stopping, starting it again whenever it exits."""
         while not self._stopping:
             process = await asyncio.create_subprocess_exec(
-                *self._args, env=self._env, stdin=asyncio.subprocess.DEVNULL
+                *self._args, "--slot", str(slot), env=self._env, stdin=asyncio.subprocess.DEVNULL
             )
             self._running.add(process)
             log.info("receiver.process_started", slot=slot, child=process.pid)

@@ -13,10 +13,13 @@ import structlog
 from aiohttp import web
 
 from bridge import receivers
+from bridge.metrics import Metrics
+from bridge.metrics_http import serve_metrics
 from bridge.receiver import create_app
 from bridge.settings import Config, redact_url
 from bridge.store import Store, StoreUnavailable
 from bridge.targets import plan
+from bridge.tracing import Tracing, TracingUnavailable
 from bridge.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -32,11 +35,13 @@ async def serve(
     receiver_on: bool,
     targets: Sequence[str],
     more_receivers: tuple[Path, Mapping[str, str]] | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Run the receiver and/or workers until SIGINT or SIGTERM, then drain and close.
 
     With `more_receivers` (the config file and environment) and `[receiver] processes` above
-    one, the receiver's other processes are started and kept running beside this one.
+    one, the receiver's other processes are started and kept running beside this one. With
+    `metrics_port`, `/metrics` is also served on a listener of its own.
     """
     # Signals first: as PID 1 in a container, an unhandled SIGTERM during startup is ignored.
     stop = asyncio.Event()
@@ -45,11 +50,23 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     plans = [plan(config, target) for target in targets]
     url = config.amqp_url.get_secret_value()
+    metrics = Metrics()
+    try:
+        tracing = Tracing.configure(config.settings.tracing)
+    except TracingUnavailable as exc:
+        raise StartupError(str(exc)) from None
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(tracing.shutdown)
         store = await stack.enter_async_context(open_store(config))
         receiver = config.settings.receiver
+        if metrics_port is not None:
+            try:
+                await serve_metrics(config, metrics, metrics_port, stack)
+            except OSError as exc:
+                host, reason = config.settings.metrics.host, exc.strerror or str(exc)
+                raise StartupError(f"cannot listen on {host}:{metrics_port}: {reason}") from None
         if receiver_on:
-            await start_receiver(config, stack, store)
+            await start_receiver(config, stack, store, metrics, tracing)
             if more_receivers is not None and receiver.processes > 1:
                 path, env = more_receivers
                 await stack.enter_async_context(
@@ -57,7 +74,15 @@ async def serve(
                 )
         for worker_plan in plans:
             await stack.enter_async_context(
-                Worker.running(worker_plan, url, config.settings.broker, store)
+                Worker.running(
+                    worker_plan,
+                    url,
+                    config.settings.broker,
+                    store,
+                    metrics=metrics,
+                    tracing=tracing,
+                    depth_interval=config.settings.metrics.queue_interval,
+                )
             )
         # What startup made lives to the end: keep the collector off it.
         gc.freeze()
@@ -77,11 +102,15 @@ async def open_store(config: Config) -> AsyncIterator[Store]:
 
 
 async def start_receiver(
-    config: Config, stack: contextlib.AsyncExitStack, store: Store | None = None
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    store: Store | None = None,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> web.Application:
     """Start the receiver; `stack` stops it. A port in use is a `StartupError`."""
     receiver = config.settings.receiver
-    app = create_app(config, store)
+    app = create_app(config, store, metrics, tracing)
     runner = web.AppRunner(
         app,
         access_log=None,

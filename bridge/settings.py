@@ -139,6 +139,29 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class MetricsSettings(_Section):
+    """`[metrics]`: Prometheus metrics at `/metrics`, on the receiver's port and on `port`.
+
+    `port` is a listener of their own: worker processes have no other, and receiver processes
+    past the first listen on `port + slot`.
+    """
+
+    token_env: EnvName | None = None  # when set, `/metrics` wants `Authorization: Bearer` it
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    queue_interval: float = Field(default=15.0, gt=0, le=3600)  # seconds between depth reads
+
+
+class TracingSettings(_Section):
+    """`[tracing]`: OpenTelemetry spans from webhook to target call (the `tracing` extra)."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = "otlp"  # OTLP over HTTP, or JSON on standard output
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = Field(default="cancel-bridge", min_length=1, max_length=100)
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of new traces; a parent's choice wins
+
+
 class Settings(_Section):
     """The whole file."""
 
@@ -150,6 +173,8 @@ class Settings(_Section):
     worker: WorkerSettings = WorkerSettings()
     store: StoreSettings = StoreSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
 
     def routed_sources(self, target: str) -> tuple[Source, ...]:
         """The sources whose cancellations `[routes]` sends to `target`."""
@@ -180,6 +205,7 @@ class Config:
     target_secrets: Mapping[str, Mapping[str, SecretStr]] = field(default_factory=dict)
     store_url: SecretStr = field(default_factory=lambda: SecretStr("cancel-bridge.db"))
     api_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
     source_handlers: Mapping[Source, SourceHandler] = field(default_factory=dict)
 
     def secrets_now(self, source: Source, now: datetime) -> tuple[SecretStr, ...]:
@@ -344,14 +370,14 @@ def _target_secrets(settings: Settings, env: Mapping[str, str]) -> dict[str, dic
     return found
 
 
-def _api_token(receiver: ReceiverSettings, env: Mapping[str, str]) -> SecretStr | None:
-    if (name := receiver.api_token_env) is None:
+def _token(key: str, name: str | None, env: Mapping[str, str]) -> SecretStr | None:
+    """The bearer token in variable `name` (configured at `key`), or None when not configured."""
+    if name is None:
         return None
     value = env.get(name, "").strip()
     if len(value) < MIN_API_TOKEN:
         raise ConfigError(
-            "receiver.api_token_env",
-            f"environment variable {name} must hold a token of {MIN_API_TOKEN}+ characters",
+            key, f"environment variable {name} must hold a token of {MIN_API_TOKEN}+ characters"
         )
     return SecretStr(value)
 
@@ -369,7 +395,8 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
     return Config(
         source_handlers=_source_handlers(settings, env),
         settings=settings,
-        api_token=_api_token(settings.receiver, env),
+        api_token=_token("receiver.api_token_env", settings.receiver.api_token_env, env),
+        metrics_token=_token("metrics.token_env", settings.metrics.token_env, env),
         amqp_url=SecretStr(url),
         source_secrets={name: _secrets(name, src, env) for name, src in settings.sources.items()},
         target_secrets=_target_secrets(settings, env),

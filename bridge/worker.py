@@ -27,7 +27,13 @@ from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, FieldValue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+    FieldValue,
+)
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import ValidationError
 
@@ -48,6 +54,7 @@ from bridge.messages import (
     first_attempt_of,
     not_before_of,
 )
+from bridge.metrics import Metrics, status_class
 from bridge.pacing import Pacer
 from bridge.publisher import BrokerUnavailable, Publisher, open_robust
 from bridge.retry import delay_tier, next_retry
@@ -55,6 +62,7 @@ from bridge.settings import BrokerSettings, WorkerSettings
 from bridge.store import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable
 from bridge.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
 from bridge.tokens import TokenCache, with_token
+from bridge.tracing import Tracing, failed
 from contracts.events import OrderCancelled, Source
 from handlers.base import (
     AlreadyDone,
@@ -77,6 +85,9 @@ NO_LINK = "no_link"
 HTTP_UNAUTHORIZED = 401
 MAX_FOLLOW_UPS = 3  # calls after the first that an adapter may ask for (a confirm-read is one)
 PLATFORMS = frozenset(source.value for source in Source)
+SETTLED_KINDS = frozenset(
+    ("delivered", "already_done", "retried", "parked", "duplicate", "busy", "waiting")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +123,19 @@ def worker_id() -> str:
 class Worker:
     """Consumes `cancel-bridge.<target>` and settles every message."""
 
-    def __init__(
-        self, plan: WorkerPlan, publisher: Publisher, executor: Executor, store: Store
+    def __init__(  # noqa: PLR0913 - its parts; the optional two by keyword
+        self,
+        plan: WorkerPlan,
+        publisher: Publisher,
+        executor: Executor,
+        store: Store,
+        *,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._plan = plan
+        self.metrics = metrics or Metrics()
+        self._tracing = tracing or Tracing()
         self._publisher = publisher
         self._executor = executor
         self._store = store
@@ -126,9 +146,13 @@ class Worker:
         # transaction for whatever arrived while the previous one ran.
         lease = timedelta(seconds=plan.timeout + plan.settings.lease_margin)
         self._claims: Batcher[OrderCancelled, Claim] = Batcher(
-            lambda batch: store.claim_many(batch, plan.target, self.id, lease)
+            self.metrics.timed_batch(
+                "claim", lambda batch: store.claim_many(batch, plan.target, self.id, lease)
+            )
         )
-        self._finishes: Batcher[Result, bool] = Batcher(store.finish_many)
+        self._finishes: Batcher[Result, bool] = Batcher(
+            self.metrics.timed_batch("finish", store.finish_many)
+        )
         # Events this worker is calling the target for, set when the claim is finished: a
         # second copy in hand waits for the first instead of going round a delay queue.
         self._calling: dict[str, asyncio.Event] = {}
@@ -139,19 +163,37 @@ class Worker:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._in_hand: set[asyncio.Task[None]] = set()
+        self.depth_interval = 15.0  # seconds between looks at the queue depths
+        self._depths_seen = asyncio.Event()
+        self._depths_wanted = asyncio.Event()
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(
-        cls, plan: WorkerPlan, url: str, broker: BrokerSettings, store: Store
+    async def running(  # noqa: PLR0913 - what a running worker is made of
+        cls,
+        plan: WorkerPlan,
+        url: str,
+        broker: BrokerSettings,
+        store: Store,
+        *,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        depth_interval: float = 15.0,
     ) -> AsyncIterator[Worker]:
-        """Connect (retrying until the broker answers), declare, consume; stop on exit."""
+        """Connect (retrying until the broker answers), declare, consume; stop on exit.
+
+        Every `depth_interval` seconds the target's queue depths go into the metrics.
+        """
         name = f"{broker.app_id} worker {plan.target}"
+        metrics = metrics or Metrics()
         async with (
-            Publisher.running(url, broker, connection_name=f"worker {plan.target}") as publisher,
+            Publisher.running(
+                url, broker, connection_name=f"worker {plan.target}", metrics=metrics
+            ) as publisher,
             Executor.running() as executor,
         ):
-            worker = cls(plan, publisher, executor, store)
+            worker = cls(plan, publisher, executor, store, metrics=metrics, tracing=tracing)
+            worker.depth_interval = depth_interval
             consuming = asyncio.create_task(worker._consume(url, broker, name))
             try:
                 yield worker
@@ -178,7 +220,7 @@ class Worker:
                 self._queue = queue
                 self._consumer_tag = await queue.consume(self._on_message)
                 log.info("worker.consuming", target=self._plan.target, queue=queue.name)
-                await asyncio.Future()  # until cancelled; the robust channel re-consumes
+                await self._watch_depths(connection)  # until cancelled
             except CONNECTION_EXCEPTIONS as exc:
                 # e.g. PRECONDITION_FAILED: the queues exist with other arguments (README).
                 log.error(  # noqa: TRY400 - the broker's refusal says it all
@@ -189,6 +231,46 @@ class Worker:
                 self._queue = self._consumer_tag = None
                 await connection.close()
             await asyncio.sleep(broker.reconnect_interval)
+
+    async def wait_depths(self) -> None:
+        """Have the queue depths read into the metrics now; return once they were."""
+        self._depths_seen.clear()
+        self._depths_wanted.set()
+        await self._depths_seen.wait()
+
+    async def _watch_depths(self, connection: AbstractRobustConnection) -> None:
+        """Read the target's queue depths into the metrics now and then, until cancelled.
+
+        A passive `queue.declare` on a channel of its own reports the count (on quorum queues it
+        may lag a little: NOTES.md). A failed look is logged and tried again next time.
+        """
+        spec = self._plan.topology
+        groups = {
+            "work": (spec.work.name,),
+            "retry": tuple(q.name for q in spec.delays.values()),
+            "parked": (spec.parked.name,),
+        }
+        target = self._plan.target
+        gauges = {kind: self.metrics.queue_messages.labels(target, kind) for kind in groups}
+        channel: AbstractChannel | None = None
+        while True:
+            try:
+                if channel is None or channel.is_closed:
+                    channel = await connection.channel()
+                underlay = await channel.get_underlay_channel()
+                for kind, names in groups.items():
+                    total = 0
+                    for name in names:
+                        declared = await underlay.queue_declare(name, passive=True)
+                        total += declared.message_count or 0
+                    gauges[kind].set(total)
+                self._depths_seen.set()
+            except CONNECTION_EXCEPTIONS as exc:
+                log.info("worker.depths_unknown", error=type(exc).__name__)
+            self._depths_wanted.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.depth_interval):
+                    await self._depths_wanted.wait()
 
     async def _drain(self, within: float) -> None:
         """Stop taking messages, let those in hand settle (bounded by `within`), cancel the rest."""
@@ -215,6 +297,20 @@ class Worker:
         await asyncio.shield(work)
 
     async def _work(self, message: AbstractIncomingMessage) -> None:
+        if self._tracing.on:
+            attributes = {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self._plan.topology.work.name,
+                "messaging.message.id": message.message_id or "",
+            }
+            name = f"process {self._plan.topology.work.name}"
+            with self._tracing.span(name, "consumer", attributes, parent=message.headers):
+                await self._work_untraced(message)
+        else:
+            await self._work_untraced(message)
+
+    async def _work_untraced(self, message: AbstractIncomingMessage) -> None:
         with structlog.contextvars.bound_contextvars(
             event_id=message.message_id, target=self._plan.target
         ):
@@ -420,7 +516,7 @@ class Worker:
         """Republish `message` to the delay queue for `delay` (the longest tier at most)."""
         tier = delay_tier(delay, self._plan.settings.retry_delays)
         queue = self._plan.topology.delays[tier]
-        await self._publisher.to_queue(queue.name, copy_with(message, headers))
+        await self._publisher.to_queue(queue.name, copy_with(message, headers), "retry")
         return tier
 
     async def _attempt(self, event: OrderCancelled, order_id: str | None) -> Outcome:
@@ -448,16 +544,33 @@ class Worker:
         if call.pace_key is not None and self._pacer is not None:
             await self._pacer.wait(call.pace_key)
         if self.tokens is None:
-            return await self._executor.call(call, within=self._plan.timeout)
+            return await self._timed_call(call)
         answer: HttpAnswer | RetryLater | Rejected = RetryLater("no token")
         for _ in range(2):
             token = await self.tokens.get()
             if not isinstance(token, str):
                 return token
-            answer = await self._executor.call(with_token(call, token), within=self._plan.timeout)
+            answer = await self._timed_call(with_token(call, token))
             if not (isinstance(answer, HttpAnswer) and answer.status == HTTP_UNAUTHORIZED):
                 return answer
             self.tokens.drop(token)  # expired or revoked: one new token, one more try
+        return answer
+
+    async def _timed_call(self, call: HttpCall) -> HttpAnswer | RetryLater:
+        """The executor's call, timed into the metrics (and a client span when tracing)."""
+        attributes = {"http.request.method": call.method, "cancel_bridge.target": self._plan.target}
+        with self._tracing.span(f"{call.method} {self._plan.target}", "client", attributes) as span:
+            started = time.perf_counter()
+            answer = await self._executor.call(call, within=self._plan.timeout)
+            elapsed = time.perf_counter() - started
+            if isinstance(answer, HttpAnswer):
+                result = status_class(answer.status)
+                if span is not None:
+                    span.set_attribute("http.response.status_code", answer.status)
+            else:
+                result = "failed"
+                failed(span, answer.reason)
+        self.metrics.target_seconds.labels(self._plan.target, result).observe(elapsed)
         return answer
 
     def _next_delay(
@@ -498,7 +611,9 @@ class Worker:
             LAST_ERROR_HEADER: last_error[:MAX_ERROR_CHARS],
             PARKED_AT_HEADER: epoch_ms(time.time()),
         }
-        await self._publisher.to_queue(self._plan.topology.parked.name, copy_with(message, headers))
+        await self._publisher.to_queue(
+            self._plan.topology.parked.name, copy_with(message, headers), "parked"
+        )
         log.warning("cancel.parked", reason=reason, attempts=attempts)
 
     async def _ack(self, message: AbstractIncomingMessage, kind: str) -> None:
@@ -515,6 +630,10 @@ class Worker:
             _settle_lost("nack", exc)
 
     async def _count(self, kind: str) -> None:
+        if kind in SETTLED_KINDS:
+            self.metrics.deliveries.labels(self._plan.target, kind).inc()
+        else:
+            self.metrics.worker_problems.labels(self._plan.target, kind).inc()
         async with self._changed:
             self.outcomes[kind] += 1
             self._changed.notify_all()

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
 from bridge.fake_cj import TOKEN, FakeCJ
+from bridge.metrics import Metrics
 from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
 from bridge.store import Store
@@ -101,6 +102,7 @@ class Pipeline:
     parked: AbstractQueue
     store: Store
     config: Config
+    metrics: Metrics
 
     async def post(self, delivery_id: str | None = None, shop: str = SHOP, **order: object) -> str:
         """Post a signed cancellation (fields of `order` over the defaults); its order id."""
@@ -132,9 +134,12 @@ async def pipeline(
     channel = await amqp.channel()
     await fresh_target_queues(channel, worker_plan.topology)
     parked = await channel.get_queue(worker_plan.topology.parked.name)
+    metrics = Metrics()  # one registry for the receiver and the worker, as in `run`
     async with Store.open(config.store_url.get_secret_value()) as store:
-        client: Client = await aiohttp_client(create_app(config, store))
+        client: Client = await aiohttp_client(create_app(config, store, metrics))
         await wait_ready(client)
-        async with Worker.running(worker_plan, amqp_url, config.settings.broker, store) as worker:
-            yield Pipeline(client, worker, cj, parked, store, config)
+        async with Worker.running(
+            worker_plan, amqp_url, config.settings.broker, store, metrics=metrics
+        ) as worker:
+            yield Pipeline(client, worker, cj, parked, store, config, metrics)
     await delete_target_queues(channel, worker_plan.topology)

@@ -237,7 +237,7 @@ async def test_health_and_readiness(bridge: Client) -> None:
     assert (await bridge.get("/healthz")).status == 200
     ready = await bridge.get("/readyz")
     assert ready.status == 200
-    assert orjson.loads(await ready.read()) == {"status": "ready", "broker": "up"}
+    assert orjson.loads(await ready.read()) == {"status": "ready", "broker": "up", "store": "up"}
 
 
 async def test_logs_carry_event_id_and_no_secret(bridge: Client, subscriber: AbstractQueue) -> None:

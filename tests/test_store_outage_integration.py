@@ -99,8 +99,13 @@ async def test_receiver_answers_503_without_the_store_and_recovers(
     detail = str(answer["detail"])
     assert detail.startswith("store unavailable ("), answer
     assert "127.0.0.1" not in detail  # no address (nor credentials) of the database
+    ready = await setup.client.get("/readyz")
+    assert ready.status == 503
+    assert await ready.json() == {"status": "not_ready", "broker": "up", "store": "down"}
 
     setup.proxy.restore()
+    ready = await setup.client.get("/readyz")
+    assert (ready.status, (await ready.json())["store"]) == (200, "up")
     status, answer = await setup.post(order)  # the platform's retry
     assert (status, answer["status"]) == (200, "accepted"), answer
     await setup.outcome("delivered")
