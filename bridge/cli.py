@@ -16,7 +16,7 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge import links, logs, parked, status, topology
+from bridge import asyncapi, links, logs, parked, status, topology
 from bridge.demo import run_demo
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
@@ -177,6 +177,9 @@ def _parser() -> argparse.ArgumentParser:
                 help="set by run for its receiver processes: metrics on [metrics] port + SLOT",
             )
     commands.add_parser("schema", help="print the JSON Schema of the published event")
+    commands.add_parser(
+        "asyncapi", help="print the AsyncAPI 3.0 document of the exchange (as /asyncapi.json)"
+    )
     status = commands.add_parser(
         "status", help="what happened to an order: its events and each target's state"
     )
@@ -306,8 +309,9 @@ def _demo() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cancel-bridge` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    if args.command == "schema":
-        sys.stdout.write(orjson.dumps(event_json_schema(), option=orjson.OPT_INDENT_2).decode())
+    if args.command in ("schema", "asyncapi"):
+        printed = event_json_schema() if args.command == "schema" else asyncapi.document()
+        sys.stdout.write(orjson.dumps(printed, option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
         return 0
     if args.command == "demo":
