@@ -91,8 +91,15 @@ def payload_schemas() -> dict[str, JsonObject]:
     schema = event_json_schema()
     definitions: dict[str, JsonObject] = schema.pop("$defs", {})
     del schema["$schema"], schema["$id"]
-    ours = {EVENT_HEADERS, EVENT_PROPERTIES, QUARANTINE_BODY, QUARANTINE_HEADERS}
-    if clash := set(definitions) & (ours | {QUARANTINE_PROPERTIES, PAYLOAD}):
+    ours = {
+        PAYLOAD,
+        EVENT_HEADERS,
+        EVENT_PROPERTIES,
+        QUARANTINE_BODY,
+        QUARANTINE_HEADERS,
+        QUARANTINE_PROPERTIES,
+    }
+    if clash := set(definitions) & ours:
         raise ValueError(f"event schema definitions clash with component names: {clash}")
     moved = {PAYLOAD: schema, **definitions}
     return {name: move_refs(part, DEFS_PREFIX, SCHEMAS_PREFIX) for name, part in moved.items()}
