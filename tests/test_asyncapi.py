@@ -419,11 +419,6 @@ async def test_get_asyncapi_json_serves_the_document(aiohttp_client: ClientFacto
     assert (head.status, head.headers["ETag"]) == (200, etag)
 
 
-@pytest.mark.xfail(
-    raises=SystemExit,
-    strict=True,
-    reason="needs the lead's `asyncapi` subcommand in bridge/cli.py; then drop this marker",
-)
 def test_cli_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["asyncapi"]) == 0
     out, _ = capsys.readouterr()
