@@ -42,3 +42,53 @@ class CancelOrdersResponse(_Lenient):
 
     data: CancelOrdersData | None = None
     errors: list[GraphQLError] | None = None
+
+
+# --- Commission Detail (`advertiserCommissions`, https://commissions.api.cj.com/query) ---------
+
+
+class CommissionRecord(_Lenient):
+    """One commission record. A cancellation that CJ validated leaves two non-original ones.
+
+    Field names and meanings follow CJ's Commission Detail schema (`AdvertiserCommission`);
+    only what reconciliation reads is modelled, everything else is ignored.
+    """
+
+    commissionId: str | None = None  # noqa: N815 - CJ's field name
+    orderId: str | None = None  # noqa: N815 - CJ's field name
+    advertiserId: str | None = None  # noqa: N815 - CJ's field name
+    actionStatus: str | None = None  # noqa: N815 - new, extended, locked, closed
+    actionType: str | None = None  # noqa: N815 - sim_sale, item_sale, ...
+    # Set on corrections only (INVALID_CREDIT_CARD, ..., OTHER_REASON).
+    correctionReason: str | None = None  # noqa: N815 - CJ's field name
+    original: bool | None = None  # false on corrections (a reversal, a decline)
+    originalActionId: str | None = None  # noqa: N815 - ties corrections to their sale
+    validationStatus: str | None = None  # noqa: N815 - PENDING, ACCEPTED, DECLINED, AUTOMATED
+    postingDate: str | None = None  # noqa: N815 - CJ's field name
+
+
+class AdvertiserCommissions(_Lenient):
+    """`data.advertiserCommissions`: one page of records.
+
+    `payloadComplete` false: more records match; ask again with `maxCommissionId` as
+    `sinceCommissionId`.
+    """
+
+    count: int | None = None
+    limit: int | None = None
+    maxCommissionId: str | None = None  # noqa: N815 - CJ's field name
+    payloadComplete: bool | None = None  # noqa: N815 - CJ's field name
+    records: list[CommissionRecord] | None = None
+
+
+class CommissionsData(_Lenient):
+    """`data` of the commission query's answer."""
+
+    advertiserCommissions: AdvertiserCommissions | None = None  # noqa: N815 - CJ's field name
+
+
+class CommissionsResponse(_Lenient):
+    """The commission query's whole answer body (GraphQL: `errors` may come with HTTP 200)."""
+
+    data: CommissionsData | None = None
+    errors: list[GraphQLError] | None = None

@@ -4,20 +4,32 @@
 HTTP 200 (`cancelOrders.errors`); texts are undocumented, so "already done" is recognised by
 configurable substrings (default `already`, `locked`). `updateTime` may not be in the future:
 min(cancelled_at, now - 60 s). Open-ended-locking trackers need `status: Declined`.
+
+CJ validates an accepted cancellation later, and a failure there is silent: the only trace of a
+success is in the Commission Detail API (`advertiserCommissions`), where it leaves a reversal and
+a decline record for the order. `commissions_call` and `read_commissions` are the sans-I/O half
+of reconciling against it (`bridge/reconcile.py` makes the calls).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Literal
+from typing import Annotated, Literal, Self
 
 import orjson
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 
-from contracts.cj import CancelOrdersResponse, GraphQLError
+from contracts.cj import (
+    AdvertiserCommissions,
+    CancelOrdersResponse,
+    CommissionRecord,
+    CommissionsResponse,
+    GraphQLError,
+)
 from contracts.events import CancelReason, OrderCancelled
 from handlers.base import (
     RETRYABLE_STATUSES,
@@ -76,6 +88,20 @@ def update_time(event: OrderCancelled, now: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def order_id_for(event: OrderCancelled, cfg: CJTarget, linked: str | None = None) -> str | None:
+    """The id CJ knows `event`'s order by (`order_id_from`); None when the event lacks it.
+
+    `linked` is CJ's order id from the order links, when `order_id_from` is `link`.
+    """
+    match cfg.order_id_from:
+        case "order_number":
+            return event.order_number
+        case "link":
+            return linked
+        case _:
+            return event.order_id
+
+
 def cancel_request(
     event: OrderCancelled, cfg: CJTarget, now: datetime, linked: str | None = None
 ) -> dict[str, object] | Rejected:
@@ -83,13 +109,7 @@ def cancel_request(
 
     `linked` is CJ's order id from the order links, when `order_id_from` is `link`.
     """
-    match cfg.order_id_from:
-        case "order_number":
-            order_id = event.order_number
-        case "link":
-            order_id = linked
-        case _:
-            order_id = event.order_id
+    order_id = order_id_for(event, cfg, linked)
     if not order_id:
         return Rejected(f"event has no {cfg.order_id_from} to name the order at CJ")
     request: dict[str, object] = {
@@ -205,6 +225,182 @@ class CJAdapter:
         return interpret(status, headers, body, self.cfg, now)
 
 
+# --- reconciliation: what CJ's Commission Detail API recorded ---------------------------------
+
+COMMISSIONS_URL = "https://commissions.api.cj.com/query"
+# Assumptions (CJ's Commission Detail reference and its live schema, as published): a POST with
+# a JSON body `{"query", "variables"}` and the personal access token as a bearer, like the
+# tracking API; `forAdvertisers` takes advertiser CIDs (company ids, which need not be the
+# enterprise id `cancelOrders` takes); the date arguments are ISO 8601 strings; the id
+# arguments are filters combined with AND, so `sinceCommissionId` pages within a posting window.
+COMMISSIONS_QUERY = (
+    "query Commissions($advertisers: [String!]!, $since: String, $before: String,"
+    " $after: String) {"
+    " advertiserCommissions(forAdvertisers: $advertisers, sincePostingDate: $since,"
+    " beforePostingDate: $before, sinceCommissionId: $after) {"
+    " count limit maxCommissionId payloadComplete records {"
+    " commissionId orderId advertiserId actionStatus actionType correctionReason original"
+    " originalActionId validationStatus postingDate } } }"
+)
+DECLINED = "DECLINED"
+QUERY = "cj commission query"  # how outcomes name it
+
+
+@dataclass(frozen=True, slots=True)
+class CJCommissions:
+    """Where and for whom to read commission records (`[targets.cj]` `commissions_url`, ...)."""
+
+    url: str
+    advertiser_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommissionsPage:
+    """One page of commission records; `after` continues the query (None: that was all)."""
+
+    records: tuple[CommissionRecord, ...]
+    after: str | None = None
+
+
+def _instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def commissions_call(
+    cfg: CJCommissions,
+    token: SecretStr,
+    since: datetime,
+    before: datetime,
+    after: str | None = None,
+) -> HttpCall:
+    """The `advertiserCommissions` query for records posted in [since, before).
+
+    `after` is the previous page's `maxCommissionId` (CJ's `sinceCommissionId` cursor).
+    """
+    variables: dict[str, object] = {
+        "advertisers": list(cfg.advertiser_ids),
+        "since": _instant(since),
+        "before": _instant(before),
+    }
+    if after is not None:
+        variables["after"] = after
+    return HttpCall(
+        method="POST",
+        url=cfg.url,
+        headers={
+            "Authorization": f"Bearer {token.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        },
+        body=orjson.dumps({"query": COMMISSIONS_QUERY, "variables": variables}),
+    )
+
+
+def _commissions_by_status(
+    status: int, headers: Headers, now: datetime
+) -> RetryLater | Rejected | None:
+    if status in (401, 403):
+        return Rejected(f"{QUERY}: credentials refused (HTTP {status})")
+    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        return RetryLater(f"{QUERY} answered HTTP {status}", retry_after_seconds(headers, now))
+    return None
+
+
+def _page(result: AdvertiserCommissions | None) -> CommissionsPage | RetryLater | Rejected:
+    if result is None:
+        return RetryLater(f"{QUERY} answered 200 without data.advertiserCommissions")
+    records = tuple(result.records or ())
+    if result.payloadComplete is not False:  # the schema says non-null; absent ends it too
+        return CommissionsPage(records)
+    if not result.maxCommissionId:
+        return Rejected(f"{QUERY}: more records, but no maxCommissionId to page on")
+    return CommissionsPage(records, result.maxCommissionId)
+
+
+def read_commissions(
+    status: int, headers: Headers, body: bytes, now: datetime
+) -> CommissionsPage | RetryLater | Rejected:
+    """What the commission query's answer says: a page of records, or why there is none.
+
+    401/403: credentials, final. 408/425/429/5xx: retry later (honouring Retry-After). A 200
+    whose body is not CJ's JSON or has no result: retry. GraphQL `errors` (they come with HTTP
+    200: an advertiser id the token may not read, a bad argument): final. `payloadComplete`
+    false continues from `maxCommissionId`; without one the query cannot go on: final.
+    """
+    if (early := _commissions_by_status(status, headers, now)) is not None:
+        return early
+    try:
+        answer = CommissionsResponse.model_validate_json(body)
+    except ValidationError:
+        if status == HTTP_OK:
+            return RetryLater(f"{QUERY} answered 200 with a body that is not its JSON")
+        return Rejected(f"{QUERY} answered HTTP {status}")
+    if answer.errors:
+        return Rejected(f"{QUERY}: {_messages(answer.errors)}")
+    if status != HTTP_OK:
+        return Rejected(f"{QUERY} answered HTTP {status}")
+    return _page(answer.data.advertiserCommissions if answer.data else None)
+
+
+def is_decline(record: CommissionRecord) -> bool:
+    """A correction that declines the order: not the original sale, and a decline or a reason.
+
+    CJ's validated cancellation leaves two corrections (`original` false): the reversal and the
+    decline (`validationStatus` DECLINED on open-ended locking). Both carry the correction
+    reason where one was sent; either counts, so the rule holds whichever CJ fills in.
+    """
+    if record.original is not False:
+        return False
+    return (record.validationStatus or "").upper() == DECLINED or bool(record.correctionReason)
+
+
+def declined_orders(records: Iterable[CommissionRecord]) -> frozenset[str]:
+    """The order ids that have a decline among `records`."""
+    return frozenset(r.orderId for r in records if r.orderId and is_decline(r))
+
+
+# --- durations in settings and on the command line ---------------------------------------------
+
+_DURATION = re.compile(r"(\d{1,7})([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = timedelta(days=3660)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`24h`, `90m`, `7d`, `30s`, `2w`, or parts added up (`1h30m`); ValueError otherwise."""
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(number + unit for number, unit in parts) != compact:
+        raise ValueError(
+            f"{text[:40]!r} is not a duration: a number and a unit (s, m, h, d, w), e.g. 24h"
+        )
+    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text[:40]!r} is longer than {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(span: timedelta) -> str:
+    """`span` in the largest unit that divides it: `1d`, `90m`, `45s` (as `parse_duration` reads)."""
+    seconds = int(span.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+# A duration in the TOML file: `"24h"`, `"90m"`, or a number of seconds.
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+MAX_WINDOW = timedelta(days=31)  # CJ's commission queries span a month at most (assumed)
+MIN_EVERY = timedelta(minutes=1)
+CompanyId = Annotated[str, Field(pattern=r"^[0-9]+$")]
+
+
 class CJSettings(TargetSettings):
     """`[targets.cj]`: decline CJ commissions with `cancelOrders`."""
 
@@ -217,6 +413,46 @@ class CJSettings(TargetSettings):
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     reasons: dict[CancelReason, str] = Field(default_factory=dict)
     already_done_markers: tuple[str, ...] = ("already", "locked")
+    # Reconciliation (`cancel-bridge reconcile cj`, and on a schedule inside `run`).
+    commissions_url: str = COMMISSIONS_URL
+    advertiser_ids: tuple[CompanyId, ...] = ()  # CJ company ids (CIDs) to read records of
+    reconcile_every: Duration | None = None  # off while unset
+    reconcile_window: Duration = timedelta(hours=24)
+    reconcile_grace: Duration = timedelta(hours=2)  # CJ validates within an hour or more
+    reconcile_requeue: bool = False
+    reconcile_max_requeues: int = Field(default=3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _reconcile_settings(self) -> Self:
+        if self.reconcile_every is not None:
+            if self.reconcile_every < MIN_EVERY:
+                raise ValueError("reconcile_every: at least 1m")
+            if not self.advertiser_ids:
+                raise ValueError(
+                    "reconcile_every needs advertiser_ids: the CJ company ids (CIDs) whose"
+                    " commission records show the declines"
+                )
+        if not timedelta(0) < self.reconcile_window <= MAX_WINDOW:
+            raise ValueError(f"reconcile_window: more than 0 and at most {MAX_WINDOW.days}d")
+        if self.reconcile_grace >= self.reconcile_window:
+            raise ValueError("reconcile_grace must be shorter than reconcile_window")
+        return self
+
+
+def commissions(settings: CJSettings) -> CJCommissions:
+    """Where reconciliation reads CJ's commission records, from `[targets.cj]`."""
+    return CJCommissions(settings.commissions_url, settings.advertiser_ids)
+
+
+def _describe_reconcile(settings: CJSettings) -> str:
+    every = settings.reconcile_every
+    if every is None:
+        return "reconcile: on demand"
+    return (
+        f"reconcile every {format_duration(every)} over {format_duration(settings.reconcile_window)}"
+        f" (grace {format_duration(settings.reconcile_grace)}) from {settings.commissions_url},"
+        f" requeue: {'yes' if settings.reconcile_requeue else 'no'}"
+    )
 
 
 def secret_envs(settings: CJSettings) -> dict[str, str]:
@@ -239,7 +475,8 @@ def make(settings: CJSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
         f"POST {settings.url}; token from {settings.token_env} (set); enterprise"
         f" {settings.enterprise_id}, action tracker {settings.action_tracker_id}, orderId from"
         f" {settings.order_id_from}, status Declined:"
-        f" {'yes' if settings.open_ended_locking else 'no'}, timeout {settings.timeout_s:g}s"
+        f" {'yes' if settings.open_ended_locking else 'no'}, timeout {settings.timeout_s:g}s;"
+        f" {_describe_reconcile(settings)}"
     )
     return TargetBuild(
         CJAdapter(cfg, secrets["token_env"]),
