@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bridge import messages, topology
 from bridge.settings import BrokerSettings
+from bridge.tracing import TRACE_HEADERS
 from contracts.events import (
     EVENT_TYPE,
     MAX_ID,
@@ -164,6 +165,18 @@ def event_header_schemas() -> dict[str, JsonObject]:
                 "Present when the platform sent this cancellation before, so the same"
                 " `event_id` was published already. Absent on the first delivery."
             ),
+        },
+        TRACE_HEADERS[0]: {
+            "type": "string",
+            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "description": (
+                "W3C Trace Context of the receiver's publish span; only when the bridge runs with"
+                " `[tracing] enabled` (OpenTelemetry). Continue the trace from it, or ignore it."
+            ),
+        },
+        TRACE_HEADERS[1]: {
+            "type": "string",
+            "description": "W3C Trace Context vendor state, beside `traceparent` when any.",
         },
         messages.SEEN_HEADER: {
             "type": "integer",

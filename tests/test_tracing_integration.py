@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from bridge import asyncapi
 from bridge.fake_cj import FakeCJ
 from bridge.receiver import create_app
 from bridge.settings import TracingSettings
@@ -111,6 +113,8 @@ async def test_one_trace_from_webhook_to_cj_call(traced: Traced, subscriber: Abs
     # The header subscribers see: W3C trace context, naming the producer span.
     traceparent = str((published.headers or {})["traceparent"])
     assert traceparent.split("-")[2] == format(producer.context.span_id, "016x")
+    documented = asyncapi.event_header_schemas()["traceparent"]["pattern"]  # the wire contract
+    assert re.fullmatch(str(documented), traceparent)
 
 
 async def test_without_tracing_no_trace_header_is_published(
