@@ -1,0 +1,155 @@
+"""Replay or drop one event's parked message of a target, after a confirmation page.
+
+Both go through `bridge.parked` (read the parked queue unacked, act on the messages whose id is
+the event id, return the rest) on a connection of their own to the configured broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
+
+from bridge import parked, topology
+from bridge.console import queries
+from bridge.console.auth import Viewer, guarded
+from bridge.console.render import PATH, error_page, html, json_page, redirect
+from bridge.console.session import Flash
+from bridge.console.views import not_found, plausible_id, store_down, targets_of
+from bridge.http import CONFIG, STORE
+from bridge.settings import Config
+from bridge.store import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+ACTIONS = ("replay", "drop")
+LOGGED = {"replay": "console.replayed", "drop": "console.dropped"}
+FAILED = {"replay": "console.replay_failed", "drop": "console.drop_failed"}
+BROKER_TIMEOUT = 15.0  # seconds for the whole move (connect, read the parked queue, act)
+BROKER_RETRY_AFTER = "5"
+
+
+class BrokerTrouble(Exception):  # noqa: N818 - a state, like StoreUnavailable
+    """The broker could not be asked; nothing was moved (unacked messages stay parked)."""
+
+
+async def move(config: Config, action: str, target: str, event_id: str) -> int:
+    """Replay (to the work queue) or drop `event_id`'s messages in `target`'s parked queue."""
+    url = config.amqp_url.get_secret_value()
+    source = topology.parked_queue(target)
+
+    def chosen(message: AbstractIncomingMessage) -> bool:
+        return message.message_id == event_id
+
+    try:
+        async with asyncio.timeout(BROKER_TIMEOUT):
+            if action == "replay":
+                return await parked.replay(url, source, topology.work_queue(target), chosen)
+            return await parked.drop(url, source, chosen)
+    except ChannelNotFoundEntity:  # no parked queue yet: nothing was ever parked there
+        return 0
+    except (AMQPError, OSError, TimeoutError) as exc:
+        # The type only: a connection error's text may name the broker URL.
+        raise BrokerTrouble(f"broker unavailable ({type(exc).__name__})") from exc
+
+
+def _what(action: str, target: str, moved: int) -> Flash:
+    queue = topology.parked_queue(target)
+    if moved == 0:
+        return Flash(
+            "warn",
+            f"Nothing to {action}: no message of this event is in {queue}"
+            " (replayed or dropped already?).",
+        )
+    many = "" if moved == 1 else f" ({moved} messages)"
+    if action == "replay":
+        return Flash(
+            "ok",
+            f"Replayed to {topology.work_queue(target)}{many}: the {target} worker will try"
+            " this cancellation again.",
+        )
+    return Flash(
+        "ok",
+        f"Dropped from {queue}{many}: {target} will not be asked again. The store keeps the"
+        " delivery as parked.",
+    )
+
+
+async def _checked(
+    request: web.Request, viewer: Viewer
+) -> tuple[str, str, str, queries.Json] | web.Response:
+    """Event id, target, action and the event; or the page that says why not."""
+    event_id = request.match_info["event_id"]
+    target = request.match_info["target"]
+    action = request.match_info["action"]
+    if action not in ACTIONS or target not in targets_of(request) or not plausible_id(event_id):
+        return not_found(request, viewer, "No such action.")
+    try:
+        event = await queries.event_detail(request.app[STORE], event_id)
+    except StoreUnavailable as exc:
+        return store_down(request, viewer, exc)
+    if event is None:
+        return not_found(request, viewer, f"No event {event_id} is recorded.")
+    return event_id, target, action, event
+
+
+async def _confirm(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    checked = await _checked(request, viewer)
+    if isinstance(checked, web.Response):
+        return checked
+    event_id, target, action, event = checked
+    delivery = next((d for d in event["deliveries"] if d["target"] == target), None)
+    return html(
+        request,
+        "confirm.html",
+        viewer=viewer,
+        nav="events",
+        event=event,
+        delivery=delivery,
+        target=target,
+        action=action,
+        parked_queue=topology.parked_queue(target),
+        work_queue=topology.work_queue(target),
+        back=f"{PATH}/events/{quote(event_id, safe='')}",
+    )
+
+
+async def _act(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    checked = await _checked(request, viewer)
+    if isinstance(checked, web.Response):
+        return checked
+    event_id, target, action, _ = checked
+    try:
+        moved = await move(request.app[CONFIG], action, target, event_id)
+    except BrokerTrouble as exc:
+        log.warning(FAILED[action], event_id=event_id, target=target, detail=str(exc))
+        if viewer.bearer:
+            return json_page(
+                503,
+                {"error": "broker_unavailable", "detail": str(exc)},
+                {"Retry-After": BROKER_RETRY_AFTER},
+            )
+        return error_page(
+            request,
+            503,
+            "Broker unavailable",
+            f"The broker could not be asked ({exc}). Nothing was moved; try again shortly.",
+            {"Retry-After": BROKER_RETRY_AFTER},
+            viewer=viewer,
+        )
+    log.info(LOGGED[action], event_id=event_id, target=target, moved=moved)
+    if viewer.bearer:
+        return json_page(
+            200, {"action": action, "event_id": event_id, "target": target, "moved": moved}
+        )
+    return redirect(
+        request, f"{PATH}/events/{quote(event_id, safe='')}", _what(action, target, moved)
+    )
+
+
+confirm = guarded(_confirm)
+act = guarded(_act)

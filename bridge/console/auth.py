@@ -1,0 +1,254 @@
+"""Who may use the console: the API token, as a signed session cookie or a bearer header.
+
+With no `[receiver] api_token_env` the console is off: every page says so with 401. A browser
+signs in with the token on a form and gets a session cookie (`HttpOnly`, `SameSite=Strict`,
+`Path=/console`) that is a MAC, not the token; scripts send `Authorization: Bearer <token>`.
+Every POST from a session carries the session's CSRF token; the login form a double-submitted
+nonce. The token never appears in a URL, a page or a log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+import structlog
+from aiohttp import web
+
+from bridge.console.render import (
+    CONSOLE,
+    PATH,
+    error_page,
+    html,
+    json_page,
+    redirect,
+    secure,
+)
+from bridge.console.session import (
+    Flash,
+    csrf_ok,
+    csrf_token,
+    derive_key,
+    issue,
+    new_session_id,
+    same_nonce,
+    verify,
+)
+from bridge.http import CONFIG
+
+log = structlog.get_logger(__name__)
+
+SESSION_COOKIE = "cb_console"
+LOGIN_COOKIE = "cb_console_login"  # the login form's nonce
+LOGIN_SECONDS = 3600
+UNAUTHORIZED = 401
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cancel-bridge console"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """A signed-in caller: `csrf` goes into every form; bearer callers need none."""
+
+    csrf: str
+    bearer: bool
+
+
+Page = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _token(request: web.Request) -> str | None:
+    token = request.app[CONFIG].api_token
+    return None if token is None else token.get_secret_value()
+
+
+def _same(sent: str, token: str) -> bool:
+    # aiohttp keeps bytes that are not UTF-8 as surrogates: compare the bytes as sent.
+    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), token.encode())
+
+
+def wants_json(request: web.Request) -> bool:
+    """A script's request (bearer header, JSON accepted, or a `.json` path)."""
+    return (
+        request.path.endswith(".json")
+        or "Authorization" in request.headers
+        or "application/json" in request.headers.get("Accept", "")
+    )
+
+
+def console_off(request: web.Request) -> web.Response:
+    """401: no API token is configured, so the console is off (never open)."""
+    if wants_json(request):
+        detail = "the console is off: set [receiver] api_token_env"
+        return json_page(401, {"error": "console_disabled", "detail": detail}, CHALLENGE)
+    return html(request, "off.html", 401, CHALLENGE)
+
+
+def viewer_of(request: web.Request, token: str, now: float) -> Viewer | None:
+    """The caller, if its bearer header or session cookie is good; a bad header is no one."""
+    if (header := request.headers.get("Authorization")) is not None:
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() == "bearer" and _same(given.strip(), token):
+            return Viewer(csrf="", bearer=True)
+        return None
+    key = derive_key(token)
+    session = verify(key, request.cookies.get(SESSION_COOKIE, ""), now)
+    if session is None:
+        return None
+    return Viewer(csrf=csrf_token(key, session.session_id), bearer=False)
+
+
+def safe_next(value: str) -> str:
+    """Where to go after signing in: a console path of ours, else the overview."""
+    parts = urlsplit(value)
+    if (
+        parts.scheme
+        or parts.netloc
+        or "\\" in value
+        or any(ord(char) < 32 or ord(char) == 127 for char in value)  # noqa: PLR2004
+        or not (parts.path == PATH or parts.path.startswith(f"{PATH}/"))
+        or parts.path.startswith(f"{PATH}/login")
+    ):
+        return PATH
+    return value
+
+
+async def form_of(request: web.Request) -> dict[str, str] | None:
+    """The POSTed form's text fields (the first of each name), or None if it is not a form."""
+    try:
+        posted = await request.post()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    fields: dict[str, str] = {}
+    for name, value in posted.items():
+        if isinstance(value, str):
+            fields.setdefault(name, value)
+    return fields
+
+
+def _field(form: dict[str, str], name: str) -> str:
+    return form.get(name, "")
+
+
+def guarded(page: Page) -> Handler:
+    """`page` for signed-in callers only; a session's POST must carry its CSRF token."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        token = _token(request)
+        if token is None:
+            return console_off(request)
+        viewer = viewer_of(request, token, time.time())
+        if viewer is None:
+            return _unauthorized(request)
+        if request.method == "POST" and not viewer.bearer:
+            form = await form_of(request)
+            if form is None or not csrf_ok(
+                derive_key(token), _session_id(request), _field(form, "csrf")
+            ):
+                log.warning("console.csrf_refused", path=request.path)
+                return error_page(
+                    request,
+                    403,
+                    "Form refused",
+                    "This form was stale or did not come from the console. Reload the page"
+                    " and try again.",
+                    viewer=viewer,
+                )
+        return await page(request, viewer)
+
+    return handler
+
+
+def _session_id(request: web.Request) -> str:
+    # Only called once `viewer_of` accepted the cookie: the id is its second part.
+    return request.cookies.get(SESSION_COOKIE, "").split(".")[1]
+
+
+def _unauthorized(request: web.Request) -> web.Response:
+    if "Authorization" in request.headers:
+        log.warning("console.unauthorized", path=request.path)
+    if wants_json(request):
+        detail = "sign in, or send Authorization: Bearer <API token>"
+        return json_page(401, {"error": "unauthorized", "detail": detail}, CHALLENGE)
+    if request.method == "GET":
+        return redirect(request, f"{PATH}/login?{urlencode({'next': request.path_qs})}")
+    return _login_form(request, 401, "Sign in first.", PATH)
+
+
+def _login_form(request: web.Request, status: int, error: str | None, next_: str) -> web.Response:
+    nonce = new_session_id()
+    response = html(
+        request,
+        "login.html",
+        status,
+        CHALLENGE if status == UNAUTHORIZED else None,
+        error=error,
+        nonce=nonce,
+        next=next_,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        path=PATH,
+        max_age=LOGIN_SECONDS,
+        httponly=True,
+        samesite="Strict",
+        secure=secure(request),
+    )
+    return response
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """`GET /console/login`: the sign-in form (or straight on, when signed in already)."""
+    token = _token(request)
+    if token is None:
+        return console_off(request)
+    next_ = safe_next(request.query.get("next", PATH))
+    if viewer_of(request, token, time.time()) is not None:
+        return redirect(request, next_)
+    return _login_form(request, 200, None, next_)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """`POST /console/login`: the token in, a session cookie out; a wrong token is 401."""
+    token = _token(request)
+    if token is None:
+        return console_off(request)
+    form = await form_of(request)
+    if form is None:
+        return _login_form(request, 400, "The form could not be read: sign in again.", PATH)
+    next_ = safe_next(_field(form, "next"))
+    if not same_nonce(request.cookies.get(LOGIN_COOKIE, ""), _field(form, "csrf")):
+        log.warning("console.login_csrf_refused")
+        return _login_form(request, 403, "The form expired: sign in again.", next_)
+    if not _same(_field(form, "token").strip(), token):
+        log.warning("console.login_failed", remote=request.remote)
+        return _login_form(request, 401, "That is not the API token.", next_)
+    ttl = request.app[CONSOLE].session_ttl
+    response = redirect(request, next_)
+    response.set_cookie(
+        SESSION_COOKIE,
+        issue(derive_key(token), new_session_id(), time.time(), ttl),
+        path=PATH,
+        max_age=ttl,
+        httponly=True,
+        samesite="Strict",
+        secure=secure(request),
+    )
+    response.del_cookie(LOGIN_COOKIE, path=PATH)
+    log.info("console.login", remote=request.remote)
+    return response
+
+
+async def _logout(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    del viewer
+    response = redirect(request, f"{PATH}/login", Flash("ok", "Signed out."))
+    response.del_cookie(SESSION_COOKIE, path=PATH)
+    log.info("console.logout", remote=request.remote)
+    return response
+
+
+logout = guarded(_logout)

@@ -1,0 +1,114 @@
+"""The console's pure parts: bar geometry, search parameters, an event's timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.console.chart import HEIGHT, WIDTH, bars
+from bridge.console.filters import SearchError, parse_search, query_string
+from bridge.console.queries import Search
+from bridge.console.timeline import timeline
+
+START = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+
+
+def test_bars_share_one_scale_and_label_their_minute() -> None:
+    charts = bars({"shoplazza": [0, 2, 4], "occ": [1, 0, 0]}, START)
+    tall = charts["shoplazza"][2]
+    assert (tall.height, tall.y, tall.count, tall.minute) == (HEIGHT, 0.0, 4, "20:02")
+    assert charts["shoplazza"][1].height == HEIGHT / 2
+    assert charts["occ"][0].height == HEIGHT / 4  # the same scale as shoplazza's
+    assert charts["shoplazza"][0].height == 0
+    assert charts["shoplazza"][2].x + charts["shoplazza"][2].width < WIDTH
+
+
+def test_bars_of_nothing_are_flat() -> None:
+    charts = bars({"prime": [0] * 60}, START)
+    assert {bar.height for bar in charts["prime"]} == {0.0}
+    assert charts["prime"][59].minute == "20:59"
+    assert bars({}, START) == {}
+
+
+def test_search_parameters() -> None:
+    assert parse_search({}) == Search()
+    wanted = parse_search(
+        {"q": "  1001 ", "source": "occ", "state": "parked", "target": "cj", "page": "3"}
+    )
+    assert wanted == Search(text="1001", source="occ", state="parked", target="cj", page=3)
+    assert query_string(wanted, 4) == {
+        "q": "1001",
+        "source": "occ",
+        "state": "parked",
+        "target": "cj",
+        "page": "4",
+    }
+    assert query_string(Search(text="x"), 1) == {"q": "x"}
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"page": "0"}, "page must be"),
+        ({"page": "-1"}, "page must be"),
+        ({"page": "two"}, "page must be"),
+        ({"page": "²"}, "page must be"),
+        ({"page": "10001"}, "page must be"),
+        ({"state": "lost"}, "state must be one of"),
+        ({"source": "Shop Lazza"}, "source must be"),
+        ({"target": "cj;drop"}, "target must be"),
+        ({"q": "x" * 256}, "longer than 255"),
+        ({"q": "10\x0001"}, "control characters"),
+    ],
+)
+def test_bad_search_parameters_say_what_is_wrong(params: dict[str, str], says: str) -> None:
+    with pytest.raises(SearchError, match=says):
+        parse_search(params)
+
+
+EVENT = {
+    "event_id": "e-1",
+    "source": "shoplazza",
+    "shop": "demo.myshoplaza.com",
+    "order_id": "1001",
+    "first_seen": "2026-11-23T20:00:00Z",
+    "last_seen": "2026-11-23T20:00:09.5Z",
+    "times_received": 2,
+    "deliveries": [
+        {
+            "target": "cj",
+            "state": "parked",
+            "updated_at": "2026-11-23T20:00:02Z",
+            "history": [
+                {"state": "pending", "at": "2026-11-23T20:00:00Z", "detail": None},
+                {"state": "retrying", "at": "2026-11-23T20:00:00.250Z", "detail": "HTTP 503"},
+                {"state": "parked", "at": "2026-11-23T20:00:02Z", "detail": "cj: Order not found"},
+            ],
+        },
+        {
+            "target": "shoplazza",
+            "state": "calling",
+            "updated_at": "2026-11-23T20:00:01Z",
+            "history": [{"state": "pending", "at": "2026-11-23T20:00:00Z", "detail": None}],
+        },
+    ],
+}
+
+
+def test_the_timeline_in_time_order_with_each_answer() -> None:
+    steps = [(s.at, s.target, s.title, s.detail) for s in timeline(EVENT)]
+    assert steps == [
+        ("2026-11-23T20:00:00Z", None, "received from shoplazza (demo.myshoplaza.com)", None),
+        ("2026-11-23T20:00:00Z", "cj", "accepted, queued for cj", None),
+        ("2026-11-23T20:00:00Z", "shoplazza", "accepted, queued for shoplazza", None),
+        ("2026-11-23T20:00:00.250Z", "cj", "attempt 1: failed, will retry", "HTTP 503"),
+        ("2026-11-23T20:00:01Z", "shoplazza", "attempt 1: calling", None),
+        ("2026-11-23T20:00:02Z", "cj", "attempt 2: parked", "cj: Order not found"),
+        (
+            "2026-11-23T20:00:09.5Z",
+            None,
+            "received again (the platform sent it 2 times)",
+            None,
+        ),
+    ]

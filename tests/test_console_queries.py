@@ -1,0 +1,154 @@
+"""The console's store reads on both engines: overview counts, event search, one event."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bridge.console.queries import Search, event_detail, overview, search, window
+from bridge.store import Store
+from bridge.tables import DELIVERED, PARKED, RETRYING
+from contracts.events import OrderCancelled, Source
+from tests.console_browser import arrive, attempt, event
+
+NOW = datetime.now(UTC)
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    async with Store.open(database_url) as opened:
+        yield opened
+
+
+async def seeded(store: Store) -> dict[str, OrderCancelled]:
+    """Five events: four in the last hour (one per state), one two hours old."""
+    found = {
+        "delivered": event("1001", shop="alpha.myshoplaza.com"),
+        "parked": event("1002", shop="alpha.myshoplaza.com"),
+        "retrying": event("2001", shop="beta.myshoplaza.com"),
+        "pending": event("occ-9", shop="site-1", source=Source.OCC),
+        "old": event("0999", shop="alpha.myshoplaza.com"),
+    }
+    when = {
+        "delivered": NOW - 5 * MINUTE,
+        "parked": NOW - 5 * MINUTE + timedelta(seconds=1),
+        "retrying": NOW - 30 * MINUTE,
+        "pending": NOW - 2 * MINUTE,
+        "old": NOW - 120 * MINUTE,
+    }
+    for name, cancelled in found.items():
+        await arrive(store, cancelled, when[name])
+    await attempt(store, found["delivered"], when["delivered"] + MINUTE / 2, DELIVERED)
+    await attempt(store, found["parked"], when["parked"], PARKED, "cj: Order not found")
+    await attempt(store, found["retrying"], when["retrying"], RETRYING, "HTTP 503")
+    await attempt(store, found["old"], when["old"], DELIVERED)
+    return found
+
+
+async def test_overview_counts_the_last_hour_by_minute_and_the_states_now(store: Store) -> None:
+    await seeded(store)
+    found = await overview(store, NOW, ("cj", "shoplazza"))
+    assert found.start == window(NOW)
+    assert set(found.per_minute) == {"shoplazza", "occ"}
+    shoplazza = found.per_minute["shoplazza"]
+    assert len(shoplazza) == 60
+    assert shoplazza[59 - 5] == 2  # delivered and parked, five minutes ago
+    assert shoplazza[59 - 30] == 1
+    assert sum(shoplazza) == 3  # the two-hour-old event is outside the window
+    assert found.per_minute["occ"][59 - 2] == 1
+    assert found.states == {
+        "cj": {"delivered": 2, "parked": 1, "retrying": 1, "pending": 1},
+        "shoplazza": {},  # configured and idle: listed with nothing
+    }
+    assert found.outcomes == {
+        "cj": {"pending": 4, "delivered": 1, "parked": 1, "retrying": 1},
+        "shoplazza": {},
+    }
+    assert found.parked == {"cj": 1, "shoplazza": 0}
+    data = found.as_json()
+    assert data["totals"] == {"events": 4, "delivered": 1, "retrying": 1, "parked": 1}
+    assert data["events_last_hour"] == {"occ": 1, "shoplazza": 3}
+    assert str(data["now"]).endswith("Z")
+
+
+async def test_overview_of_an_empty_store(store: Store) -> None:
+    found = await overview(store, NOW, ("cj",))
+    assert found.per_minute == {}
+    assert found.states == {"cj": {}}
+    assert found.as_json()["totals"] == {"events": 0, "delivered": 0, "retrying": 0, "parked": 0}
+
+
+async def order_ids(store: Store, wanted: Search, per_page: int = 50) -> list[str]:
+    return [row.order_id for row in (await search(store, wanted, per_page)).rows]
+
+
+async def test_search_lists_newest_first_with_each_targets_state(store: Store) -> None:
+    await seeded(store)
+    page = await search(store, Search())
+    assert [row.order_id for row in page.rows] == ["occ-9", "1002", "1001", "2001", "0999"]
+    assert not page.more
+    states = {row.order_id: row.deliveries for row in page.rows}
+    assert states["1001"] == (("cj", "delivered"),)
+    assert states["1002"] == (("cj", "parked"),)
+    assert states["occ-9"] == (("cj", "pending"),)
+    assert page.rows[0].source == "occ"
+    assert page.rows[0].times_received == 1
+
+
+async def test_search_by_order_event_id_or_shop(store: Store) -> None:
+    found = await seeded(store)
+    assert await order_ids(store, Search(text="1001")) == ["1001"]
+    assert await order_ids(store, Search(text="100")) == ["1002", "1001"]  # an order id's start
+    event_id = str(found["retrying"].event_id)
+    assert await order_ids(store, Search(text=event_id)) == ["2001"]
+    assert await order_ids(store, Search(text="beta.")) == ["2001"]
+    assert await order_ids(store, Search(text="nothing-like-it")) == []
+
+
+async def test_search_text_is_not_a_pattern(store: Store) -> None:
+    for order in ("a_b", "axb", "c%d", "cxd"):
+        await arrive(store, event(order), NOW)
+    assert await order_ids(store, Search(text="a_")) == ["a_b"]
+    assert await order_ids(store, Search(text="c%")) == ["c%d"]
+    assert await order_ids(store, Search(text="%")) == []
+
+
+async def test_search_filters_by_source_state_and_target(store: Store) -> None:
+    await seeded(store)
+    assert await order_ids(store, Search(source="occ")) == ["occ-9"]
+    assert await order_ids(store, Search(state=PARKED)) == ["1002"]
+    assert await order_ids(store, Search(state=DELIVERED, text="0")) == ["0999"]
+    assert await order_ids(store, Search(state=PARKED, target="cj")) == ["1002"]
+    assert await order_ids(store, Search(state=PARKED, target="shoplazza")) == []
+    assert await order_ids(store, Search(target="cj", source="occ")) == ["occ-9"]
+
+
+async def test_search_pages(store: Store) -> None:
+    await seeded(store)
+    first = await search(store, Search(page=1), per_page=2)
+    second = await search(store, Search(page=2), per_page=2)
+    third = await search(store, Search(page=3), per_page=2)
+    assert [row.order_id for row in first.rows] == ["occ-9", "1002"]
+    assert [row.order_id for row in second.rows] == ["1001", "2001"]
+    assert [row.order_id for row in third.rows] == ["0999"]
+    assert (first.more, second.more, third.more) == (True, True, False)
+    assert (await search(store, Search(page=9), per_page=2)).rows == ()
+
+
+async def test_one_event_with_its_history(store: Store) -> None:
+    found = await seeded(store)
+    parked = await event_detail(store, str(found["parked"].event_id))
+    assert parked is not None
+    assert (parked["order_id"], parked["source"], parked["times_received"]) == (
+        "1002",
+        "shoplazza",
+        1,
+    )
+    [delivery] = parked["deliveries"]
+    assert (delivery["target"], delivery["state"], delivery["attempts"]) == ("cj", "parked", 1)
+    assert [step["state"] for step in delivery["history"]] == ["pending", "parked"]
+    assert delivery["history"][1]["detail"] == "cj: Order not found"
+    assert await event_detail(store, "00000000-0000-5000-8000-000000000000") is None
