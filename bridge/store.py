@@ -10,8 +10,10 @@ INSERT whose key conflict is the answer; no dialect switches.
 
 Exactly one effect per (event, target): `claim` moves a pair to `calling` for one worker until a
 lease ends, and only the claimant calls the target; `finish` records the answer before the worker
-acks. A pair that is `delivered` or `already_done` is never claimed again. `transitions` keeps
-each state a pair reached (pending, retrying, delivered, already_done, parked) with its detail.
+acks. A pair that is `delivered` or `already_done` is never claimed again, unless
+reconciliation finds that the target did not act on it after all and `reopen`s it. `transitions`
+keeps each state a pair reached (pending, retrying, delivered, already_done, parked) with its
+detail.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from bridge.tables import (
     CALLING,
     CLAIMABLE,
+    DELIVERED,
     PENDING,
+    RETRYING,
     SETTLED,
     deliveries,
     echoes,
@@ -47,12 +51,15 @@ from bridge.tables import (
 from contracts.events import OrderCancelled
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0002"  # the newest migration's revision
+SCHEMA_HEAD = "0003"  # the newest migration's revision
 R = TypeVar("R")
 
 BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for the file lock
 PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as failed
 CONNECT_TIMEOUT = 5.0
+# How `reopen` and `undo_reopen` mark the transitions they write (counted by `reopen_counts`).
+REOPENED = "reopened by reconciliation"
+REOPEN_UNDONE = "reopen undone"
 
 
 # The hot statements, built once (building a statement costs more than running it).
@@ -217,6 +224,7 @@ class Arrival:
     at: datetime
     targets: tuple[str, ...]  # the targets routed from its source: `pending` deliveries
     echo_since: datetime  # echo records older than this are ignored
+    body: bytes | None = None  # the event's JSON as published (else serialised again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +253,28 @@ class Result:
     detail: str | None = None
     reference: str | None = None
     echo: tuple[str, str] | None = None  # (platform, order id) the bridge cancelled there
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveredRow:
+    """A `delivered` pair with its event, for reconciliation.
+
+    `event_json` is the event as first published; None for rows older than migration 0003 (the
+    other event columns still rebuild its id, order and reason). `linked` is the order's id on
+    the platform asked for, from the order links.
+    """
+
+    event_id: str
+    source: str
+    shop: str
+    order_id: str
+    reason: str
+    first_seen: datetime
+    event_json: str | None
+    delivered_at: datetime
+    reference: str | None
+    attempts: int
+    linked: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,6 +577,134 @@ class Store:
             row.event_id, row.target, row.state, row.attempts, row.last_error, row.reference
         )
 
+    # -- reconciliation -------------------------------------------------------------------
+
+    async def delivered_between(
+        self, target: str, since: datetime, until: datetime, link_platform: str | None = None
+    ) -> list[DeliveredRow]:
+        """`target`'s pairs now `delivered` whose outcome was recorded in [since, until].
+
+        With `link_platform`, each row carries its order's id on that platform (order links).
+        """
+        columns: list[sa.ColumnElement[Any]] = [
+            deliveries.c.event_id,
+            events.c.source,
+            events.c.shop,
+            events.c.order_id,
+            events.c.reason,
+            events.c.first_seen,
+            events.c.event_json,
+            deliveries.c.updated_at,
+            deliveries.c.reference,
+            deliveries.c.attempts,
+        ]
+        joined = deliveries.join(events, events.c.event_id == deliveries.c.event_id)
+        if link_platform is not None:
+            mine, theirs = links.alias("mine"), links.alias("theirs")
+            joined = joined.outerjoin(
+                mine,
+                sa.and_(mine.c.platform == events.c.source, mine.c.order_id == events.c.order_id),
+            ).outerjoin(
+                theirs,
+                sa.and_(theirs.c.group_id == mine.c.group_id, theirs.c.platform == link_platform),
+            )
+            columns.append(theirs.c.order_id.label("linked"))
+        query = (
+            sa.select(*columns)
+            .select_from(joined)
+            .where(
+                deliveries.c.target == target,
+                deliveries.c.state == DELIVERED,
+                deliveries.c.updated_at >= since,
+                deliveries.c.updated_at <= until,
+            )
+            .order_by(deliveries.c.updated_at, deliveries.c.event_id)
+        )
+        async with self._read() as connection:
+            rows = (await connection.execute(query)).all()
+        return [
+            DeliveredRow(
+                row.event_id,
+                row.source,
+                row.shop,
+                row.order_id,
+                row.reason,
+                utc(row.first_seen),
+                row.event_json,
+                utc(row.updated_at),
+                row.reference,
+                int(row.attempts),
+                row.linked if link_platform is not None else None,
+            )
+            for row in rows
+        ]
+
+    async def reopen(self, event_id: str, target: str, now: datetime, detail: str) -> bool:
+        """Make a `delivered` pair claimable again (`retrying`), its attempts kept.
+
+        For reconciliation: the target accepted the call but did not act on it. `detail`
+        (starting with `REOPENED`) is the pair's last error and its transition's detail. False
+        when the pair is not `delivered` (any more): then nothing changed.
+        """
+        async with self._write() as connection:
+            moved = await connection.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.event_id == event_id,
+                    deliveries.c.target == target,
+                    deliveries.c.state == DELIVERED,
+                )
+                .values(state=RETRYING, last_error=detail, updated_at=now)
+            )
+            if moved.rowcount != 1:
+                return False
+            await _transition(connection, event_id, target, RETRYING, now, detail=detail)
+        return True
+
+    async def undo_reopen(self, event_id: str, target: str, now: datetime, detail: str) -> bool:
+        """Back to `delivered` after a `reopen` whose event could not be published again.
+
+        Only while the pair is still as `reopen` left it (`retrying`, with `reopen`'s detail as
+        its last error): a worker that claimed it meanwhile keeps it.
+        """
+        async with self._write() as connection:
+            moved = await connection.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.event_id == event_id,
+                    deliveries.c.target == target,
+                    deliveries.c.state == RETRYING,
+                    deliveries.c.last_error == detail,
+                )
+                .values(state=DELIVERED, last_error=None, updated_at=now)
+            )
+            if moved.rowcount != 1:
+                return False
+            await _transition(
+                connection, event_id, target, DELIVERED, now, detail=f"{REOPEN_UNDONE}: {detail}"
+            )
+        return True
+
+    async def reopen_counts(self, target: str, event_ids: Sequence[str]) -> dict[str, int]:
+        """How many times reconciliation reopened each pair (undone reopens not counted)."""
+        if not event_ids:
+            return {}
+        marked = sa.or_(
+            transitions.c.detail.startswith(REOPENED),
+            transitions.c.detail.startswith(REOPEN_UNDONE),
+        )
+        query = sa.select(transitions.c.event_id, transitions.c.detail).where(
+            transitions.c.target == target,
+            transitions.c.event_id.in_(sorted(set(event_ids))),
+            marked,
+        )
+        counts: dict[str, int] = {}
+        async with self._read() as connection:
+            for row in await connection.execute(query):
+                step = -1 if str(row.detail).startswith(REOPEN_UNDONE) else 1
+                counts[row.event_id] = counts.get(row.event_id, 0) + step
+        return counts
+
     # -- echoes ---------------------------------------------------------------------------
 
     async def echo_of(self, platform: str, order_id: str, since: datetime) -> str | None:
@@ -638,7 +796,9 @@ def _delivery_row(  # noqa: PLR0913 - the row's columns
     }
 
 
-def _event_row(event: OrderCancelled, now: datetime) -> dict[str, object]:
+def _event_row(
+    event: OrderCancelled, now: datetime, body: bytes | None = None
+) -> dict[str, object]:
     return {
         "event_id": str(event.event_id),
         "source": event.source.value,
@@ -648,6 +808,7 @@ def _event_row(event: OrderCancelled, now: datetime) -> dict[str, object]:
         "first_seen": now,
         "last_seen": now,
         "delivery_count": 1,
+        "event_json": (body or event.to_json()).decode(),
     }
 
 
@@ -718,7 +879,9 @@ def _arrive(connection: sa.Connection, arrivals: Sequence[Arrival]) -> list[Seen
             more[key] = more.get(key, 0) + 1
         results[n] = Seen(counts[key])
     if new:
-        connection.execute(events.insert(), [_event_row(a.event, a.at) for a in new.values()])
+        connection.execute(
+            events.insert(), [_event_row(a.event, a.at, a.body) for a in new.values()]
+        )
         pending = [(key, target, a.at) for key, a in new.items() for target in a.targets]
         if pending:
             connection.execute(

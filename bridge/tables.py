@@ -28,6 +28,9 @@ events = sa.Table(
     sa.Column("first_seen", When, nullable=False),
     sa.Column("last_seen", When, nullable=False),
     sa.Column("delivery_count", sa.Integer, nullable=False),
+    # The event as first published (its JSON body), to publish it again (reconciliation).
+    # Rows written before migration 0003 have none: they are rebuilt from the columns above.
+    sa.Column("event_json", sa.Text),
     sa.Index("events_by_order", "source", "order_id"),
 )
 
