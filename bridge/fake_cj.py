@@ -1,4 +1,10 @@
-"""A fake CJ tracking API (tests, demo, benchmarks): `/graphql` answers like CJ documents."""
+"""A fake CJ (tests, demo, benchmarks): `/graphql` answers like CJ's tracking API documents.
+
+`/query` is its Commission Detail API (`advertiserCommissions`): every `cancelOrders` it accepts
+leaves the two records CJ's validation would (a reversal and a decline of the order), unless a
+silent failure was planted for the order (`plant_silent_failure`): accepted, nothing recorded, as
+when CJ's later validation refuses a cancellation without telling anyone.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,27 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 TOKEN = "fake-cj-token-5e1"  # noqa: S105 - the fake's own, public by design
+ADVERTISER_ID = "4567890"  # the fake advertiser's company id (CID), not its enterprise id
+# cancelOrders' CorrectionReason (tracking API) -> the Commission Detail API's CorrectionReason.
+COMMISSION_REASONS = {
+    "InvalidCreditCard": "INVALID_CREDIT_CARD",
+    "ReturnedMerchandise": "RETURNED_MERCHANDISE",
+    "DuplicateOrder": "DUPLICATED_ORDER",
+    "CannotShipSoldOut": "CANT_SHIP_OR_SOLD_OUT",
+    "UnqualifiedLead": "UNQUALIFIED_LEAD",
+    "BadDebt": "BAD_DEBT",
+    "Bankruptcy": "BANKRUPTCY",
+    "Compliance": "COMPLIANCE",
+    "BookingCanceled": "BOOKING_CANCELED",
+    "Other": "OTHER_REASON",
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +106,60 @@ class FakeCJ:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.url = ""
+        # Commission Detail: the records, planted silent failures (order -> how many accepted
+        # cancels record nothing), page size, scripted answers (first used first) and the
+        # variables of every query received.
+        self.commissions_url = ""
+        self.records: list[dict[str, Any]] = []
+        self.silent: Counter[str] = Counter()
+        self.page_size = 100
+        self.commission_script: list[Reply] = []
+        self.queries: list[dict[str, Any]] = []
+        self._last_commission_id = 7_000_000
+
+    def plant_silent_failure(self, order_id: str, times: int = 1) -> None:
+        """The next `times` accepted cancels of `order_id` leave no commission records."""
+        self.silent[order_id] += times
+
+    def add_sale(self, order_id: str, posted: datetime | None = None) -> dict[str, Any]:
+        """Record the original sale of `order_id` (what CJ holds before any cancellation)."""
+        return self._record(order_id, posted, original=True)
+
+    def _record(
+        self,
+        order_id: str,
+        posted: datetime | None,
+        *,
+        original: bool,
+        reason: str | None = None,
+        validation: str | None = None,
+    ) -> dict[str, Any]:
+        self._last_commission_id += 1
+        record: dict[str, Any] = {
+            "commissionId": str(self._last_commission_id),
+            "orderId": order_id,
+            "advertiserId": ADVERTISER_ID,
+            "actionStatus": "new",
+            "actionType": "sim_sale",
+            "correctionReason": reason,
+            "original": original,
+            "originalActionId": f"action-{order_id}",
+            "validationStatus": validation,
+            "postingDate": (posted or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        }
+        self.records.append(record)
+        return record
+
+    def _record_decline(self, order: dict[str, Any]) -> None:
+        """What CJ's validation leaves for an accepted cancellation: a reversal and a decline."""
+        order_id = str(order["orderId"])
+        if self.silent[order_id] > 0:
+            self.silent[order_id] -= 1
+            return
+        reason = COMMISSION_REASONS.get(str(order.get("correctionReason")), "OTHER_REASON")
+        declined = "DECLINED" if order.get("status") == "Declined" else "AUTOMATED"
+        self._record(order_id, None, original=False, reason=reason)
+        self._record(order_id, None, original=False, reason=reason, validation=declined)
 
     async def _graphql(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -106,6 +181,8 @@ class FakeCJ:
             else:
                 reply = accepted(order_id)
                 self.accepted[order_id] += 1  # the decline happens on receipt
+            if _accepts(reply):
+                self._record_decline(order)
             self._changed.notify_all()
         if reply.delay:  # the scripted slowness itself, cut short when the fake stops
             with contextlib.suppress(TimeoutError):
@@ -115,6 +192,49 @@ class FakeCJ:
         return web.Response(
             status=reply.status, body=body, headers=reply.headers, content_type="application/json"
         )
+
+    async def _query(self, request: web.Request) -> web.StreamResponse:
+        """`advertiserCommissions`: records posted in the window, paged by commission id."""
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return web.json_response({"message": "Unauthorized"}, status=401)
+        try:
+            variables = (await request.json())["variables"]
+            wanted = set(variables["advertisers"])
+            since = datetime.fromisoformat(variables["since"])
+            before = datetime.fromisoformat(variables["before"])
+            after = int(variables.get("after") or 0)
+        except (ValueError, KeyError, TypeError) as exc:
+            problem = f"bad query variables: {type(exc).__name__}"
+            return web.json_response({"errors": [{"message": problem}]}, status=400)
+        self.queries.append(variables)
+        if self.commission_script:
+            reply = self.commission_script.pop(0)
+            body = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
+            return web.Response(
+                status=reply.status,
+                body=body,
+                headers=reply.headers,
+                content_type="application/json",
+            )
+        matching = sorted(
+            (
+                record
+                for record in self.records
+                if record["advertiserId"] in wanted
+                and since <= datetime.fromisoformat(record["postingDate"]) < before
+                and int(record["commissionId"]) > after
+            ),
+            key=lambda record: int(record["commissionId"]),
+        )
+        page = matching[: self.page_size]
+        result = {
+            "count": len(page),
+            "limit": self.page_size,
+            "maxCommissionId": page[-1]["commissionId"] if page else None,
+            "payloadComplete": len(matching) <= self.page_size,
+            "records": page,
+        }
+        return web.json_response({"data": {"advertiserCommissions": result}})
 
     def calls_for(self, order_id: str) -> list[Call]:
         """The calls that named `order_id`."""
@@ -134,12 +254,14 @@ class FakeCJ:
         """Serve on an ephemeral loopback port; returns the GraphQL URL."""
         app = web.Application()
         app.router.add_post("/graphql", self._graphql)
+        app.router.add_post("/query", self._query)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/graphql"
+        self.commissions_url = f"http://127.0.0.1:{port}/query"
         return self.url
 
     async def stop(self) -> None:
@@ -147,3 +269,11 @@ class FakeCJ:
         self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _accepts(reply: Reply) -> bool:
+    """Whether `reply` is CJ's success answer (the cancellation accepted for validation)."""
+    if reply.status != 200 or not isinstance(reply.body, dict):  # noqa: PLR2004 - HTTP OK
+        return False
+    result = (reply.body.get("data") or {}).get("cancelOrders") or {}
+    return bool(result.get("orders")) and not result.get("errors")
