@@ -53,6 +53,13 @@ def when(moment: datetime | str | None) -> str:
     return utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def when_exactly(moment: datetime | str) -> str:
+    """`2026-11-23 21:04:05.123 UTC`: a timeline's steps are often within one second."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return utc(moment).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
 def environment() -> jinja2.Environment:
     """The templates, autoescaped; an undefined name is an error, not an empty string."""
     env = jinja2.Environment(
@@ -63,6 +70,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["when"] = when
+    env.filters["when_exactly"] = when_exactly
     env.filters["query"] = urlencode
     return env
 

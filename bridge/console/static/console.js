@@ -43,7 +43,8 @@
       node.textContent = value === undefined ? "0" : String(value);
     }
     for (const node of root.querySelectorAll("[data-alarm]")) {
-      node.classList.toggle("alarm", Boolean(lookup(data, node.dataset.alarm)));
+      const name = node.dataset.alarmClass || "alarm";
+      node.classList.toggle(name, Boolean(lookup(data, node.dataset.alarm)));
     }
     drawBars(data);
     const updated = root.querySelector("[data-updated]");

@@ -1,0 +1,246 @@
+# A script run by its path, not a module of a package:
+# ruff: noqa: INP001
+"""The console's screenshots for the README, from a run of the real bridge.
+
+    AMQP_URL=amqp://guest:guest@127.0.0.1:5672/<dev vhost> .venv/bin/python docs/screenshots.py
+
+Starts a fake CJ, the receiver and the CJ worker on the broker in `AMQP_URL` with a scratch
+SQLite store, and sends signed Shoplazza webhooks through them: most are delivered, one is
+retried and delivered, one is retried and then parked. The hour before is seeded into the store
+through its own API (arrivals and outcomes at past times), so the overview's chart has an hour
+to show. Debian's Chromium (Playwright) then signs in and saves `docs/images/console-*.png`.
+Like `cancel-bridge demo`, it refuses a broker that already has the CJ queue, and deletes the
+queues it created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import secrets
+import socket
+import sys
+import tempfile
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import orjson
+from playwright.async_api import Page, ViewportSize, async_playwright
+
+from bridge.demo import _refuse_live_broker
+from bridge.fake_cj import TOKEN, FakeCJ, Reply, error_in_200
+from bridge.receiver import PUBLISHER
+from bridge.runtime import start_receiver
+from bridge.settings import Config, parse_settings, resolve
+from bridge.store import Arrival, Result, Store
+from bridge.tables import DELIVERED, RETRYING
+from bridge.targets import plan
+from bridge.worker import Worker
+from contracts.events import CancelReason, OrderCancelled, Source
+from handlers.shoplazza import sign
+
+IMAGES = Path(__file__).parent / "images"
+CHROMIUM = os.environ.get("CB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
+WAIT_SECONDS = 60.0
+SHOPS = {
+    Source.SHOPLAZZA: ("maison-lune.myshoplaza.com", "kettle-and-pine.myshoplaza.com"),
+    Source.OCC: ("northwind-outfitters", "harbor-home"),
+    Source.PRIME: ("A1B2C3D4E5F6G7",),
+}
+RATES = {Source.SHOPLAZZA: (1, 9), Source.OCC: (0, 4), Source.PRIME: (0, 2)}  # per minute
+REASONS = (
+    CancelReason.CUSTOMER_REQUEST,
+    CancelReason.INVENTORY,
+    CancelReason.PAYMENT_DECLINED,
+    CancelReason.FRAUD,
+)
+LIVE_SHOP = "maison-lune.myshoplaza.com"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def config_for(url: str, cj_url: str, port: int, secrets_: dict[str, str], store: str) -> Config:
+    """Shoplazza in, CJ out, short retries, the console on."""
+    settings = parse_settings(
+        {
+            "receiver": {"port": port, "api_token_env": "CONSOLE_TOKEN"},
+            "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
+            "targets": {
+                "cj": {"url": cj_url, "enterprise_id": "1234567", "action_tracker_id": 987654}
+            },
+            "routes": {"shoplazza": ["cj"]},
+            "worker": {"retry_delays": [0.5, 1]},
+            "store": {"path": store},
+        }
+    )
+    env = {"AMQP_URL": url, "CJ_ACCESS_TOKEN": TOKEN, **secrets_}
+    return resolve(settings, env)
+
+
+def _event(source: Source, shop: str, order_id: str, at: datetime, rand: random.Random) -> Arrival:
+    cancelled = OrderCancelled.create(
+        source=source,
+        shop=shop,
+        order_id=order_id,
+        order_number=None,
+        reason=rand.choice(REASONS),
+        source_reason=None,
+        cancelled_at=at,
+        received_at=at,
+        delivery_id=None,
+    )
+    return Arrival(cancelled, at, ("cj",), at - timedelta(days=30))
+
+
+async def seed_history(store: Store, now: datetime) -> int:
+    """The hour before now: arrivals per minute per source, each delivered to CJ (a few retried)."""
+    rand = random.Random(8)  # noqa: S311 - a reproducible picture, not cryptography
+    arrivals: list[Arrival] = []
+    for minutes_ago in range(59, 0, -1):
+        for source, (low, high) in RATES.items():
+            for _ in range(rand.randint(low, high)):
+                at = now - timedelta(minutes=minutes_ago, seconds=rand.uniform(0, 59))
+                order = str(rand.randint(10_000_000, 99_999_999))
+                arrivals.append(_event(source, rand.choice(SHOPS[source]), order, at, rand))
+    await store.arrive_many(arrivals)
+    events = [arrival.event for arrival in arrivals]
+    await store.claim_many(events, "cj", "history", timedelta(minutes=5))
+    results: list[Result] = []
+    for arrival in arrivals:
+        key, at = str(arrival.event.event_id), arrival.at
+        if rand.random() < 0.06:  # noqa: PLR2004 - a few needed a second try
+            results.append(
+                Result(key, "cj", "history", RETRYING, at + timedelta(seconds=1), "HTTP 503")
+            )
+        reference = str(uuid.UUID(int=rand.getrandbits(128)))
+        results.append(
+            Result(key, "cj", "history", DELIVERED, at + timedelta(seconds=2), None, reference)
+        )
+    for start in range(0, len(results), 200):
+        await store.finish_many(results[start : start + 200])
+    return len(arrivals)
+
+
+async def post(port: int, secret: str, order_id: str, reason: str) -> None:
+    """One signed Shoplazza cancellation webhook; it must be accepted."""
+    body = orjson.dumps(
+        {
+            "id": order_id,
+            "number": order_id[-4:],
+            "status": "cancelled",
+            "cancel_reason": reason,
+            "cancelled_at": datetime.now(UTC).isoformat(),
+        }
+    )
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shoplazza-Hmac-Sha256": sign(body, secret),
+        "X-Shoplazza-Topic": "orders/cancelled",
+        "X-Shoplazza-Shop-Domain": LIVE_SHOP,
+        "X-Shoplazza-Deduplication-ID": str(uuid.uuid4()),
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://127.0.0.1:{port}/webhooks/shoplazza", data=body, headers=headers
+        ) as answer,
+    ):
+        if answer.status != 200:  # noqa: PLR2004 - HTTP OK
+            raise RuntimeError(f"webhook refused: {answer.status} {await answer.text()}")
+
+
+async def live_traffic(port: int, secret: str, cj: FakeCJ, worker: Worker) -> str:
+    """Webhooks through the bridge; the order id that ends parked."""
+    parked = "48213377"
+    retried = "48213342"
+    cj.script[retried] = [Reply(status=503, body=b"Service Unavailable")]
+    cj.script[parked] = [
+        Reply(status=503, body=b"Service Unavailable"),
+        error_in_200("Invalid actionTrackerId"),
+    ]
+    for order in ("48213301", "48213318", retried, "48213356", parked, "48213390"):
+        await post(port, secret, order, "Customer changed their mind")
+    async with asyncio.timeout(WAIT_SECONDS):
+        await worker.wait_outcomes("delivered", 5)
+        await worker.wait_outcomes("parked", 1)
+    return parked
+
+
+async def shoot(base: str, token: str, parked_order: str) -> None:
+    """Sign in and save the three pictures."""
+    IMAGES.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(base_url=base, viewport=VIEWPORT)
+            page = await context.new_page()
+            await page.goto("/console")
+            await page.get_by_label("API token").fill(token)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("heading", name="Overview", exact=True).wait_for()
+            await save(page, "console-overview.png")
+            await page.goto("/console/events")
+            await save(page, "console-events.png", full_page=False)
+            await page.goto(f"/console/events?q={parked_order}")
+            await page.get_by_role("link", name=parked_order).click()
+            await page.locator("ol.timeline").wait_for()
+            await save(page, "console-event.png")
+        finally:
+            await browser.close()
+
+
+async def save(page: Page, name: str, *, full_page: bool = True) -> None:
+    """One PNG in docs/images."""
+    await page.screenshot(path=str(IMAGES / name), full_page=full_page)
+    print(f"wrote {IMAGES / name}")  # noqa: T201 - the script reports its files
+
+
+async def main() -> None:
+    """Run the bridge, fill it, take the pictures, clean up."""
+    url = os.environ.get("AMQP_URL", "").strip()
+    if not url:
+        sys.exit("set AMQP_URL to a development broker or vhost")
+    await _refuse_live_broker(url)
+    cj = FakeCJ()
+    await cj.start()
+    secret, token, port = secrets.token_urlsafe(24), secrets.token_urlsafe(24), _free_port()
+    env = {"SHOPLAZZA_CLIENT_SECRET": secret, "CONSOLE_TOKEN": token}
+    scratch = tempfile.TemporaryDirectory(prefix="cancel-bridge-screenshots-")
+    config = config_for(url, cj.url, port, env, str(Path(scratch.name) / "state.db"))
+    worker_plan = plan(config, "cj")
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            store = await stack.enter_async_context(Store.open(config.store_url.get_secret_value()))
+            seeded = await seed_history(store, datetime.now(UTC))
+            print(f"seeded {seeded} cancellations of the last hour")  # noqa: T201
+            app = await start_receiver(config, stack, store)
+            worker = await stack.enter_async_context(
+                Worker.running(worker_plan, url, config.settings.broker, store)
+            )
+            async with asyncio.timeout(WAIT_SECONDS):
+                await app[PUBLISHER].wait_ready()
+            parked = await live_traffic(port, secret, cj, worker)
+            await shoot(f"http://127.0.0.1:{port}", token, parked)
+    finally:
+        await cj.stop()
+        scratch.cleanup()
+        async with await aio_pika.connect(url) as connection:
+            channel = await connection.channel()
+            for queue in worker_plan.topology.queues:
+                await channel.queue_delete(queue.name)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
