@@ -381,7 +381,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def format_duration(span: timedelta) -> str:
-    """`span` in the largest unit that divides it: `1d`, `90m`, `45s` (as `parse_duration` reads)."""
+    """`span` in its largest whole unit: `1d`, `90m`, `45s` (as `parse_duration` reads them)."""
     seconds = int(span.total_seconds())
     for unit in ("w", "d", "h", "m"):
         size = _UNIT_SECONDS[unit]
@@ -449,8 +449,9 @@ def _describe_reconcile(settings: CJSettings) -> str:
     if every is None:
         return "reconcile: on demand"
     return (
-        f"reconcile every {format_duration(every)} over {format_duration(settings.reconcile_window)}"
-        f" (grace {format_duration(settings.reconcile_grace)}) from {settings.commissions_url},"
+        f"reconcile every {format_duration(every)} over"
+        f" {format_duration(settings.reconcile_window)} (grace"
+        f" {format_duration(settings.reconcile_grace)}) from {settings.commissions_url},"
         f" requeue: {'yes' if settings.reconcile_requeue else 'no'}"
     )
 
