@@ -232,7 +232,7 @@ async def test_bearer_header_for_scripts(client: Client, store: Store) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["Bearer wrong-token", f"Basic {API_TOKEN}", "Bearer", f"Bearer {API_TOKEN}x", "Bearer é"],
+    ["Bearer wrong-token", "bearer wrong-token", "Bearer", f"Bearer {API_TOKEN}x", "Bearer é"],
 )
 async def test_a_bad_bearer_header_is_401(client: Client, header: str) -> None:
     good = issue(KEY, "s1", time.time())
@@ -244,6 +244,19 @@ async def test_a_bad_bearer_header_is_401(client: Client, header: str) -> None:
     assert response.status == 401  # a bad header is refused, even beside a good cookie
     assert "Bearer" in response.headers["WWW-Authenticate"]
     assert API_TOKEN not in await response.text()
+
+
+async def test_other_authorization_schemes_are_not_ours(client: Client) -> None:
+    """A proxy's Basic auth in front of the console neither signs in nor breaks the session."""
+    basic = {"Authorization": f"Basic {API_TOKEN}"}
+    alone = await client.get("/console", headers=basic, allow_redirects=False)
+    assert alone.status == 303
+    assert alone.headers["Location"].startswith("/console/login")
+    good = issue(KEY, "s1", time.time())
+    with_session = await client.get(
+        "/console", headers={**basic, "Cookie": f"{SESSION_COOKIE}={good}"}
+    )
+    assert with_session.status == 200
 
 
 async def test_pages_forbid_framing_caching_and_foreign_scripts(client: Client) -> None:

@@ -70,11 +70,17 @@ def _same(sent: str, token: str) -> bool:
     return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), token.encode())
 
 
+def _bearer(request: web.Request) -> str | None:
+    """The bearer credential sent, if any (other schemes, say a proxy's Basic, are not ours)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
 def wants_json(request: web.Request) -> bool:
     """A script's request (bearer header, JSON accepted, or a `.json` path)."""
     return (
         request.path.endswith(".json")
-        or "Authorization" in request.headers
+        or _bearer(request) is not None
         or "application/json" in request.headers.get("Accept", "")
     )
 
@@ -89,11 +95,8 @@ def console_off(request: web.Request) -> web.Response:
 
 def viewer_of(request: web.Request, token: str, now: float) -> Viewer | None:
     """The caller, if its bearer header or session cookie is good; a bad header is no one."""
-    if (header := request.headers.get("Authorization")) is not None:
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() == "bearer" and _same(given.strip(), token):
-            return Viewer(csrf="", bearer=True)
-        return None
+    if (given := _bearer(request)) is not None:
+        return Viewer(csrf="", bearer=True) if _same(given, token) else None
     key = derive_key(token)
     session = verify(key, request.cookies.get(SESSION_COOKIE, ""), now)
     if session is None:
@@ -168,7 +171,7 @@ def _session_id(request: web.Request) -> str:
 
 
 def _unauthorized(request: web.Request) -> web.Response:
-    if "Authorization" in request.headers:
+    if _bearer(request) is not None:
         log.warning("console.unauthorized", path=request.path)
     if wants_json(request):
         detail = "sign in, or send Authorization: Bearer <API token>"
