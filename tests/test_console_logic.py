@@ -96,6 +96,33 @@ EVENT = {
 }
 
 
+def test_reconciliation_steps_are_not_attempts() -> None:
+    reopened = "reopened by reconciliation: no decline at CJ for order 1001"
+    delivery = {
+        "target": "cj",
+        "state": "delivered",
+        "updated_at": "2026-11-23T21:00:01Z",
+        "history": [
+            {"state": "pending", "at": "2026-11-23T20:00:00Z", "detail": None},
+            {"state": "delivered", "at": "2026-11-23T20:00:01Z", "detail": "sub-1"},
+            {"state": "retrying", "at": "2026-11-23T21:00:00Z", "detail": reopened},
+            {"state": "delivered", "at": "2026-11-23T21:00:01Z", "detail": "sub-2"},
+            {
+                "state": "delivered",
+                "at": "2026-11-23T21:00:02Z",
+                "detail": f"reopen undone: {reopened}",
+            },
+        ],
+    }
+    steps = timeline({**EVENT, "times_received": 1, "deliveries": [delivery]})
+    assert [(s.kind, s.title) for s in steps[2:]] == [
+        ("delivered", "attempt 1: delivered"),
+        ("reopened", "reopened by reconciliation"),
+        ("delivered", "attempt 2: delivered"),
+        ("delivered", "reopen undone"),
+    ]
+
+
 def test_the_timeline_in_time_order_with_each_answer() -> None:
     steps = [(s.at, s.target, s.title, s.detail) for s in timeline(EVENT)]
     assert steps == [

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bridge.store import REOPEN_UNDONE, REOPENED
 from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PARKED, PENDING, RETRYING
 
 # Outcomes of one call to the target (the store's history holds outcomes, not the claims).
@@ -42,8 +43,13 @@ def timeline(event: dict[str, Any]) -> list[Step]:
         attempt = 0
         for step in delivery["history"]:
             state = step["state"]
+            detail = step["detail"] or ""
             if state == PENDING:
                 steps.append(Step(step["at"], state, f"accepted, queued for {target}", target))
+                continue
+            if detail.startswith((REOPENED, REOPEN_UNDONE)):  # reconciliation, not a call
+                kind = "reopened" if detail.startswith(REOPENED) else state
+                steps.append(Step(step["at"], kind, detail.split(":", 1)[0], target, detail))
                 continue
             attempt += 1
             what = ATTEMPTS.get(state, state)
