@@ -16,7 +16,7 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge import asyncapi, links, logs, parked, status, topology
+from bridge import asyncapi, links, logs, parked, reconcile, status, topology
 from bridge.demo import run_demo
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
@@ -216,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--all", action="store_true", help="every parked message")
         if action == "drop":
             command.add_argument("--yes", action="store_true", help="confirm --all")
+    reconcile.add_parser(commands)
     return parser
 
 
@@ -330,6 +331,8 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
     """The commands that need a configuration."""
     if args.command == "parked":
         return _parked(args, config)
+    if args.command == "reconcile":
+        return reconcile.command(args, config)
     if args.command in ("status", "links"):
         return _state_command(args, config)
     if args.command == "db":

@@ -259,11 +259,13 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
         "delivery_id": event.delivery_id,
     }
     now = datetime.now(UTC)
+    body = event.to_json()  # once: the store keeps the bytes the broker gets
     arrival = Arrival(
         event,
         now,
         tuple(config.settings.routes.get(event.source, ())),
         echo_since=now - timedelta(days=config.settings.store.echo_ttl_days),
+        body=body,
     )
     try:
         arrived = await request.app[ARRIVALS].submit(arrival)
@@ -281,9 +283,9 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
     tracing = request.app[TRACING]
     try:
         if tracing.on:
-            await _publish_traced(request, tracing, event, properties)
+            await _publish_traced(request, tracing, event, body, properties)
         else:
-            await request.app[PUBLISHER].publish_event(event, event.to_json(), properties)
+            await request.app[PUBLISHER].publish_event(event, body, properties)
     except BrokerUnavailable as exc:
         return _unavailable(config, exc, **context)
     log.info("webhook.accepted", seen=seen, **context)
@@ -294,6 +296,7 @@ async def _publish_traced(
     request: web.Request,
     tracing: Tracing,
     event: OrderCancelled,
+    body: bytes,
     properties: spec.Basic.Properties,
 ) -> None:
     """Publish in a producer span whose `traceparent` travels in the message's headers."""
@@ -307,7 +310,7 @@ async def _publish_traced(
         if properties.headers is not None:
             tracing.inject(properties.headers)
         try:
-            await request.app[PUBLISHER].publish_event(event, event.to_json(), properties)
+            await request.app[PUBLISHER].publish_event(event, body, properties)
         except BrokerUnavailable as exc:
             failed(span, str(exc))
             raise

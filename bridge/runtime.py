@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from bridge import receivers
+from bridge import receivers, reconcile
 from bridge.metrics import Metrics
 from bridge.metrics_http import serve_metrics
 from bridge.receiver import create_app
@@ -84,6 +84,8 @@ async def serve(
                     depth_interval=config.settings.metrics.queue_interval,
                 )
             )
+        if "cj" in targets:  # CJ's silent failures: compare with its commission records
+            await stack.enter_async_context(reconcile.scheduled(config, store))
         # What startup made lives to the end: keep the collector off it.
         gc.freeze()
         await stop.wait()
