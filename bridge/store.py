@@ -39,6 +39,7 @@ from bridge.tables import (
     CALLING,
     CLAIMABLE,
     DELIVERED,
+    PARKED,
     PENDING,
     RETRYING,
     SETTLED,
@@ -60,6 +61,11 @@ CONNECT_TIMEOUT = 5.0
 # How `reopen` and `undo_reopen` mark the transitions they write (counted by `reopen_counts`).
 REOPENED = "reopened by reconciliation"
 REOPEN_UNDONE = "reopen undone"
+# How `note_parked` marks what an operator did with a parked message (the console).
+REPLAYED = "replayed from the parked queue"
+DROPPED = "dropped from the parked queue"
+# Transitions that record no call to the target: not attempts.
+NOT_ATTEMPTS = (REOPENED, REOPEN_UNDONE, REPLAYED, DROPPED)
 
 
 # The hot statements, built once (building a statement costs more than running it).
@@ -684,6 +690,16 @@ class Store:
                 connection, event_id, target, DELIVERED, now, detail=f"{REOPEN_UNDONE}: {detail}"
             )
         return True
+
+    async def note_parked(self, event_id: str, target: str, now: datetime, detail: str) -> None:
+        """Write in the pair's history what an operator did with its parked message.
+
+        `detail` starts with `REPLAYED` or `DROPPED`. The delivery row stays as it is: a replayed
+        message is claimed from `parked` by the worker; a dropped one leaves the pair `parked`
+        (claimable, should the platform send the cancellation again).
+        """
+        async with self._write() as connection:
+            await _transition(connection, event_id, target, PARKED, now, detail=detail)
 
     async def reopen_counts(self, target: str, event_ids: Sequence[str]) -> dict[str, int]:
         """How many times reconciliation reopened each pair (undone reopens not counted)."""

@@ -135,7 +135,9 @@ async def test_replay_from_the_console_delivers_a_parked_cancellation(
     await pipeline.settled("delivered")
     await page.reload()
     await expect(cj.locator(".badge")).to_have_text("delivered")
-    await expect(page.locator("ol.timeline")).to_contain_text("cj: attempt 2: delivered")
+    timeline = page.locator("ol.timeline")
+    await expect(timeline).to_contain_text("replayed from the parked queue")  # who did what
+    await expect(timeline).to_contain_text("cj: attempt 2: delivered")
     await expect(page.locator(".flash")).to_have_count(0)  # said once
 
 
@@ -160,6 +162,7 @@ async def test_drop_asks_first_then_deletes_the_parked_message(
     await page.get_by_role("link", name="Drop…").click()
     await page.get_by_role("button", name="Drop for good").click()
     await expect(page.locator(".flash")).to_contain_text("Dropped from cancel-bridge.cj.parked")
+    await expect(page.locator("ol.timeline")).to_contain_text("dropped from the parked queue")
     assert await parked.list_rows(amqp_url, queue, time.time()) == []
     assert len(pipeline.cj.calls_for(order)) == 1
 

@@ -123,6 +123,37 @@ def test_reconciliation_steps_are_not_attempts() -> None:
     ]
 
 
+def test_what_an_operator_did_is_a_step_not_an_attempt() -> None:
+    """Replay and drop from the console show as their own steps; attempts keep counting."""
+    delivery = {
+        "target": "cj",
+        "state": "delivered",
+        "updated_at": "2026-11-23T21:00:01Z",
+        "history": [
+            {"state": "pending", "at": "2026-11-23T20:00:00Z", "detail": None},
+            {"state": "parked", "at": "2026-11-23T20:00:01Z", "detail": "cj: Invalid id"},
+            {
+                "state": "parked",
+                "at": "2026-11-23T20:30:00Z",
+                "detail": "replayed from the parked queue: in the console, to cancel-bridge.cj",
+            },
+            {"state": "delivered", "at": "2026-11-23T20:30:01Z", "detail": "sub-1"},
+            {
+                "state": "parked",
+                "at": "2026-11-23T20:40:00Z",
+                "detail": "dropped from the parked queue: in the console, for good",
+            },
+        ],
+    }
+    steps = timeline({**EVENT, "times_received": 1, "deliveries": [delivery]})
+    assert [(s.kind, s.title) for s in steps[2:]] == [
+        ("parked", "attempt 1: parked"),
+        ("replayed", "replayed from the parked queue"),
+        ("delivered", "attempt 2: delivered"),
+        ("dropped", "dropped from the parked queue"),
+    ]
+
+
 def test_the_timeline_in_time_order_with_each_answer() -> None:
     steps = [(s.at, s.target, s.title, s.detail) for s in timeline(EVENT)]
     assert steps == [

@@ -7,6 +7,7 @@ the event id, return the rest) on a connection of their own to the configured br
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import structlog
@@ -22,7 +23,7 @@ from bridge.console.session import Flash
 from bridge.console.views import not_found, plausible_id, store_down, targets_of
 from bridge.http import CONFIG, STORE
 from bridge.settings import Config
-from bridge.store import StoreUnavailable
+from bridge.store import DROPPED, REPLAYED, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,20 @@ async def move(config: Config, action: str, target: str, event_id: str) -> int:
         raise BrokerTrouble(f"broker unavailable ({type(exc).__name__})") from exc
 
 
+async def _note(request: web.Request, action: str, target: str, event_id: str) -> None:
+    """Write the move into the pair's history; the move stands even if the store is away."""
+    marker = REPLAYED if action == "replay" else DROPPED
+    detail = (
+        f"{marker}: in the console, to {topology.work_queue(target)}"
+        if action == "replay"
+        else f"{marker}: in the console, for good"
+    )
+    try:
+        await request.app[STORE].note_parked(event_id, target, datetime.now(UTC), detail)
+    except StoreUnavailable as exc:
+        log.warning("console.note_failed", event_id=event_id, target=target, detail=str(exc))
+
+
 def _what(action: str, target: str, moved: int) -> Flash:
     queue = topology.parked_queue(target)
     if moved == 0:
@@ -74,8 +89,8 @@ def _what(action: str, target: str, moved: int) -> Flash:
         )
     return Flash(
         "ok",
-        f"Dropped from {queue}{many}: {target} will not be asked again. The store keeps the"
-        " delivery as parked.",
+        f"Dropped from {queue}{many}: {target} will not be asked again (unless the platform"
+        " sends this cancellation again). The store keeps the delivery as parked.",
     )
 
 
@@ -142,6 +157,8 @@ async def _act(request: web.Request, viewer: Viewer) -> web.StreamResponse:
             viewer=viewer,
         )
     log.info(LOGGED[action], event_id=event_id, target=target, moved=moved)
+    if moved:
+        await _note(request, action, target, event_id)
     if viewer.bearer:
         return json_page(
             200, {"action": action, "event_id": event_id, "target": target, "moved": moved}

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bridge.status import order_status
-from bridge.store import Store, utc
+from bridge.store import NOT_ATTEMPTS, Store, utc
 from bridge.tables import (
     ALREADY_DONE,
     DELIVERED,
@@ -100,7 +100,17 @@ async def overview(store: Store, now: datetime, targets: Sequence[str] = ()) -> 
     )
     recent = (
         sa.select(transitions.c.target, transitions.c.state, sa.func.count())
-        .where(transitions.c.at >= start)
+        .where(
+            transitions.c.at >= start,
+            # Attempts only: not reconciliation's reopens nor what an operator did.
+            *[
+                sa.or_(
+                    transitions.c.detail.is_(None),
+                    sa.not_(transitions.c.detail.startswith(marker)),
+                )
+                for marker in NOT_ATTEMPTS
+            ],
+        )
         .group_by(transitions.c.target, transitions.c.state)
     )
     async with store.reading() as connection:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.store import REOPEN_UNDONE, REOPENED
+from bridge.store import DROPPED, NOT_ATTEMPTS, REOPENED, REPLAYED
 from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PARKED, PENDING, RETRYING
 
 # Outcomes of one call to the target (the store's history holds outcomes, not the claims).
@@ -33,6 +33,16 @@ def _moment(text: str) -> datetime:
     return datetime.fromisoformat(text)  # order_status writes RFC 3339 UTC, `Z` included
 
 
+def _marked_kind(detail: str, state: str) -> str:
+    if detail.startswith(REOPENED):
+        return "reopened"
+    if detail.startswith(REPLAYED):
+        return "replayed"
+    if detail.startswith(DROPPED):
+        return "dropped"
+    return state
+
+
 def timeline(event: dict[str, Any]) -> list[Step]:
     """Oldest first: received, accepted for each target, each attempt with the target's answer."""
     steps = [
@@ -47,8 +57,8 @@ def timeline(event: dict[str, Any]) -> list[Step]:
             if state == PENDING:
                 steps.append(Step(step["at"], state, f"accepted, queued for {target}", target))
                 continue
-            if detail.startswith((REOPENED, REOPEN_UNDONE)):  # reconciliation, not a call
-                kind = "reopened" if detail.startswith(REOPENED) else state
+            if detail.startswith(NOT_ATTEMPTS):  # reconciliation or an operator, not a call
+                kind = _marked_kind(detail, state)
                 steps.append(Step(step["at"], kind, detail.split(":", 1)[0], target, detail))
                 continue
             attempt += 1
