@@ -62,8 +62,8 @@ VOLUME /var/lib/cancel-bridge
 
 EXPOSE 8080
 
-# Liveness only (/healthz: the process answers). /readyz (broker up) is for a load balancer:
-# a broker outage must not get the container restarted. slim has no curl; urlopen raises on
+# Liveness only (/healthz: the process answers). /readyz (broker and store up) is for a load
+# balancer: a broker outage must not get the container restarted. slim has no curl; urlopen raises on
 # a refused connection or a non-2xx answer, so the exit status is 1.
 # The port is the config's [receiver] port: change both together.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
