@@ -113,7 +113,9 @@ async def test_retries_and_parks_show_in_deliveries_and_queue_depths(pipeline: P
     to_park = {"destination": "parked", "result": "confirmed"}
     assert value(found, "cancel_bridge_publish_confirm_seconds_count", **to_park) == 1
     assert value(found, "cancel_bridge_queue_messages", target="cj", queue="parked") == 1
-    assert value(found, "cancel_bridge_queue_messages", target="cj", queue="retry") == 0
+    for empty in ("retry", "work"):  # read and reported, not just absent
+        labels = frozenset({"target": "cj", "queue": empty}.items())
+        assert found[("cancel_bridge_queue_messages", labels)] == 0, empty
 
 
 async def test_readyz_reports_broker_and_store(pipeline: Pipeline) -> None:

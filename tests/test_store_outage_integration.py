@@ -130,6 +130,12 @@ async def test_worker_holds_its_message_until_the_store_returns(
     setup.proxy.restore()
     await setup.outcome("delivered")
     assert len(setup.cj.calls_for(order)) == 1
+    # The metrics say so: the worker waited for the store, and a claim failed meanwhile.
+    registry = setup.worker.metrics.registry
+    waited = {"target": "cj", "problem": "store_unavailable"}
+    assert (registry.get_sample_value("cancel_bridge_worker_problems_total", waited) or 0) >= 1
+    failed = {"operation": "claim", "result": "failed"}
+    assert (registry.get_sample_value("cancel_bridge_store_seconds_count", failed) or 0) >= 1
     channel = await amqp.channel()
     parked = await channel.declare_queue(topology.parked_queue("cj"), passive=True)
     assert parked.declaration_result.message_count == 0
