@@ -20,7 +20,7 @@ from bridge import asyncapi, links, logs, parked, reconcile, status, topology
 from bridge.demo import run_demo
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
-from bridge.store import SCHEMA_HEAD, Store, StoreUnavailable
+from bridge.store import DROPPED, REPLAYED, SCHEMA_HEAD, Store, StoreUnavailable
 from bridge.targets import build, plan, target_topology
 from contracts.schema import event_json_schema
 from handlers.registry import SOURCES
@@ -236,16 +236,38 @@ def _parked(args: argparse.Namespace, config: Config) -> int:
         print("cancel-bridge: parked drop --all deletes them for good: add --yes", file=sys.stderr)  # noqa: T201
         return 2
 
-    def select(message: AbstractIncomingMessage) -> bool:
-        return bool(args.all) or message.message_id in wanted
+    chosen: list[str] = []
 
+    def select(message: AbstractIncomingMessage) -> bool:
+        if args.all or message.message_id in wanted:
+            chosen.append(message.message_id or "")
+            return True
+        return False
+
+    began = datetime.now(UTC)  # the history step is dated before the worker can act on it
     if args.action == "replay":
         moved = asyncio.run(parked.replay(url, source_queue, topology.work_queue(target), select))
         print(f"replayed {moved} to {topology.work_queue(target)}")  # noqa: T201 - CLI output
+        detail = f"{REPLAYED}: with cancel-bridge parked replay, to {topology.work_queue(target)}"
     else:
         moved = asyncio.run(parked.drop(url, source_queue, select))
         print(f"dropped {moved} from {source_queue}")  # noqa: T201 - CLI output
+        detail = f"{DROPPED}: with cancel-bridge parked drop, for good"
+    if moved:
+        asyncio.run(_note_parked(config, target, [i for i in chosen if i], began, detail))
     return 0 if moved or args.all else 1
+
+
+async def _note_parked(
+    config: Config, target: str, event_ids: list[str], now: datetime, detail: str
+) -> None:
+    """Write what was done into each pair's history; the move stands if the store is away."""
+    try:
+        async with Store.open(config.store_url.get_secret_value()) as store:
+            for event_id in event_ids:
+                await store.note_parked(event_id, target, now, detail)
+    except StoreUnavailable as exc:
+        print(f"cancel-bridge: not written to the store's history: {exc}", file=sys.stderr)  # noqa: T201
 
 
 async def _status(args: argparse.Namespace, config: Config) -> int:

@@ -44,7 +44,9 @@ async def order_status(store: Store, order_id: str, source: str | None = None) -
             await connection.execute(
                 sa.select(transitions)
                 .where(transitions.c.event_id.in_(ids))
-                .order_by(transitions.c.id)
+                # By time, then as written: a step noted with the time it began (a replay
+                # from the parked queue) comes before what the worker did after it.
+                .order_by(transitions.c.at, transitions.c.id)
             )
         ).all()
     history: dict[tuple[str, str], list[Json]] = {}

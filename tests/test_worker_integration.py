@@ -6,16 +6,22 @@ import asyncio
 import dataclasses
 import itertools
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import orjson
+import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from bridge import parked, topology
+from bridge.cli import main
 from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
 from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.receiver import create_app
+from bridge.status import order_status
+from bridge.store import DROPPED, REPLAYED
 from bridge.targets import plan
 from contracts.events import OrderCancelled
 from handlers.base import Headers, HttpCall, Outcome, Rejected
@@ -281,3 +287,48 @@ async def test_shutdown_lets_the_message_in_hand_settle(
         assert work.declaration_result.message_count == 0
     finally:
         await delete_target_queues(channel, worker_plan.topology)
+
+
+async def test_parked_commands_write_what_they_did_into_the_history(
+    pipeline: Pipeline, amqp_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`parked replay` / `parked drop` from the command line leave a step in the pair's history."""
+    replayed, dropped = f"cli-replay-{uuid.uuid4().hex[:6]}", f"cli-drop-{uuid.uuid4().hex[:6]}"
+    for order in (replayed, dropped):
+        pipeline.cj.script[order] = [error_in_200("Order not found")]
+        await pipeline.post(id=order)
+    await pipeline.settled("parked", 2)
+    store_url = pipeline.config.store_url.get_secret_value()
+    store = 'url_env = "CB_CLI_STORE"' if "://" in store_url else f'path = "{store_url}"'
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'[broker]\nurl_env = "CB_CLI_AMQP"\n[store]\n{store}\n'
+        '[sources.shoplazza]\nsecret_env = "CB_CLI_SECRET"\n'
+    )
+    for name, value in {
+        "CB_CLI_AMQP": amqp_url,
+        "CB_CLI_STORE": store_url,
+        "CB_CLI_SECRET": "s",
+    }.items():
+        monkeypatch.setenv(name, value)
+    ids = {}
+    for order in (replayed, dropped):
+        found = await order_status(pipeline.store, order, "shoplazza")
+        ids[order] = found[0]["event_id"]
+    command = ["--target", "cj", "--config", str(config), "--event-id"]
+    assert await asyncio.to_thread(main, ["parked", "replay", *command, ids[replayed]]) == 0
+    await pipeline.settled("delivered")
+    assert await asyncio.to_thread(main, ["parked", "drop", *command, ids[dropped]]) == 0
+
+    def steps(order: str) -> list[str]:
+        return [step["detail"] or "" for step in history[order]]
+
+    history = {}
+    for order in (replayed, dropped):
+        found = await order_status(pipeline.store, order, "shoplazza")
+        history[order] = found[0]["deliveries"][0]["history"]
+    assert any(
+        s.startswith(f"{REPLAYED}: with cancel-bridge parked replay") for s in steps(replayed)
+    )
+    assert history[replayed][-1]["state"] == "delivered"
+    assert steps(dropped)[-1].startswith(f"{DROPPED}: with cancel-bridge parked drop")

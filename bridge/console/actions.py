@@ -58,7 +58,9 @@ async def move(config: Config, action: str, target: str, event_id: str) -> int:
         raise BrokerTrouble(f"broker unavailable ({type(exc).__name__})") from exc
 
 
-async def _note(request: web.Request, action: str, target: str, event_id: str) -> None:
+async def _note(
+    request: web.Request, action: str, target: str, event_id: str, began: datetime
+) -> None:
     """Write the move into the pair's history; the move stands even if the store is away."""
     marker = REPLAYED if action == "replay" else DROPPED
     detail = (
@@ -67,7 +69,7 @@ async def _note(request: web.Request, action: str, target: str, event_id: str) -
         else f"{marker}: in the console, for good"
     )
     try:
-        await request.app[STORE].note_parked(event_id, target, datetime.now(UTC), detail)
+        await request.app[STORE].note_parked(event_id, target, began, detail)
     except StoreUnavailable as exc:
         log.warning("console.note_failed", event_id=event_id, target=target, detail=str(exc))
 
@@ -138,6 +140,7 @@ async def _act(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     if isinstance(checked, web.Response):
         return checked
     event_id, target, action, _ = checked
+    began = datetime.now(UTC)  # the history step is dated before the worker can act on it
     try:
         moved = await move(request.app[CONFIG], action, target, event_id)
     except BrokerTrouble as exc:
@@ -158,7 +161,7 @@ async def _act(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         )
     log.info(LOGGED[action], event_id=event_id, target=target, moved=moved)
     if moved:
-        await _note(request, action, target, event_id)
+        await _note(request, action, target, event_id, began)
     if viewer.bearer:
         return json_page(
             200, {"action": action, "event_id": event_id, "target": target, "moved": moved}
