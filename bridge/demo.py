@@ -62,7 +62,11 @@ def demo_config(url: str, cj_url: str, port: int, secret: str, store: str) -> Co
     return resolve(settings, env)
 
 
-async def _refuse_live_broker(url: str) -> None:
+async def refuse_live_broker(url: str) -> None:
+    """A `StartupError` unless the broker is free of the bridge's CJ queue (never a deployment's).
+
+    The demo and the console screenshots (`docs/screenshots.py`) make and delete that queue.
+    """
     async with await aio_pika.connect(url) as connection:
         channel = await connection.channel()
         try:
@@ -79,7 +83,7 @@ async def _refuse_live_broker(url: str) -> None:
 async def run_demo(say: Say) -> None:
     """Run the demo, narrating through `say`."""
     url = os.environ.get("AMQP_URL", "").strip() or DEFAULT_AMQP_URL
-    await _refuse_live_broker(url)
+    await refuse_live_broker(url)
     cj = FakeCJ()
     await cj.start()
     secret = secrets.token_urlsafe(24)

@@ -652,20 +652,13 @@ class Store:
         (starting with `REOPENED`) is the pair's last error and its transition's detail. False
         when the pair is not `delivered` (any more): then nothing changed.
         """
-        async with self._write() as connection:
-            moved = await connection.execute(
-                deliveries.update()
-                .where(
-                    deliveries.c.event_id == event_id,
-                    deliveries.c.target == target,
-                    deliveries.c.state == DELIVERED,
-                )
-                .values(state=RETRYING, last_error=detail, updated_at=now)
-            )
-            if moved.rowcount != 1:
-                return False
-            await _transition(connection, event_id, target, RETRYING, now, detail=detail)
-        return True
+        return await self._move(
+            (event_id, target),
+            deliveries.c.state == DELIVERED,
+            {"state": RETRYING, "last_error": detail},
+            now,
+            detail,
+        )
 
     async def undo_reopen(self, event_id: str, target: str, now: datetime, detail: str) -> bool:
         """Back to `delivered` after a `reopen` whose event could not be published again.
@@ -673,22 +666,34 @@ class Store:
         Only while the pair is still as `reopen` left it (`retrying`, with `reopen`'s detail as
         its last error): a worker that claimed it meanwhile keeps it.
         """
+        return await self._move(
+            (event_id, target),
+            sa.and_(deliveries.c.state == RETRYING, deliveries.c.last_error == detail),
+            {"state": DELIVERED, "last_error": None},
+            now,
+            f"{REOPEN_UNDONE}: {detail}",
+        )
+
+    async def _move(
+        self,
+        pair: tuple[str, str],
+        only_if: sa.ColumnElement[bool],
+        values: dict[str, object],
+        now: datetime,
+        detail: str,
+    ) -> bool:
+        """Set `values` on the pair if `only_if` holds, with a transition saying `detail`."""
+        event_id, target = pair
         async with self._write() as connection:
             moved = await connection.execute(
                 deliveries.update()
-                .where(
-                    deliveries.c.event_id == event_id,
-                    deliveries.c.target == target,
-                    deliveries.c.state == RETRYING,
-                    deliveries.c.last_error == detail,
-                )
-                .values(state=DELIVERED, last_error=None, updated_at=now)
+                .where(deliveries.c.event_id == event_id, deliveries.c.target == target, only_if)
+                .values(**values, updated_at=now)
             )
             if moved.rowcount != 1:
                 return False
-            await _transition(
-                connection, event_id, target, DELIVERED, now, detail=f"{REOPEN_UNDONE}: {detail}"
-            )
+            state = str(values["state"])
+            await _transition(connection, event_id, target, state, now, detail=detail)
         return True
 
     async def note_parked(self, event_id: str, target: str, now: datetime, detail: str) -> None:

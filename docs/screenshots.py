@@ -30,13 +30,12 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 import orjson
-from aio_pika.exceptions import ChannelNotFoundEntity
 from playwright.async_api import Page, ViewportSize, async_playwright
 
-from bridge import topology
+from bridge.demo import refuse_live_broker
 from bridge.fake_cj import TOKEN, FakeCJ, Reply, error_in_200
 from bridge.receiver import PUBLISHER
-from bridge.runtime import start_receiver
+from bridge.runtime import StartupError, start_receiver
 from bridge.settings import Config, parse_settings, resolve
 from bridge.store import Arrival, Result, Store
 from bridge.tables import DELIVERED, RETRYING
@@ -63,17 +62,6 @@ REASONS = (
     CancelReason.FRAUD,
 )
 LIVE_SHOP = "maison-lune.myshoplaza.com"
-
-
-async def refuse_live_broker(url: str) -> None:
-    """Stop unless the broker is free of the bridge's CJ queue (never a real deployment's)."""
-    async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel()
-        try:
-            await channel.declare_queue(topology.work_queue("cj"), passive=True)
-        except ChannelNotFoundEntity:
-            return
-    sys.exit(f"{topology.work_queue('cj')} exists on this broker: use a development vhost")
 
 
 def _free_port() -> int:
@@ -224,7 +212,10 @@ async def main() -> None:
     url = os.environ.get("AMQP_URL", "").strip()
     if not url:
         sys.exit("set AMQP_URL to a development broker or vhost")
-    await refuse_live_broker(url)
+    try:
+        await refuse_live_broker(url)
+    except StartupError as exc:
+        sys.exit(str(exc))
     cj = FakeCJ()
     await cj.start()
     secret, token, port = secrets.token_urlsafe(24), secrets.token_urlsafe(24), _free_port()

@@ -102,6 +102,20 @@ def order_id_for(event: OrderCancelled, cfg: CJTarget, linked: str | None = None
             return event.order_id
 
 
+def graphql_call(url: str, token: SecretStr, query: str, variables: object) -> HttpCall:
+    """A POST of one GraphQL document to CJ, with the personal access token."""
+    return HttpCall(
+        method="POST",
+        url=url,
+        headers={
+            "Authorization": f"Bearer {token.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        },
+        body=orjson.dumps({"query": query, "variables": variables}),
+    )
+
+
 def cancel_request(
     event: OrderCancelled, cfg: CJTarget, now: datetime, linked: str | None = None
 ) -> dict[str, object] | Rejected:
@@ -136,17 +150,7 @@ def build_cancel(
     request = cancel_request(event, cfg, now, linked)
     if isinstance(request, Rejected):
         return request
-    body = orjson.dumps({"query": MUTATION, "variables": {"orders": [request]}})
-    return HttpCall(
-        method="POST",
-        url=cfg.url,
-        headers={
-            "Authorization": f"Bearer {token.get_secret_value()}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        },
-        body=body,
-    )
+    return graphql_call(cfg.url, token, MUTATION, {"orders": [request]})
 
 
 def _messages(errors: list[GraphQLError]) -> str:
@@ -284,16 +288,7 @@ def commissions_call(
     }
     if after is not None:
         variables["after"] = after
-    return HttpCall(
-        method="POST",
-        url=cfg.url,
-        headers={
-            "Authorization": f"Bearer {token.get_secret_value()}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        },
-        body=orjson.dumps({"query": COMMISSIONS_QUERY, "variables": variables}),
-    )
+    return graphql_call(cfg.url, token, COMMISSIONS_QUERY, variables)
 
 
 def _commissions_by_status(

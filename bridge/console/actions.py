@@ -20,7 +20,7 @@ from bridge.console import queries
 from bridge.console.auth import Viewer, guarded
 from bridge.console.render import PATH, error_page, html, json_page, redirect
 from bridge.console.session import Flash
-from bridge.console.views import not_found, plausible_id, store_down, targets_of
+from bridge.console.views import not_found, plausible_id, recorded_event, targets_of
 from bridge.http import CONFIG, STORE
 from bridge.settings import Config
 from bridge.store import DROPPED, REPLAYED, StoreUnavailable
@@ -105,12 +105,9 @@ async def _checked(
     action = request.match_info["action"]
     if action not in ACTIONS or target not in targets_of(request) or not plausible_id(event_id):
         return not_found(request, viewer, "No such action.")
-    try:
-        event = await queries.event_detail(request.app[STORE], event_id)
-    except StoreUnavailable as exc:
-        return store_down(request, viewer, exc)
-    if event is None:
-        return not_found(request, viewer, f"No event {event_id} is recorded.")
+    event = await recorded_event(request, viewer, event_id)
+    if isinstance(event, web.Response):
+        return event
     return event_id, target, action, event
 
 

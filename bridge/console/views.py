@@ -116,16 +116,26 @@ def plausible_id(event_id: str) -> bool:
     return 0 < len(event_id) <= MAX_ID and event_id.isprintable()
 
 
-async def _event(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    event_id = request.match_info["event_id"]
-    if not plausible_id(event_id):
-        return not_found(request, viewer, "No such event.")
+async def recorded_event(
+    request: web.Request, viewer: Viewer, event_id: str
+) -> queries.Json | web.Response:
+    """The event as the store records it; or the page that says why not (404, 503)."""
     try:
         event = await queries.event_detail(request.app[STORE], event_id)
     except StoreUnavailable as exc:
         return store_down(request, viewer, exc)
     if event is None:
         return not_found(request, viewer, f"No event {event_id} is recorded.")
+    return event
+
+
+async def _event(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    event_id = request.match_info["event_id"]
+    if not plausible_id(event_id):
+        return not_found(request, viewer, "No such event.")
+    event = await recorded_event(request, viewer, event_id)
+    if isinstance(event, web.Response):
+        return event
     return html(
         request,
         "event.html",
