@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge import reconcile
+from bridge import reconcile, reconcile_report
 from bridge.store import REOPENED, DeliveredRow
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
 from handlers.cj import CJTarget
@@ -56,12 +56,12 @@ def row(
 
 
 def test_the_stored_event_is_the_original() -> None:
-    assert reconcile.original_event(row("1001")) == event("1001")
+    assert reconcile_report.original_event(row("1001")) == event("1001")
 
 
 def test_rows_without_the_stored_event_are_rebuilt_from_the_columns() -> None:
     """Older rows (before migration 0003): same id, order and reason; first_seen as times."""
-    rebuilt = reconcile.original_event(row("1001", stored=False))
+    rebuilt = reconcile_report.original_event(row("1001", stored=False))
     assert rebuilt.event_id == event_id_for(Source.SHOPLAZZA, "demo.myshoplaza.com", "1001")
     assert (rebuilt.order_id, rebuilt.reason) == ("1001", CancelReason.INVENTORY)
     assert rebuilt.cancelled_at == rebuilt.received_at == event("1001").received_at
@@ -70,10 +70,10 @@ def test_rows_without_the_stored_event_are_rebuilt_from_the_columns() -> None:
 
 def test_an_unreadable_stored_event_falls_back_to_the_columns() -> None:
     broken = dataclasses.replace(row("1001"), event_json='{"not": "an event"}')
-    assert reconcile.original_event(broken).order_id == "1001"
+    assert reconcile_report.original_event(broken).order_id == "1001"
 
 
-def statuses(checked: tuple[reconcile.Checked, ...]) -> dict[str, str]:
+def statuses(checked: tuple[reconcile_report.Checked, ...]) -> dict[str, str]:
     return {order.order_id: order.status for order in checked}
 
 
@@ -84,7 +84,7 @@ def test_each_delivery_is_declined_missing_waiting_or_unknown() -> None:
         row("recent", timedelta(minutes=30)),
         row("recent-declined", timedelta(minutes=30)),
     ]
-    found = reconcile.compare(
+    found = reconcile_report.compare(
         rows, frozenset({"declined", "recent-declined"}), CFG, now=NOW, grace=GRACE
     )
     assert statuses(found) == {
@@ -98,7 +98,7 @@ def test_each_delivery_is_declined_missing_waiting_or_unknown() -> None:
 
 
 def test_the_grace_period_ends_exactly_at_its_length() -> None:
-    found = reconcile.compare([row("edge", GRACE)], frozenset(), CFG, now=NOW, grace=GRACE)
+    found = reconcile_report.compare([row("edge", GRACE)], frozenset(), CFG, now=NOW, grace=GRACE)
     assert statuses(found) == {"edge": "missing"}
 
 
@@ -106,33 +106,33 @@ def test_cj_order_ids_follow_order_id_from() -> None:
     by_number = dataclasses.replace(CFG, order_id_from="order_number")
     by_link = dataclasses.replace(CFG, order_id_from="link")
     declined = frozenset({"1001", "cj-2"})
-    assert statuses(reconcile.compare([row("a")], declined, by_number, now=NOW, grace=GRACE)) == {
-        "a": "declined"
-    }
+    assert statuses(
+        reconcile_report.compare([row("a")], declined, by_number, now=NOW, grace=GRACE)
+    ) == {"a": "declined"}
     linked = [row("b", linked="cj-2"), row("c", linked=None)]
-    assert statuses(reconcile.compare(linked, declined, by_link, now=NOW, grace=GRACE)) == {
+    assert statuses(reconcile_report.compare(linked, declined, by_link, now=NOW, grace=GRACE)) == {
         "b": "declined",
         "c": "unknown",
     }
     old = [row("d", stored=False)]  # no order number among the columns
-    assert statuses(reconcile.compare(old, declined, by_number, now=NOW, grace=GRACE)) == {
+    assert statuses(reconcile_report.compare(old, declined, by_number, now=NOW, grace=GRACE)) == {
         "d": "unknown"
     }
 
 
-def report(*orders: reconcile.Checked, records: int = 4) -> reconcile.Report:
-    return reconcile.Report(NOW - timedelta(hours=24), NOW, GRACE, orders, records)
+def report(*orders: reconcile_report.Checked, records: int = 4) -> reconcile_report.Report:
+    return reconcile_report.Report(NOW - timedelta(hours=24), NOW, GRACE, orders, records)
 
 
 def checked(
-    order_id: str, status: reconcile.Status, action: str | None = None
-) -> reconcile.Checked:
-    found = reconcile.compare([row(order_id)], frozenset(), CFG, now=NOW, grace=GRACE)[0]
+    order_id: str, status: reconcile_report.Status, action: str | None = None
+) -> reconcile_report.Checked:
+    found = reconcile_report.compare([row(order_id)], frozenset(), CFG, now=NOW, grace=GRACE)[0]
     return dataclasses.replace(found, status=status, action=action)
 
 
 def test_the_table_lists_what_is_not_declined_and_sums_up() -> None:
-    text = reconcile.table(
+    text = reconcile_report.table(
         report(checked("ok", "declined"), checked("lost", "missing")), ["4567890"], NOW
     )
     lines = text.splitlines()
@@ -148,7 +148,7 @@ def test_the_table_lists_what_is_not_declined_and_sums_up() -> None:
 
 
 def test_requeue_actions_are_shown_and_counted() -> None:
-    text = reconcile.table(
+    text = reconcile_report.table(
         report(
             checked("a", "missing", "requeued"),
             checked("b", "missing", "requeue failed: broker connection is down"),
@@ -161,14 +161,14 @@ def test_requeue_actions_are_shown_and_counted() -> None:
 
 
 def test_nothing_delivered_is_one_line() -> None:
-    assert reconcile.table(report(records=0), ["4567890"], NOW) == (
+    assert reconcile_report.table(report(records=0), ["4567890"], NOW) == (
         "cj: 0 delivered in the last 1d: 0 declined at CJ, 0 missing, 0 waiting (younger than"
         " 2h), 0 without a CJ order id"
     )
 
 
 def test_no_records_at_all_warns_about_the_advertiser_ids() -> None:
-    text = reconcile.summary(report(checked("lost", "missing"), records=0), ["4567890"])
+    text = reconcile_report.summary(report(checked("lost", "missing"), records=0), ["4567890"])
     assert text.splitlines()[1] == (
         "warning: CJ returned no commission records at all for advertiser ids 4567890: check"
         " targets.cj.advertiser_ids"
@@ -176,7 +176,7 @@ def test_no_records_at_all_warns_about_the_advertiser_ids() -> None:
 
 
 def test_json_counts_and_lists_what_is_not_declined() -> None:
-    found = reconcile.as_json(
+    found = reconcile_report.as_json(
         report(checked("ok", "declined"), checked("lost", "missing", "requeued"))
     )
     assert {key: found[key] for key in ("checked", "declined", "missing", "requeued")} == {
@@ -212,13 +212,13 @@ def test_json_counts_and_lists_what_is_not_declined() -> None:
     ],
 )
 def test_exit_status(
-    orders: tuple[tuple[str, reconcile.Status, str | None], ...], status: int
+    orders: tuple[tuple[str, reconcile_report.Status, str | None], ...], status: int
 ) -> None:
-    assert reconcile.exit_status(report(*(checked(*order) for order in orders))) == status
+    assert reconcile_report.exit_status(report(*(checked(*order) for order in orders))) == status
 
 
 def test_the_reopen_detail_names_the_order_and_the_accepted_call() -> None:
-    detail = reconcile.reopen_detail(checked("lost", "missing"), NOW)
+    detail = reconcile_report.reopen_detail(checked("lost", "missing"), NOW)
     assert detail == (
         f"{REOPENED}: no decline at CJ for order lost (accepted sub-lost) as of"
         " 2025-04-09T15:00:00Z"

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 import structlog
 from pydantic import SecretStr
 
-from bridge import reconcile, topology
+from bridge import reconcile, reconcile_report, topology
 from bridge.executor import Executor
 from bridge.fake_cj import ADVERTISER_ID, TOKEN, Reply
 from bridge.publisher import Publisher
@@ -52,7 +52,7 @@ def reconciling(pipeline: Pipeline, **changes: object) -> Config:
     )
 
 
-def ids(orders: tuple[reconcile.Checked, ...]) -> list[str]:
+def ids(orders: tuple[reconcile_report.Checked, ...]) -> list[str]:
     return sorted(order.order_id for order in orders)
 
 
@@ -74,7 +74,7 @@ async def deliver(pipeline: Pipeline, fine: int, lost: int = 1, times: int = 1) 
     return missing
 
 
-async def once(pipeline: Pipeline, config: Config | None = None) -> reconcile.Report:
+async def once(pipeline: Pipeline, config: Config | None = None) -> reconcile_report.Report:
     plan = reconcile.plan_for(config or reconciling(pipeline))
     async with Executor.running() as executor:
         return await reconcile.reconcile_once(
@@ -94,8 +94,8 @@ async def publisher(pipeline: Pipeline, amqp_url: str) -> AsyncIterator[Publishe
 
 
 async def requeue(
-    pipeline: Pipeline, publisher: Publisher, report: reconcile.Report, max_requeues: int = 3
-) -> reconcile.Report:
+    pipeline: Pipeline, publisher: Publisher, report: reconcile_report.Report, max_requeues: int = 3
+) -> reconcile_report.Report:
     plan = reconcile.plan_for(reconciling(pipeline))
     return await reconcile.requeue(
         report, plan, pipeline.store, publisher, max_requeues=max_requeues
@@ -181,7 +181,7 @@ async def test_a_requeue_the_broker_refuses_is_undone(
     )
     (order,) = failed.failed
     assert order.action == "requeue failed: broker returned the message as unroutable"
-    assert reconcile.exit_status(failed) == reconcile.EXIT_ERROR
+    assert reconcile_report.exit_status(failed) == reconcile_report.EXIT_ERROR
     delivery = await pipeline.store.delivery(order.event_id, "cj")
     assert delivery is not None
     assert delivery.state == DELIVERED
@@ -248,7 +248,9 @@ async def test_the_command_reports_requeues_and_then_finds_none(
 ) -> None:
     (lost,) = await deliver(pipeline, fine=2)
     config = reconciling(pipeline)
-    assert await run_command(config, "--since", "1h", "--grace", "0s") == reconcile.EXIT_MISSING
+    assert (
+        await run_command(config, "--since", "1h", "--grace", "0s") == reconcile_report.EXIT_MISSING
+    )
     out = capsys.readouterr().out
     assert lost in out
     assert "3 delivered in the last 1h: 2 declined at CJ, 1 missing" in out
@@ -261,7 +263,7 @@ async def test_the_command_reports_requeues_and_then_finds_none(
     found = orjson.loads(capsys.readouterr().out)  # only the report: log lines go to stderr
     assert (found["requeued"], found["orders"][0]["action"]) == (1, "requeued")
     await pipeline.settled("delivered", 4)
-    assert await run_command(config, "--since", "1h", "--grace", "0s") == reconcile.EXIT_OK
+    assert await run_command(config, "--since", "1h", "--grace", "0s") == reconcile_report.EXIT_OK
     assert "3 declined at CJ, 0 missing" in capsys.readouterr().out
 
 
@@ -270,7 +272,7 @@ async def test_the_grace_period_defers_judgement(
 ) -> None:
     (lost,) = await deliver(pipeline, fine=1)
     config = reconciling(pipeline, reconcile_grace=timedelta(minutes=30))
-    assert await run_command(config, "--requeue") == reconcile.EXIT_OK  # nothing judged yet
+    assert await run_command(config, "--requeue") == reconcile_report.EXIT_OK  # nothing judged yet
     out = capsys.readouterr().out
     assert lost in out
     assert "0 missing, 1 waiting (younger than 30m)" in out
@@ -298,7 +300,9 @@ async def test_bad_windows_exit_2(
 async def test_without_advertiser_ids_the_command_says_what_to_set(
     pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert await run_command(reconciling(pipeline, advertiser_ids=())) == reconcile.EXIT_ERROR
+    assert (
+        await run_command(reconciling(pipeline, advertiser_ids=())) == reconcile_report.EXIT_ERROR
+    )
     assert "targets.cj.advertiser_ids: needed to reconcile" in capsys.readouterr().err
 
 
@@ -310,7 +314,7 @@ async def test_a_refused_token_is_an_error_and_never_printed(
     config = dataclasses.replace(
         reconciling(pipeline), target_secrets={"cj": {"token_env": SecretStr(wrong)}}
     )
-    assert await run_command(config, "--json") == reconcile.EXIT_ERROR
+    assert await run_command(config, "--json") == reconcile_report.EXIT_ERROR
     captured = capsys.readouterr()
     assert captured.err.strip() == (
         "cancel-bridge: reconcile cj: cj commission query: credentials refused (HTTP 401)"
@@ -318,9 +322,9 @@ async def test_a_refused_token_is_an_error_and_never_printed(
     assert wrong not in captured.out + captured.err
 
 
-async def scheduled_run(config: Config, pipeline: Pipeline) -> reconcile.Report | None:
+async def scheduled_run(config: Config, pipeline: Pipeline) -> reconcile_report.Report | None:
     """The first run of the schedule (it runs at once), awaited through `on_report`."""
-    runs: asyncio.Queue[reconcile.Report | None] = asyncio.Queue()
+    runs: asyncio.Queue[reconcile_report.Report | None] = asyncio.Queue()
     async with reconcile.scheduled(config, pipeline.store, on_report=runs.put_nowait):
         async with asyncio.timeout(SETTLE_TIMEOUT):
             return await runs.get()

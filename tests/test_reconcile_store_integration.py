@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bridge import reconcile
+from bridge import reconcile_report
 from bridge.store import (
     REOPENED,
     Arrival,
@@ -92,7 +92,7 @@ async def test_delivered_between_is_the_window_the_target_and_the_state(database
     assert [row.order_id for row in rows] == ["o-0"]
     (row,) = rows
     assert (row.delivered_at, row.reference, row.attempts, row.linked) == (NOW, "sub-1", 1, None)
-    assert reconcile.original_event(row) == inside
+    assert reconcile_report.original_event(row) == inside
 
 
 async def test_delivered_rows_carry_the_linked_cj_order_id(database_url: str) -> None:
@@ -187,7 +187,7 @@ async def test_rows_from_before_the_event_json_column_are_rebuilt(database_url: 
     async with Store.open(database_url) as store:
         (row,) = await store.delivered_between("cj", NOW - timedelta(hours=1), NOW)
     assert row.event_json is None
-    rebuilt = reconcile.original_event(row)
+    rebuilt = reconcile_report.original_event(row)
     assert (rebuilt.event_id, rebuilt.order_id, rebuilt.reason) == (
         evt.event_id,
         "1001",
