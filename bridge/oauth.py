@@ -50,7 +50,7 @@ async def token(request: web.Request) -> web.Response:
         return _oauth_error(404, "not_found", "no source uses OAuth here")
     try:
         form = {k: str(v) for k, v in (await request.post()).items()}
-    except ValueError:
+    except (ValueError, LookupError):  # bad encoding, or a charset Python does not know
         form = {}
     if form.get("grant_type") != "client_credentials":
         return _oauth_error(400, "unsupported_grant_type", "grant_type must be client_credentials")

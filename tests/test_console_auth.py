@@ -128,6 +128,29 @@ async def test_a_wrong_token_shows_the_form_again_with_401(client: Client) -> No
     assert "not-the-token-42" not in repr(logs)
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/x-www-form-urlencoded; charset=bogus-charset",
+        "multipart/form-data; boundary=b",
+    ],
+)
+async def test_an_unreadable_form_is_refused_not_a_500(client: Client, content_type: str) -> None:
+    """A charset Python does not know (in the form or a multipart part) is a refusal."""
+    await client.get("/console/login")
+    body = (
+        b"token=x"
+        if "urlencoded" in content_type
+        else b'--b\r\nContent-Disposition: form-data; name="token"\r\n'
+        b"Content-Type: text/plain; charset=bogus\r\n\r\nx\r\n--b--\r\n"
+    )
+    response = await client.post(
+        "/console/login", data=body, headers={"Content-Type": content_type}
+    )
+    assert 400 <= response.status < 500
+    assert SESSION_COOKIE not in set_cookies(response)
+
+
 async def test_the_login_form_needs_its_nonce(client: Client) -> None:
     await client.get("/console/login")  # the nonce cookie is set
     missing = await client.post("/console/login", data={"token": API_TOKEN})

@@ -324,6 +324,12 @@ async def test_oauth_token_endpoint_and_bearer_webhooks(
         assert orjson.loads(await refused.read())["error"] == "invalid_client"
         wrong_grant = await client.post("/oauth/token", data={"grant_type": "password"})
         assert wrong_grant.status == 400
+        unknown_charset = await client.post(
+            "/oauth/token",
+            data=b"grant_type=client_credentials",
+            headers={"Content-Type": "application/x-www-form-urlencoded; charset=bogus-charset"},
+        )
+        assert unknown_charset.status == 400  # not a 500: an unreadable form is no grant
         issued = await client.post(
             "/oauth/token",
             data={

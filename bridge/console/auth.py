@@ -123,7 +123,7 @@ async def form_of(request: web.Request) -> dict[str, str] | None:
     """The POSTed form's text fields (the first of each name), or None if it is not a form."""
     try:
         posted = await request.post()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, LookupError):  # bad encoding, or a charset Python does not know
         return None
     fields: dict[str, str] = {}
     for name, value in posted.items():
