@@ -134,6 +134,20 @@ async def test_the_event_page_tells_the_timeline(client: Client, store: Store) -
     assert "/replay" not in settled  # nothing parked, nothing to replay
 
 
+async def test_a_retrying_delivery_can_be_replayed_if_the_broker_parked_it(
+    client: Client, store: Store
+) -> None:
+    """A message over the delivery limit is parked by the broker; the store says `retrying`."""
+    crashing = event("r-1003")
+    now = datetime.now(UTC)
+    await arrive(store, crashing, now - timedelta(seconds=1))
+    await attempt(store, crashing, now, RETRYING, "worker error: KeyError")
+    text = await page(client, f"/console/events/{crashing.event_id}")
+    assert "If the broker parked it" in text
+    assert f"/console/events/{crashing.event_id}/cj/replay" in text
+    assert f"/console/events/{crashing.event_id}/cj/drop" in text
+
+
 async def test_the_confirmation_page_says_what_will_happen(client: Client, store: Store) -> None:
     parked, _ = await parked_and_delivered(store)
     replay = await page(client, f"/console/events/{parked.event_id}/cj/replay")
