@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+import aio_pika
 import orjson
 import structlog
 from pydantic import SecretStr
@@ -55,11 +56,12 @@ from bridge.reconcile_report import (
     compare,
     exit_status,
     iso,
+    original_event,
     reopen_detail,
     table,
 )
 from bridge.settings import Config, ConfigError
-from bridge.store import Store, StoreUnavailable
+from bridge.store import DeliveredRow, Store, StoreUnavailable
 from bridge.targets import build, target_topology
 from contracts.cj import CommissionRecord
 from handlers.base import Rejected, RetryLater
@@ -85,6 +87,7 @@ MAX_PAGES = 1000
 CLOCK_SLACK = timedelta(minutes=10)  # CJ's posting clock against ours
 READY_TIMEOUT = 15.0  # seconds to wait for the broker before requeueing
 REQUEUED_HEADER = "x-requeued-by"
+STALE_REOPEN = timedelta(minutes=15)  # a reopened pair no worker took by then is sent again
 
 
 class ReconcileError(Exception):
@@ -190,8 +193,11 @@ async def reconcile_once(
     rows = await store.delivered_between(TARGET, since, now, link_platform)
     if not rows:
         return Report(since, now, grace, (), 0)
-    first = min(row.delivered_at for row in rows)
-    records = await fetch_records(executor, plan, first - CLOCK_SLACK, now + CLOCK_SLACK)
+    # From the first sighting of the oldest event (a decline answers its first call, which a
+    # later requeue's delivery time would pass over), within the span CJ allows.
+    first = min(row.first_seen for row in rows)
+    start = max(first - CLOCK_SLACK, now + CLOCK_SLACK - MAX_WINDOW)
+    records = await fetch_records(executor, plan, start, now + CLOCK_SLACK)
     declined = declined_orders(records)
     return Report(
         since, now, grace, compare(rows, declined, plan.cj, now=now, grace=grace), len(records)
@@ -201,7 +207,12 @@ async def reconcile_once(
 async def requeue(
     report: Report, plan: Plan, store: Store, publisher: Publisher, *, max_requeues: int
 ) -> Report:
-    """Reopen each missing delivery and publish its event to the CJ work queue, confirmed."""
+    """Reopen each missing delivery and publish its event to the CJ work queue, confirmed.
+
+    First, pairs reopened earlier whose message no worker took within `STALE_REOPEN` (the
+    process may have stopped between reopen and publish) get their event sent again.
+    """
+    resent = await _resend_stale(plan, store, publisher)
     missing = report.missing
     counts = await store.reopen_counts(TARGET, [order.event_id for order in missing])
     done: dict[str, str] = {}
@@ -218,7 +229,27 @@ async def requeue(
         replace(order, action=done[order.event_id]) if order.event_id in done else order
         for order in report.orders
     )
-    return replace(report, orders=orders)
+    return replace(report, orders=orders, resent=resent)
+
+
+async def _resend_stale(plan: Plan, store: Store, publisher: Publisher) -> tuple[str, ...]:
+    now = _now()
+    sent = []
+    for row in await store.stale_reopens(TARGET, now - STALE_REOPEN, now):
+        try:
+            await publisher.to_queue(plan.topology.work.name, _requeued(plan, row), "reconcile")
+        except BrokerUnavailable as exc:  # still reopened: the next run tries again
+            log.warning("reconcile.resend_failed", event_id=row.event_id, detail=str(exc))
+            continue
+        log.warning("reconcile.resent", event_id=row.event_id, target=TARGET)
+        sent.append(row.event_id)
+    return tuple(sent)
+
+
+def _requeued(plan: Plan, row: DeliveredRow) -> aio_pika.Message:
+    """The original event's message, marked as requeued by reconciliation."""
+    event = original_event(row)
+    return copy_with(event_message(event, app_id=plan.app_id), {REQUEUED_HEADER: "reconcile"})
 
 
 async def _requeue_one(  # noqa: PLR0913 - the order, where it goes, and the limit
@@ -234,8 +265,8 @@ async def _requeue_one(  # noqa: PLR0913 - the order, where it goes, and the lim
         return f"not requeued: reopened {reopened} times already"
     now = _now()
     detail = reopen_detail(order, now)
-    if not await store.reopen(order.event_id, TARGET, now, detail):
-        return "not requeued: no longer delivered"
+    if not await store.reopen(order.event_id, TARGET, now, detail, attempts=order.attempts):
+        return "not requeued: delivered again since, or no longer delivered"
     message = copy_with(
         event_message(order.event, app_id=plan.app_id), {REQUEUED_HEADER: "reconcile"}
     )

@@ -41,6 +41,7 @@ class Checked:
     status: Status
     event: OrderCancelled = field(compare=False, repr=False)
     action: str | None = None
+    attempts: int = 1  # the delivery's attempts when seen: a requeue reopens only that one
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class Report:
     grace: timedelta
     orders: tuple[Checked, ...]
     records_seen: int  # commission records CJ returned for the window
+    resent: tuple[str, ...] = ()  # event ids of earlier reopens no worker took, sent again
 
     def having(self, status: Status) -> tuple[Checked, ...]:
         """The orders with `status`."""
@@ -100,11 +102,23 @@ def compare(
     now: datetime,
     grace: timedelta,
 ) -> tuple[Checked, ...]:
-    """Each delivered row against the orders CJ declined (see the module docstring)."""
-    found = []
+    """Each delivered pair against the orders CJ declined (see the module docstring).
+
+    One result per pair: a pair whose order links name several CJ order ids (a row each) is
+    `unknown`, for a person to look at, never requeued on one id's word.
+    """
+    ids_of: dict[str, set[str | None]] = {}
     for row in rows:
+        ids_of.setdefault(row.event_id, set()).add(row.linked)
+    found = []
+    seen: set[str] = set()
+    for row in rows:
+        if row.event_id in seen:
+            continue
+        seen.add(row.event_id)
         event = original_event(row)
-        cj_order_id = order_id_for(event, cfg, row.linked)
+        ambiguous = len(ids_of[row.event_id]) > 1
+        cj_order_id = None if ambiguous else order_id_for(event, cfg, row.linked)
         status: Status
         if not cj_order_id:
             status = "unknown"
@@ -125,6 +139,7 @@ def compare(
                 row.reference,
                 status,
                 event,
+                attempts=row.attempts,
             )
         )
     return tuple(found)
@@ -164,6 +179,8 @@ def summary(report: Report, advertisers: Sequence[str]) -> str:
     )
     if any(order.action for order in report.orders):
         line += f"; {len(report.requeued)} requeued, {len(report.failed)} failed"
+    if report.resent:
+        line += f"; {len(report.resent)} reopened earlier and never taken by a worker: sent again"
     if report.orders and not report.records_seen:
         line += (
             f"\nwarning: CJ returned no commission records at all for advertiser ids"
@@ -212,6 +229,7 @@ def as_json(report: Report) -> dict[str, object]:
         "requeued": len(report.requeued),
         "requeue_failed": len(report.failed),
         "records_seen": report.records_seen,
+        "resent": list(report.resent),
         "orders": [
             {
                 "event_id": order.event_id,

@@ -592,18 +592,7 @@ class Store:
 
         With `link_platform`, each row carries its order's id on that platform (order links).
         """
-        columns: list[sa.ColumnElement[Any]] = [
-            deliveries.c.event_id,
-            events.c.source,
-            events.c.shop,
-            events.c.order_id,
-            events.c.reason,
-            events.c.first_seen,
-            events.c.event_json,
-            deliveries.c.updated_at,
-            deliveries.c.reference,
-            deliveries.c.attempts,
-        ]
+        columns: list[sa.ColumnElement[Any]] = list(_DELIVERED_COLUMNS)
         joined = deliveries.join(events, events.c.event_id == deliveries.c.event_id)
         if link_platform is not None:
             mine, theirs = links.alias("mine"), links.alias("theirs")
@@ -628,33 +617,60 @@ class Store:
         )
         async with self._read() as connection:
             rows = (await connection.execute(query)).all()
-        return [
-            DeliveredRow(
-                row.event_id,
-                row.source,
-                row.shop,
-                row.order_id,
-                row.reason,
-                utc(row.first_seen),
-                row.event_json,
-                utc(row.updated_at),
-                row.reference,
-                int(row.attempts),
-                row.linked if link_platform is not None else None,
-            )
-            for row in rows
-        ]
+        return [_delivered_row(row, linked=link_platform is not None) for row in rows]
 
-    async def reopen(self, event_id: str, target: str, now: datetime, detail: str) -> bool:
+    async def stale_reopens(
+        self, target: str, before: datetime, now: datetime
+    ) -> list[DeliveredRow]:
+        """Pairs reconciliation reopened before `before` that no worker has taken since.
+
+        Their message may never have reached the broker (the process stopped between the reopen
+        and the publish): the caller sends the event again. Each pair returned is touched
+        (`updated_at = now`), so it is returned again only after another wait; a pair a worker
+        claims meanwhile is left out. A second message for a pair is harmless: the claim lets
+        one call through, and the other copy finds the pair settled.
+        """
+        reopened = sa.and_(
+            deliveries.c.target == target,
+            deliveries.c.state == RETRYING,
+            deliveries.c.last_error.startswith(REOPENED),
+        )
+        query = (
+            sa.select(*_DELIVERED_COLUMNS)
+            .select_from(deliveries.join(events, events.c.event_id == deliveries.c.event_id))
+            .where(reopened, deliveries.c.updated_at < before)
+            .order_by(deliveries.c.updated_at, deliveries.c.event_id)
+        )
+        found: list[DeliveredRow] = []
+        async with self._write() as connection:
+            for row in (await connection.execute(query)).all():
+                touched = await connection.execute(
+                    deliveries.update()
+                    .where(
+                        reopened,
+                        deliveries.c.event_id == row.event_id,
+                        deliveries.c.updated_at == row.updated_at,
+                    )
+                    .values(updated_at=now)
+                )
+                if touched.rowcount == 1:
+                    found.append(_delivered_row(row, linked=False))
+        return found
+
+    async def reopen(
+        self, event_id: str, target: str, now: datetime, detail: str, *, attempts: int
+    ) -> bool:
         """Make a `delivered` pair claimable again (`retrying`), its attempts kept.
 
         For reconciliation: the target accepted the call but did not act on it. `detail`
-        (starting with `REOPENED`) is the pair's last error and its transition's detail. False
-        when the pair is not `delivered` (any more): then nothing changed.
+        (starting with `REOPENED`) is the pair's last error and its transition's detail. Only
+        the pair as the caller saw it (`delivered` after `attempts` attempts): one delivered
+        again since (another reconciler's requeue, answered by the target) is left alone, and
+        False says nothing changed.
         """
         return await self._move(
             (event_id, target),
-            deliveries.c.state == DELIVERED,
+            sa.and_(deliveries.c.state == DELIVERED, deliveries.c.attempts == attempts),
             {"state": RETRYING, "last_error": detail},
             now,
             detail,
@@ -794,6 +810,36 @@ class Store:
         """A read connection whose failures are `StoreUnavailable`."""
         async with self._read() as connection:
             yield connection
+
+
+_DELIVERED_COLUMNS: tuple[sa.ColumnElement[Any], ...] = (
+    deliveries.c.event_id,
+    events.c.source,
+    events.c.shop,
+    events.c.order_id,
+    events.c.reason,
+    events.c.first_seen,
+    events.c.event_json,
+    deliveries.c.updated_at,
+    deliveries.c.reference,
+    deliveries.c.attempts,
+)
+
+
+def _delivered_row(row: sa.Row[Any], *, linked: bool) -> DeliveredRow:
+    return DeliveredRow(
+        row.event_id,
+        row.source,
+        row.shop,
+        row.order_id,
+        row.reason,
+        utc(row.first_seen),
+        row.event_json,
+        utc(row.updated_at),
+        row.reference,
+        int(row.attempts),
+        row.linked if linked else None,
+    )
 
 
 def _delivery_row(  # noqa: PLR0913 - the row's columns

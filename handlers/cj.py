@@ -431,6 +431,14 @@ class CJSettings(TargetSettings):
             raise ValueError(f"reconcile_window: more than 0 and at most {MAX_WINDOW.days}d")
         if self.reconcile_grace >= self.reconcile_window:
             raise ValueError("reconcile_grace must be shorter than reconcile_window")
+        every = self.reconcile_every
+        if every is not None and every > self.reconcile_window - self.reconcile_grace:
+            # A delivery still in its grace period at one run must still be in the window at
+            # the next, or it is never checked.
+            raise ValueError(
+                "reconcile_every must be at most reconcile_window minus reconcile_grace:"
+                " deliveries would age out of the window unchecked"
+            )
         return self
 
 

@@ -266,6 +266,9 @@ def test_reconciliation_settings_take_durations_as_text_or_seconds() -> None:
         ({"reconcile_window": "0s"}, "more than 0"),
         ({"reconcile_grace": "24h"}, "shorter than reconcile_window"),
         ({"reconcile_every": "soon", "advertiser_ids": ["1"]}, "not a duration"),
+        # 24h window, 2h grace: a run a day would let a delivery in its grace age out unchecked
+        ({"reconcile_every": "24h", "advertiser_ids": ["1"]}, "at most reconcile_window minus"),
+        ({"reconcile_every": "7d", "advertiser_ids": ["1"]}, "at most reconcile_window minus"),
         ({"advertiser_ids": ["CID-1"]}, "pattern"),
     ],
 )

@@ -120,6 +120,17 @@ def test_cj_order_ids_follow_order_id_from() -> None:
     }
 
 
+def test_an_order_linked_to_two_cj_ids_is_unknown_once() -> None:
+    """Merged links can name two CJ ids (a row each): neither decides; one result, unknown."""
+    by_link = dataclasses.replace(CFG, order_id_from="link")
+    rows = [row("e", linked="cj-1"), row("e", linked="cj-2"), row("f", linked="cj-3")]
+    found = reconcile_report.compare(rows, frozenset({"cj-1"}), by_link, now=NOW, grace=GRACE)
+    assert [(order.order_id, order.status, order.cj_order_id) for order in found] == [
+        ("e", "unknown", None),
+        ("f", "missing", "cj-3"),
+    ]
+
+
 def report(*orders: reconcile_report.Checked, records: int = 4) -> reconcile_report.Report:
     return reconcile_report.Report(NOW - timedelta(hours=24), NOW, GRACE, orders, records)
 

@@ -367,3 +367,47 @@ async def test_the_schedule_is_off_unless_configured(pipeline: Pipeline) -> None
     async with reconcile.scheduled(reconciling(pipeline), pipeline.store):
         pass
     assert pipeline.cj.queries == []
+
+
+async def test_a_second_reconciler_with_an_older_report_does_not_ask_cj_again(
+    pipeline: Pipeline, publisher: Publisher
+) -> None:
+    """Of two reconcilers' reports, the stale one cannot reopen an order CJ since declined.
+
+    One requeues, CJ declines; reopening again on the other's report would ask CJ a third time.
+    """
+    (lost,) = await deliver(pipeline, fine=0)  # the first call fails silently, the second not
+    report_a, report_b = await once(pipeline), await once(pipeline)
+    assert ids(report_a.missing) == ids(report_b.missing) == [lost]
+    first = await requeue(pipeline, publisher, report_a)
+    assert ids(first.requeued) == [lost]
+    await pipeline.settled("delivered", 2)  # CJ declined this time
+    second = await requeue(pipeline, publisher, report_b)
+    assert second.requeued == ()
+    (order,) = second.missing
+    assert order.action == "not requeued: delivered again since, or no longer delivered"
+    assert len(pipeline.cj.calls_for(lost)) == 2
+    assert (await once(pipeline)).missing == ()
+
+
+async def test_a_reopen_whose_message_was_lost_is_sent_again(
+    pipeline: Pipeline, publisher: Publisher
+) -> None:
+    """A pair reopened long ago that no worker took (its message lost) is sent again.
+
+    The process stopped between reopening the pair and publishing its event.
+    """
+    (lost,) = await deliver(pipeline, fine=0)
+    (order,) = (await once(pipeline)).missing
+    long_ago = order.delivered_at - reconcile.STALE_REOPEN  # reopened, then the crash
+    detail = reconcile_report.reopen_detail(order, long_ago)
+    assert await pipeline.store.reopen(
+        order.event_id, "cj", long_ago, detail, attempts=order.attempts
+    )
+    report = await requeue(pipeline, publisher, await once(pipeline))
+    assert report.resent == (order.event_id,)
+    assert "sent again" in reconcile_report.summary(report, [ADVERTISER_ID])
+    await pipeline.settled("delivered", 2)
+    assert len(pipeline.cj.calls_for(lost)) == 2
+    # Touched when resent: the next run does not send it again while the worker has it.
+    assert (await requeue(pipeline, publisher, await once(pipeline))).resent == ()

@@ -115,8 +115,8 @@ async def test_a_reopened_delivery_is_claimable_again_with_its_attempts(database
         assert await store.claim(evt, "cj", "w2", later, later + LEASE) == Settled(
             DELIVERED, "sub-1"
         )
-        assert await store.reopen(key, "cj", later, DETAIL)
-        assert not await store.reopen(key, "cj", later, DETAIL)  # not delivered any more
+        assert await store.reopen(key, "cj", later, DETAIL, attempts=1)
+        assert not await store.reopen(key, "cj", later, DETAIL, attempts=1)  # not delivered now
         found = await store.delivery(key, "cj")
         assert found is not None
         assert (found.state, found.attempts, found.last_error) == (RETRYING, 1, DETAIL)
@@ -130,12 +130,32 @@ async def test_a_reopened_delivery_is_claimable_again_with_its_attempts(database
         assert found.state == CALLING
 
 
+async def test_a_reopen_acts_only_on_the_delivery_as_it_was_seen(database_url: str) -> None:
+    """Another reconciler's requeue, delivered again since, is not reopened a second time."""
+    evt = event()
+    key = str(evt.event_id)
+    later = NOW + timedelta(hours=3)
+    async with Store.open(database_url) as store:
+        await delivered(store, evt)
+        seen = (await store.delivered_between("cj", NOW - timedelta(hours=1), NOW))[0]
+        assert seen.attempts == 1
+        assert await store.reopen(key, "cj", later, DETAIL, attempts=seen.attempts)  # run A
+        assert await store.claim(evt, "cj", "w2", later, later + LEASE) == Claimed(2)
+        await store.finish_many([Result(key, "cj", "w2", DELIVERED, later, "sub-2")])
+        # Run B, with a report made before A's requeue: the pair is delivered again, but not
+        # as B saw it; reopening it would ask CJ a third time.
+        assert not await store.reopen(key, "cj", later, DETAIL, attempts=seen.attempts)
+        found = await store.delivery(key, "cj")
+        assert found is not None
+        assert (found.state, found.attempts) == (DELIVERED, 2)
+
+
 async def test_an_undone_reopen_is_delivered_again_and_not_counted(database_url: str) -> None:
     evt = event()
     key = str(evt.event_id)
     async with Store.open(database_url) as store:
         await delivered(store, evt)
-        assert await store.reopen(key, "cj", NOW, DETAIL)
+        assert await store.reopen(key, "cj", NOW, DETAIL, attempts=1)
         assert not await store.undo_reopen(key, "cj", NOW, "another reopen's detail")
         assert await store.undo_reopen(key, "cj", NOW, DETAIL)
         found = await store.delivery(key, "cj")
@@ -150,7 +170,7 @@ async def test_a_retry_the_worker_recorded_is_not_undone(database_url: str) -> N
     key = str(evt.event_id)
     async with Store.open(database_url) as store:
         await delivered(store, evt)
-        assert await store.reopen(key, "cj", NOW, DETAIL)
+        assert await store.reopen(key, "cj", NOW, DETAIL, attempts=1)
         assert await store.claim(evt, "cj", "w2", NOW, NOW + LEASE) == Claimed(2)
         await store.finish_many([Result(key, "cj", "w2", RETRYING, NOW, "cj answered HTTP 503")])
         assert not await store.undo_reopen(key, "cj", NOW, DETAIL)
