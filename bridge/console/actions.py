@@ -152,7 +152,9 @@ async def _act(request: web.Request, viewer: Viewer) -> web.StreamResponse:
             request,
             503,
             "Broker unavailable",
-            f"The broker could not be asked ({exc}). Nothing was moved; try again shortly.",
+            f"The broker did not answer in time ({exc}). The move may not have happened, or"
+            " only in part: look again in a moment (replaying twice is harmless: a second copy"
+            " finds the delivery settled).",
             {"Retry-After": BROKER_RETRY_AFTER},
             viewer=viewer,
         )
