@@ -66,7 +66,18 @@ _HTTP_ERRORS = {
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn aiohttp's own refusals (404, 405, 413, ...) into JSON, and never leak a traceback."""
+    """JSON for aiohttp's own refusals (404, 405, 413, ...), never a traceback; webhooks counted.
+
+    One middleware does both: each layer costs every request.
+    """
+    response = await _answer(request, handler)
+    path = request.path
+    if path.startswith(WEBHOOKS_PREFIX):
+        _count_webhook(request, path[len(WEBHOOKS_PREFIX) :], response)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -83,23 +94,17 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal_error", "unexpected error; see the bridge's logs")
 
 
-@web.middleware
-async def count_webhooks(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count every answer to `/webhooks/*` by source, status and outcome (outermost middleware).
+def _count_webhook(request: web.Request, name: str, response: web.StreamResponse) -> None:
+    """Count an answer by source, status and outcome.
 
     The outcome is the answer's own word: its `status` (accepted, echo, ignored, quarantined) or
     its `error` code. Sources that are not configured count as `unknown`: labels never take a
     client's words.
     """
-    response = await handler(request)
-    path = request.path
-    if path.startswith(WEBHOOKS_PREFIX):
-        config = request.app[CONFIG]
-        name = path[len(WEBHOOKS_PREFIX) :]
-        source = name if any(s.value == name for s in config.source_secrets) else "unknown"
-        outcome = _outcome(response)
-        request.app[METRICS].webhooks.labels(source, str(response.status), outcome).inc()
-    return response
+    known = any(s.value == name for s in request.app[CONFIG].source_secrets)
+    outcome = _outcome(response)
+    source = name if known else "unknown"
+    request.app[METRICS].webhooks.labels(source, str(response.status), outcome).inc()
 
 
 def _outcome(response: web.StreamResponse) -> str:
@@ -424,7 +429,7 @@ def create_app(
     """The receiver application; broker connection and store live in its cleanup contexts."""
     app = web.Application(
         client_max_size=config.settings.receiver.max_body_bytes,
-        middlewares=[count_webhooks, json_errors],
+        middlewares=[json_errors],
         # Bodies stay as sent: the HMAC covers those bytes, and a bad gzip stream must not
         # break the connection inside aiohttp's parser. Encoded bodies get 415 instead.
         handler_args={"auto_decompress": False},
