@@ -93,6 +93,13 @@ class Metrics:
             ["target", "queue"],
             registry=registry,
         )
+        self.queue_read = Gauge(
+            "cancel_bridge_queue_messages_read_timestamp_seconds",
+            "When a worker last read its target's queue depths (Unix time): the depths are"
+            " stale when this falls behind (the broker is away).",
+            ["target"],
+            registry=registry,
+        )
         self.worker_problems = Counter(
             "cancel_bridge_worker_problems",
             "Times a worker could not go on: store_unavailable, declare_failed.",

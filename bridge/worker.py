@@ -252,6 +252,7 @@ class Worker:
         }
         target = self._plan.target
         gauges = {kind: self.metrics.queue_messages.labels(target, kind) for kind in groups}
+        read_at = self.metrics.queue_read.labels(target)
         channel: AbstractChannel | None = None
         while True:
             try:
@@ -264,6 +265,7 @@ class Worker:
                         declared = await underlay.queue_declare(name, passive=True)
                         total += declared.message_count or 0
                     gauges[kind].set(total)
+                read_at.set_to_current_time()
                 self._depths_seen.set()
             except CONNECTION_EXCEPTIONS as exc:
                 log.info("worker.depths_unknown", error=type(exc).__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from dataclasses import replace
 
@@ -113,6 +114,8 @@ async def test_retries_and_parks_show_in_deliveries_and_queue_depths(pipeline: P
     to_park = {"destination": "parked", "result": "confirmed"}
     assert value(found, "cancel_bridge_publish_confirm_seconds_count", **to_park) == 1
     assert value(found, "cancel_bridge_queue_messages", target="cj", queue="parked") == 1
+    read_at = value(found, "cancel_bridge_queue_messages_read_timestamp_seconds", target="cj")
+    assert time.time() - 60 < read_at <= time.time()  # fresh: alerts can tell stale depths
     for empty in ("retry", "work"):  # read and reported, not just absent
         labels = frozenset({"target": "cj", "queue": empty}.items())
         assert found[("cancel_bridge_queue_messages", labels)] == 0, empty
