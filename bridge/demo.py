@@ -37,28 +37,48 @@ WAIT_SECONDS = 30.0
 Say = Callable[[str], None]
 
 
-def _free_port() -> int:
+API_TOKEN_ENV = "CONSOLE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
 
 
-def demo_config(url: str, cj_url: str, port: int, secret: str, store: str) -> Config:
-    """The configuration the demo runs: Shoplazza in, CJ out, short retries."""
+def demo_config(  # noqa: PLR0913 - where things are, and the two optional differences
+    url: str,
+    cj_url: str,
+    port: int,
+    secret: str,
+    store: str,
+    *,
+    retry_delays: tuple[float, ...] = (1, 5),
+    api_token: str | None = None,
+) -> Config:
+    """The configuration the demo runs: Shoplazza in, CJ out, short retries.
+
+    With `api_token`, `/api` and the console are on (the screenshots script uses it).
+    """
+    receiver: dict[str, object] = {"port": port}
+    env = {"AMQP_URL": url, "SHOPLAZZA_CLIENT_SECRET": secret, "CJ_ACCESS_TOKEN": TOKEN}
+    if api_token is not None:
+        receiver["api_token_env"] = API_TOKEN_ENV
+        env[API_TOKEN_ENV] = api_token
     settings = parse_settings(
         {
-            "receiver": {"port": port},
+            "receiver": receiver,
             "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
             "targets": {
                 "cj": {"url": cj_url, "enterprise_id": "1234567", "action_tracker_id": 987654}
             },
             "routes": {"shoplazza": ["cj"]},
-            "worker": {"retry_delays": [1, 5]},
+            "worker": {"retry_delays": list(retry_delays)},
             "store": {"path": store},
         }
     )
-    env = {"AMQP_URL": url, "SHOPLAZZA_CLIENT_SECRET": secret, "CJ_ACCESS_TOKEN": TOKEN}
     return resolve(settings, env)
 
 
@@ -87,7 +107,7 @@ async def run_demo(say: Say) -> None:
     cj = FakeCJ()
     await cj.start()
     secret = secrets.token_urlsafe(24)
-    port = _free_port()
+    port = free_port()
     scratch = tempfile.TemporaryDirectory(prefix="cancel-bridge-demo-")
     config = demo_config(url, cj.url, port, secret, str(Path(scratch.name) / "demo.db"))
     worker_plan = plan(config, "cj")

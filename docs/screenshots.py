@@ -20,7 +20,6 @@ import contextlib
 import os
 import random
 import secrets
-import socket
 import sys
 import tempfile
 import uuid
@@ -32,11 +31,10 @@ import aiohttp
 import orjson
 from playwright.async_api import Page, ViewportSize, async_playwright
 
-from bridge.demo import refuse_live_broker
-from bridge.fake_cj import TOKEN, FakeCJ, Reply, error_in_200
+from bridge.demo import demo_config, free_port, refuse_live_broker
+from bridge.fake_cj import FakeCJ, Reply, error_in_200
 from bridge.receiver import PUBLISHER
 from bridge.runtime import StartupError, start_receiver
-from bridge.settings import Config, parse_settings, resolve
 from bridge.store import Arrival, Result, Store
 from bridge.tables import DELIVERED, RETRYING
 from bridge.targets import plan
@@ -62,31 +60,6 @@ REASONS = (
     CancelReason.FRAUD,
 )
 LIVE_SHOP = "maison-lune.myshoplaza.com"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def config_for(url: str, cj_url: str, port: int, secrets_: dict[str, str], store: str) -> Config:
-    """Shoplazza in, CJ out, short retries, the console on."""
-    settings = parse_settings(
-        {
-            "receiver": {"port": port, "api_token_env": "CONSOLE_TOKEN"},
-            "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
-            "targets": {
-                "cj": {"url": cj_url, "enterprise_id": "1234567", "action_tracker_id": 987654}
-            },
-            "routes": {"shoplazza": ["cj"]},
-            "worker": {"retry_delays": [0.5, 1]},
-            "store": {"path": store},
-        }
-    )
-    env = {"AMQP_URL": url, "CJ_ACCESS_TOKEN": TOKEN, **secrets_}
-    return resolve(settings, env)
 
 
 def _event(source: Source, shop: str, order_id: str, at: datetime, rand: random.Random) -> Arrival:
@@ -218,10 +191,12 @@ async def main() -> None:
         sys.exit(str(exc))
     cj = FakeCJ()
     await cj.start()
-    secret, token, port = secrets.token_urlsafe(24), secrets.token_urlsafe(24), _free_port()
-    env = {"SHOPLAZZA_CLIENT_SECRET": secret, "CONSOLE_TOKEN": token}
+    secret, token, port = secrets.token_urlsafe(24), secrets.token_urlsafe(24), free_port()
     scratch = tempfile.TemporaryDirectory(prefix="cancel-bridge-screenshots-")
-    config = config_for(url, cj.url, port, env, str(Path(scratch.name) / "state.db"))
+    store_path = str(Path(scratch.name) / "state.db")
+    config = demo_config(
+        url, cj.url, port, secret, store_path, retry_delays=(0.5, 1), api_token=token
+    )
     worker_plan = plan(config, "cj")
     try:
         async with contextlib.AsyncExitStack() as stack:
