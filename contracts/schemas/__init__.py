@@ -1,0 +1,1 @@
+"""The platforms' published GraphQL schemas as SDL (data files; see each header)."""
