@@ -35,6 +35,8 @@ def cj_sections(cj_url: str) -> str:
 url = "{cj_url}"
 enterprise_id = "1234567"
 action_tracker_id = 987654
+open_ended_locking = true
+order_id_from = "order_id"
 
 [routes]
 shoplazza = ["{CJ}"]

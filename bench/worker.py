@@ -150,7 +150,10 @@ async def run(args: argparse.Namespace) -> None:
     fake = FakeCJ()
     await fake.start()
     spec = topology.target_topology(TARGET, (), DEFAULT_DELAYS, delivery_limit=5)
-    adapter = cj.CJAdapter(cj.CJTarget(fake.url, "1234567", 987654), SecretStr(TOKEN))
+    adapter = cj.CJAdapter(
+        cj.CJTarget(fake.url, "1234567", 987654, open_ended_locking=True, order_id_from="order_id"),
+        SecretStr(TOKEN),
+    )
     plan = WorkerPlan(TARGET, adapter, 10.0, spec, WorkerSettings(prefetch=args.prefetch))
     n = args.messages
     results: dict[str, float] = {}

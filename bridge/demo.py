@@ -72,7 +72,13 @@ def demo_config(  # noqa: PLR0913 - where things are, and the two optional diffe
             "receiver": receiver,
             "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
             "targets": {
-                "cj": {"url": cj_url, "enterprise_id": "1234567", "action_tracker_id": 987654}
+                "cj": {
+                    "url": cj_url,
+                    "enterprise_id": "1234567",
+                    "action_tracker_id": 987654,
+                    "open_ended_locking": True,
+                    "order_id_from": "order_id",
+                }
             },
             "routes": {"shoplazza": ["cj"]},
             "worker": {"retry_delays": list(retry_delays)},

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -237,6 +237,24 @@ def _key(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc if part != "[key]") or "<root>"
 
 
+def _field_help(loc: tuple[int | str, ...]) -> str | None:
+    """The `description` of the settings field at `loc`, if it has one (says what to set)."""
+    model: type[BaseModel] = Settings
+    found = None
+    for part in loc:
+        fields = model.model_fields
+        if not isinstance(part, str) or part not in fields:
+            continue  # a dict key (a source's name) or a list index: same model below
+        found = fields[part]
+        models = [
+            arg
+            for arg in (found.annotation, *get_args(found.annotation))  # X, X | None, dict[K, X]
+            if isinstance(arg, type) and issubclass(arg, BaseModel)
+        ]
+        model = models[0] if models else model
+    return found.description if found is not None else None
+
+
 def parse_settings(document: Mapping[str, object]) -> Settings:
     """Validate a decoded TOML document; errors name the first offending key."""
     try:
@@ -244,6 +262,8 @@ def parse_settings(document: Mapping[str, object]) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         problem = first["msg"]
+        if first["type"] == "missing" and (explained := _field_help(first["loc"])):
+            problem = f"required, no default: {explained}"
         # Echo the value only where it helps (wrong type or range): an unknown key may hold a
         # secret pasted into the file by mistake, and naming the key is enough there.
         if first["type"] not in ("missing", "extra_forbidden") and not isinstance(

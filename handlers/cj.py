@@ -3,7 +3,9 @@
 `cancelOrders` takes a list of cancel requests as GraphQL variables. CJ reports failures inside
 HTTP 200 (`cancelOrders.errors`); texts are undocumented, so "already done" is recognised by
 configurable substrings (default `already`, `locked`). `updateTime` may not be in the future:
-min(cancelled_at, now - 60 s). Open-ended-locking trackers need `status: Declined`.
+min(cancelled_at, now - 60 s). `status: Declined` is sent only for trackers with open-ended
+locking (seeds/cj-cancel-orders-parameters.txt: "conditional"); CJ silently does not process a
+status sent for other trackers, so the setting has no default.
 
 CJ validates an accepted cancellation later, and a failure there is silent: the only trace of a
 success is in the Commission Detail API (`advertiserCommissions`), where it leaves a reversal and
@@ -54,6 +56,19 @@ MUTATION = (
 CLOCK_MARGIN = timedelta(seconds=60)
 HTTP_OK = 200
 
+OrderIdFrom = Literal["order_id", "order_number", "link"]
+# What check-config says when a `[targets.cj]` lacks one of the keys that have no default.
+OPEN_ENDED_LOCKING_HELP = (
+    "true if the action tracker uses open-ended locking (cancelOrders then sends status"
+    " Declined, as CJ requires there), false if not (CJ accepts a status sent for other trackers"
+    " and then silently does not process it); ask your CJ account manager or see the tracker's"
+    " locking settings in CJ Account Manager"
+)
+ORDER_ID_FROM_HELP = (
+    '"order_id", "order_number" or "link": the id the storefront\'s CJ tracking tag reported as'
+    ' the order id, the only id CJ knows the order by ("link": from the order links API)'
+)
+
 # Canonical reason -> CJ CorrectionReason (live-schema values; PLATFORMS.md section 6).
 DEFAULT_REASONS: Mapping[CancelReason, str] = MappingProxyType(
     {
@@ -74,9 +89,10 @@ class CJTarget:
     url: str
     enterprise_id: str
     action_tracker_id: int
-    open_ended_locking: bool = True
+    # No defaults: the tracker's setup decides both (see `CJSettings`).
+    open_ended_locking: bool
     # `link`: CJ's order id comes from the order links (the worker looks it up).
-    order_id_from: Literal["order_id", "order_number", "link"] = "order_id"
+    order_id_from: OrderIdFrom
     reasons: Mapping[CancelReason, str] = field(default_factory=lambda: DEFAULT_REASONS)
     # "locked", not "lock": "required for open-ended locking" must not read as done.
     already_done_markers: tuple[str, ...] = ("already", "locked")
@@ -403,8 +419,9 @@ class CJSettings(TargetSettings):
     token_env: EnvName = "CJ_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a token
     enterprise_id: str = Field(pattern=r"^[0-9]+$")
     action_tracker_id: int = Field(ge=0)
-    open_ended_locking: bool = True
-    order_id_from: Literal["order_id", "order_number", "link"] = "order_id"
+    # Required: a wrong guess either way means CJ silently keeps paying the commission.
+    open_ended_locking: bool = Field(description=OPEN_ENDED_LOCKING_HELP)
+    order_id_from: OrderIdFrom = Field(description=ORDER_ID_FROM_HELP)
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     reasons: dict[CancelReason, str] = Field(default_factory=dict)
     already_done_markers: tuple[str, ...] = ("already", "locked")

@@ -71,6 +71,8 @@ def write_config(  # noqa: PLR0913 - one argument per section a test may want
             f'url = "{cj_url}"',
             'enterprise_id = "1234567"',
             "action_tracker_id = 987654",
+            "open_ended_locking = true",
+            'order_id_from = "order_id"',
             "timeout_s = 5",
             "[worker]",
             f"retry_delays = {list(retry_delays)}",

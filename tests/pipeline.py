@@ -60,6 +60,8 @@ def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None)
                     "url": cj_url,
                     "enterprise_id": "1234567",
                     "action_tracker_id": 987654,
+                    "open_ended_locking": True,
+                    "order_id_from": "order_id",
                     "timeout_s": 1.0,
                 }
             },

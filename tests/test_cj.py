@@ -17,7 +17,11 @@ from handlers.base import AlreadyDone, Delivered, HttpCall, Rejected, RetryLater
 NOW = datetime(2025, 4, 9, 15, 0, tzinfo=UTC)
 TOKEN = SecretStr("cj-personal-access-token-9x")
 CFG = cj.CJTarget(
-    url="https://tracking.api.cj.com/graphql", enterprise_id="1234567", action_tracker_id=987654
+    url="https://tracking.api.cj.com/graphql",
+    enterprise_id="1234567",
+    action_tracker_id=987654,
+    open_ended_locking=True,
+    order_id_from="order_id",
 )
 
 
@@ -72,14 +76,14 @@ def test_order_number_can_name_the_order() -> None:
 
 
 def test_missing_order_number_is_rejected_not_guessed() -> None:
-    cfg = cj.CJTarget(CFG.url, "1234567", 987654, order_id_from="order_number")
+    cfg = dataclasses.replace(CFG, order_id_from="order_number")
     outcome = cj.build_cancel(event(order_number=None), cfg, TOKEN, NOW)
     assert isinstance(outcome, Rejected)
     assert "order_number" in outcome.reason
 
 
 def test_without_open_ended_locking_no_status_is_sent() -> None:
-    cfg = cj.CJTarget(CFG.url, "1234567", 987654, open_ended_locking=False)
+    cfg = dataclasses.replace(CFG, open_ended_locking=False)
     _, document = built(event(), cfg)
     assert "status" not in document["variables"]["orders"][0]  # type: ignore[index]
 
@@ -102,7 +106,7 @@ def test_default_reason_table(reason: CancelReason, expected: str) -> None:
 
 def test_reason_table_is_configurable_and_empty_omits() -> None:
     reasons = {**cj.DEFAULT_REASONS, CancelReason.INVENTORY: ""}
-    cfg = cj.CJTarget(CFG.url, "1234567", 987654, reasons=reasons)
+    cfg = dataclasses.replace(CFG, reasons=reasons)
     _, document = built(event(), cfg)
     assert "correctionReason" not in document["variables"]["orders"][0]  # type: ignore[index]
 

@@ -223,7 +223,12 @@ def test_durations_read_back(span: timedelta, text: str) -> None:
     assert cj.parse_duration(text) == span
 
 
-SECTION = {"enterprise_id": "1234567", "action_tracker_id": 987654}
+SECTION = {
+    "enterprise_id": "1234567",
+    "action_tracker_id": 987654,
+    "open_ended_locking": True,
+    "order_id_from": "order_id",
+}
 
 
 def test_reconciliation_is_off_by_default() -> None:
@@ -304,5 +309,5 @@ def event(order_number: str | None = "1001") -> OrderCancelled:
 def test_the_order_id_cj_knows(
     order_id_from: str, linked: str | None, order_number: str | None, expected: str | None
 ) -> None:
-    cfg = cj.CJTarget("u", "1234567", 1, order_id_from=order_id_from)  # type: ignore[arg-type]
+    cfg = cj.CJTarget("u", "1234567", 1, open_ended_locking=True, order_id_from=order_id_from)  # type: ignore[arg-type]
     assert cj.order_id_for(event(order_number), cfg, linked) == expected

@@ -188,6 +188,7 @@ def test_check_config_describes_targets_without_the_token(
     path.write_text(
         '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
         '[targets.cj]\nenterprise_id = "1234567"\naction_tracker_id = 987654\n'
+        'open_ended_locking = true\norder_id_from = "order_id"\n'
         '[routes]\nshoplazza = ["cj"]\n'
     )
     monkeypatch.setenv("SHOPLAZZA_CLIENT_SECRET", "shoplazza-secret-value")
@@ -198,6 +199,40 @@ def test_check_config_describes_targets_without_the_token(
     assert "token from CJ_ACCESS_TOKEN (set)" in out
     assert "cj-token-value-zz9" not in out
     assert "shoplazza-secret-value" not in out
+
+
+@pytest.mark.parametrize(
+    ("left_out", "explains"),
+    [
+        ("open_ended_locking", ("open-ended locking", "status Declined", "account manager")),
+        ("order_id_from", ("CJ tracking tag", '"order_number"')),
+    ],
+)
+def test_a_cj_target_without_a_tracker_fact_is_refused_with_what_it_means(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    left_out: str,
+    explains: tuple[str, ...],
+) -> None:
+    """No default for facts only the tracker's setup knows: one line says what to set."""
+    keys = {"open_ended_locking": "true", "order_id_from": '"order_id"'}
+    del keys[left_out]
+    path = tmp_path / "cj.toml"
+    path.write_text(
+        '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
+        '[targets.cj]\nenterprise_id = "1234567"\naction_tracker_id = 987654\n'
+        + "".join(f"{key} = {value}\n" for key, value in keys.items())
+        + '[routes]\nshoplazza = ["cj"]\n'
+    )
+    monkeypatch.setenv("SHOPLAZZA_CLIENT_SECRET", "shoplazza-secret-value")
+    monkeypatch.setenv("CJ_ACCESS_TOKEN", "cj-token-value-zz9")
+    assert main(["check-config", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"targets.cj.{left_out}: required, no default" in err
+    for words in explains:
+        assert words in err
 
 
 def test_route_to_an_unconfigured_target_is_a_config_error(

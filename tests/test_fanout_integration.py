@@ -50,7 +50,14 @@ def fanout_config(amqp_url: str, cj_url: str, shoplazza_url: str, occ_url: str) 
                 "occ": {"secret_env": "OCC_SECRET"},
             },
             "targets": {
-                "cj": {"url": cj_url, "enterprise_id": "1", "action_tracker_id": 2, "timeout_s": 2},
+                "cj": {
+                    "url": cj_url,
+                    "enterprise_id": "1",
+                    "action_tracker_id": 2,
+                    "open_ended_locking": True,
+                    "order_id_from": "order_id",
+                    "timeout_s": 2,
+                },
                 "shoplazza": {
                     "shops": {
                         SHOP: {"token_env": "SL_TOKEN", "base_url": f"{shoplazza_url}/{SHOP}"}

@@ -94,7 +94,8 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "c.toml"
     path.write_text(
         '[targets.cj]\nurl = "http://127.0.0.1:9/graphql"\nenterprise_id = "1"\n'
-        'action_tracker_id = 2\n[routes]\nshoplazza = ["cj"]\n'
+        'action_tracker_id = 2\nopen_ended_locking = true\norder_id_from = "order_id"\n'
+        '[routes]\nshoplazza = ["cj"]\n'
     )
     monkeypatch.setenv("CJ_ACCESS_TOKEN", "t")
     return path

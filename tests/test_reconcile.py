@@ -14,7 +14,13 @@ from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
 from handlers.cj import CJTarget
 
 NOW = datetime(2025, 4, 9, 15, 0, tzinfo=UTC)
-CFG = CJTarget("https://tracking.api.cj.com/graphql", "1234567", 987654)
+CFG = CJTarget(
+    "https://tracking.api.cj.com/graphql",
+    "1234567",
+    987654,
+    open_ended_locking=True,
+    order_id_from="order_id",
+)
 GRACE = timedelta(hours=2)
 
 

@@ -85,7 +85,8 @@ async def test_run_with_a_route_declines_at_cj(
     await cj.start()
     extra = (
         f'[targets.cj]\nurl = "{cj.url}"\nenterprise_id = "1234567"\n'
-        'action_tracker_id = 987654\n[routes]\nshoplazza = ["cj"]\n'
+        'action_tracker_id = 987654\nopen_ended_locking = true\norder_id_from = "order_id"\n'
+        '[routes]\nshoplazza = ["cj"]\n'
     )
     channel = await amqp.channel()
     try:

@@ -44,6 +44,7 @@ async def test_no_secret_leaks_anywhere(
         '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
         'previous_secret_env = "SHOPLAZZA_OLD"\n'
         f'[targets.cj]\nurl = "{cj.url}"\nenterprise_id = "1"\naction_tracker_id = 2\n'
+        'open_ended_locking = true\norder_id_from = "order_id"\n'
         '[routes]\nshoplazza = ["cj"]\n'
     )
     store_url = str(URL(postgres_url).with_password(STORE_PASSWORD))

@@ -44,6 +44,7 @@ def worker_config(path: Path, cj_url: str, database_url: str) -> tuple[Path, dic
         "[broker]\nreconnect_interval = 0.2\n"
         f'[targets.cj]\nurl = "{cj_url}"\nenterprise_id = "1234567"\n'
         f"action_tracker_id = 987654\ntimeout_s = {CJ_TIMEOUT}\n"
+        'open_ended_locking = true\norder_id_from = "order_id"\n'
         f"[worker]\nlease_margin = {LEASE_MARGIN}\nretry_delays = {list(WORKER_DELAYS)}\n"
         '[routes]\nshoplazza = ["cj"]\n'
         f"[store]\n{store_lines}"
