@@ -9,8 +9,10 @@ refuses it; `check-config --online` judges our documents against a live schema t
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from importlib import resources
 from typing import Any
 
@@ -18,14 +20,19 @@ from graphql import (
     DocumentNode,
     FieldNode,
     GraphQLError,
+    GraphQLInt,
+    GraphQLScalarType,
     GraphQLSchema,
     OperationDefinitionNode,
+    OperationType,
+    StringValueNode,
+    ValueNode,
     build_schema,
     get_operation_ast,
     parse,
     validate,
 )
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 
 SCHEMA_PACKAGE = "contracts.schemas"
 
@@ -34,7 +41,7 @@ SCHEMA_PACKAGE = "contracts.schemas"
 def load_schema(name: str) -> GraphQLSchema:
     """The schema in `contracts/schemas/<name>.graphql` (e.g. `cj-tracking`), built once."""
     text = resources.files(SCHEMA_PACKAGE).joinpath(f"{name}.graphql").read_text("utf-8")
-    return build_schema(text)
+    return with_scalar_rules(build_schema(text), SCALAR_RULES.get(name, {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +105,119 @@ def check_document(schema: GraphQLSchema, query: str, variables: object = None) 
         request["variables"] = variables
     found = check_request(schema, request)
     return found if isinstance(found, Refusal) else None
+
+
+# --- what custom scalars accept ---------------------------------------------------------------
+# An SDL names a custom scalar but cannot say what it accepts: built from SDL, it takes any value.
+# A rule holds the platform's published description of it; `load_schema` applies the rules of
+# its schema (keyed by schema name, so two platforms' same-named scalars never mix).
+
+
+@dataclass(frozen=True, slots=True)
+class ScalarRule:
+    """What one custom scalar accepts: from a JSON variable, and from a literal in the document."""
+
+    value: Callable[[Any], Any]
+    literal: Callable[[ValueNode], Any]
+
+
+def _non_negative(number: int) -> int:
+    if number < 0:
+        raise GraphQLError(f"NonNegativeInt cannot represent a negative value: {number}")
+    return number
+
+
+def _non_negative_int_value(value: Any) -> int:  # noqa: ANN401 - any JSON value may arrive
+    return _non_negative(GraphQLInt.coerce_input_value(value))
+
+
+def _non_negative_int_literal(node: ValueNode) -> int:
+    literal = GraphQLInt.coerce_input_literal
+    assert literal is not None  # noqa: S101 - graphql-core's Int always has one
+    return _non_negative(literal(node))  # type: ignore[arg-type]  # a const literal here
+
+
+# A date-time with a zone (`Z` or an offset), or a bare date.
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2}))?")
+
+
+def _instant_value(value: Any) -> str:  # noqa: ANN401 - any JSON value may arrive
+    """An ISO 8601 date-time with `Z` or an offset, or a date; kept as sent (a string)."""
+    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
+        raise GraphQLError(f"Instant cannot represent {value!r}: not an ISO 8601 date-time")
+    try:
+        (datetime if "T" in value else date).fromisoformat(value)  # the regex required a zone
+    except ValueError as exc:
+        raise GraphQLError(f"Instant cannot represent {value!r}: {exc}") from exc
+    return value
+
+
+def _instant_literal(node: ValueNode) -> str:
+    if not isinstance(node, StringValueNode):
+        raise GraphQLError("Instant must be a string")
+    return _instant_value(node.value)
+
+
+NON_NEGATIVE_INT = ScalarRule(_non_negative_int_value, _non_negative_int_literal)
+INSTANT = ScalarRule(_instant_value, _instant_literal)
+
+# Schema name -> its custom scalars' rules (CJ: contracts/schemas/cj-*.graphql headers).
+SCALAR_RULES: dict[str, dict[str, ScalarRule]] = {
+    "cj-tracking": {"Instant": INSTANT, "NonNegativeInt": NON_NEGATIVE_INT},
+    "cj-commissions": {"Instant": INSTANT},
+}
+
+
+def with_scalar_rules(schema: GraphQLSchema, rules: Mapping[str, ScalarRule]) -> GraphQLSchema:
+    """`schema` with its custom scalars accepting what `rules` say (in place; returned)."""
+    for name, rule in rules.items():
+        scalar = schema.type_map.get(name)
+        if not isinstance(scalar, GraphQLScalarType):
+            raise TypeError(f"the schema has no scalar {name!r} to give a rule")
+        scalar.coerce_input_value = rule.value
+        scalar.coerce_input_literal = rule.literal
+    return schema
+
+
+# --- reading an accepted request ----------------------------------------------------------------
+
+INTROSPECTION_FIELDS = frozenset({"__schema", "__type", "__typename"})
+
+
+def is_introspection(accepted: Accepted) -> bool:
+    """Whether every root field `accepted` selects is introspection (`__schema`, `__type`)."""
+    selections = accepted.operation.selection_set.selections
+    return accepted.operation.operation is OperationType.QUERY and all(
+        isinstance(node, FieldNode) and node.name.value in INTROSPECTION_FIELDS
+        for node in selections
+    )
+
+
+def root_arguments(schema: GraphQLSchema, accepted: Accepted) -> list[tuple[str, dict[str, Any]]]:
+    """Each root field `accepted` selects, with its arguments as the schema coerced them.
+
+    Literals and variables alike: `cancelOrders(cancelledOrders: {...})` written inline gives
+    the same list as `cancelOrders(cancelledOrders: $orders)`. Introspection fields and root
+    fragments are left out.
+    """
+    root = schema.get_root_type(accepted.operation.operation)
+    if root is None:
+        return []
+    variables = VariableValues({}, dict(accepted.variables))
+    found: list[tuple[str, dict[str, Any]]] = []
+    for node in accepted.operation.selection_set.selections:
+        if isinstance(node, FieldNode) and node.name.value in root.fields:
+            definition = root.fields[node.name.value]
+            found.append((node.name.value, get_argument_values(definition, node, variables)))
+    return found
+
+
+def refusal_body(refusal: Refusal) -> dict[str, object]:
+    """A refused request's answer as graphql-java writes it: errors with a classification."""
+    errors = [
+        {"message": message, "extensions": {"classification": refusal.kind}}
+        for message in refusal.messages
+    ]
+    if refusal.kind == "BadRequest":
+        return {"errors": errors}
+    return {"errors": errors, "data": None}

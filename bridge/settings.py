@@ -30,6 +30,7 @@ from handlers.base import (
     SourceHandler,
     SourceOptions,
 )
+from handlers.prime import PrimeApiVersion, TokenClientAuth
 from handlers.registry import SOURCES, TARGETS
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -71,7 +72,8 @@ class SourceApiSettings(_Section):
     client_secret_env: EnvName
     api_url: str | None = None
     token_url: str | None = None
-    api_version: str | None = None
+    api_version: PrimeApiVersion | None = None  # a version whose schema we transcribed
+    token_client_auth: TokenClientAuth | None = None  # Prime: Basic (default) or form fields
 
 
 class SourceSettings(_Section):
@@ -342,7 +344,7 @@ def _options(name: Source, src: SourceSettings, env: Mapping[str, str]) -> Sourc
     if src.api is not None:
         api = {
             key: value
-            for key in ("api_url", "token_url", "api_version")
+            for key in ("api_url", "token_url", "api_version", "token_client_auth")
             if (value := getattr(src.api, key)) is not None
         }
         for key in ("client_id_env", "client_secret_env"):

@@ -46,16 +46,18 @@ class PackageDetail(_Lenient):
 
 
 class PackageInformation(_Lenient):
-    """`packageInformation`."""
+    """`packageInformation` (2024-11-01), or 2024-04-01's `deliveryInformation` read under it."""
 
     summary: PackageSummary | None = None
     details: list[PackageDetail] = Field(default_factory=list)
 
 
 class Cancellation(_Lenient):
-    """One cancellation of the order."""
+    """One cancellation of the order (`CancellationDetails`: it has no `id`, in any version).
 
-    id: str | None = None
+    https://documents.buywithprime.amazon.com/bwp-api/docs/order-objects-cancellationdetails
+    """
+
     state: str | None = None
     reason: str | None = None
     requestedBy: str | None = None  # noqa: N815

@@ -43,14 +43,30 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 TARGETS = ("cj", "shoplazza", "prime")
 
 
-def prime_config(
-    amqp_url: str, cj_url: str, shoplazza_url: str, prime_url: str, auth: str = "basic"
+@dataclass(frozen=True)
+class PrimeApi:
+    """How the bridge talks to the (fake) Prime API: version and token client authentication."""
+
+    version: str = "2024-11-01"
+    token_client_auth: str = "basic"
+
+
+def prime_config(  # noqa: PLR0913 - the fakes' URLs, then how to talk to them
+    amqp_url: str,
+    cj_url: str,
+    shoplazza_url: str,
+    prime_url: str,
+    auth: str = "basic",
+    *,
+    prime_api: PrimeApi = PrimeApi(),
 ) -> Config:
     api = {
         "client_id_env": "PRIME_CLIENT_ID",
         "client_secret_env": "PRIME_CLIENT_SECRET",
         "api_url": f"{prime_url}/graphql",
         "token_url": f"{prime_url}/token",
+        "api_version": prime_api.version,
+        "token_client_auth": prime_api.token_client_auth,
     }
     settings = parse_settings(
         {
@@ -67,7 +83,14 @@ def prime_config(
                 },
             },
             "targets": {
-                "cj": {"url": cj_url, "enterprise_id": "1", "action_tracker_id": 2, "timeout_s": 2},
+                "cj": {
+                    "url": cj_url,
+                    "enterprise_id": "1",
+                    "action_tracker_id": 2,
+                    "timeout_s": 2,
+                    "open_ended_locking": True,
+                    "order_id_from": "order_id",
+                },
                 "shoplazza": {
                     "shops": {
                         SHOP: {"token_env": "SL_TOKEN", "base_url": f"{shoplazza_url}/{SHOP}"}
@@ -80,6 +103,8 @@ def prime_config(
                     "token_url": f"{prime_url}/token",
                     "business_product_id": BP,
                     "timeout_s": 2,
+                    "api_version": prime_api.version,
+                    "token_client_auth": prime_api.token_client_auth,
                 },
             },
             "routes": {"prime": ["cj", "shoplazza"], "shoplazza": ["cj", "prime"]},
@@ -153,22 +178,31 @@ class Bridge:
 
 
 @contextlib.asynccontextmanager
-async def running(
+async def running(  # noqa: PLR0913 - the fixtures, then how to talk to Prime
     aiohttp_client: ClientFactory,
     amqp_url: str,
     amqp: AbstractRobustConnection,
     cj: FakeCJ,
     auth: str = "basic",
+    *,
+    prime_api: PrimeApi = PrimeApi(),
 ) -> AsyncIterator[Bridge]:
     shoplazza = FakeShoplazza(tokens={SHOP: "shop-token"})
-    prime = FakePrime("prime-client", "prime-client-secret")
+    prime = FakePrime(
+        "prime-client",
+        "prime-client-secret",
+        token_client_auth="form" if prime_api.token_client_auth == "form" else "basic",
+    )
     await shoplazza.start()
     await prime.start()
-    config = prime_config(amqp_url, cj.url, shoplazza.url, prime.url, auth)
+    config = prime_config(amqp_url, cj.url, shoplazza.url, prime.url, auth, prime_api=prime_api)
     try:
         async with running_bridge(aiohttp_client, amqp_url, amqp, config, TARGETS) as started:
             client, workers = started
             yield Bridge(client, workers, cj, shoplazza, prime)
+        # Every request the bridge sent was valid for the published schema of its version.
+        assert prime.refused == []
+        assert prime.token_refusals == 0
     finally:
         await shoplazza.stop()
         await prime.stop()
@@ -354,3 +388,47 @@ async def test_oauth_token_endpoint_and_bearer_webhooks(
             prime_event(order_id), f"Bearer {token['access_token']}x"
         )
         assert status == 401
+
+
+async def test_api_2024_04_01_form_tokens_and_orders_without_a_package_summary(
+    aiohttp_client: ClientFactory, amqp_url: str, amqp: AbstractRobustConnection, cj: FakeCJ
+) -> None:
+    """The older API version both ways, tokens by form fields, schema refusals as HTTP 400."""
+    api = PrimeApi(version="2024-04-01", token_client_auth="form")
+    async with running(aiohttp_client, amqp_url, amqp, cj, prime_api=api) as bridge:
+        bridge.prime.invalid_status = 400
+        # In: every package cancelled but no summary is a full cancellation, published.
+        order_id = f"322-{uuid.uuid4().hex[:6]}"
+        bridge.prime.orders[order_id] = PrimeOrder(
+            state="CANCELLED", reason="UNFULFILLABLE", summary=False
+        )
+        status, answer = await bridge.prime_webhook(prime_event(order_id))
+        assert (status, answer["status"]) == (200, "accepted"), answer
+        await bridge.settled("cj", "delivered")
+        # A package still on its way without a summary is partial: ignored, and it says why.
+        partial = f"322-{uuid.uuid4().hex[:6]}"
+        bridge.prime.orders[partial] = PrimeOrder(state="IN_TRANSIT", summary=False)
+        status, answer = await bridge.prime_webhook(prime_event(partial))
+        assert (status, answer["status"]) == (200, "ignored"), answer
+        assert "IN_TRANSIT" in answer["reason"]
+        assert "partial" in answer["reason"]
+
+        # Out: cancelOrder(input: {orderIdentifier ...}) and the confirm-read.
+        pending, shipped = (f"322-{uuid.uuid4().hex[:6]}" for _ in range(2))
+        bridge.prime.orders[pending] = PrimeOrder(state="PENDING")
+        bridge.prime.orders[shipped] = PrimeOrder(
+            state="CANCELLED", cancellations=[{"state": "SUCCESS"}]
+        )
+        for order in (pending, shipped):
+            shop_id = f"S{uuid.uuid4().hex[:8]}"
+            await bridge.client.put(
+                "/api/links", headers=AUTH, json={"shoplazza": shop_id, "prime": order}
+            )
+            await bridge.shoplazza_cancel(shop_id)
+        await bridge.settled("prime", "delivered")
+        await bridge.settled("prime", "already_done")
+        [sent] = bridge.prime.cancels
+        assert sent["order_id"] == pending
+        assert sent["input"]["orderIdentifier"] == {"orderId": pending}
+        assert sent["input"]["reason"] == "OUT_OF_STOCK"
+        assert bridge.prime.token_requests >= 1
