@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bridge import asyncapi, links, logs, parked, reconcile, status, topology
 from bridge.demo import run_demo
+from bridge.online_check import Verdict, check_online
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
 from bridge.store import DROPPED, REPLAYED, SCHEMA_HEAD, Store, StoreUnavailable
@@ -162,6 +163,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", metavar="FILE", help=f"TOML file (default: ${CONFIG_ENV})")
         if name == "worker":
             command.add_argument("--target", required=True, help="target name, e.g. cj")
+        if name == "check-config":
+            command.add_argument(
+                "--online",
+                action="store_true",
+                help="also make harmless calls to each routed platform (tokens, schemas, a read)",
+            )
         if name != "check-config":
             command.add_argument(
                 "--metrics-port",
@@ -349,6 +356,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(args, config, path, env)
 
 
+def _check_config(
+    args: argparse.Namespace, config: Config, path: Path, env: Mapping[str, str]
+) -> int:
+    """What run would do; with `--online`, a line per platform on whether its wire holds."""
+    print(describe(config, path, env))  # noqa: T201 - CLI output
+    if not args.online:
+        return 0
+    verdicts: list[Verdict] = []
+
+    async def check() -> None:
+        verdicts.extend(await check_online(config, datetime.now(UTC)))
+
+    _run_async(check())
+    print("\n".join(verdict.line() for verdict in verdicts))  # noqa: T201 - CLI output
+    return 0 if all(verdict.ok for verdict in verdicts) else 1
+
+
 def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping[str, str]) -> int:
     """The commands that need a configuration."""
     if args.command == "parked":
@@ -363,8 +387,7 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
         print(f"store schema at {SCHEMA_HEAD}: {where}")  # noqa: T201 - CLI output
         return 0
     if args.command == "check-config":
-        print(describe(config, path, env))  # noqa: T201 - CLI output
-        return 0
+        return _check_config(args, config, path, env)
     return _run(args, config, path, env)
 
 

@@ -9,6 +9,7 @@ from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal, Protocol
 
 import orjson
+from graphql import get_introspection_query
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from contracts.events import OrderCancelled
@@ -303,6 +304,63 @@ def read_access_token(
     return Token(SecretStr(token), seconds)
 
 
+ProbeRead = Callable[[int, Headers, bytes], str | Rejected | RetryLater]
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One harmless call `check-config --online` makes to see whether the wire holds.
+
+    `read` turns the answer into what it showed (a short text), or why the wire does not hold.
+    `bearer`: the call carries the target's token (`TargetBuild.auth`), fetched first. With
+    `documents`, the answer is a GraphQL introspection result and every (query, variables) pair
+    must validate against the schema it describes (the live schema, not our transcription).
+    Nothing a probe does changes anything at the platform.
+    """
+
+    what: str
+    call: HttpCall
+    read: ProbeRead
+    bearer: bool = False
+    documents: tuple[tuple[str, object], ...] = ()
+
+
+INTROSPECTION_QUERY = get_introspection_query(descriptions=False)
+
+
+def introspection_call(url: str, headers: Mapping[str, str] | None = None) -> HttpCall:
+    """The standard introspection query, POSTed as GraphQL over HTTP."""
+    return HttpCall(
+        method="POST",
+        url=url,
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **(headers or {}),
+        },
+        body=orjson.dumps({"query": INTROSPECTION_QUERY}),
+    )
+
+
+def read_introspection(who: str) -> ProbeRead:
+    """A reader for an introspection answer: HTTP 200 with `data.__schema`."""
+
+    def read(status: int, headers: Headers, body: bytes) -> str | Rejected | RetryLater:
+        del headers
+        if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+            return RetryLater(f"{who} answered HTTP {status}")
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return Rejected(f"{who} answered HTTP {status} with a body that is not JSON")
+        data = document.get("data") if isinstance(document, dict) else None
+        if status != 200 or not isinstance(data, dict) or "__schema" not in data:  # noqa: PLR2004
+            return Rejected(f"{who} serves no introspection (HTTP {status})")
+        return f"{who} schema read"
+
+    return read
+
+
 class TargetSettings(BaseModel):
     """A `[targets.<name>]` section: frozen, unknown keys refused."""
 
@@ -328,3 +386,6 @@ class TargetSpec:
     settings: type[TargetSettings]
     secret_envs: Callable[[Any], Mapping[str, str]]
     make: Callable[[Any, Mapping[str, SecretStr]], TargetBuild]
+    # Harmless calls for `check-config --online` (section, secrets, now); the token endpoint,
+    # where `make` gives one, is checked before them.
+    probes: Callable[[Any, Mapping[str, SecretStr], datetime], tuple[Probe, ...]] | None = None

@@ -48,6 +48,7 @@ from handlers.base import (
     Lookup,
     MalformedPayloadError,
     Outcome,
+    Probe,
     Rejected,
     RetryLater,
     SignatureError,
@@ -179,6 +180,9 @@ class PrimeTargetSettings(TargetSettings):
     cancellation_alias_type: str = Field(default="EXTERNAL_CANCELLATION_ID", min_length=1)
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     reasons: dict[CancelReason, PrimeReason] = Field(default_factory=dict)
+    # An order of this store that `check-config --online` reads (never cancels) to show that
+    # the order queries hold against the live API; unset, only the token is checked.
+    test_order_id: str | None = Field(default=None, min_length=1)
 
 
 def token_call(
@@ -470,6 +474,53 @@ def make_target(settings: PrimeTargetSettings, secrets: Mapping[str, SecretStr])
     )
     return TargetBuild(
         adapter, settings.timeout_s, link_platform="prime", summary=summary, auth=auth
+    )
+
+
+def _read_test_order(status: int, headers: Headers, body: bytes) -> str | Rejected | RetryLater:
+    """`check-config --online`: the test order's read must come back as an order."""
+    del headers
+    if status in (401, 403):
+        return Rejected(f"prime order read: credentials refused (HTTP {status})")
+    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        return RetryLater(f"prime order read: HTTP {status}")
+    document = _document(body)
+    if document is None:
+        return Rejected(f"prime order read: HTTP {status} with a body that is not JSON")
+    order = _readable_order(document)
+    if order is None:
+        kind, code, message = _classification(_first_error(document))
+        return Rejected(f"prime order read refused: {kind or code or 'no order'} {message}".strip())
+    return f"order {order.id} read"
+
+
+def target_probes(
+    settings: PrimeTargetSettings, secrets: Mapping[str, SecretStr], now: datetime
+) -> tuple[Probe, ...]:
+    """Harmless calls: both order queries for `test_order_id` (a read; nothing is cancelled).
+
+    Prime documents no introspection, so the queries are shown to hold by running them; the
+    token endpoint is checked before them (the target's `auth`).
+    """
+    del secrets, now
+    if settings.test_order_id is None:
+        return ()
+    documents = documents_for(settings.api_version)
+    variables = {"order": {"orderId": settings.test_order_id}}
+    return tuple(
+        Probe(
+            f"prime {what}",
+            _api_call(
+                settings.api_url,
+                settings.api_version,
+                settings.business_product_id,
+                query,
+                variables,
+            ),
+            _read_test_order,
+            bearer=True,
+        )
+        for what, query in (("confirm-read", documents.confirm), ("order read", documents.source))
     )
 
 

@@ -23,11 +23,16 @@ SOURCES: Mapping[Source, SourceSpec] = MappingProxyType(
 
 TARGETS: Mapping[str, TargetSpec] = MappingProxyType(
     {
-        "cj": TargetSpec(cj.CJSettings, cj.secret_envs, cj.make),
+        "cj": TargetSpec(cj.CJSettings, cj.secret_envs, cj.make, cj.probes),
         "shoplazza": TargetSpec(
             shoplazza.ShoplazzaTargetSettings, shoplazza.target_secret_envs, shoplazza.make_target
         ),
         "occ": TargetSpec(occ.OCCTargetSettings, occ.target_secret_envs, occ.make_target),
-        "prime": TargetSpec(prime.PrimeTargetSettings, prime.target_secret_envs, prime.make_target),
+        "prime": TargetSpec(
+            prime.PrimeTargetSettings,
+            prime.target_secret_envs,
+            prime.make_target,
+            prime.target_probes,
+        ),
     }
 )

@@ -1,0 +1,153 @@
+"""`check-config --online` against the strict fakes: harmless calls, one verdict per platform."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.online_check import Verdict, check_online
+from bridge.settings import Config, parse_settings, resolve
+from tests.fake_prime import FakePrime, PrimeOrder
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+PRIME_ID, PRIME_SECRET = "prime-client", "prime-secret-value-77"
+ENV = {
+    "SHOPLAZZA_CLIENT_SECRET": "shoplazza-secret",
+    "PRIME_CLIENT_ID": PRIME_ID,
+    "PRIME_CLIENT_SECRET": PRIME_SECRET,
+}
+ORDER = "322-KG36-AAAAA"
+
+
+@pytest.fixture
+async def prime() -> AsyncIterator[FakePrime]:
+    fake = FakePrime(PRIME_ID, PRIME_SECRET, orders={ORDER: PrimeOrder()})
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def prime_section(fake: FakePrime, **extra: Any) -> dict[str, Any]:  # noqa: ANN401 - TOML values
+    return {
+        "api_url": f"{fake.url}/graphql",
+        "token_url": f"{fake.url}/token",
+        "business_product_id": "bp-123",
+        **extra,
+    }
+
+
+def config_with(targets: dict[str, Any], env: dict[str, str] | None = None) -> Config:
+    document = {
+        "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
+        "targets": targets,
+        "routes": {"shoplazza": sorted(targets)},
+    }
+    return resolve(parse_settings(document), env or ENV)
+
+
+async def verdict(config: Config, target: str) -> Verdict:
+    (found,) = await check_online(config, NOW, [target])
+    return found
+
+
+async def test_prime_token_and_both_order_queries_hold(prime: FakePrime) -> None:
+    config = config_with({"prime": prime_section(prime, test_order_id=ORDER)})
+    found = await verdict(config, "prime")
+    assert found.ok, found.detail
+    assert found.detail.count(f"order {ORDER} read") == 2
+    assert "token endpoint answered" in found.detail
+    assert prime.refused == []
+    assert prime.cancels == []  # nothing is cancelled
+    assert prime.orders[ORDER].state == "PENDING"
+
+
+async def test_prime_without_a_test_order_checks_the_token_only(prime: FakePrime) -> None:
+    found = await verdict(config_with({"prime": prime_section(prime)}), "prime")
+    assert (found.ok, found.detail) == (True, "token endpoint answered")
+    assert prime.token_requests == 1
+
+
+async def test_prime_credentials_refused_is_a_failed_line_without_the_secret(
+    prime: FakePrime,
+) -> None:
+    env = {**ENV, "PRIME_CLIENT_SECRET": "not-the-secret-9"}
+    found = await verdict(config_with({"prime": prime_section(prime)}, env), "prime")
+    assert not found.ok
+    assert found.detail.startswith("token: ")
+    assert "401" in found.detail
+    assert "not-the-secret-9" not in found.line()
+    assert "FAILED" in found.line()
+
+
+async def test_prime_token_sent_the_other_way_is_refused(prime: FakePrime) -> None:
+    """The fake takes form fields only: Basic (the default) fails, `form` holds."""
+    prime.token_client_auth = "form"
+    basic = await verdict(config_with({"prime": prime_section(prime)}), "prime")
+    assert not basic.ok
+    form = await verdict(
+        config_with({"prime": prime_section(prime, token_client_auth="form")}), "prime"
+    )
+    assert form.ok, form.detail
+
+
+async def test_prime_unknown_test_order_fails_naming_prime_s_error(prime: FakePrime) -> None:
+    config = config_with({"prime": prime_section(prime, test_order_id="322-NOPE")})
+    found = await verdict(config, "prime")
+    assert not found.ok
+    assert "ResourceNotFoundError" in found.detail
+    assert prime.refused == []  # the query itself was valid
+
+
+async def test_prime_on_api_version_2024_04_01(prime: FakePrime) -> None:
+    config = config_with(
+        {"prime": prime_section(prime, test_order_id=ORDER, api_version="2024-04-01")}
+    )
+    found = await verdict(config, "prime")
+    assert found.ok, found.detail
+    assert prime.refused == []
+
+
+async def test_the_command_prints_a_line_per_platform_and_exits_1_on_a_failure(
+    prime: FakePrime, tmp_path: Path
+) -> None:
+    path = tmp_path / "online.toml"
+    path.write_text(
+        '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
+        f'[targets.prime]\napi_url = "{prime.url}/graphql"\ntoken_url = "{prime.url}/token"\n'
+        f'business_product_id = "bp-123"\ntest_order_id = "{ORDER}"\n'
+        '[routes]\nshoplazza = ["prime"]\n'
+    )
+
+    async def run(env: dict[str, str]) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "check-config",
+            "--online",
+            "--config",
+            str(path),
+            env={"PATH": "/usr/bin:/bin", **env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode()
+
+    status, out = await run(ENV)
+    assert status == 0, out
+    assert [line for line in out.splitlines() if line.startswith("online:")] == [
+        f"online: prime      ok     token endpoint answered; order {ORDER} read; order {ORDER} read"
+    ]
+    status, out = await run({**ENV, "PRIME_CLIENT_SECRET": "wrong-secret-1234"})
+    assert status == 1, out
+    assert "online: prime      FAILED token: " in out
+    assert "wrong-secret-1234" not in out
+    assert PRIME_SECRET not in out
