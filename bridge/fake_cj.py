@@ -1,9 +1,18 @@
-"""A fake CJ (tests, demo, benchmarks): `/graphql` answers like CJ's tracking API documents.
+"""A fake CJ (tests, demo, benchmarks) that judges every request by CJ's published schemas.
 
-`/query` is its Commission Detail API (`advertiserCommissions`): every `cancelOrders` it accepts
-leaves the two records CJ's validation would (a reversal and a decline of the order), unless a
-silent failure was planted for the order (`plant_silent_failure`): accepted, nothing recorded, as
-when CJ's later validation refuses a cancellation without telling anyone.
+`/graphql` is the tracking API (`cancelOrders`), `/graphqltest` its validate-only twin, `/query`
+the Commission Detail API (`advertiserCommissions`). Each decodes the body and checks it against
+the SDL transcribed from CJ (`contracts/schemas/cj-tracking.graphql`, `cj-commissions.graphql`)
+before anything else: a field, argument, variable type or enum value CJ does not publish is
+refused as CJ's graphql-java endpoint refuses it (HTTP 400 for a body that is no GraphQL
+request; otherwise `errors` with a classification and `data: null`, in HTTP `invalid_status`,
+200 by default as CJ's docs show) and recorded in `refused`. Introspection answers without
+credentials, as CJ's endpoints do.
+
+Every `cancelOrders` the fake accepts leaves the two records CJ's validation would (a reversal
+and a decline of the order), unless a silent failure was planted for the order
+(`plant_silent_failure`): accepted, nothing recorded, as when CJ's later validation refuses a
+cancellation without telling anyone.
 """
 
 from __future__ import annotations
@@ -19,9 +28,29 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from graphql import GraphQLError, GraphQLResolveInfo, GraphQLSchema, OperationType, graphql_sync
+
+from bridge.graphql_schemas import (
+    Accepted,
+    Refusal,
+    check_request,
+    is_introspection,
+    load_schema,
+    refusal_body,
+    root_arguments,
+)
 
 TOKEN = "fake-cj-token-5e1"  # noqa: S105 - the fake's own, public by design
 ADVERTISER_ID = "4567890"  # the fake advertiser's company id (CID), not its enterprise id
+BUILD_NUMBER = "fake-cj"  # the tracking schema's one query, `getBuildNumber`
+TRACKING_SCHEMA = "cj-tracking"
+COMMISSIONS_SCHEMA = "cj-commissions"
+HTTP_OK = 200
+HTTP_BAD_REQUEST = 400
+# The Commission Detail filters the fake applies; CJ publishes more (the fake refuses those).
+COMMISSION_FILTERS = frozenset(
+    {"forAdvertisers", "sincePostingDate", "beforePostingDate", "sinceCommissionId"}
+)
 # cancelOrders' CorrectionReason (tracking API) -> the Commission Detail API's CorrectionReason.
 COMMISSION_REASONS = {
     "InvalidCreditCard": "INVALID_CREDIT_CARD",
@@ -47,21 +76,16 @@ class Reply:
     delay: float = 0.0
 
 
-def accepted(order_id: str) -> Reply:
-    """CJ's success answer, with a fresh submissionId."""
-    submission = str(uuid.uuid4())
+def accepted(order_id: str, status: str | None = "Declined") -> Reply:
+    """CJ's success answer, with a fresh submissionId (`status`: the one the request sent)."""
     return Reply(
-        body={
-            "data": {
-                "cancelOrders": {
-                    "orders": [
-                        {"submissionId": submission, "orderId": order_id, "status": "Declined"}
-                    ],
-                    "errors": None,
-                }
-            }
-        }
+        body={"data": {"cancelOrders": {"orders": [_entry(order_id, status)], "errors": None}}}
     )
+
+
+def _entry(order_id: str, status: str | None) -> dict[str, Any]:
+    """One accepted order in `cancelOrders.orders` (`OrderCancellation`)."""
+    return {"submissionId": str(uuid.uuid4()), "orderId": order_id, "status": status}
 
 
 def error_in_200(message: str) -> Reply:
@@ -80,18 +104,34 @@ def error_in_200(message: str) -> Reply:
 
 @dataclass
 class Call:
-    """One request the fake received."""
+    """One order of a `cancelOrders` request the fake received (a request of n orders is n)."""
 
     order: dict[str, Any]
     authorization: str
     at: float
 
 
+@dataclass(frozen=True)
+class Refused:
+    """One request refused for not following CJ's published schema: where, what, and why."""
+
+    path: str
+    body: object  # the decoded JSON body; None when it was not JSON
+    refusal: Refusal
+
+
 class FakeCJ:
-    """Records every cancel request; answers from `script[order_id]`, else accepts."""
+    """Records every cancel request; answers from `script[order_id]`, else accepts.
+
+    A request outside CJ's published schema is refused before any of that (`refused`).
+    """
 
     def __init__(
-        self, *, remember: bool = False, on_call: Callable[[Call], None] | None = None
+        self,
+        *,
+        remember: bool = False,
+        on_call: Callable[[Call], None] | None = None,
+        invalid_status: int = HTTP_OK,
     ) -> None:
         self.script: dict[str, list[Reply]] = {}
         self.calls: list[Call] = []
@@ -106,6 +146,13 @@ class FakeCJ:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.url = ""
+        self.test_url = ""  # `/graphqltest`: validates, changes nothing
+        # Requests outside CJ's published schemas, and the HTTP status of a validation error
+        # (CJ's docs show GraphQL errors in HTTP 200; PLATFORMS.md saw a bad enum get 400 too).
+        self.refused: list[Refused] = []
+        self.invalid_status = invalid_status
+        self._tracking = load_schema(TRACKING_SCHEMA)
+        self._commissions = load_schema(COMMISSIONS_SCHEMA)
         # Commission Detail: the records, planted silent failures (order -> how many accepted
         # cancels record nothing), page size, scripted answers (first used first) and the
         # variables of every query received.
@@ -161,29 +208,79 @@ class FakeCJ:
         self._record(order_id, None, original=False, reason=reason)
         self._record(order_id, None, original=False, reason=reason, validation=declined)
 
-    async def _graphql(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+    async def _judge(
+        self, request: web.Request, schema: GraphQLSchema
+    ) -> tuple[Accepted, dict[str, Any]] | web.Response:
+        """The body judged by `schema` first: accepted with the body, or the refusal answered."""
+        try:
+            body: object = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = None
+        verdict = check_request(schema, body)
+        if isinstance(verdict, Refusal):
+            self.refused.append(Refused(request.path, body, verdict))
+            status = HTTP_BAD_REQUEST if verdict.kind == "BadRequest" else self.invalid_status
+            return _json(status, refusal_body(verdict))
+        return verdict, body if isinstance(body, dict) else {}  # accepted: always an object
+
+    @staticmethod
+    def _authorized(request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {TOKEN}"
+
+    @staticmethod
+    def _execute(
+        schema: GraphQLSchema, body: dict[str, Any], root: dict[str, Any] | None = None
+    ) -> web.Response:
+        """Run a valid document with graphql-core (introspection, queries): its answer, HTTP 200."""
+        result = graphql_sync(
+            schema,
+            body["query"],
+            root_value=root,
+            variable_values=body.get("variables"),
+            operation_name=body.get("operationName"),
+        )
+        return _json(HTTP_OK, dict(result.formatted))
+
+    async def _tracking_request(
+        self, request: web.Request
+    ) -> tuple[Accepted, dict[str, Any]] | web.Response:
+        """Judge, answer introspection (no token needed), check the token, answer queries.
+
+        What is left is a valid `cancelOrders` mutation from an authorized caller.
+        """
+        judged = await self._judge(request, self._tracking)
+        if isinstance(judged, web.Response):
+            return judged
+        verdict, body = judged
+        if is_introspection(verdict):
+            return self._execute(self._tracking, body)
+        if not self._authorized(request):
             return web.json_response({"message": "Unauthorized"}, status=401)
-        document = await request.json()
-        orders = document["variables"]["orders"]
-        order = orders[0]
-        order_id = order["orderId"]
+        if verdict.operation.operation is not OperationType.MUTATION:
+            return self._execute(self._tracking, body, {"getBuildNumber": BUILD_NUMBER})
+        return judged
+
+    def _orders(self, accepted: Accepted) -> list[dict[str, Any]]:
+        """The `cancelledOrders` of the request, coerced (literals or variables alike)."""
+        return [
+            dict(order)
+            for name, arguments in root_arguments(self._tracking, accepted)
+            if name == "cancelOrders"
+            for order in arguments["cancelledOrders"]
+        ]
+
+    async def _graphql(self, request: web.Request) -> web.StreamResponse:
+        """`cancelOrders`: each order answered from its script, else accepted (or remembered)."""
+        judged = await self._tracking_request(request)
+        if isinstance(judged, web.Response):
+            return judged
+        orders = self._orders(judged[0])
+        authorization = request.headers["Authorization"]
+        at = asyncio.get_running_loop().time()
         async with self._changed:
-            call = Call(order, request.headers["Authorization"], asyncio.get_running_loop().time())
-            self.calls.append(call)
-            if self.on_call is not None:
-                self.on_call(call)
-            replies = self.script.get(order_id)
-            if replies:
-                reply = replies.pop(0)
-            elif self.remember and self.accepted[order_id]:
-                reply = error_in_200(f"Order {order_id} is already declined")
-            else:
-                reply = accepted(order_id)
-                self.accepted[order_id] += 1  # the decline happens on receipt
-            if _accepts(reply):
-                self._record_decline(order)
+            replies = [self._answer(Call(order, authorization, at)) for order in orders]
             self._changed.notify_all()
+        reply = _combine(replies)
         if reply.delay:  # the scripted slowness itself, cut short when the fake stops
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(reply.delay):
@@ -193,29 +290,75 @@ class FakeCJ:
             status=reply.status, body=body, headers=reply.headers, content_type="application/json"
         )
 
+    def _answer(self, call: Call) -> Reply:
+        """Record one order's call and choose its reply; an accepted one leaves its records."""
+        order_id = str(call.order["orderId"])
+        self.calls.append(call)
+        if self.on_call is not None:
+            self.on_call(call)
+        replies = self.script.get(order_id)
+        if replies:
+            reply = replies.pop(0)
+        elif self.remember and self.accepted[order_id]:
+            reply = error_in_200(f"Order {order_id} is already declined")
+        else:
+            reply = accepted(order_id, call.order.get("status"))
+            self.accepted[order_id] += 1  # the decline happens on receipt
+        if _accepts(reply):
+            self._record_decline(call.order)
+        return reply
+
+    async def _graphqltest(self, request: web.Request) -> web.StreamResponse:
+        """CJ's validate-only endpoint: judged as `/graphql`, answered as success, nothing kept."""
+        judged = await self._tracking_request(request)
+        if isinstance(judged, web.Response):
+            return judged
+        entries = [
+            _entry(str(order["orderId"]), order.get("status")) for order in self._orders(judged[0])
+        ]
+        return _json(HTTP_OK, {"data": {"cancelOrders": {"orders": entries, "errors": None}}})
+
     async def _query(self, request: web.Request) -> web.StreamResponse:
         """`advertiserCommissions`: records posted in the window, paged by commission id."""
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+        judged = await self._judge(request, self._commissions)
+        if isinstance(judged, web.Response):
+            return judged
+        verdict, body = judged
+        if is_introspection(verdict):
+            return self._execute(self._commissions, body)
+        if not self._authorized(request):
             return web.json_response({"message": "Unauthorized"}, status=401)
-        try:
-            variables = (await request.json())["variables"]
-            wanted = set(variables["advertisers"])
-            since = datetime.fromisoformat(variables["since"])
-            before = datetime.fromisoformat(variables["before"])
-            after = int(variables.get("after") or 0)
-        except (ValueError, KeyError, TypeError) as exc:
-            problem = f"bad query variables: {type(exc).__name__}"
-            return web.json_response({"errors": [{"message": problem}]}, status=400)
-        self.queries.append(variables)
+        self.queries.append(dict(body.get("variables") or {}))
         if self.commission_script:
             reply = self.commission_script.pop(0)
-            body = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
+            raw = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
             return web.Response(
                 status=reply.status,
-                body=body,
+                body=raw,
                 headers=reply.headers,
                 content_type="application/json",
             )
+        return self._execute(
+            self._commissions, body, {"advertiserCommissions": self._advertiser_commissions}
+        )
+
+    def _advertiser_commissions(
+        self,
+        _info: GraphQLResolveInfo[None],
+        **filters: Any,  # noqa: ANN401 - graphql-core passes the coerced arguments by name
+    ) -> dict[str, Any]:
+        """The page of records matching the filters, ordered by commission id."""
+        if unsupported := sorted(
+            name for name, value in filters.items() if value and name not in COMMISSION_FILTERS
+        ):
+            raise GraphQLError(f"FakeCJ does not filter by {', '.join(unsupported)}")
+        wanted = set(filters["forAdvertisers"])
+        since = _posting_date(filters.get("sincePostingDate"), datetime.min.replace(tzinfo=UTC))
+        before = _posting_date(filters.get("beforePostingDate"), datetime.max.replace(tzinfo=UTC))
+        try:
+            after = int(filters.get("sinceCommissionId") or 0)
+        except ValueError as exc:
+            raise GraphQLError("sinceCommissionId is not a commission id") from exc
         matching = sorted(
             (
                 record
@@ -227,14 +370,13 @@ class FakeCJ:
             key=lambda record: int(record["commissionId"]),
         )
         page = matching[: self.page_size]
-        result = {
+        return {
             "count": len(page),
             "limit": self.page_size,
             "maxCommissionId": page[-1]["commissionId"] if page else None,
             "payloadComplete": len(matching) <= self.page_size,
             "records": page,
         }
-        return web.json_response({"data": {"advertiserCommissions": result}})
 
     def calls_for(self, order_id: str) -> list[Call]:
         """The calls that named `order_id`."""
@@ -254,6 +396,7 @@ class FakeCJ:
         """Serve on an ephemeral loopback port; returns the GraphQL URL."""
         app = web.Application()
         app.router.add_post("/graphql", self._graphql)
+        app.router.add_post("/graphqltest", self._graphqltest)
         app.router.add_post("/query", self._query)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -261,6 +404,7 @@ class FakeCJ:
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/graphql"
+        self.test_url = f"http://127.0.0.1:{port}/graphqltest"
         self.commissions_url = f"http://127.0.0.1:{port}/query"
         return self.url
 
@@ -271,9 +415,52 @@ class FakeCJ:
             await self._runner.cleanup()
 
 
+def _json(status: int, body: object) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def _result(reply: Reply) -> dict[str, Any] | None:
+    """`data.cancelOrders` of `reply`, when it is an HTTP 200 answer carrying one."""
+    if reply.status != HTTP_OK or not isinstance(reply.body, dict) or reply.body.get("errors"):
+        return None
+    result = (reply.body.get("data") or {}).get("cancelOrders")
+    return result if isinstance(result, dict) else None
+
+
 def _accepts(reply: Reply) -> bool:
     """Whether `reply` is CJ's success answer (the cancellation accepted for validation)."""
-    if reply.status != 200 or not isinstance(reply.body, dict):  # noqa: PLR2004 - HTTP OK
-        return False
-    result = (reply.body.get("data") or {}).get("cancelOrders") or {}
+    result = _result(reply) or {}
     return bool(result.get("orders")) and not result.get("errors")
+
+
+def _combine(replies: list[Reply]) -> Reply:
+    """One answer for a request's orders: their entries in one `cancelOrders` result.
+
+    One order is answered by its own reply, whatever it is. Of several, a reply that is not a
+    `cancelOrders` result (an HTTP error, raw bytes, top-level errors) answers the whole
+    request; the orders whose own reply accepted them stay accepted, as when an answer is lost.
+    """
+    if len(replies) == 1:
+        return replies[0]
+    if not replies:  # an empty list is valid by the schema; CJ's answer to it is unpublished
+        return Reply(body={"data": {"cancelOrders": {"orders": None, "errors": None}}})
+    results = [_result(reply) for reply in replies]
+    for reply, result in zip(replies, results, strict=True):
+        if result is None:
+            return reply
+    orders = [entry for result in results if result for entry in result.get("orders") or ()]
+    errors = [entry for result in results if result for entry in result.get("errors") or ()]
+    headers = {key: value for reply in replies for key, value in reply.headers.items()}
+    body = {"data": {"cancelOrders": {"orders": orders or None, "errors": errors or None}}}
+    return Reply(body=body, headers=headers, delay=max(reply.delay for reply in replies))
+
+
+def _posting_date(text: str | None, default: datetime) -> datetime:
+    """A posting-date argument ("Datetime in UTC ISO 8601 format"), or `default` when absent."""
+    if text is None:
+        return default
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise GraphQLError(f"{text!r} is not a datetime in UTC ISO 8601 format") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -17,7 +17,7 @@ class GraphQLError(_Lenient):
 
 
 class CancelledOrder(_Lenient):
-    """One accepted cancellation: CJ's `submissionId` is our reference for it."""
+    """One accepted cancellation (`OrderCancellation`): its `submissionId` is our reference."""
 
     submissionId: str | None = None  # noqa: N815 - CJ's field name
     orderId: str | None = None  # noqa: N815 - CJ's field name
@@ -50,8 +50,10 @@ class CancelOrdersResponse(_Lenient):
 class CommissionRecord(_Lenient):
     """One commission record. A cancellation that CJ validated leaves two non-original ones.
 
-    Field names and meanings follow CJ's Commission Detail schema (`AdvertiserCommission`);
-    only what reconciliation reads is modelled, everything else is ignored.
+    Field names and meanings follow CJ's Commission Detail schema (`AdvertiserCommission`, as
+    transcribed in `contracts/schemas/cj-commissions.graphql`); only what reconciliation reads
+    is modelled, everything else is ignored. The schema makes most of them non-null; they stay
+    optional here so one odd record cannot fail a whole page.
     """
 
     commissionId: str | None = None  # noqa: N815 - CJ's field name
@@ -63,7 +65,9 @@ class CommissionRecord(_Lenient):
     correctionReason: str | None = None  # noqa: N815 - CJ's field name
     original: bool | None = None  # false on corrections (a reversal, a decline)
     originalActionId: str | None = None  # noqa: N815 - ties corrections to their sale
-    validationStatus: str | None = None  # noqa: N815 - PENDING, ACCEPTED, DECLINED, AUTOMATED
+    # PENDING, ACCEPTED, DECLINED ("validated that an order has been fully corrected": the one
+    # sign of a decline), AUTOMATED (not open-ended locking).
+    validationStatus: str | None = None  # noqa: N815 - CJ's field name
     postingDate: str | None = None  # noqa: N815 - CJ's field name
 
 

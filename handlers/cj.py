@@ -32,7 +32,7 @@ from contracts.cj import (
     CommissionsResponse,
     GraphQLError,
 )
-from contracts.events import CancelReason, OrderCancelled
+from contracts.events import CancelReason, OrderCancelled, Source
 from handlers.base import (
     RETRYABLE_STATUSES,
     AlreadyDone,
@@ -41,10 +41,13 @@ from handlers.base import (
     Headers,
     HttpCall,
     Outcome,
+    Probe,
     Rejected,
     RetryLater,
     TargetBuild,
     TargetSettings,
+    introspection_call,
+    read_introspection,
     retry_after_seconds,
 )
 
@@ -248,11 +251,12 @@ class CJAdapter:
 # --- reconciliation: what CJ's Commission Detail API recorded ---------------------------------
 
 COMMISSIONS_URL = "https://commissions.api.cj.com/query"
-# Assumptions (CJ's Commission Detail reference and its live schema, as published): a POST with
-# a JSON body `{"query", "variables"}` and the personal access token as a bearer, like the
-# tracking API; `forAdvertisers` takes advertiser CIDs (company ids, which need not be the
-# enterprise id `cancelOrders` takes); the date arguments are ISO 8601 strings; the id
-# arguments are filters combined with AND, so `sinceCommissionId` pages within a posting window.
+# Published (contracts/schemas/cj-commissions.graphql; docs.cj.com/docs/commissiondetail-api-
+# advertiser): a POST with a JSON body `{"query", "variables"}` and the personal access token as
+# a bearer; `forAdvertisers: [String!]!` takes advertiser CIDs (company ids, which need not be
+# the enterprise id `cancelOrders` takes); the date arguments are Strings, "Datetime in UTC ISO
+# 8601 format". Assumed: the arguments are filters combined with AND, so `sinceCommissionId`
+# pages within a posting window.
 COMMISSIONS_QUERY = (
     "query Commissions($advertisers: [String!]!, $since: String, $before: String,"
     " $after: String) {"
@@ -354,15 +358,18 @@ def read_commissions(
 
 
 def is_decline(record: CommissionRecord) -> bool:
-    """A correction that declines the order: not the original sale, and a decline or a reason.
+    """A correction whose `validationStatus` is DECLINED: the order was declined.
 
-    CJ's validated cancellation leaves two corrections (`original` false): the reversal and the
-    decline (`validationStatus` DECLINED on open-ended locking). Both carry the correction
-    reason where one was sent; either counts, so the rule holds whichever CJ fills in.
+    CJ's published Commission Detail schema (`AdvertiserCommission.validationStatus`, enum
+    `ValidationStatus`) says DECLINED means "Advertiser has validated that an order has been
+    fully corrected"; the original sale (`original` true) never counts. A `correctionReason`
+    alone does not: it is "the reason the transaction was corrected" on any non-original
+    record, and a restatement (`restateOrders` takes a `correctionReason` too) is a correction
+    that leaves the order standing.
     """
     if record.original is not False:
         return False
-    return (record.validationStatus or "").upper() == DECLINED or bool(record.correctionReason)
+    return (record.validationStatus or "").upper() == DECLINED
 
 
 def declined_orders(records: Iterable[CommissionRecord]) -> frozenset[str]:
@@ -481,9 +488,9 @@ def secret_envs(settings: CJSettings) -> dict[str, str]:
     return {"token_env": settings.token_env}
 
 
-def make(settings: CJSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
-    """The CJ adapter from `[targets.cj]` and its token."""
-    cfg = CJTarget(
+def target(settings: CJSettings) -> CJTarget:
+    """What the adapter needs to know, from `[targets.cj]`."""
+    return CJTarget(
         url=settings.url,
         enterprise_id=settings.enterprise_id,
         action_tracker_id=settings.action_tracker_id,
@@ -492,6 +499,11 @@ def make(settings: CJSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
         reasons={**DEFAULT_REASONS, **settings.reasons},
         already_done_markers=settings.already_done_markers,
     )
+
+
+def make(settings: CJSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
+    """The CJ adapter from `[targets.cj]` and its token."""
+    cfg = target(settings)
     summary = (
         f"POST {settings.url}; token from {settings.token_env} (set); enterprise"
         f" {settings.enterprise_id}, action tracker {settings.action_tracker_id}, orderId from"
@@ -505,3 +517,63 @@ def make(settings: CJSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
         link_platform="cj" if settings.order_id_from == "link" else None,
         summary=summary,
     )
+
+
+# --- check-config --online ---------------------------------------------------------------------
+
+PROBE_ORDER = "cancel-bridge-probe"  # never sent to be cancelled: only validated
+
+
+def _probe_event(reason: CancelReason, now: datetime) -> OrderCancelled:
+    return OrderCancelled.create(
+        source=Source.SHOPLAZZA,
+        shop="probe.example",
+        order_id=PROBE_ORDER,
+        order_number=PROBE_ORDER,
+        reason=reason,
+        source_reason=None,
+        cancelled_at=now,
+        received_at=now,
+        delivery_id=None,
+    )
+
+
+def probes(
+    settings: CJSettings, secrets: Mapping[str, SecretStr], now: datetime
+) -> tuple[Probe, ...]:
+    """Harmless calls that show the wire holds; nothing is cancelled.
+
+    `cancelOrders` as configured (one request per canonical reason, so every configured
+    correction reason is checked against CJ's enum) is validated against the schema CJ's tracking
+    endpoint serves by introspection without credentials. With `advertiser_ids`, the last hour of
+    commission records is read with the token: the token and the commission query both hold.
+    """
+    cfg = target(settings)
+    requests = [
+        request
+        for reason in CancelReason
+        if not isinstance(
+            request := cancel_request(_probe_event(reason, now), cfg, now, PROBE_ORDER), Rejected
+        )
+    ]
+    found = [
+        Probe(
+            "cj tracking schema",
+            introspection_call(settings.url),
+            read_introspection("cj tracking api"),
+            documents=((MUTATION, {"orders": requests}),),
+        )
+    ]
+    if settings.advertiser_ids:
+
+        def read(status: int, headers: Headers, body: bytes) -> str | RetryLater | Rejected:
+            page = read_commissions(status, headers, body, now)
+            if isinstance(page, CommissionsPage):
+                return f"commission records read ({len(page.records)} in the last hour)"
+            return page
+
+        call = commissions_call(
+            commissions(settings), secrets["token_env"], now - timedelta(hours=1), now
+        )
+        found.append(Probe("cj commission read", call, read))
+    return tuple(found)

@@ -161,15 +161,34 @@ def typed(**fields: object) -> CommissionRecord:
     [
         ({}, False),  # the original sale
         ({"original": True, "validationStatus": "DECLINED"}, False),  # still the original
-        ({"original": False, "correctionReason": "CANT_SHIP_OR_SOLD_OUT"}, True),  # reversal
         ({"original": False, "validationStatus": "DECLINED"}, True),  # the decline
         ({"original": False, "validationStatus": "declined"}, True),
+        (
+            {"original": False, "correctionReason": "OTHER_REASON", "validationStatus": "DECLINED"},
+            True,
+        ),
         ({"original": False, "validationStatus": "ACCEPTED"}, False),  # a restatement
-        ({"original": None, "correctionReason": "OTHER_REASON"}, False),  # unknown: not proof
+        ({"original": False, "validationStatus": "AUTOMATED"}, False),  # not open-ended: no word
+        ({"original": None, "validationStatus": "DECLINED"}, False),  # unknown: not proof
     ],
 )
 def test_what_counts_as_a_decline(fields: dict[str, object], declines: bool) -> None:  # noqa: FBT001 - a table column
     assert cj.is_decline(typed(**fields)) is declines
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"correctionReason": "CANT_SHIP_OR_SOLD_OUT"},  # a reversal
+        {"correctionReason": "RETURNED_MERCHANDISE", "validationStatus": "ACCEPTED"},  # restated
+        {"correctionReason": "OTHER_REASON", "validationStatus": "PENDING"},
+    ],
+)
+def test_a_correction_reason_without_a_declined_status_is_no_decline(
+    fields: dict[str, object],
+) -> None:
+    """Only `validationStatus` DECLINED says declined; a reason marks any correction."""
+    assert cj.is_decline(typed(original=False, **fields)) is False
 
 
 def test_declined_orders_are_the_orders_with_a_decline() -> None:
@@ -178,6 +197,7 @@ def test_declined_orders_are_the_orders_with_a_decline() -> None:
         typed(orderId="cancelled"),
         typed(orderId="cancelled", original=False, correctionReason="OTHER_REASON"),
         typed(orderId="cancelled", original=False, validationStatus="DECLINED"),
+        typed(orderId="restated", original=False, correctionReason="OTHER_REASON"),
         typed(orderId=None, original=False, validationStatus="DECLINED"),
     ]
     assert cj.declined_orders(records) == {"cancelled"}

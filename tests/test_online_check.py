@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from bridge.fake_cj import TOKEN as CJ_TOKEN
+from bridge.fake_cj import FakeCJ
 from bridge.online_check import Verdict, check_online
 from bridge.settings import Config, parse_settings, resolve
 from tests.fake_prime import FakePrime, PrimeOrder
@@ -21,6 +23,7 @@ ENV = {
     "SHOPLAZZA_CLIENT_SECRET": "shoplazza-secret",
     "PRIME_CLIENT_ID": PRIME_ID,
     "PRIME_CLIENT_SECRET": PRIME_SECRET,
+    "CJ_ACCESS_TOKEN": CJ_TOKEN,
 }
 ORDER = "322-KG36-AAAAA"
 
@@ -31,6 +34,26 @@ async def prime() -> AsyncIterator[FakePrime]:
     await fake.start()
     yield fake
     await fake.stop()
+
+
+@pytest.fixture
+async def cj() -> AsyncIterator[FakeCJ]:
+    fake = FakeCJ()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def cj_section(fake: FakeCJ, **extra: Any) -> dict[str, Any]:  # noqa: ANN401 - TOML values
+    return {
+        "url": fake.url,
+        "commissions_url": fake.commissions_url,
+        "enterprise_id": "1234567",
+        "action_tracker_id": 987654,
+        "open_ended_locking": True,
+        "order_id_from": "order_id",
+        **extra,
+    }
 
 
 def prime_section(fake: FakePrime, **extra: Any) -> dict[str, Any]:  # noqa: ANN401 - TOML values
@@ -151,3 +174,33 @@ async def test_the_command_prints_a_line_per_platform_and_exits_1_on_a_failure(
     assert "online: prime      FAILED token: " in out
     assert "wrong-secret-1234" not in out
     assert PRIME_SECRET not in out
+
+
+async def test_cj_documents_hold_against_the_introspected_schema(cj: FakeCJ) -> None:
+    found = await verdict(config_with({"cj": cj_section(cj)}), "cj")
+    assert (found.ok, found.detail) == (True, "cj tracking api schema read")
+    assert cj.calls == []  # validated against the schema only: nothing cancelled
+    assert cj.refused == []
+
+
+async def test_a_correction_reason_outside_cj_s_enum_fails_before_go_live(cj: FakeCJ) -> None:
+    """The seed's RETURNED is not in the live enum: the line says so, naming the value."""
+    config = config_with({"cj": cj_section(cj, reasons={"fraud": "RETURNED"})})
+    found = await verdict(config, "cj")
+    assert not found.ok
+    assert "ValidationError" in found.detail
+    assert "RETURNED" in found.detail
+    assert cj.calls == []
+
+
+async def test_cj_commission_read_checks_the_token(cj: FakeCJ) -> None:
+    section = cj_section(cj, advertiser_ids=["4567890"])
+    found = await verdict(config_with({"cj": section}), "cj")
+    assert found.ok, found.detail
+    assert "commission records read (0 in the last hour)" in found.detail
+    wrong = await verdict(
+        config_with({"cj": section}, {**ENV, "CJ_ACCESS_TOKEN": "nope-nope"}), "cj"
+    )
+    assert not wrong.ok
+    assert "credentials refused" in wrong.detail
+    assert "nope-nope" not in wrong.line()
