@@ -55,3 +55,26 @@ def unwrap_order(document: object) -> object:
         if isinstance(inner, dict):
             return inner
     return document
+
+
+def error_text(document: object) -> str:
+    """An error answer's message as one short text; "" when the body has none.
+
+    Shoplazza answers `{"errors": ["..."]}` or `{"error": "..."}` in 2022-01
+    (https://shoplazza.dev/reference/openapi2022-01ordersidcancel) and `{"code": "...",
+    "message": "..."}` in 2025-06 and later
+    (https://www.shoplazza.dev/v2025.06/reference/order-delete-v2025-06).
+    """
+    if not isinstance(document, dict):
+        return ""
+    found = document.get("errors") or document.get("error")
+    if isinstance(found, list):
+        return "; ".join(str(item) for item in found)[:300]
+    if isinstance(found, str):
+        return found[:300]
+    code, message = document.get("code"), document.get("message")
+    code_text = str(code) if isinstance(code, str | int) and not isinstance(code, bool) else ""
+    message_text = message if isinstance(message, str) else ""
+    if code_text and message_text:
+        return f"{code_text}: {message_text}"[:300]
+    return (message_text or code_text)[:300]

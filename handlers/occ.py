@@ -1,10 +1,15 @@
 """Oracle Commerce Cloud: the Cancel Order event webhook in (PLATFORMS.md section 3).
 
-Signature: `X-Oracle-CC-WebHook-Signature` = base64(HMAC(raw body, key)); the key is the webhook
-secret base64-decoded (Oracle bug 24619421; `key_encoding = "raw"` uses the secret's bytes) and
-the algorithm SHA-512 unless configured (`sha256`, `sha1` on older tenants). An Oracle sample
-names the header `X-Oracle-CC-WebHook-Signature-SHA512`: accepted too. The shop is the site:
-`x-ccsite`, else the body's `site`, else `order.siteId`. OCC sends no delivery id.
+Signature: base64(HMAC(raw body, key)); the key is the webhook secret base64-decoded (Oracle bug
+24619421; `key_encoding = "raw"` uses the secret's bytes). Two headers carry it, and a tenant may
+send both: `X-Oracle-CC-WebHook-Signature` (SHA-512 per the current docs,
+https://docs.oracle.com/en/cloud/saas/cx-commerce/ccdev/secure-webhooks.html; SHA-1 in 17.x,
+https://docs.oracle.com/cd/E90963_01/Cloud.10-17/ExtendingCC/html/s0304securewebhooks01.html;
+SHA-256 per https://docs.oracle.com/cd/E91846_01/Cloud.12-17/UsingCC/html/s3102webhooks01.html)
+and `X-Oracle-CC-WebHook-Signature-SHA512` (what Oracle's own extension code reads). A webhook
+is authentic when any header present verifies with its own algorithm (see `OCCSource.verify`).
+The shop is the site: `x-ccsite`, else the body's `site`, else `order.siteId`. OCC sends no
+delivery id.
 """
 
 from __future__ import annotations
@@ -52,9 +57,13 @@ from handlers.base import (
     retry_after_seconds,
 )
 
-SIGNATURE_HEADERS = ("X-Oracle-CC-WebHook-Signature", "X-Oracle-CC-WebHook-Signature-SHA512")
+PLAIN_HEADER = "X-Oracle-CC-WebHook-Signature"
+SHA512_HEADER = "X-Oracle-CC-WebHook-Signature-SHA512"
+SIGNATURE_HEADERS = (PLAIN_HEADER, SHA512_HEADER)
 SITE_HEADER = "x-ccsite"
 DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
+# The plain header's algorithm is the one whose digest has the decoded value's length.
+BY_DIGEST_SIZE: dict[int, SignatureAlgorithm] = {20: "sha1", 32: "sha256", 64: "sha512"}
 
 # OCC cancel reasons are tenant data; the documented ids map like this, the rest is `other`.
 REASONS: dict[str, CancelReason] = {
@@ -90,9 +99,31 @@ def sign(
     return base64.b64encode(mac).decode()
 
 
+def plain_algorithm(sent: bytes) -> SignatureAlgorithm | None:
+    """The algorithm a plain-header value stands for: its base64 digest's length decides.
+
+    20 bytes is SHA-1, 32 SHA-256, 64 SHA-512; a value that is not strict base64, or decodes to
+    another length, stands for none (that header fails; another one may still verify).
+    """
+    try:
+        decoded = base64.b64decode(sent, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return BY_DIGEST_SIZE.get(len(decoded))
+
+
 @dataclass(frozen=True, slots=True)
 class OCCSource:
-    """The OCC source as configured: which algorithm, how the secret becomes the key."""
+    """The OCC source as configured: how the secret becomes the key.
+
+    `algorithm` no longer steers verification (each header carries its own algorithm, see
+    `verify`); it is kept so existing `[sources.occ] algorithm = ...` settings stay valid, and
+    it now only documents which algorithm the tenant was set up with (`check-config` shows it).
+    Accepting any of the three costs nothing: an HMAC is unforgeable without the secret with
+    SHA-1 as with SHA-512 (RFC 2104; RFC 6151 section 2), and the digest length names the
+    algorithm without ambiguity. Tying the plain header to the setting is what refused every
+    webhook of tenants whose setting and sender disagreed.
+    """
 
     algorithm: SignatureAlgorithm = "sha512"
     key_encoding: KeyEncoding = "base64"
@@ -100,21 +131,33 @@ class OCCSource:
     def verify(
         self, headers: Headers, body: bytes, secrets: Sequence[SecretStr], now: datetime
     ) -> None:
-        """Base64 HMAC of the raw body with the current or the previous webhook secret."""
+        """Accept when any signature header present verifies with any secret (rotation).
+
+        `X-Oracle-CC-WebHook-Signature-SHA512` is HMAC-SHA-512. `X-Oracle-CC-WebHook-Signature`
+        is HMAC with the algorithm its digest length shows once base64-decoded (SHA-1, SHA-256
+        or SHA-512, `plain_algorithm`); undecodable or of another length, it fails and the other
+        header still counts. Comparisons are constant-time, of the base64 text as sent.
+        """
         del now  # OCC signs nothing dated
-        sent = next((v for name in SIGNATURE_HEADERS if (v := header(headers, name))), None)
-        if sent is None:
-            raise SignatureError(f"missing {SIGNATURE_HEADERS[0]} header")
-        sent_bytes = sent.encode("utf-8", "replace")
-        for secret in secrets:
-            mac = hmac.digest(
-                signing_key(secret.get_secret_value(), self.key_encoding),
-                body,
-                DIGESTS[self.algorithm],
-            )
-            if hmac.compare_digest(base64.b64encode(mac), sent_bytes):
-                return
-        raise SignatureError(f"{SIGNATURE_HEADERS[0]} does not match the body")
+        checks: list[tuple[bytes, SignatureAlgorithm]] = []
+        present = False
+        if (plain := header(headers, PLAIN_HEADER)) is not None:
+            present = True
+            plain_bytes = plain.encode("utf-8", "replace")  # bytes: no TypeError on odd input
+            if (algorithm := plain_algorithm(plain_bytes)) is not None:
+                checks.append((plain_bytes, algorithm))
+        if (sha512 := header(headers, SHA512_HEADER)) is not None:
+            present = True
+            checks.append((sha512.encode("utf-8", "replace"), "sha512"))
+        if not present:
+            raise SignatureError(f"missing {PLAIN_HEADER} header (or {SHA512_HEADER})")
+        keys = [signing_key(s.get_secret_value(), self.key_encoding) for s in secrets]
+        for sent, algorithm in checks:
+            for key in keys:
+                mac = base64.b64encode(hmac.digest(key, body, DIGESTS[algorithm]))
+                if hmac.compare_digest(mac, sent):
+                    return
+        raise SignatureError("no OCC signature header matches the body")
 
     def parse(
         self, headers: Headers, body: bytes, received_at: datetime
@@ -151,14 +194,16 @@ class OCCSource:
 
 
 def source(options: SourceOptions) -> OCCSource:
-    """The registry's factory: SHA-512 and a base64 key unless configured otherwise."""
+    """The registry's factory: a base64 key unless configured otherwise (`algorithm` is kept)."""
     return OCCSource(options.algorithm or "sha512", options.key_encoding or "base64")
 
 
 # --- target: cancel the order on OCC (PLATFORMS.md section 3, outbound) ---------------------
 
 HTTP_OK = 200
-TOKEN_LIFETIME = 300.0  # seconds: OCC admin tokens last 5 minutes
+# Seconds: tokens from an application key last 5 minutes
+# (https://docs.oracle.com/cd/E90963_01/Cloud.10-17/ExtendingCC/html/s0203refreshanaccesstoken01.html).
+TOKEN_LIFETIME = 300.0
 NOT_CANCELLABLE = "200101"
 NOT_FOUND = "210105"
 CONFIG_ERRORS = frozenset({"200126", "200218", "200219", "28107"})
@@ -202,7 +247,13 @@ def login_call(base_url: str, app_key: SecretStr) -> HttpCall:
 
 
 def read_login(status: int, headers: Headers, body: bytes) -> Token | RetryLater | Rejected:
-    """The login answer: the access token (5 minutes unless it says otherwise)."""
+    """The login answer: the access token, for `expires_in` seconds if given, else 5 minutes.
+
+    Oracle documents the answer as `{"access_token", "token_type": "bearer"}` with no
+    `expires_in` (https://docs.oracle.com/cd/E78936_01/Cloud.16-5/ExtendingCC/html/
+    s0203usetheapplicationkeyforauthentic01.html) and the lifetime as 5 minutes in prose; a
+    tenant that sends `expires_in` is believed. Either way a 401 fetches a new token once.
+    """
     del headers
     return read_access_token(
         status, body, who="occ login", refused=frozenset({401, 403}), lifetime=TOKEN_LIFETIME
@@ -210,7 +261,13 @@ def read_login(status: int, headers: Headers, body: bytes) -> Token | RetryLater
 
 
 def _error(body: bytes) -> tuple[str, str]:
-    """OCC's `{errorCode, message}` (codes arrive as strings or numbers)."""
+    """OCC's errorModel `{errorCode, message, status, ...}` (codes as strings or numbers).
+
+    https://docs.oracle.com/en/cloud/saas/cx-commerce/ccdev/error-messages.html: the fields are
+    strings, `status` repeats the HTTP status. Which HTTP status each code comes with is not
+    documented, so outcomes follow `errorCode`. The multiple-error format has no top-level
+    `errorCode`: the first entry of `errors` that has one stands for the answer.
+    """
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -218,6 +275,10 @@ def _error(body: bytes) -> tuple[str, str]:
     if not isinstance(document, dict):
         return "", ""
     code, message = document.get("errorCode"), document.get("message")
+    if code is None and isinstance(entries := document.get("errors"), list):
+        first = next((e for e in entries if isinstance(e, dict) and "errorCode" in e), None)
+        if first is not None:
+            code, message = first["errorCode"], first.get("message") or message
     return (str(code) if code is not None else ""), (str(message)[:300] if message else "")
 
 

@@ -22,7 +22,7 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError
 
 from contracts.events import MAX_TEXT, CancelReason, OrderCancelled, Source
-from contracts.shoplazza import ShoplazzaOrder, unwrap_order
+from contracts.shoplazza import ShoplazzaOrder, error_text, unwrap_order
 from handlers.base import (
     RETRYABLE_STATUSES,
     AlreadyDone,
@@ -161,7 +161,11 @@ def parse(headers: Headers, body: bytes, received_at: datetime) -> OrderCancelle
 # --- target: cancel the order on Shoplazza (PLATFORMS.md section 1, outbound) ---------------
 
 HTTP_OK = 200
-CONFIRM_STATUSES = frozenset({400, 406})  # "wrong state" (assumed for a re-cancel): read it
+# Statuses a re-cancel may get: undocumented. 406 is the documented "wrong state" answer
+# (https://shoplazza.dev/reference/http-status: "e.g. refund an order which is not in after-sale
+# status"), 400 the catch-all of every version, 422 "parameters formatted incorrectly". None of
+# them says "already cancelled" for sure, so each is settled by reading the order.
+CONFIRM_STATUSES = frozenset({400, 406, 422})
 DEFAULT_TARGET_REASONS: Mapping[CancelReason, str] = MappingProxyType(
     {
         CancelReason.CUSTOMER_REQUEST: "Customer request",
@@ -202,18 +206,11 @@ class ShopAccess:
 
 
 def _errors(body: bytes) -> str:
-    """Shoplazza's `{"errors": [...]}` or `{"error": "..."}` as one short text."""
+    """The error body's message (`contracts.shoplazza.error_text`); "" when it is not JSON."""
     try:
-        document = orjson.loads(body)
+        return error_text(orjson.loads(body))
     except orjson.JSONDecodeError:
         return ""
-    if isinstance(document, dict):
-        found = document.get("errors") or document.get("error")
-        if isinstance(found, list):
-            return "; ".join(str(item) for item in found)[:300]
-        if isinstance(found, str):
-            return found[:300]
-    return ""
 
 
 def _by_status(status: int, headers: Headers, body: bytes, now: datetime) -> Outcome | None:
@@ -226,19 +223,38 @@ def _by_status(status: int, headers: Headers, body: bytes, now: datetime) -> Out
     return None
 
 
-def confirm_read(status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
-    """The order as read after a "wrong state" answer: cancelled is done, anything else final."""
+def confirm_read(
+    status: int, headers: Headers, body: bytes, now: datetime, *, cause: str = ""
+) -> Outcome:
+    """The order as read after a "wrong state" answer: cancelled is done, anything else final.
+
+    `cause` is the cancel's own answer ("HTTP 406: ..."), kept in the outcome. The read is
+    `GET /openapi/{version}/orders/{id}`, the order bare or as `{"order": {...}}`
+    (https://shoplazza.dev/reference/api-usage).
+    """
+    because = f" (cancel answered {cause})" if cause else ""
     if (early := _by_status(status, headers, body, now)) is not None:
         return early
     if status != HTTP_OK:
-        return Rejected(f"shoplazza answered HTTP {status} to the order read")
+        detail = f": {text}" if (text := _errors(body)) else ""
+        return Rejected(f"shoplazza answered HTTP {status} to the order read{detail}{because}")
     try:
         order = ShoplazzaOrder.model_validate(unwrap_order(orjson.loads(body)))
     except (orjson.JSONDecodeError, ValidationError):
         return RetryLater("shoplazza order read: the answer is not an order")
     if (order.status or "").lower() == CANCELLED_STATUS:
         return AlreadyDone(f"shoplazza: order {order.id} is already cancelled")
-    return Rejected(f"shoplazza: order {order.id} is {order.status!r}, not cancellable")
+    return Rejected(f"shoplazza: order {order.id} is {order.status!r}, not cancellable{because}")
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfirmRead:
+    """`confirm_read` remembering what the cancel was answered."""
+
+    cause: str
+
+    def __call__(self, status: int, headers: Headers, body: bytes, now: datetime) -> Outcome:
+        return confirm_read(status, headers, body, now, cause=self.cause)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +306,11 @@ class ShoplazzaCancel:
     def interpret(
         self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
     ) -> Outcome | FollowUp:
-        """200 is done; "wrong state" (406, 400) reads the order; see `_by_status`."""
+        """200 is done; "wrong state" (406, 422, 400) reads the order; see `_by_status`.
+
+        A re-cancel's answer is undocumented (PLATFORMS.md section 1): whichever of the three
+        Shoplazza gives, the read decides (cancelled: `AlreadyDone`, else `Rejected`).
+        """
         order_id = unquote(call.url.removesuffix("/cancel").rpartition("/")[2])
         if status == HTTP_OK:
             return Delivered(reference=order_id, order_id=order_id)
@@ -302,7 +322,10 @@ class ShoplazzaCancel:
                 body=b"",
                 pace_key=call.pace_key,
             )
-            return FollowUp(read, confirm_read)
+            text = _errors(body)
+            return FollowUp(
+                read, _ConfirmRead(f"HTTP {status}: {text}" if text else f"HTTP {status}")
+            )
         if (early := _by_status(status, headers, body, now)) is not None:
             return early
         return Rejected(f"shoplazza answered HTTP {status}: {_errors(body)}")

@@ -1,15 +1,33 @@
 """A fake Shoplazza Open API: cancel and read orders as PLATFORMS.md section 1 describes.
 
-Stores are path prefixes (`/<shop>/openapi/<version>/...`), each with its Access-Token. Cancelling
-an open order answers 200 with the order; a cancelled or finished one 406; an unknown one 404
-`{"errors": ["Unable to find resource"]}`. Above 2 requests per second per store it answers a bare
-429 (a leaky bucket, as Shoplazza documents) and counts it in `too_fast`.
+Stores are path prefixes (`/<shop>/openapi/<version>/...`), each with its Access-Token. It answers
+only what Shoplazza documents, and where Shoplazza is silent the most conservative reading:
+
+- Cancel (https://shoplazza.dev/reference/openapi2022-01ordersidcancel): an open order 200 with
+  the order, bare; an unknown one 404 "Unable to find resource"; a finished one 406, the
+  documented "wrong state" status (https://shoplazza.dev/reference/http-status: "refund an order
+  which is not in after-sale status").
+- Re-cancel (the order is already cancelled): undocumented. `recancel_status` picks 406, 422 or
+  400; the default is **400**, the most conservative reading: it is the one status documented in
+  every API version (2022-01 and the 2025-06/2026-01 pages that group all errors into
+  400/403/500, https://www.shoplazza.dev/api/openapi), and the least telling: 400 also means bad
+  input or bad credentials (the seed files "Unauthorized" under it), so the bridge can only learn
+  "already cancelled" by reading the order.
+- Error bodies: `error_shape` picks 2022-01's `{"errors": ["..."]}` (401's `{"error": "..."}`, the
+  other documented 2022-01 shape) or 2025-06's `{"code": "...", "message": "..."}`
+  (https://www.shoplazza.dev/v2025.06/reference/order-delete-v2025-06). Codes other than the
+  documented `InvalidParameter` are the seed's 500 reason names (`NotFound`, `Unauthenticated`).
+- Read (`GET .../orders/{id}`): `{"order": {...}}`, as https://shoplazza.dev/reference/api-usage
+  shows it.
+- Above 2 requests per second per store a bare 429 (leaky bucket, no body or header documented),
+  counted in `too_fast`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiohttp import web
 
@@ -18,6 +36,11 @@ from tests.bridges import serve
 RATE_WINDOW = 0.95  # seconds: two requests per store within this are allowed, a third is 429
 RATE_LIMIT = 2
 
+RecancelStatus = Literal[400, 406, 422]
+ErrorShape = Literal["errors", "code"]
+RECANCEL_STATUSES: tuple[RecancelStatus, ...] = (400, 406, 422)
+ERROR_SHAPES: tuple[ErrorShape, ...] = ("errors", "code")
+
 
 @dataclass
 class FakeShoplazza:
@@ -25,6 +48,8 @@ class FakeShoplazza:
 
     tokens: dict[str, str]
     orders: dict[tuple[str, str], str] = field(default_factory=dict)
+    recancel_status: RecancelStatus = 400  # undocumented; see the module docstring
+    error_shape: ErrorShape = "errors"
     cancels: list[tuple[str, str]] = field(default_factory=list)
     reads: list[tuple[str, str]] = field(default_factory=list)
     too_fast: int = 0
@@ -33,9 +58,16 @@ class FakeShoplazza:
     _runner: web.AppRunner | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
+    def _error(self, status: int, code: str, message: str) -> web.Response:
+        if self.error_shape == "code":
+            return web.json_response({"code": code, "message": message}, status=status)
+        if status == 401:  # the seed's other shape, `{"error": "..."}`
+            return web.json_response({"error": message}, status=status)
+        return web.json_response({"errors": [message]}, status=status)
+
     def _refusal(self, request: web.Request, shop: str) -> web.Response | None:
         if request.headers.get("Access-Token") != self.tokens.get(shop):
-            return web.json_response({"error": "Unauthorized"}, status=401)
+            return self._error(401, "Unauthenticated", "Unauthorized")
         now = asyncio.get_running_loop().time()
         recent = [at for at in self._recent.get(shop, []) if at > now - RATE_WINDOW]
         if len(recent) >= RATE_LIMIT:
@@ -53,9 +85,11 @@ class FakeShoplazza:
             return refused
         status = self.orders.get((shop, order_id))
         if status is None:
-            return web.json_response({"errors": ["Unable to find resource"]}, status=404)
-        if status in ("cancelled", "finished"):
-            return web.json_response({"errors": ["order can not be cancelled"]}, status=406)
+            return self._error(404, "NotFound", "Unable to find resource")
+        if status == "cancelled":
+            return self._error(self.recancel_status, "InvalidParameter", "order status not allowed")
+        if status == "finished":
+            return self._error(406, "InvalidParameter", "order can not be cancelled")
         self.orders[(shop, order_id)] = "cancelled"
         async with self._changed:
             self.cancels.append((shop, order_id))
@@ -68,7 +102,7 @@ class FakeShoplazza:
             return refused
         self.reads.append((shop, order_id))
         if (shop, order_id) not in self.orders:
-            return web.json_response({"errors": ["Unable to find resource"]}, status=404)
+            return self._error(404, "NotFound", "Unable to find resource")
         return web.json_response({"order": self._order(shop, order_id)})
 
     async def wait_cancels(self, count: int) -> None:

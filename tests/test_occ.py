@@ -50,12 +50,98 @@ def test_the_sha512_header_variant_is_accepted() -> None:
 
 
 @pytest.mark.parametrize("digest", ["sha1", "sha256", "sha512"])
-def test_each_configured_algorithm(digest: str) -> None:
-    handler = source(SourceOptions(algorithm=digest))  # type: ignore[arg-type]
+@pytest.mark.parametrize("configured", [None, "sha1", "sha256", "sha512"])
+def test_the_plain_header_verifies_with_the_algorithm_its_length_shows(
+    digest: str, configured: str | None
+) -> None:
+    """`algorithm` no longer decides: a tenant's SHA-1, SHA-256 or SHA-512 all verify."""
+    handler = source(SourceOptions(algorithm=configured))  # type: ignore[arg-type]
     handler.verify(headers(mac(BODY, KEY, digest)), BODY, SECRETS, NOW)
-    if digest != "sha512":
-        with pytest.raises(SignatureError):
-            OCCSource().verify(headers(mac(BODY, KEY, digest)), BODY, SECRETS, NOW)
+
+
+PLAIN = "X-Oracle-CC-WebHook-Signature"
+SHA512_HEADER = "X-Oracle-CC-WebHook-Signature-SHA512"
+JUNK = base64.b64encode(b"j" * 64).decode()  # a SHA-512-sized value no secret makes
+
+
+def both(plain: str, sha512: str) -> dict[str, str]:
+    return {PLAIN: plain, SHA512_HEADER: sha512, "x-ccsite": "siteUS"}
+
+
+def test_a_sha1_plain_header_beside_a_valid_sha512_header_is_accepted() -> None:
+    """Oracle's older code signs the plain header with SHA-1, its newer the -SHA512 one."""
+    OCCSource().verify(both(mac(BODY, KEY, "sha1"), OPENSSL_SHA512), BODY, SECRETS, NOW)
+
+
+def test_a_wrong_plain_header_beside_a_valid_sha512_header_is_accepted() -> None:
+    """The plain header is checked first and fails; the -SHA512 header still counts."""
+    OCCSource().verify(both(mac(BODY, b"wrong-key", "sha1"), OPENSSL_SHA512), BODY, SECRETS, NOW)
+
+
+def test_a_valid_sha256_plain_header_beside_a_junk_sha512_header_is_accepted() -> None:
+    """The plain header's digest length (32 bytes) says SHA-256, whatever is configured."""
+    OCCSource().verify(both(mac(BODY, KEY, "sha256"), JUNK), BODY, SECRETS, NOW)
+
+
+@pytest.mark.parametrize(
+    "plain",
+    [
+        mac(BODY, KEY, "sha384"),  # 48 bytes: no algorithm of OCC's
+        base64.b64encode(hashlib.md5(BODY).digest()).decode(),  # noqa: S324 - 16 bytes, a length only
+        "not base64 !",
+        OPENSSL_SHA512.rstrip("="),  # undecodable: padding stripped
+    ],
+    ids=["sha384-length", "md5-length", "not-base64", "bad-padding"],
+)
+def test_an_unreadable_plain_header_still_lets_the_sha512_header_verify(plain: str) -> None:
+    OCCSource().verify(both(plain, OPENSSL_SHA512), BODY, SECRETS, NOW)
+    with pytest.raises(SignatureError):
+        OCCSource().verify(headers(plain), BODY, SECRETS, NOW)
+
+
+@pytest.mark.parametrize(
+    ("plain", "sha512"),
+    [
+        (mac(BODY, b"wrong-key", "sha1"), mac(BODY, b"wrong-key")),
+        (mac(BODY, KEY, "sha256")[:-4] + "AAA=", JUNK),
+    ],
+    ids=["both-wrong-key", "both-corrupt"],
+)
+def test_both_headers_wrong_is_refused_without_naming_the_secret(plain: str, sha512: str) -> None:
+    with pytest.raises(SignatureError) as caught:
+        OCCSource().verify(both(plain, sha512), BODY, SECRETS, NOW)
+    for secret in (SECRET, PREVIOUS, KEY.decode(), "the-previous-occ-secret"):
+        assert secret not in str(caught.value)
+
+
+def test_a_sha512_digest_in_the_sha512_header_is_never_read_as_another_algorithm() -> None:
+    """The -SHA512 header is SHA-512 only: a valid SHA-256 MAC there is refused."""
+    with pytest.raises(SignatureError):
+        OCCSource().verify(headers(mac(BODY, KEY, "sha256"), SHA512_HEADER), BODY, SECRETS, NOW)
+
+
+@pytest.mark.parametrize("configured", ["sha1", "sha256", "sha512"])
+def test_only_the_sha512_header_verifies_whatever_algorithm_is_configured(
+    configured: str,
+) -> None:
+    handler = source(SourceOptions(algorithm=configured))  # type: ignore[arg-type]
+    handler.verify(headers(OPENSSL_SHA512, SHA512_HEADER), BODY, SECRETS, NOW)
+
+
+@pytest.mark.parametrize(
+    ("plain", "sha512"),
+    [
+        (mac(BODY, b"the-previous-occ-secret", "sha1"), JUNK),
+        (JUNK, mac(BODY, b"the-previous-occ-secret")),
+        (mac(BODY, b"the-previous-occ-secret", "sha256"), mac(BODY, b"wrong-key")),
+    ],
+    ids=["previous-sha1-plain", "previous-sha512-header", "previous-sha256-plain"],
+)
+def test_key_rotation_either_secret_in_either_header(plain: str, sha512: str) -> None:
+    """While a secret rotates, each header may verify with the previous secret."""
+    OCCSource().verify(both(plain, sha512), BODY, SECRETS, NOW)
+    with pytest.raises(SignatureError):
+        OCCSource().verify(both(plain, sha512), BODY, (SecretStr(SECRET),), NOW)
 
 
 def test_raw_key_encoding_uses_the_secret_bytes() -> None:

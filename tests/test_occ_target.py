@@ -9,9 +9,22 @@ import pytest
 from multidict import CIMultiDict
 from pydantic import SecretStr
 
+from bridge.executor import Executor, HttpAnswer
+from bridge.tokens import TokenCache, with_token
 from contracts.events import CancelReason, OrderCancelled, Source
-from handlers.base import AlreadyDone, Delivered, FollowUp, HttpCall, Rejected, RetryLater, Token
+from handlers.base import (
+    AlreadyDone,
+    Delivered,
+    FollowUp,
+    HttpCall,
+    Outcome,
+    Rejected,
+    RetryLater,
+    TargetAdapter,
+    Token,
+)
 from handlers.occ import OCCTargetSettings, confirm_read, make_target, read_login
+from tests.fake_occ import FakeOCC
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
 APP_KEY = "occ-app-key-jwt"
@@ -135,6 +148,20 @@ def test_documented_answers(status: int, body: object, expected: object) -> None
     assert interpret(status, body) == expected
 
 
+def test_the_multiple_error_format_is_read_by_its_first_code() -> None:
+    """The multiple-error format: the first entry's code decides (no top-level errorCode)."""
+    body = {
+        "message": "Error while cancelling",
+        "errors": [{"errorCode": "210105", "message": "Order not found", "status": "400"}],
+        "status": "400",
+    }
+    assert interpret(400, body) == Rejected("occ: order not found (Order not found)")
+    follow = interpret(
+        400, {"errors": [{"message": "x"}, {"errorCode": "200101"}], "status": "400"}
+    )
+    assert isinstance(follow, FollowUp)
+
+
 def test_not_cancellable_reads_the_order() -> None:
     follow = interpret(400, error("200101", "Order cannot be cancelled"))
     assert isinstance(follow, FollowUp)
@@ -161,3 +188,107 @@ def test_not_cancellable_reads_the_order() -> None:
 def test_the_confirm_read(status: int, body: object, expected: object) -> None:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
     assert confirm_read(status, CIMultiDict(), raw, NOW) == expected
+
+
+# --- against the fake OCC, with each undocumented behaviour it can take ----------------------
+
+
+@pytest.mark.parametrize(("sent", "lifetime"), [(None, 300.0), (3600, 3600.0), (60, 60.0)])
+async def test_the_login_lifetime_is_expires_in_else_five_minutes(
+    sent: int | None, lifetime: float
+) -> None:
+    """OCC documents no `expires_in` (the fake omits it by default): then 5 minutes."""
+    fake = FakeOCC(app_key=APP_KEY, login_expires_in=sent)
+    await fake.start()
+    try:
+        made = make_target(
+            OCCTargetSettings(base_url=fake.url), {"app_key_env": SecretStr(APP_KEY)}
+        )
+        assert made.auth is not None
+        async with Executor.running() as executor:
+            answer = await executor.call(made.auth.request, within=5)
+        assert isinstance(answer, HttpAnswer)
+        assert made.auth.read(answer.status, answer.headers, answer.body) == Token(
+            SecretStr("occ-token-1"), lifetime
+        )
+        refused = make_target(
+            OCCTargetSettings(base_url=fake.url), {"app_key_env": SecretStr("wrong")}
+        ).auth
+        assert refused is not None
+        async with Executor.running() as executor:
+            answer = await executor.call(refused.request, within=5)
+        assert isinstance(answer, HttpAnswer)
+        assert refused.read(answer.status, answer.headers, answer.body) == Rejected(
+            "occ login refused the credentials (HTTP 401)"
+        )
+    finally:
+        await fake.stop()
+
+
+async def test_the_target_against_the_fake_for_each_documented_answer() -> None:
+    """Open, removed, shipped, unknown, bad reason, no site: the outcomes PLATFORMS.md maps."""
+    fake = FakeOCC(app_key=APP_KEY)
+    fake.orders.update(
+        {("siteUS", "o1"): "SUBMITTED", ("siteUS", "o2"): "REMOVED", ("siteUS", "o3"): "SHIPPED"}
+    )
+    fake.orders[("siteEU", "o5")] = "SUBMITTED"
+    await fake.start()
+    try:
+        settings = OCCTargetSettings.model_validate(
+            {
+                "base_url": fake.url,
+                "default_site": "siteUS",
+                "sites": {"siteEU": {"reasons": {"fraud": "betrugsverdacht"}}},
+            }
+        )
+        made = make_target(settings, {"app_key_env": SecretStr(APP_KEY)})
+        assert made.auth is not None
+        async with Executor.running() as executor:
+            token = await TokenCache(made.auth, executor, 5).get()
+            assert isinstance(token, str), token
+            outcomes = [
+                await attempt(executor, made.adapter, linked, token)
+                for linked in ("o1", "o2", "o3", "o4", "siteEU/o5")
+            ]
+            no_site = await executor.call(
+                HttpCall(
+                    "POST",
+                    f"{fake.url}/ccadmin/v1/orders/cancel",
+                    {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                    orjson.dumps({"orderId": "o1", "cancelReason": "changeOfMind"}),
+                ),
+                within=5,
+            )
+    finally:
+        await fake.stop()
+    assert outcomes == [
+        Delivered(reference="o1", order_id="o1"),
+        AlreadyDone("occ: order o2 is already REMOVED"),
+        Rejected("occ: order o3 is 'SHIPPED', not cancellable"),
+        Rejected("occ: order not found (Order o4 not found.)"),
+        Rejected(
+            "occ: 200218 Invalid cancel reason betrugsverdacht."
+            " (check [targets.occ] reasons and sites)"
+        ),
+    ]
+    assert fake.cancels == [("siteUS", "o1", "cannotProcessOrder")]
+    assert isinstance(no_site, HttpAnswer)
+    assert orjson.loads(no_site.body) == {
+        "errorCode": "200126",
+        "message": "Invalid Input.",
+        "status": "400",
+    }
+
+
+async def attempt(executor: Executor, adapter: TargetAdapter, linked: str, token: str) -> Outcome:
+    """One delivery as the worker makes it (bearer added), over real HTTP."""
+    call = adapter.build(event(), NOW, linked)
+    assert isinstance(call, HttpCall), call
+    answer = await executor.call(with_token(call, token), within=5)
+    assert isinstance(answer, HttpAnswer), answer
+    result = adapter.interpret(call, answer.status, answer.headers, answer.body, NOW)
+    while isinstance(result, FollowUp):
+        answer = await executor.call(with_token(result.call, token), within=5)
+        assert isinstance(answer, HttpAnswer), answer
+        result = result.then(answer.status, answer.headers, answer.body, NOW)
+    return result

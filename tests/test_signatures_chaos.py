@@ -1,7 +1,7 @@
 """Signatures through the real receiver: every wrong one is 401, and a rotation's grace ends.
 
-Wrong secret, wrong algorithm, truncated, hex instead of base64, a previous secret after
-`previous_secret_until`: all 401, nothing published (the answer is never `accepted`).
+Wrong secret, wrong algorithm, truncated, hex instead of base64, both OCC headers wrong, a previous
+secret after `previous_secret_until`: all 401, nothing published (the answer is never `accepted`).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ async def test_every_wrong_signature_is_401(aiohttp_client: ClientFactory, amqp_
     occ_headers = {"x-ccsite": "siteUS"}
     for case, signature in {
         "wrong secret": occ_sign(body, base64.b64encode(b"other").decode()),
-        "wrong algorithm": occ_sign(body, OCC_SECRET, "sha256"),
+        "algorithm OCC never uses": mac(body, b"occ-signature-test-key", "sha384"),
+        "sha256 with a wrong secret": occ_sign(body, base64.b64encode(b"other").decode(), "sha256"),
         "raw key": occ_sign(body, OCC_SECRET, encoding="raw"),
         "truncated": occ_sign(body, OCC_SECRET)[:30],
         "hex": hmac.new(b"occ-signature-test-key", body, hashlib.sha512).hexdigest(),
@@ -106,6 +107,14 @@ async def test_every_wrong_signature_is_401(aiohttp_client: ClientFactory, amqp_
             {**occ_headers, "X-Oracle-CC-WebHook-Signature": signature},
         )
         assert (status, answer["error"]) == (401, "bad_signature"), case
+    wrong_both = {
+        **occ_headers,
+        "X-Oracle-CC-WebHook-Signature": occ_sign(body, OCC_PREVIOUS + "x", "sha1"),
+        "X-Oracle-CC-WebHook-Signature-SHA512": occ_sign(body, OCC_SECRET)[:-4] + "AAA=",
+    }
+    status, answer = await post(client, "/webhooks/occ", body, wrong_both)
+    assert (status, answer["error"]) == (401, "bad_signature"), "both headers wrong"
+    assert OCC_SECRET not in str(answer)
 
 
 async def test_the_previous_secret_works_until_its_grace_ends(
