@@ -264,11 +264,12 @@ def via(amqp_url: str, port: int) -> str:
 
 @pytest.fixture
 async def cj() -> AsyncIterator[FakeCJ]:
-    """A fake CJ on an ephemeral loopback port."""
+    """A fake CJ on an ephemeral loopback port; no request may fall outside CJ's schema."""
     fake = FakeCJ()
     await fake.start()
     yield fake
     await fake.stop()
+    assert fake.refused == [], "a request outside CJ's published schema (see fake.refused)"
 
 
 def postgres_server() -> str:

@@ -123,6 +123,15 @@ DOCS_EXAMPLE = (
 
 
 @pytest.fixture
+async def cj() -> AsyncIterator[FakeCJ]:
+    """The fake CJ without conftest's teardown check: these tests send refused requests."""
+    fake = FakeCJ()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
