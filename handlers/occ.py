@@ -18,7 +18,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -41,6 +41,7 @@ from handlers.base import (
     KeyEncoding,
     MalformedPayloadError,
     Outcome,
+    Probe,
     Rejected,
     RetryLater,
     SignatureAlgorithm,
@@ -378,6 +379,79 @@ def _refusal(status: int, code: str, message: str) -> Rejected:
 def target_secret_envs(settings: OCCTargetSettings) -> dict[str, str]:
     """The application key OCC logs in with."""
     return {"app_key_env": settings.app_key_env}
+
+
+REASONS_PATH = "/ccadmin/v1/reasons?type=cancelReasons"
+
+
+def _active_reasons(body: bytes) -> frozenset[str] | None:
+    """The active cancel reason ids in a `GET /ccadmin/v1/reasons` answer; None if unreadable.
+
+    Documented as `[{id, description, readableDescription, active}]` (the page's example is a
+    bare list, its schema an object): a list, or an object's `items`, both read.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    items = document.get("items") if isinstance(document, dict) else document
+    if not isinstance(items, list):
+        return None
+    return frozenset(
+        str(item["id"])
+        for item in items
+        if isinstance(item, dict) and item.get("id") is not None and item.get("active") is not False
+    )
+
+
+def _read_reasons(
+    site: str | None, wanted: frozenset[str], now: datetime
+) -> Callable[[int, Headers, bytes], str | Rejected | RetryLater]:
+    where = f"site {site}" if site else "the default site"
+
+    def read(status: int, headers: Headers, body: bytes) -> str | Rejected | RetryLater:
+        if status in (401, 403):
+            return Rejected(f"occ reasons read: credentials refused (HTTP {status})")
+        if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+            return RetryLater(f"occ answered HTTP {status}", retry_after_seconds(headers, now))
+        active = _active_reasons(body) if status == HTTP_OK else None
+        if active is None:
+            code, message = _error(body)
+            return Rejected(f"occ reasons read at {where}: HTTP {status} {code} {message}".strip())
+        if missing := sorted(wanted - active):
+            return Rejected(
+                f"cancel reason ids not active at {where}: {', '.join(missing)}"
+                " (set [targets.occ] reasons to ids the tenant lists)"
+            )
+        return f"{where}: the {len(wanted)} cancel reason ids in use are active"
+
+    return read
+
+
+def target_probes(
+    settings: OCCTargetSettings, secrets: Mapping[str, SecretStr], now: datetime
+) -> tuple[Probe, ...]:
+    """After the login (the target's `auth`), each site's cancel reasons list, read.
+
+    `GET /ccadmin/v1/reasons?type=cancelReasons` (https://docs.oracle.com/en/cloud/saas/
+    cx-commerce/cxocc/op-ccadmin-v1-reasons-get.html): every reason id the bridge would send
+    to that site must be listed and active, or OCC refuses the cancel with 200218/200219.
+    """
+    del secrets
+    base = settings.base_url.rstrip("/")
+    reasons = {**DEFAULT_CANCEL_REASONS, **settings.reasons}
+    named = {*settings.sites, *([settings.default_site] if settings.default_site else [])}
+    sites: list[str | None] = [*sorted(named)] or [None]
+    found = []
+    for site in sites:
+        used = {**reasons, **(settings.sites[site].reasons if site in settings.sites else {})}
+        headers = {"Accept": "application/json", **({SITE_HEADER: site} if site else {})}
+        call = HttpCall(method="GET", url=base + REASONS_PATH, headers=headers, body=b"")
+        wanted = frozenset(used.values())
+        found.append(
+            Probe(f"occ reasons {site}", call, _read_reasons(site, wanted, now), bearer=True)
+        )
+    return tuple(found)
 
 
 def make_target(settings: OCCTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:

@@ -25,9 +25,14 @@ TARGETS: Mapping[str, TargetSpec] = MappingProxyType(
     {
         "cj": TargetSpec(cj.CJSettings, cj.secret_envs, cj.make, cj.probes),
         "shoplazza": TargetSpec(
-            shoplazza.ShoplazzaTargetSettings, shoplazza.target_secret_envs, shoplazza.make_target
+            shoplazza.ShoplazzaTargetSettings,
+            shoplazza.target_secret_envs,
+            shoplazza.make_target,
+            shoplazza.target_probes,
         ),
-        "occ": TargetSpec(occ.OCCTargetSettings, occ.target_secret_envs, occ.make_target),
+        "occ": TargetSpec(
+            occ.OCCTargetSettings, occ.target_secret_envs, occ.make_target, occ.target_probes
+        ),
         "prime": TargetSpec(
             prime.PrimeTargetSettings,
             prime.target_secret_envs,

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -34,6 +34,7 @@ from handlers.base import (
     Ignored,
     MalformedPayloadError,
     Outcome,
+    Probe,
     Rejected,
     RetryLater,
     SignatureError,
@@ -213,7 +214,9 @@ def _errors(body: bytes) -> str:
         return ""
 
 
-def _by_status(status: int, headers: Headers, body: bytes, now: datetime) -> Outcome | None:
+def _by_status(
+    status: int, headers: Headers, body: bytes, now: datetime
+) -> Rejected | RetryLater | None:
     if status in (401, 403):
         return Rejected(f"shoplazza credentials refused (HTTP {status})")
     if status == 404:  # noqa: PLR2004 - "Record not found"
@@ -331,14 +334,54 @@ class ShoplazzaCancel:
         return Rejected(f"shoplazza answered HTTP {status}: {_errors(body)}")
 
 
-def target_secret_envs(settings: ShoplazzaTargetSettings) -> dict[str, str]:
-    """One Access-Token variable per store."""
-    return {f"shops.{shop}.token_env": s.token_env for shop, s in settings.shops.items()}
+def _read_orders(
+    shop: str, now: datetime
+) -> Callable[[int, Headers, bytes], str | Rejected | RetryLater]:
+    """`check-config --online`: the store's order list must answer 200 to its Access-Token."""
+
+    def read(status: int, headers: Headers, body: bytes) -> str | Rejected | RetryLater:
+        if (early := _by_status(status, headers, body, now)) is not None:
+            return early
+        if status != HTTP_OK:
+            detail = f": {text}" if (text := _errors(body)) else ""
+            return Rejected(f"shoplazza {shop}: HTTP {status} to the order list{detail}")
+        return f"{shop}: orders read"
+
+    return read
 
 
-def make_target(settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
-    """The Shoplazza target from `[targets.shoplazza]` and the stores' tokens."""
-    shops = {
+def target_probes(
+    settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretStr], now: datetime
+) -> tuple[Probe, ...]:
+    """Per store, an authenticated read: `GET /openapi/{version}/orders?limit=1`.
+
+    The order list (scope `read_order`, which the confirm-read needs too) answers 200 to a good
+    Access-Token; nothing is changed (https://www.shoplazza.dev/api/202201/openapi).
+    """
+    return tuple(
+        Probe(
+            f"shoplazza {shop} order list",
+            HttpCall(
+                method="GET",
+                url=f"{access.base_url}/openapi/{access.api_version}/orders?limit=1",
+                headers={
+                    "Access-Token": access.token.get_secret_value(),
+                    "Accept": "application/json",
+                },
+                body=b"",
+                pace_key=shop,
+            ),
+            _read_orders(shop, now),
+        )
+        for shop, access in sorted(_shops(settings, secrets).items())
+    )
+
+
+def _shops(
+    settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretStr]
+) -> dict[str, ShopAccess]:
+    """Each store's base URL, API version and Access-Token, by its lowercased domain."""
+    return {
         shop.lower().rstrip("."): ShopAccess(
             (s.base_url or f"https://{shop}").rstrip("/"),
             s.api_version,
@@ -346,6 +389,16 @@ def make_target(settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretS
         )
         for shop, s in settings.shops.items()
     }
+
+
+def target_secret_envs(settings: ShoplazzaTargetSettings) -> dict[str, str]:
+    """One Access-Token variable per store."""
+    return {f"shops.{shop}.token_env": s.token_env for shop, s in settings.shops.items()}
+
+
+def make_target(settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
+    """The Shoplazza target from `[targets.shoplazza]` and the stores' tokens."""
+    shops = _shops(settings, secrets)
     default = settings.default_shop.lower().rstrip(".") if settings.default_shop else None
     adapter = ShoplazzaCancel(shops, default, {**DEFAULT_TARGET_REASONS, **settings.reasons})
     summary = (

@@ -19,6 +19,11 @@ It answers only what Oracle documents, and where Oracle is silent the most conse
   of each code is undocumented: all answer 400, the status of Oracle's only example. Auth
   failures (401) carry no `errorCode`: their codes are undocumented, so the bridge must not need
   one.
+- The reasons list (`GET /ccadmin/v1/reasons?type=cancelReasons`) is a JSON list of
+  `{id, description, readableDescription, active}` as the page's example shows (its schema names
+  an object; the bridge reads both), `200213` for an unknown type
+  (https://docs.oracle.com/en/cloud/saas/cx-commerce/cxocc/op-ccadmin-v1-reasons-get.html).
+  `inactive_reasons` are listed inactive, and a cancel with one answers `200219`.
 - The order read (`GET /ccadmin/v1/orders/{id}`) uses `x-ccsite` when sent; without it the admin
   API applies to the instance as a whole
   (https://docs.oracle.com/en/cloud/saas/cx-commerce/ccdev/use-apis-instances-running-multiple-sites.html).
@@ -37,6 +42,16 @@ CANCEL_REASONS = frozenset(
     {"changeOfMind", "cannotProcessOrder", "paymentNotReceived", "noLongerNeeded"}
 )
 NOT_CANCELLABLE_STATES = frozenset({"REMOVED", "SHIPPED"})
+# https://docs.oracle.com/en/cloud/saas/cx-commerce/cxocc/op-ccadmin-v1-reasons-get.html
+REASON_TYPES = frozenset(
+    {
+        "appeasementReason",
+        "cancelReasons",
+        "priceOverrideReasons",
+        "returnReasons",
+        "returnItemDisposition",
+    }
+)
 
 
 def _error(code: str | None, message: str, status: int = 400) -> web.Response:
@@ -55,6 +70,7 @@ class FakeOCC:
     cancels: list[tuple[str, str, str]] = field(default_factory=list)
     logins: int = 0
     login_expires_in: int | None = None  # undocumented: omitted unless set
+    inactive_reasons: set[str] = field(default_factory=set)  # listed, `active: false`
     url: str = ""
     _tokens: set[str] = field(default_factory=set)
     _runner: web.AppRunner | None = None
@@ -107,6 +123,8 @@ class FakeOCC:
             return _error("210105", f"Order {order_id} not found.")
         if reason not in CANCEL_REASONS:
             return _error("200218", f"Invalid cancel reason {reason}.")
+        if reason in self.inactive_reasons:
+            return _error("200219", f"Inactive cancel reason {reason}.")
         if state in NOT_CANCELLABLE_STATES:
             return _error("200101", "Order is not in a state that can be cancelled.")
         return None
@@ -125,12 +143,33 @@ class FakeOCC:
         at, state = found[0]
         return web.json_response({"id": order_id, "state": state, "siteId": at})
 
+    async def _reasons(self, request: web.Request) -> web.Response:
+        """`GET /ccadmin/v1/reasons?type=cancelReasons`: a list, as the page's example shows."""
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
+        if request.query.get("type") not in REASON_TYPES:
+            return _error("200213", "Invalid reason type passed.")
+        if request.query["type"] != "cancelReasons":
+            return web.json_response([])
+        return web.json_response(
+            [
+                {
+                    "id": reason,
+                    "description": reason,
+                    "readableDescription": reason,
+                    "active": reason not in self.inactive_reasons,
+                }
+                for reason in sorted(CANCEL_REASONS)
+            ]
+        )
+
     async def start(self) -> None:
         """Serve on an ephemeral loopback port."""
         app = web.Application()
         app.router.add_post("/ccadmin/v1/login", self._login)
         app.router.add_post("/ccadmin/v1/orders/cancel", self._cancel)
         app.router.add_get("/ccadmin/v1/orders/{order_id}", self._read)
+        app.router.add_get("/ccadmin/v1/reasons", self._reasons)
         self._runner, self.url = await serve(app)
 
     async def stop(self) -> None:

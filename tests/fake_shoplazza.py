@@ -105,6 +105,20 @@ class FakeShoplazza:
             return self._error(404, "NotFound", "Unable to find resource")
         return web.json_response({"order": self._order(shop, order_id)})
 
+    async def _list(self, request: web.Request) -> web.Response:
+        """`GET /openapi/{version}/orders`: the store's orders, at most `limit` (250 at most)."""
+        shop = request.match_info["shop"]
+        if (refused := self._refusal(request, shop)) is not None:
+            return refused
+        try:
+            limit = int(request.query.get("limit", "50"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 250:
+            return self._error(400, "InvalidParameter", "limit must be between 1 and 250")
+        mine = [self._order(shop, order_id) for (at, order_id) in self.orders if at == shop]
+        return web.json_response({"orders": mine[:limit]})
+
     async def wait_cancels(self, count: int) -> None:
         """Return once `count` orders were cancelled."""
         async with self._changed:
@@ -116,6 +130,7 @@ class FakeShoplazza:
         prefix = "/{shop}/openapi/{version}/orders/{order_id}"
         app.router.add_post(prefix + "/cancel", self._cancel)
         app.router.add_get(prefix, self._read)
+        app.router.add_get("/{shop}/openapi/{version}/orders", self._list)
         self._runner, self.url = await serve(app)
 
     async def stop(self) -> None:

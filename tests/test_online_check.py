@@ -15,7 +15,9 @@ from bridge.fake_cj import TOKEN as CJ_TOKEN
 from bridge.fake_cj import FakeCJ
 from bridge.online_check import Verdict, check_online
 from bridge.settings import Config, parse_settings, resolve
+from tests.fake_occ import FakeOCC
 from tests.fake_prime import FakePrime, PrimeOrder
+from tests.fake_shoplazza import FakeShoplazza
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 PRIME_ID, PRIME_SECRET = "prime-client", "prime-secret-value-77"
@@ -66,10 +68,14 @@ def prime_section(fake: FakePrime, **extra: Any) -> dict[str, Any]:  # noqa: ANN
 
 
 def config_with(targets: dict[str, Any], env: dict[str, str] | None = None) -> Config:
+    source = "occ" if "shoplazza" in targets else "shoplazza"  # never routed to itself
     document = {
-        "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"}},
+        "sources": {
+            "shoplazza": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"},
+            "occ": {"secret_env": "SHOPLAZZA_CLIENT_SECRET"},
+        },
         "targets": targets,
-        "routes": {"shoplazza": sorted(targets)},
+        "routes": {source: sorted(targets)},
     }
     return resolve(parse_settings(document), env or ENV)
 
@@ -204,3 +210,58 @@ async def test_cj_commission_read_checks_the_token(cj: FakeCJ) -> None:
     assert not wrong.ok
     assert "credentials refused" in wrong.detail
     assert "nope-nope" not in wrong.line()
+
+
+SHOP = "demo.myshoplaza.com"
+
+
+async def test_shoplazza_each_store_answers_an_authenticated_read() -> None:
+    fake = FakeShoplazza(tokens={SHOP: "store-token-1"}, orders={(SHOP, "1001"): "opened"})
+    await fake.start()
+    try:
+        section = {"shops": {SHOP: {"token_env": "SL_TOKEN", "base_url": f"{fake.url}/{SHOP}"}}}
+        good = await verdict(
+            config_with({"shoplazza": section}, {**ENV, "SL_TOKEN": "store-token-1"}), "shoplazza"
+        )
+        bad = await verdict(
+            config_with({"shoplazza": section}, {**ENV, "SL_TOKEN": "stale-token-2"}), "shoplazza"
+        )
+    finally:
+        await fake.stop()
+    assert (good.ok, good.detail) == (True, f"{SHOP}: orders read")
+    assert not bad.ok
+    assert "credentials refused (HTTP 401)" in bad.detail
+    assert "stale-token-2" not in bad.line()
+    assert fake.cancels == []
+    assert fake.orders[(SHOP, "1001")] == "opened"
+
+
+async def test_occ_login_and_every_reason_id_in_use_is_active() -> None:
+    fake = FakeOCC(app_key="occ-app-key-1", orders={("siteUS", "o30413"): "SUBMITTED"})
+    await fake.start()
+    try:
+        section = {"base_url": fake.url, "default_site": "siteUS"}
+        env = {**ENV, "OCC_APP_KEY": "occ-app-key-1"}
+        good = await verdict(config_with({"occ": section}, env), "occ")
+        fake.inactive_reasons.add("paymentNotReceived")
+        inactive = await verdict(config_with({"occ": section}, env), "occ")
+        unknown = await verdict(
+            config_with({"occ": {**section, "reasons": {"fraud": "suspectedFraud"}}}, env), "occ"
+        )
+        refused = await verdict(
+            config_with({"occ": section}, {**ENV, "OCC_APP_KEY": "old-key-9"}), "occ"
+        )
+    finally:
+        await fake.stop()
+    assert good.ok, good.detail
+    assert good.detail == (
+        "token endpoint answered; site siteUS: the 3 cancel reason ids in use are active"
+    )
+    assert not inactive.ok
+    assert "not active at site siteUS: paymentNotReceived" in inactive.detail
+    assert not unknown.ok
+    assert "suspectedFraud" in unknown.detail
+    assert not refused.ok
+    assert refused.detail.startswith("token: ")
+    assert "old-key-9" not in refused.line()
+    assert fake.cancels == []
