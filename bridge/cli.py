@@ -72,7 +72,8 @@ def describe(config: Config, path: Path, env: Mapping[str, str]) -> str:
         )
         options = SOURCES[source].options
         signature = (
-            f"; HMAC-{(src.algorithm or 'sha512').upper()}, {src.key_encoding or 'base64'} key"
+            f"; HMAC by each signature header's own algorithm (SHA-512 header; plain header"
+            f" SHA-1/256/512 by length), {src.key_encoding or 'base64'} key"
             if "algorithm" in options
             else ""
         )
