@@ -21,8 +21,10 @@ from bridge.graphql_schemas import check_document
 from bridge.settings import Config
 from bridge.targets import build
 from bridge.tokens import TokenCache, with_token
-from handlers.base import Probe, Rejected, RetryLater, TargetBuild
+from handlers.base import ApiSource, Probe, Rejected, RetryLater, TokenAuth
 from handlers.registry import TARGETS
+
+SOURCE_TIMEOUT = 10.0  # seconds per call for a source's probes (sources have no timeout setting)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +57,7 @@ def _schema_problem(probe: Probe, body: bytes) -> str | None:
     return None
 
 
-async def _probe(
-    probe: Probe, made: TargetBuild, executor: Executor, cache: TokenCache | None
-) -> str:
+async def _probe(probe: Probe, within: float, executor: Executor, cache: TokenCache | None) -> str:
     """What `probe` showed; `_BrokenWireError` says why when the wire does not hold."""
     call = probe.call
     if probe.bearer and cache is not None:
@@ -65,7 +65,7 @@ async def _probe(
         if not isinstance(token, str):
             raise _BrokenWireError(f"token: {token.reason}")
         call = with_token(call, token)
-    answer = await executor.call(call, within=made.timeout)
+    answer = await executor.call(call, within=within)
     if isinstance(answer, RetryLater):
         raise _BrokenWireError(f"{probe.what}: {answer.reason}")
     shown = probe.read(answer.status, answer.headers, answer.body)
@@ -76,19 +76,19 @@ async def _probe(
     return shown
 
 
-async def _target(
-    name: str, made: TargetBuild, probes: Sequence[Probe], executor: Executor
+async def _platform(
+    name: str, auth: TokenAuth | None, within: float, probes: Sequence[Probe], executor: Executor
 ) -> Verdict:
     shown: list[str] = []
     cache = None
-    if made.auth is not None:
-        cache = TokenCache(made.auth, executor, made.timeout)
+    if auth is not None:
+        cache = TokenCache(auth, executor, within)
         token = await cache.get()
         if not isinstance(token, str):
             return Verdict(name, ok=False, detail=f"token: {token.reason}")
         shown.append("token endpoint answered")
     try:
-        shown.extend([await _probe(probe, made, executor, cache) for probe in probes])
+        shown.extend([await _probe(probe, within, executor, cache) for probe in probes])
     except _BrokenWireError as exc:
         return Verdict(name, ok=False, detail=str(exc))
     if not shown:
@@ -99,14 +99,23 @@ async def _target(
 async def check_online(
     config: Config, now: datetime, targets: Sequence[str] | None = None
 ) -> list[Verdict]:
-    """A verdict per routed target (or per name in `targets`), in a stable order."""
+    """A verdict per source that calls its platform's API, then per routed target.
+
+    With `targets`, only those targets are checked, and no source.
+    """
     names = targets if targets is not None else config.settings.targets_in_use()
+    sources = config.source_handlers.items() if targets is None else ()
     verdicts = []
     async with Executor.running(connections=4) as executor:
+        for source, handler in sorted(sources):
+            if isinstance(handler, ApiSource):
+                auth, probes = handler.online_probes()
+                platform = f"{source.value} (source)"
+                verdicts.append(await _platform(platform, auth, SOURCE_TIMEOUT, probes, executor))
         for name in names:
             made = build(config, name)
             spec, secrets = TARGETS[name], config.target_secrets.get(name, {})
             section = getattr(config.settings.targets, name)
             probes = spec.probes(section, secrets, now) if spec.probes is not None else ()
-            verdicts.append(await _target(name, made, probes, executor))
+            verdicts.append(await _platform(name, made.auth, made.timeout, probes, executor))
     return verdicts

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import orjson
 from graphql import get_introspection_query
@@ -323,6 +323,14 @@ class Probe:
     read: ProbeRead
     bearer: bool = False
     documents: tuple[tuple[str, object], ...] = ()
+
+
+@runtime_checkable
+class ApiSource(Protocol):
+    """A source that calls its platform's API itself (thin webhooks completed by a read)."""
+
+    def online_probes(self) -> tuple[TokenAuth | None, tuple[Probe, ...]]:
+        """For `check-config --online`: its token endpoint (if any), then harmless calls."""
 
 
 INTROSPECTION_QUERY = get_introspection_query(descriptions=False)

@@ -663,6 +663,14 @@ class PrimeSource:
     def __post_init__(self) -> None:
         documents_for(self.api_version)  # refuse a version with no transcribed schema
 
+    def online_probes(self) -> tuple[TokenAuth | None, tuple[Probe, ...]]:
+        """The token endpoint of `[sources.prime.api]`; the order query is the target's probe.
+
+        The order read needs an order and its store, which only an event names: with
+        `[targets.prime] test_order_id` the same query is run by the target's probes.
+        """
+        return self.token_auth, ()
+
     def verify(
         self, headers: Headers, body: bytes, secrets: Sequence[SecretStr], now: datetime
     ) -> None:

@@ -265,3 +265,32 @@ async def test_occ_login_and_every_reason_id_in_use_is_active() -> None:
     assert refused.detail.startswith("token: ")
     assert "old-key-9" not in refused.line()
     assert fake.cancels == []
+
+
+async def test_a_prime_source_s_api_credentials_are_checked_too(prime: FakePrime) -> None:
+    """Thin Prime webhooks are completed with the source's own API credentials: its line."""
+
+    def config(secret: str) -> Config:
+        document = {
+            "sources": {
+                "prime": {
+                    "secret_env": "PRIME_WEBHOOK_SECRET",
+                    "username": "prime-webhooks",
+                    "api": {
+                        "client_id_env": "PRIME_CLIENT_ID",
+                        "client_secret_env": "PRIME_CLIENT_SECRET",
+                        "api_url": f"{prime.url}/graphql",
+                        "token_url": f"{prime.url}/token",
+                    },
+                }
+            }
+        }
+        env = {**ENV, "PRIME_WEBHOOK_SECRET": "hook-secret", "PRIME_CLIENT_SECRET": secret}
+        return resolve(parse_settings(document), env)
+
+    assert [v.line() for v in await check_online(config(PRIME_SECRET), NOW)] == [
+        "online: prime (source) ok     token endpoint answered"
+    ]
+    (refused,) = await check_online(config("rotated-away-3"), NOW)
+    assert (refused.platform, refused.ok) == ("prime (source)", False)
+    assert "refused the credentials" in refused.detail
