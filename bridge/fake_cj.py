@@ -10,9 +10,12 @@ request; otherwise `errors` with a classification and `data: null`, in HTTP `inv
 credentials, as CJ's endpoints do.
 
 Every `cancelOrders` the fake accepts leaves the two records CJ's validation would (a reversal
-and a decline of the order), unless a silent failure was planted for the order
-(`plant_silent_failure`): accepted, nothing recorded, as when CJ's later validation refuses a
-cancellation without telling anyone.
+of the order's current amounts, negated, and the cancellation with zero amounts, `validationStatus`
+DECLINED when the request sent `status: Declined`, AUTOMATED otherwise), unless a silent failure
+was planted for the order (`plant_silent_failure`): accepted, nothing recorded, as when CJ's
+later validation refuses a cancellation without telling anyone. `add_sale` records the original
+sale (a positive amount) and `plant_restatement` what a processed `restateOrders` leaves (a
+reversal and the new, non-zero state): a correction that is no decline.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -51,6 +55,12 @@ HTTP_BAD_REQUEST = 400
 COMMISSION_FILTERS = frozenset(
     {"forAdvertisers", "sincePostingDate", "beforePostingDate", "sinceCommissionId"}
 )
+# A sale's amount unless told (also for orders the fake never recorded a sale of), and how the
+# fake derives a record's commission and CJ fee from its sale amount (any rates would do).
+DEFAULT_SALE = Decimal("100.00")
+COMMISSION_RATE = Decimal("0.10")
+FEE_RATE = Decimal("0.03")
+CENT = Decimal("0.01")
 # cancelOrders' CorrectionReason (tracking API) -> the Commission Detail API's CorrectionReason.
 COMMISSION_REASONS = {
     "InvalidCreditCard": "INVALID_CREDIT_CARD",
@@ -163,25 +173,61 @@ class FakeCJ:
         self.commission_script: list[Reply] = []
         self.queries: list[dict[str, Any]] = []
         self._last_commission_id = 7_000_000
+        # Each order's sale amount at CJ now (what a reversal negates; zero once cancelled).
+        self.amounts: dict[str, Decimal] = {}
 
     def plant_silent_failure(self, order_id: str, times: int = 1) -> None:
         """The next `times` accepted cancels of `order_id` leave no commission records."""
         self.silent[order_id] += times
 
-    def add_sale(self, order_id: str, posted: datetime | None = None) -> dict[str, Any]:
+    def add_sale(
+        self,
+        order_id: str,
+        posted: datetime | None = None,
+        amount: Decimal | str = DEFAULT_SALE,
+        validation: str | None = None,
+    ) -> dict[str, Any]:
         """Record the original sale of `order_id` (what CJ holds before any cancellation)."""
-        return self._record(order_id, posted, original=True)
+        sale = Decimal(amount)
+        self.amounts[order_id] = sale
+        return self._record(order_id, posted, sale, original=True, validation=validation)
 
-    def _record(
+    def plant_restatement(
+        self,
+        order_id: str,
+        amount: Decimal | str,
+        posted: datetime | None = None,
+        *,
+        reason: str = "RETURNED_MERCHANDISE",
+        validation: str | None = "AUTOMATED",
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What a processed `restateOrders` of `order_id` to `amount` leaves: two records.
+
+        A full reversal of the prior state (its amounts negated) and the new state, both
+        non-original with `reason` (docs.cj.com/docs/restatements). `validation`: AUTOMATED on
+        trackers without open-ended locking; ACCEPTED or PENDING on open-ended ones.
+        """
+        restated = Decimal(amount)
+        prior = self.amounts.get(order_id, DEFAULT_SALE)
+        self.amounts[order_id] = restated
+        return (
+            self._record(order_id, posted, -prior, reason=reason, validation=validation),
+            self._record(order_id, posted, restated, reason=reason, validation=validation),
+        )
+
+    def _record(  # noqa: PLR0913 - one record's fields
         self,
         order_id: str,
         posted: datetime | None,
+        sale: Decimal,
         *,
-        original: bool,
+        original: bool = False,
         reason: str | None = None,
         validation: str | None = None,
     ) -> dict[str, Any]:
         self._last_commission_id += 1
+        commission = (sale * COMMISSION_RATE).quantize(CENT)
+        fee = (sale * FEE_RATE).quantize(CENT)
         record: dict[str, Any] = {
             "commissionId": str(self._last_commission_id),
             "orderId": order_id,
@@ -193,20 +239,39 @@ class FakeCJ:
             "originalActionId": f"action-{order_id}",
             "validationStatus": validation,
             "postingDate": (posted or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+            # DecimalNumber: strings, as CJ renders them.
+            "saleAmountAdvCurrency": str(sale.quantize(CENT)),
+            "advCommissionAmountAdvCurrency": str(commission + fee),
+            "pubCommissionAmountPubCurrency": str(commission),
+            "cjFeeAdvCurrency": str(fee),
         }
         self.records.append(record)
         return record
 
     def _record_decline(self, order: dict[str, Any]) -> None:
-        """What CJ's validation leaves for an accepted cancellation: a reversal and a decline."""
+        """What CJ's validation leaves for an accepted cancellation: a reversal, a cancellation.
+
+        The reversal negates the order's amounts, the cancellation zeroes them
+        (docs.cj.com/docs/cancellations). `status: Declined` (open-ended locking) makes the
+        cancellation DECLINED; without it every record is AUTOMATED ("not open ended locking").
+        """
         order_id = str(order["orderId"])
         if self.silent[order_id] > 0:
             self.silent[order_id] -= 1
             return
         reason = COMMISSION_REASONS.get(str(order.get("correctionReason")), "OTHER_REASON")
-        declined = "DECLINED" if order.get("status") == "Declined" else "AUTOMATED"
-        self._record(order_id, None, original=False, reason=reason)
-        self._record(order_id, None, original=False, reason=reason, validation=declined)
+        open_ended = order.get("status") == "Declined"
+        prior = self.amounts.get(order_id, DEFAULT_SALE)
+        self.amounts[order_id] = Decimal("0.00")
+        reversal = None if open_ended else "AUTOMATED"  # an open-ended reversal's: not published
+        self._record(order_id, None, -prior, reason=reason, validation=reversal)
+        self._record(
+            order_id,
+            None,
+            Decimal("0.00"),
+            reason=reason,
+            validation="DECLINED" if open_ended else "AUTOMATED",
+        )
 
     async def _judge(
         self, request: web.Request, schema: GraphQLSchema

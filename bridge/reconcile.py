@@ -1,7 +1,8 @@
 """CJ reconciliation: find cancellations CJ accepted but never declined, and send them again.
 
 CJ answers `cancelOrders` at once but validates later; a refusal then is silent. A validated
-cancellation leaves a decline in CJ's Commission Detail records (`handlers.cj.is_decline`), so
+cancellation leaves a decline in CJ's Commission Detail records (`handlers.cj.is_decline`: a
+non-original record DECLINED on open-ended trackers, with zero amounts on any tracker), so
 every CJ delivery the store holds as `delivered` in a window is looked up there. Only
 `delivered`: `already_done` means CJ refused the call itself ("already declined", "locked"), so
 there is nothing more to wait for and nothing a new call could change.

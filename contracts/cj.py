@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 
 class _Lenient(BaseModel):
@@ -47,6 +50,21 @@ class CancelOrdersResponse(_Lenient):
 # --- Commission Detail (`advertiserCommissions`, https://commissions.api.cj.com/query) ---------
 
 
+def _decimal_or_none(value: object) -> Decimal | None:
+    """A `DecimalNumber` (a JSON string such as "-12.50"), or None when it is not a number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+# CJ's `DecimalNumber` scalar; anything else reads as absent rather than failing the page.
+Amount = Annotated[Decimal | None, BeforeValidator(_decimal_or_none)]
+
+
 class CommissionRecord(_Lenient):
     """One commission record. A cancellation that CJ validated leaves two non-original ones.
 
@@ -63,12 +81,20 @@ class CommissionRecord(_Lenient):
     actionType: str | None = None  # noqa: N815 - sim_sale, item_sale, ...
     # Set on corrections only (INVALID_CREDIT_CARD, ..., OTHER_REASON).
     correctionReason: str | None = None  # noqa: N815 - CJ's field name
-    original: bool | None = None  # false on corrections (a reversal, a decline)
+    original: bool | None = None  # false on corrections (reversal, cancellation, restated state)
     originalActionId: str | None = None  # noqa: N815 - ties corrections to their sale
-    # PENDING, ACCEPTED, DECLINED ("validated that an order has been fully corrected": the one
-    # sign of a decline), AUTOMATED (not open-ended locking).
+    # PENDING, ACCEPTED, DECLINED ("validated that an order has been fully corrected": an
+    # open-ended tracker's decline), AUTOMATED ("Order is not open ended locking method": every
+    # record of other trackers, a cancellation's too).
     validationStatus: str | None = None  # noqa: N815 - CJ's field name
     postingDate: str | None = None  # noqa: N815 - CJ's field name
+    # Amounts (`DecimalNumber`): positive on a sale, zero on a cancellation (CJ: "adjust the
+    # sale amount, ..., publisher commission, and CJ fee to '0'"), negated on a reversal
+    # (assumed; see `handlers.cj.is_decline`).
+    saleAmountAdvCurrency: Amount = None  # noqa: N815 - CJ's field name
+    advCommissionAmountAdvCurrency: Amount = None  # noqa: N815 - publisher commission + CJ fee
+    pubCommissionAmountPubCurrency: Amount = None  # noqa: N815 - CJ's field name
+    cjFeeAdvCurrency: Amount = None  # noqa: N815 - CJ's field name
 
 
 class AdvertiserCommissions(_Lenient):

@@ -9,8 +9,9 @@ status sent for other trackers, so the setting has no default.
 
 CJ validates an accepted cancellation later, and a failure there is silent: the only trace of a
 success is in the Commission Detail API (`advertiserCommissions`), where it leaves a reversal and
-a decline record for the order. `commissions_call` and `read_commissions` are the sans-I/O half
-of reconciling against it (`bridge/reconcile.py` makes the calls).
+a cancellation record for the order (zero amounts; `validationStatus` DECLINED on open-ended
+trackers, AUTOMATED on others: `is_decline`). `commissions_call` and `read_commissions` are the
+sans-I/O half of reconciling against it (`bridge/reconcile.py` makes the calls).
 """
 
 from __future__ import annotations
@@ -264,7 +265,8 @@ COMMISSIONS_QUERY = (
     " beforePostingDate: $before, sinceCommissionId: $after) {"
     " count limit maxCommissionId payloadComplete records {"
     " commissionId orderId advertiserId actionStatus actionType correctionReason original"
-    " originalActionId validationStatus postingDate } } }"
+    " originalActionId validationStatus postingDate saleAmountAdvCurrency"
+    " advCommissionAmountAdvCurrency pubCommissionAmountPubCurrency cjFeeAdvCurrency } } }"
 )
 DECLINED = "DECLINED"
 QUERY = "cj commission query"  # how outcomes name it
@@ -358,18 +360,66 @@ def read_commissions(
 
 
 def is_decline(record: CommissionRecord) -> bool:
-    """A correction whose `validationStatus` is DECLINED: the order was declined.
+    """Whether `record` shows the order declined: CJ processed a cancellation of it.
 
-    CJ's published Commission Detail schema (`AdvertiserCommission.validationStatus`, enum
-    `ValidationStatus`) says DECLINED means "Advertiser has validated that an order has been
-    fully corrected"; the original sale (`original` true) never counts. A `correctionReason`
-    alone does not: it is "the reason the transaction was corrected" on any non-original
-    record, and a restatement (`restateOrders` takes a `correctionReason` too) is a correction
-    that leaves the order standing.
+    The rule: a non-original record (`original` false) that is either
+    - `validationStatus` DECLINED, or
+    - a record whose sale amount (`saleAmountAdvCurrency`) and publisher commission
+      (`pubCommissionAmountPubCurrency`) are both given and zero, and whose advertiser
+      commission and CJ fee (`advCommissionAmountAdvCurrency`, `cjFeeAdvCurrency`) are zero
+      where given: the cancellation record.
+
+    Sources:
+    - Schema (CJ's live introspection, contracts/schemas/cj-commissions.graphql): `original` is
+      "'0' indicating a non-original or corrected transaction"; `ValidationStatus` DECLINED is
+      "Advertiser has validated that an order has been fully corrected", AUTOMATED "Order is not
+      open ended locking method". A tracker without open-ended locking gets no `status` in
+      `cancelOrders` and no DECLINED in its records, so its declines show by amounts alone.
+    - https://docs.cj.com/docs/cancellations: a processed cancellation adjusts "the sale
+      amount, item quantities, publisher commission, and CJ fee to '0'"; open-ended orders need
+      `status: Declined`.
+    - https://docs.cj.com/docs/restatements: "For every restatement that successfully processes,
+      Commission Detail reports will include two new records ... one as a full reversal of the
+      prior state, and one representing the new state of the order"; on open-ended trackers a
+      restatement moves the order to Accepted (Pending or Accepted in a third-party guide, never
+      Declined). https://docs.cj.com/docs/restatements-api: a successful cancellation, like a
+      restatement, is "a new line item for that order".
+
+    So neither restatement record counts: the reversal is the prior state negated (non-zero),
+    the new state is the restated, non-zero amount. A `correctionReason` alone proves nothing:
+    every correction has one ("the reason the transaction was corrected"), and `restateOrders`
+    takes one too.
+
+    Assumed, as CJ does not publish it: a reversal's amounts are the prior state's negated
+    (the `-` of the `DecimalNumber` pattern; a CJ partner's guide, https://vivnetworks.com/sk/
+    ?p=470, shows a corrected order's sale amount negative in the Commission Detail report),
+    and the cancellation's own record carries the zeros (not only the order's net). A
+    third-party guide (GitHub api-evangelist/cj-affiliate, skills/cj-affiliate-reconcile-
+    commissions.md) calls a restatement's reversal "a zero record fully reversing the order":
+    if CJ gave that record zero amounts, a restatement would read as a decline here (check
+    against live records before relying on non-open-ended reconciliation). A restatement to an
+    amount of 0 reads as a decline, rightly: nothing is paid on it either. Records without
+    amounts (not selected, or null) prove nothing unless DECLINED.
+
+    The rule does not depend on the tracker's `open_ended_locking`: DECLINED occurs on
+    open-ended trackers only and the zeroed record on both; a wrong setting leaves no records at
+    all (CJ does not process the request), so the setting could not tell more, and a delivery is
+    judged by what CJ recorded, not by today's setting.
     """
     if record.original is not False:
         return False
-    return (record.validationStatus or "").upper() == DECLINED
+    if (record.validationStatus or "").upper() == DECLINED:
+        return True
+    return _zeroed(record)
+
+
+def _zeroed(record: CommissionRecord) -> bool:
+    """Sale amount and publisher commission given and zero; the fee and total zero if given."""
+    sale, commission = record.saleAmountAdvCurrency, record.pubCommissionAmountPubCurrency
+    if sale is None or commission is None:
+        return False
+    rest = (record.advCommissionAmountAdvCurrency, record.cjFeeAdvCurrency)
+    return sale == 0 and commission == 0 and all(amount in (None, 0) for amount in rest)
 
 
 def declined_orders(records: Iterable[CommissionRecord]) -> frozenset[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -168,7 +169,7 @@ def typed(**fields: object) -> CommissionRecord:
             True,
         ),
         ({"original": False, "validationStatus": "ACCEPTED"}, False),  # a restatement
-        ({"original": False, "validationStatus": "AUTOMATED"}, False),  # not open-ended: no word
+        ({"original": False, "validationStatus": "AUTOMATED"}, False),  # no amounts: no proof
         ({"original": None, "validationStatus": "DECLINED"}, False),  # unknown: not proof
     ],
 )
@@ -187,7 +188,7 @@ def test_what_counts_as_a_decline(fields: dict[str, object], declines: bool) -> 
 def test_a_correction_reason_without_a_declined_status_is_no_decline(
     fields: dict[str, object],
 ) -> None:
-    """Only `validationStatus` DECLINED says declined; a reason marks any correction."""
+    """Without DECLINED or zeroed amounts, a reason proves nothing: any correction has one."""
     assert cj.is_decline(typed(original=False, **fields)) is False
 
 
@@ -201,6 +202,153 @@ def test_declined_orders_are_the_orders_with_a_decline() -> None:
         typed(orderId=None, original=False, validationStatus="DECLINED"),
     ]
     assert cj.declined_orders(records) == {"cancelled"}
+
+
+def amounts(sale: str, commission: str, fee: str | None = None) -> dict[str, object]:
+    """A record's published amounts (DecimalNumber strings); the total is commission + fee."""
+    fields: dict[str, object] = {
+        "saleAmountAdvCurrency": sale,
+        "pubCommissionAmountPubCurrency": commission,
+    }
+    if fee is not None:
+        fields["cjFeeAdvCurrency"] = fee
+        fields["advCommissionAmountAdvCurrency"] = str(Decimal(commission) + Decimal(fee))
+    return fields
+
+
+SALE = amounts("100.00", "10.00", "3.00")
+REVERSAL = amounts("-100.00", "-10.00", "-3.00")
+ZEROED = amounts("0.00", "0.00", "0.00")
+RESTATED = amounts("60.00", "6.00", "1.80")
+REASON = {"correctionReason": "RETURNED_MERCHANDISE"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "declines"),
+    [
+        pytest.param({**SALE, "validationStatus": "AUTOMATED"}, False, id="original-sale"),
+        pytest.param({**ZEROED, "validationStatus": "AUTOMATED"}, False, id="original-zero-sale"),
+        pytest.param({**SALE, "validationStatus": "PENDING"}, False, id="original-oel-sale"),
+        pytest.param(
+            {**REVERSAL, **REASON, "original": False, "validationStatus": "AUTOMATED"},
+            False,
+            id="reversal",
+        ),
+        pytest.param({**REVERSAL, **REASON, "original": False}, False, id="oel-reversal"),
+        pytest.param(
+            {**ZEROED, **REASON, "original": False, "validationStatus": "DECLINED"},
+            True,
+            id="oel-decline",
+        ),
+        pytest.param(
+            {**REASON, "original": False, "validationStatus": "DECLINED"},
+            True,
+            id="oel-decline-without-amounts",
+        ),
+        pytest.param(
+            {**ZEROED, **REASON, "original": False, "validationStatus": "AUTOMATED"},
+            True,
+            id="non-oel-cancellation",
+        ),
+        pytest.param(
+            {**amounts("0", "0"), "original": False, "validationStatus": "AUTOMATED"},
+            True,
+            id="non-oel-cancellation-plain-zeros-no-fee",
+        ),
+        pytest.param(
+            {**amounts("-0.00", "0.000", "0"), "original": False}, True, id="zeros-any-spelling"
+        ),
+        pytest.param(
+            {**RESTATED, **REASON, "original": False, "validationStatus": "AUTOMATED"},
+            False,
+            id="restated-state",
+        ),
+        pytest.param(
+            {**RESTATED, **REASON, "original": False, "validationStatus": "ACCEPTED"},
+            False,
+            id="oel-restated-state",
+        ),
+        pytest.param(
+            {**REASON, "original": False, "validationStatus": "AUTOMATED"},
+            False,
+            id="missing-amounts",
+        ),
+        pytest.param(
+            {"saleAmountAdvCurrency": "0.00", "original": False, "validationStatus": "AUTOMATED"},
+            False,
+            id="missing-commission",
+        ),
+        pytest.param(
+            {"pubCommissionAmountPubCurrency": "0.00", "original": False},
+            False,
+            id="missing-sale-amount",
+        ),
+        pytest.param({**amounts("0.00", "0.00", "3.00"), "original": False}, False, id="fee-left"),
+        pytest.param(
+            {
+                **amounts("0.00", "0.00"),
+                "advCommissionAmountAdvCurrency": "3.00",
+                "original": False,
+            },
+            False,
+            id="advertiser-commission-left",
+        ),
+        pytest.param({**amounts("n/a", "0.00"), "original": False}, False, id="unreadable-amount"),
+        pytest.param(
+            {**ZEROED, "original": None, "validationStatus": "AUTOMATED"},
+            False,
+            id="original-unknown",
+        ),
+    ],
+)
+def test_the_decline_rule(fields: dict[str, object], declines: bool) -> None:  # noqa: FBT001 - a table column
+    """Non-original, and DECLINED or zero sale amount and commission: the cancellation record."""
+    assert cj.is_decline(typed(**fields)) is declines
+
+
+def test_amounts_are_read_as_decimals_and_odd_ones_as_absent() -> None:
+    page = read(
+        200,
+        result(
+            record(**REVERSAL),
+            record(commissionId="7000002", saleAmountAdvCurrency="n/a", cjFeeAdvCurrency=1.5),
+        ),
+    )
+    assert isinstance(page, cj.CommissionsPage)
+    reversal, odd = page.records
+    assert (reversal.saleAmountAdvCurrency, reversal.advCommissionAmountAdvCurrency) == (
+        Decimal("-100.00"),
+        Decimal("-13.00"),
+    )
+    assert (odd.saleAmountAdvCurrency, odd.cjFeeAdvCurrency) == (None, Decimal("1.5"))
+
+
+def test_the_query_selects_the_amounts() -> None:
+    for name in (
+        "saleAmountAdvCurrency",
+        "advCommissionAmountAdvCurrency",
+        "pubCommissionAmountPubCurrency",
+        "cjFeeAdvCurrency",
+    ):
+        assert f" {name}" in cj.COMMISSIONS_QUERY
+
+
+def test_declined_orders_of_both_kinds_of_tracker_and_not_restated_ones() -> None:
+    """Sale, reversal and cancellation per cancelled order; a restatement's pair is no decline."""
+
+    def correction(order: str, **fields: object) -> CommissionRecord:
+        return typed(orderId=order, original=False, **REASON, **fields)
+
+    records = [
+        *(typed(orderId=order, **SALE) for order in ("oel", "plain", "restated", "lost")),
+        correction("oel", **REVERSAL),
+        correction("oel", **ZEROED, validationStatus="DECLINED"),
+        correction("plain", **REVERSAL, validationStatus="AUTOMATED"),
+        correction("plain", **ZEROED, validationStatus="AUTOMATED"),
+        correction("restated", **REVERSAL, validationStatus="AUTOMATED"),
+        correction("restated", **RESTATED, validationStatus="AUTOMATED"),
+    ]
+    assert cj.declined_orders(records) == {"oel", "plain"}
 
 
 @pytest.mark.parametrize(

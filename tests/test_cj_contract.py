@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from pydantic import SecretStr
 
 from bridge.fake_cj import TOKEN, FakeCJ, error_in_200
 from bridge.graphql_schemas import Accepted, check_document, check_request, load_schema
+from contracts.cj import CommissionRecord
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers import cj as handler
 from handlers.base import Delivered, HttpCall
@@ -183,6 +185,63 @@ async def test_our_commission_query_reads_the_fakes_records(
     assert isinstance(page, handler.CommissionsPage)
     assert [record.orderId for record in page.records] == ["1001"]
     assert cj.refused == []
+
+
+async def read_all(cj: FakeCJ, http: aiohttp.ClientSession) -> list[CommissionRecord]:
+    """Every record the fake holds for the last day, through our query and our reader."""
+    call = handler.commissions_call(
+        handler.CJCommissions(cj.commissions_url, ("4567890",)),
+        SECRET,
+        NOW - timedelta(days=1),
+        datetime.now(UTC) + timedelta(minutes=1),
+    )
+    status, body = await post(http, cj.commissions_url, document(call))
+    page = handler.read_commissions(status, CIMultiDict(), orjson.dumps(body), NOW)
+    assert isinstance(page, handler.CommissionsPage)
+    assert page.after is None
+    return list(page.records)
+
+
+@pytest.mark.parametrize(("open_ended", "validation"), [(True, "DECLINED"), (False, "AUTOMATED")])
+async def test_the_fakes_cancellation_records_carry_cjs_amounts(
+    cj: FakeCJ,
+    http: aiohttp.ClientSession,
+    open_ended: bool,  # noqa: FBT001 - a table column
+    validation: str,
+) -> None:
+    """Sale, then a reversal of it and a zeroed cancellation: a decline on either tracker."""
+    cfg = dataclasses.replace(CFG, url=cj.url, open_ended_locking=open_ended)
+    cj.add_sale("633130-00000004", NOW - timedelta(hours=1), amount="80.00")
+    call = handler.build_cancel(event(), cfg, SECRET, NOW)
+    assert isinstance(call, HttpCall)
+    assert ("status" in document(call)["variables"]["orders"][0]) is open_ended
+    status, _ = await post(http, cj.url, document(call), dict(call.headers))
+    assert status == 200
+    sale, reversal, cancellation = await read_all(cj, http)
+    assert [r.saleAmountAdvCurrency for r in (sale, reversal, cancellation)] == [
+        Decimal("80.00"),
+        Decimal("-80.00"),
+        Decimal("0.00"),
+    ]
+    assert reversal.pubCommissionAmountPubCurrency == -sale.pubCommissionAmountPubCurrency  # type: ignore[operator]
+    assert (reversal.original, cancellation.original) == (False, False)
+    assert cancellation.validationStatus == validation
+    assert reversal.validationStatus != "DECLINED"
+    assert [handler.is_decline(r) for r in (sale, reversal, cancellation)] == [False, False, True]
+    assert cj.refused == []
+
+
+async def test_a_planted_restatement_is_no_decline(cj: FakeCJ, http: aiohttp.ClientSession) -> None:
+    cj.add_sale("1002", NOW - timedelta(hours=2))
+    cj.plant_restatement("1002", "60.00", NOW - timedelta(hours=1))
+    sale, reversal, restated = await read_all(cj, http)
+    assert [r.saleAmountAdvCurrency for r in (sale, reversal, restated)] == [
+        Decimal("100.00"),
+        Decimal("-100.00"),
+        Decimal("60.00"),
+    ]
+    assert {r.correctionReason for r in (reversal, restated)} == {"RETURNED_MERCHANDISE"}
+    assert handler.declined_orders([sale, reversal, restated]) == frozenset()
 
 
 VALIDATION_ERRORS = [

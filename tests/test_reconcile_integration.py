@@ -1,8 +1,9 @@
 """CJ reconciliation end to end: real receiver, worker, RabbitMQ and store (both engines), fake CJ.
 
-The fake CJ records a reversal and a decline for every cancellation it accepts, except for
-orders where a silent failure was planted: accepted, nothing recorded, as when CJ's later
-validation refuses a cancellation without a word.
+The fake CJ records a reversal and a cancellation (zero amounts; DECLINED when the request sent
+`status: Declined`, AUTOMATED otherwise) for every cancellation it accepts, except for orders
+where a silent failure was planted: accepted, nothing recorded, as when CJ's later validation
+refuses a cancellation without a word.
 """
 
 from __future__ import annotations
@@ -19,15 +20,22 @@ import orjson
 import pytest
 import sqlalchemy as sa
 import structlog
+from aio_pika.abc import AbstractRobustConnection
 from pydantic import SecretStr
 
 from bridge import reconcile, reconcile_report, topology
 from bridge.executor import Executor
-from bridge.fake_cj import ADVERTISER_ID, TOKEN, Reply
+from bridge.fake_cj import ADVERTISER_ID, TOKEN, FakeCJ, Reply
+from bridge.metrics import Metrics
 from bridge.publisher import Publisher
+from bridge.receiver import create_app
 from bridge.settings import Config
+from bridge.store import Store
 from bridge.tables import DELIVERED, RETRYING, transitions
-from tests.pipeline import SETTLE_TIMEOUT, Pipeline
+from bridge.targets import plan as worker_plan_for
+from bridge.worker import Worker
+from tests.conftest import ClientFactory, delete_target_queues, fresh_target_queues, wait_ready
+from tests.pipeline import SETTLE_TIMEOUT, Client, Pipeline, pipeline_config
 
 WINDOW = timedelta(hours=1)
 NO_GRACE = timedelta(0)
@@ -72,6 +80,39 @@ async def deliver(pipeline: Pipeline, fine: int, lost: int = 1, times: int = 1) 
         await pipeline.post(id=order)
     await pipeline.settled("delivered", fine + lost)
     return missing
+
+
+def without_open_ended_locking(config: Config) -> Config:
+    """`config` with a CJ action tracker without open-ended locking: no `status` is sent."""
+    settings = config.settings
+    section = settings.targets.cj.model_copy(update={"open_ended_locking": False})  # type: ignore[attr-defined]
+    targets = settings.targets.model_copy(update={"cj": section})
+    return dataclasses.replace(config, settings=settings.model_copy(update={"targets": targets}))
+
+
+@pytest.fixture
+async def plain_pipeline(
+    aiohttp_client: ClientFactory,
+    amqp_url: str,
+    amqp: AbstractRobustConnection,
+    cj: FakeCJ,
+    database_url: str,
+) -> AsyncIterator[Pipeline]:
+    """The `pipeline` fixture's wiring, for a tracker without open-ended locking."""
+    config = without_open_ended_locking(pipeline_config(amqp_url, cj.url, database_url))
+    worker_plan = worker_plan_for(config, "cj")
+    channel = await amqp.channel()
+    await fresh_target_queues(channel, worker_plan.topology)
+    parked = await channel.get_queue(worker_plan.topology.parked.name)
+    metrics = Metrics()
+    async with Store.open(config.store_url.get_secret_value()) as store:
+        client: Client = await aiohttp_client(create_app(config, store, metrics))
+        await wait_ready(client)
+        async with Worker.running(
+            worker_plan, amqp_url, config.settings.broker, store, metrics=metrics
+        ) as worker:
+            yield Pipeline(client, worker, cj, parked, store, config, metrics)
+    await delete_target_queues(channel, worker_plan.topology)
 
 
 async def once(pipeline: Pipeline, config: Config | None = None) -> reconcile_report.Report:
@@ -127,6 +168,36 @@ async def test_a_planted_missing_decline_is_found_and_requeued_once(
     again = await once(pipeline)
     assert again.missing == ()
     assert len(again.having("declined")) == 4
+
+
+async def test_without_open_ended_locking_cancellations_are_declined_by_their_amounts(
+    plain_pipeline: Pipeline,
+) -> None:
+    """No `status` sent, no DECLINED recorded: the zeroed cancellation records decide.
+
+    An order whose cancellation CJ accepted but never processed, and which was restated
+    (a reversal and a new amount, both non-original with a correction reason), is missing.
+    """
+    pipeline = plain_pipeline
+    tag = uuid.uuid4().hex[:8]
+    cancelled = [f"plain-{n}-{tag}" for n in range(2)]
+    restated = f"restated-{tag}"
+    pipeline.cj.plant_silent_failure(restated)
+    for order in [*cancelled, restated]:
+        pipeline.cj.add_sale(order)
+    pipeline.cj.plant_restatement(restated, "60.00")
+    for order in [*cancelled, restated]:
+        await pipeline.post(id=order)
+    await pipeline.settled("delivered", 3)
+    assert all("status" not in call.order for call in pipeline.cj.calls)
+    assert {r["validationStatus"] for r in pipeline.cj.records if not r["original"]} == {
+        "AUTOMATED"
+    }
+
+    report = await once(pipeline, reconciling(pipeline))
+    assert ids(report.having("declined")) == sorted(cancelled)
+    assert ids(report.missing) == [restated]
+    assert report.records_seen == 3 + 2 * 2 + 2  # the sales, two pairs, the restatement's pair
 
 
 async def test_the_requeued_message_is_the_original_event(
