@@ -336,8 +336,11 @@ class ApiSource(Protocol):
 INTROSPECTION_QUERY = get_introspection_query(descriptions=False)
 
 
-def introspection_call(url: str, headers: Mapping[str, str] | None = None) -> HttpCall:
-    """The standard introspection query, POSTed as GraphQL over HTTP."""
+def graphql_post(
+    url: str, query: str, variables: object = None, headers: Mapping[str, str] | None = None
+) -> HttpCall:
+    """One GraphQL document POSTed as JSON `{"query", "variables"}` (GraphQL over HTTP)."""
+    document = {"query": query} if variables is None else {"query": query, "variables": variables}
     return HttpCall(
         method="POST",
         url=url,
@@ -346,8 +349,13 @@ def introspection_call(url: str, headers: Mapping[str, str] | None = None) -> Ht
             "Accept": "application/json",
             **(headers or {}),
         },
-        body=orjson.dumps({"query": INTROSPECTION_QUERY}),
+        body=orjson.dumps(document),
     )
+
+
+def introspection_call(url: str) -> HttpCall:
+    """The standard introspection query (no credentials: it is for endpoints that serve it so)."""
+    return graphql_post(url, INTROSPECTION_QUERY)
 
 
 def read_introspection(who: str) -> ProbeRead:

@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Annotated, Literal, Self
 
-import orjson
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 
 from contracts.cj import (
@@ -47,6 +46,7 @@ from handlers.base import (
     RetryLater,
     TargetBuild,
     TargetSettings,
+    graphql_post,
     introspection_call,
     read_introspection,
     retry_after_seconds,
@@ -124,15 +124,8 @@ def order_id_for(event: OrderCancelled, cfg: CJTarget, linked: str | None = None
 
 def graphql_call(url: str, token: SecretStr, query: str, variables: object) -> HttpCall:
     """A POST of one GraphQL document to CJ, with the personal access token."""
-    return HttpCall(
-        method="POST",
-        url=url,
-        headers={
-            "Authorization": f"Bearer {token.get_secret_value()}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        },
-        body=orjson.dumps({"query": query, "variables": variables}),
+    return graphql_post(
+        url, query, variables, {"Authorization": f"Bearer {token.get_secret_value()}"}
     )
 
 

@@ -59,6 +59,7 @@ from handlers.base import (
     TokenAuth,
     Unavailable,
     client_credentials_call,
+    graphql_post,
     header,
     parse_timestamp,
     read_access_token,
@@ -330,16 +331,8 @@ def confirm_read(status: int, headers: Headers, body: bytes, now: datetime) -> O
 
 def _api_call(url: str, version: str, target_id: str, query: str, variables: object) -> HttpCall:
     """A GraphQL call: bearer token added by the worker or the receiver's lookups."""
-    return HttpCall(
-        method="POST",
-        url=url,
-        headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "x-api-version": version,
-            "x-api-target-id": target_id,
-        },
-        body=orjson.dumps({"query": query, "variables": variables}),
+    return graphql_post(
+        url, query, variables, {"x-api-version": version, "x-api-target-id": target_id}
     )
 
 

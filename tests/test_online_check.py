@@ -38,14 +38,6 @@ async def prime() -> AsyncIterator[FakePrime]:
     await fake.stop()
 
 
-@pytest.fixture
-async def cj() -> AsyncIterator[FakeCJ]:
-    fake = FakeCJ()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 def cj_section(fake: FakeCJ, **extra: Any) -> dict[str, Any]:  # noqa: ANN401 - TOML values
     return {
         "url": fake.url,
