@@ -299,9 +299,19 @@ def read_access_token(
     token = document.get("access_token") if isinstance(document, dict) else None
     if status != 200 or not isinstance(token, str) or not token:  # noqa: PLR2004
         return Rejected(f"{who} answered HTTP {status} without an access_token")
-    expires = document.get("expires_in")
-    seconds = float(expires) if isinstance(expires, int | float) and expires > 0 else lifetime
-    return Token(SecretStr(token), seconds)
+    return Token(SecretStr(token), _seconds(document.get("expires_in")) or lifetime)
+
+
+def _seconds(value: object) -> float | None:
+    """`expires_in` as a positive number of seconds, else None.
+
+    RFC 6749 makes it a number; some servers quote it, so digits in a string count too.
+    """
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return None
+    return float(value)
 
 
 ProbeRead = Callable[[int, Headers, bytes], str | Rejected | RetryLater]
