@@ -94,7 +94,8 @@ def _valid_document(schema: GraphQLSchema, query: str) -> DocumentNode | Refusal
 def check_request(schema: GraphQLSchema, request: object) -> Accepted | Refusal:
     """Judge one decoded GraphQL-over-HTTP request body against `schema`."""
     body: dict[str, Any] = request if isinstance(request, dict) else {}
-    query, variables = body.get("query"), body.get("variables") or {}
+    query, variables = body.get("query"), body.get("variables")
+    variables = {} if variables is None else variables  # absent or null: none; [] or "": refused
     if not isinstance(query, str) or not isinstance(variables, dict):
         return Refusal(
             "BadRequest", ("the body must be a JSON object: a query string, variables an object",)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from graphql import build_client_schema
+from graphql import build_client_schema, validate_schema
 
 from bridge.executor import Executor
 from bridge.graphql_schemas import check_document
@@ -50,6 +50,8 @@ def _schema_problem(probe: Probe, body: bytes) -> str | None:
         schema = build_client_schema(orjson.loads(body)["data"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return f"{probe.what}: the introspection result is not a schema ({type(exc).__name__})"
+    if errors := validate_schema(schema):  # else validating a document raises on it
+        return f"{probe.what}: the introspected schema is not valid ({errors[0].message[:200]})"
     for query, variables in probe.documents:
         refusal = check_document(schema, query, variables)
         if refusal is not None:

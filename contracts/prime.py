@@ -6,11 +6,30 @@ event type is `eventType` or `eventDescriptor`. PLATFORMS.md section 2.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+def _present(value: object) -> object:
+    """A GraphQL list as sent: `null` is no items, and `null` items are left out.
+
+    The schema makes these lists and their items nullable (`[Alias]`, `[CancellationDetails]`,
+    `[PackageInformationDetails]`), so a valid answer may hold either.
+    """
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [item for item in value if item is not None]
+    return value
+
+
+T = TypeVar("T")
+NullableList = Annotated[list[T], BeforeValidator(_present)]
 
 
 class PrimeEvent(_Lenient):
@@ -27,8 +46,8 @@ class PrimeEvent(_Lenient):
 class Alias(_Lenient):
     """An order alias, e.g. `{"aliasId": "1001", "aliasType": "OMS_ORDER_ID"}`."""
 
-    aliasId: str  # noqa: N815
-    aliasType: str  # noqa: N815
+    aliasId: str | None = None  # noqa: N815 - nullable in the schema: skipped when absent
+    aliasType: str | None = None  # noqa: N815
 
 
 class PackageSummary(_Lenient):
@@ -49,7 +68,7 @@ class PackageInformation(_Lenient):
     """`packageInformation` (2024-11-01), or 2024-04-01's `deliveryInformation` read under it."""
 
     summary: PackageSummary | None = None
-    details: list[PackageDetail] = Field(default_factory=list)
+    details: NullableList[PackageDetail] = Field(default_factory=list)
 
 
 class Cancellation(_Lenient):
@@ -67,13 +86,13 @@ class Cancellation(_Lenient):
 class Cancellations(_Lenient):
     """`cancellations`."""
 
-    details: list[Cancellation] = Field(default_factory=list)
+    details: NullableList[Cancellation] = Field(default_factory=list)
 
 
 class PrimeOrder(_Lenient):
     """The order query's answer (`data.order`)."""
 
     id: str
-    aliases: list[Alias] = Field(default_factory=list)
+    aliases: NullableList[Alias] = Field(default_factory=list)
     packageInformation: PackageInformation | None = None  # noqa: N815
     cancellations: Cancellations | None = None

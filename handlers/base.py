@@ -276,6 +276,9 @@ def client_credentials_call(url: str, authorization: str) -> HttpCall:
     )
 
 
+MAX_TOKEN_SECONDS = 86400.0  # a longer claimed lifetime is held to a day (refreshed early anyway)
+
+
 def read_access_token(
     status: int,
     body: bytes,
@@ -303,15 +306,15 @@ def read_access_token(
 
 
 def _seconds(value: object) -> float | None:
-    """`expires_in` as a positive number of seconds, else None.
+    """`expires_in` as a positive number of seconds (at most a day), else None.
 
-    RFC 6749 makes it a number; some servers quote it, so digits in a string count too.
+    RFC 6749 makes it a number; some servers quote it, so ASCII digits in a string count too.
     """
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, str) and value.isascii() and value.strip().isdigit():
+        value = int(value[:9])  # more digits than a day has seconds are capped below anyway
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         return None
-    return float(value)
+    return min(float(value), MAX_TOKEN_SECONDS)
 
 
 ProbeRead = Callable[[int, Headers, bytes], str | Rejected | RetryLater]

@@ -269,9 +269,11 @@ def full_cancellation(order: PrimeOrder) -> tuple[bool, str]:
 
     `packageInformation.summary.state` is `CANCELLED` when "all package deliveries are
     canceled" (docs order-objects-packageinformationsummary): a summary decides. Without one,
-    every package in `details` being `CANCELLED` does, or a `SUCCESS`/`PENDING` cancellation:
-    cancelOrder "currently only supports entire order cancellation" (order-objects-
-    cancelorderinput), so a cancellation covers the order. Pages under
+    the packages in `details` decide: every one `CANCELLED`. Only an order that lists no package
+    at all is decided by a `SUCCESS`/`PENDING` cancellation: a merchant's cancelOrder "currently
+    only supports entire order cancellation" (order-objects-cancelorderinput), but a shopper's or
+    Prime's cancellation may cover some items only (`PACKAGE_DELIVERY_CANCELLED` fires for "one
+    or more items"), so it never outweighs a package that is not cancelled. Pages under
     https://documents.buywithprime.amazon.com/bwp-api/docs/.
     """
     info = order.packageInformation
@@ -284,10 +286,10 @@ def full_cancellation(order: PrimeOrder) -> tuple[bool, str]:
         why = f"the package summary is {summary}"
     elif packages == ["CANCELLED"]:
         full, why = True, "every package is CANCELLED (no package summary)"
-    elif cancellation is not None:
-        full, why = True, f"a {cancellation} cancellation of the whole order (no package summary)"
     elif packages:
         full, why = False, f"no package summary, packages {', '.join(packages)}"
+    elif cancellation is not None:
+        full, why = True, f"a {cancellation} cancellation and no package listed (no summary)"
     else:
         full, why = False, "no package summary, no packages"
     if full:
@@ -618,7 +620,7 @@ def _event_from_order(  # noqa: PLR0913, PLR0917 - the webhook's facts, then the
     linked = {
         aliases[alias.aliasType]: alias.aliasId
         for alias in order.aliases
-        if alias.aliasType in aliases and alias.aliasId
+        if alias.aliasType is not None and alias.aliasType in aliases and alias.aliasId
     }
     try:
         return OrderCancelled.create(

@@ -321,6 +321,8 @@ async def test_the_validation_status_is_a_knob() -> None:
         (b"not json", 400, "BadRequest"),
         ([{"query": "{ getBuildNumber }"}], 400, "BadRequest"),
         ({"variables": {}}, 400, "BadRequest"),
+        ({"query": "{ getBuildNumber }", "variables": []}, 400, "BadRequest"),
+        ({"query": "{ getBuildNumber }", "variables": ""}, 400, "BadRequest"),
         ({"query": "mutation { cancelOrders("}, 200, "InvalidSyntax"),
     ],
 )

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from bridge.fake_cj import TOKEN as CJ_TOKEN
 from bridge.fake_cj import FakeCJ
 from bridge.online_check import Verdict, check_online
 from bridge.settings import Config, parse_settings, resolve
+from tests.bridges import serve
 from tests.fake_occ import FakeOCC
 from tests.fake_prime import FakePrime, PrimeOrder
 from tests.fake_shoplazza import FakeShoplazza
@@ -286,3 +288,37 @@ async def test_a_prime_source_s_api_credentials_are_checked_too(prime: FakePrime
     (refused,) = await check_online(config("rotated-away-3"), NOW)
     assert (refused.platform, refused.ok) == ("prime (source)", False)
     assert "refused the credentials" in refused.detail
+
+
+async def test_an_introspected_schema_graphql_core_finds_invalid_is_a_failed_line(
+    cj: FakeCJ,
+) -> None:
+    """A live schema with a type of no fields: a FAILED line, not a traceback."""
+    broken = {
+        "data": {
+            "__schema": {
+                "queryType": {"name": "Query"},
+                "mutationType": None,
+                "subscriptionType": None,
+                "types": [
+                    {"kind": "OBJECT", "name": "Query", "fields": [], "interfaces": []},
+                    {"kind": "SCALAR", "name": "String"},
+                    {"kind": "SCALAR", "name": "Boolean"},
+                ],
+                "directives": [],
+            }
+        }
+    }
+
+    async def introspection(_: web.Request) -> web.Response:
+        return web.json_response(broken)
+
+    app = web.Application()
+    app.router.add_post("/graphql", introspection)
+    runner, url = await serve(app)
+    try:
+        found = await verdict(config_with({"cj": cj_section(cj, url=f"{url}/graphql")}), "cj")
+    finally:
+        await runner.cleanup()
+    assert not found.ok
+    assert "the introspected schema is not valid" in found.detail

@@ -46,7 +46,8 @@ def test_the_guides_configuration_together_is_a_valid_file() -> None:
     """Every key a guide shows exists with a valid value (unknown keys are errors)."""
     settings = parse_settings(merged([b for name in PLATFORMS for b in toml_blocks(name)]))
     assert set(settings.targets_in_use()) == set(PLATFORMS)
-    assert settings.targets.cj.open_ended_locking in (True, False)  # type: ignore[attr-defined]
+    cj = settings.targets.cj  # type: ignore[attr-defined]
+    assert (cj.open_ended_locking, cj.order_id_from) == (True, "order_id")  # as cj.md shows
 
 
 def test_links_between_the_guides_resolve() -> None:
@@ -65,3 +66,15 @@ def test_the_readme_links_resolve() -> None:
     readme = (root / "README.md").read_text(encoding="utf-8")
     for target in re.findall(r"\]\(((?:docs|bench|tests|bridge)/[^)#\s]+)", readme):
         assert (root / target).exists(), f"README links to missing {target}"
+
+
+def test_the_example_configuration_uncommented_is_a_valid_file() -> None:
+    """docs/config.example.toml with every commented section and key switched on."""
+    text = (GUIDES.parent / "config.example.toml").read_text(encoding="utf-8")
+    switched_on = "\n".join(
+        re.sub(r"^# (?=\[|[A-Za-z_\"][A-Za-z0-9_.\"-]* = )", "", line) for line in text.splitlines()
+    )
+    settings = parse_settings(tomllib.loads(switched_on))
+    assert all(getattr(settings.targets, name) is not None for name in PLATFORMS)
+    assert set(settings.sources) == {"shoplazza", "prime", "occ"}
+    assert settings.targets.prime.test_order_id  # type: ignore[attr-defined]
