@@ -25,11 +25,11 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 
 from bridge import topology
 from bridge.fake_cj import TOKEN, FakeCJ
-from bridge.receiver import PUBLISHER
 from bridge.runtime import StartupError, start_receiver
 from bridge.settings import DEFAULT_AMQP_URL, Config, parse_settings, redact_url, resolve
 from bridge.store import Store
 from bridge.targets import plan
+from bridge.web.app import PUBLISHER
 from bridge.worker import Worker
 from handlers.shoplazza import sign
 

@@ -12,14 +12,15 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from bridge import receivers, reconcile
+from bridge import reconcile
 from bridge.metrics import Metrics
-from bridge.metrics_http import serve_metrics
-from bridge.receiver import create_app
 from bridge.settings import Config, redact_url
 from bridge.store import Store, StoreUnavailable
 from bridge.targets import plan
 from bridge.tracing import Tracing, TracingUnavailable
+from bridge.web import processes
+from bridge.web.app import create_app
+from bridge.web.metrics_page import serve_metrics
 from bridge.worker import Worker
 
 log = structlog.get_logger(__name__)
@@ -70,7 +71,7 @@ async def serve(
             if more_receivers is not None and receiver.processes > 1:
                 path, env = more_receivers
                 await stack.enter_async_context(
-                    receivers.children(receiver.processes - 1, path, env, receiver.shutdown_timeout)
+                    processes.children(receiver.processes - 1, path, env, receiver.shutdown_timeout)
                 )
         for worker_plan in plans:
             await stack.enter_async_context(

@@ -33,11 +33,11 @@ from playwright.async_api import Page, ViewportSize, async_playwright
 
 from bridge.demo import demo_config, free_port, refuse_live_broker
 from bridge.fake_cj import FakeCJ, Reply, error_in_200
-from bridge.receiver import PUBLISHER
 from bridge.runtime import StartupError, start_receiver
 from bridge.store import Arrival, Result, Store
 from bridge.tables import DELIVERED, RETRYING
 from bridge.targets import plan
+from bridge.web.app import PUBLISHER
 from bridge.worker import Worker
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers.shoplazza import sign

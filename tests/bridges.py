@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Sequence
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
-from bridge.receiver import create_app
 from bridge.settings import Config
 from bridge.store import Store
 from bridge.targets import plan
+from bridge.web.app import create_app
 from bridge.worker import Worker
 from tests.conftest import ClientFactory, delete_target_queues, fresh_target_queues, wait_ready
 from tests.pipeline import Client

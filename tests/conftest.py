@@ -29,8 +29,8 @@ from bench.scratch_db import scratch_database
 from bridge import topology
 from bridge.fake_cj import FakeCJ
 from bridge.publisher import Publisher
-from bridge.receiver import PUBLISHER, create_app
 from bridge.settings import Config, parse_settings, resolve
+from bridge.web.app import PUBLISHER, create_app
 from handlers.shoplazza import sign
 
 pytest_plugins = ["tests.pipeline"]

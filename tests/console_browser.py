@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bridge import console
-from bridge.http import CONFIG, STORE
-from bridge.receiver import json_errors
 from bridge.settings import Config
 from bridge.store import Arrival, Store
+from bridge.web import console
+from bridge.web.app import json_errors
+from bridge.web.keys import CONFIG, STORE
 from contracts.events import CancelReason, OrderCancelled, Source
 
 CHROMIUM = os.environ.get("CB_CHROMIUM", "/usr/bin/chromium")

@@ -19,10 +19,10 @@ from aiohttp.test_utils import TestClient
 
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.metrics import Metrics
-from bridge.receiver import create_app
 from bridge.settings import Config, parse_settings, resolve
 from bridge.store import Store
 from bridge.targets import plan
+from bridge.web.app import create_app
 from bridge.worker import Worker, WorkerPlan
 from tests.conftest import (
     SECRET,

@@ -12,7 +12,7 @@ from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
 from bridge import topology
-from bridge.receiver import create_app
+from bridge.web.app import create_app
 from tests.conftest import (
     READY_TIMEOUT,
     ClientFactory,

@@ -16,11 +16,11 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
-from bridge.console.auth import LOGIN_COOKIE, SESSION_COOKIE
-from bridge.console.session import csrf_token, derive_key, issue
 from bridge.settings import Config
 from bridge.store import Store
 from bridge.tables import PARKED
+from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
+from bridge.web.console.session import csrf_token, derive_key, issue
 from tests.conftest import ClientFactory
 from tests.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
 from tests.pipeline import API_TOKEN, pipeline_config

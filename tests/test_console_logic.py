@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.console.chart import HEIGHT, WIDTH, bars
-from bridge.console.filters import SearchError, parse_search, query_string
-from bridge.console.queries import Search
-from bridge.console.timeline import timeline
+from bridge.web.console.chart import HEIGHT, WIDTH, bars
+from bridge.web.console.filters import SearchError, parse_search, query_string
+from bridge.web.console.queries import Search
+from bridge.web.console.timeline import timeline
 
 START = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 

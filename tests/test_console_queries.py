@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.console.queries import Search, event_detail, overview, search, window
 from bridge.store import Store
 from bridge.tables import DELIVERED, PARKED, RETRYING
+from bridge.web.console.queries import Search, event_detail, overview, search, window
 from contracts.events import OrderCancelled, Source
 from tests.console_browser import arrive, attempt, event
 

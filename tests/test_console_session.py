@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from bridge.console.auth import safe_next
-from bridge.console.session import (
+from bridge.web.console.auth import safe_next
+from bridge.web.console.session import (
     Flash,
     csrf_ok,
     csrf_token,

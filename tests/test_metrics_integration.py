@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from bridge.fake_cj import Reply, error_in_200
 from bridge.metrics import Metrics
-from bridge.metrics_http import serve_metrics
 from bridge.settings import ConfigError, parse_settings, resolve
+from bridge.web.metrics_page import serve_metrics
 from tests.conftest import ClientFactory, make_config, shoplazza_webhook, started
 from tests.pipeline import Client, Pipeline
 

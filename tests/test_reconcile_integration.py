@@ -28,11 +28,11 @@ from bridge.executor import Executor
 from bridge.fake_cj import ADVERTISER_ID, TOKEN, FakeCJ, Reply
 from bridge.metrics import Metrics
 from bridge.publisher import Publisher
-from bridge.receiver import create_app
 from bridge.settings import Config
 from bridge.store import Store
 from bridge.tables import DELIVERED, RETRYING, transitions
 from bridge.targets import plan as worker_plan_for
+from bridge.web.app import create_app
 from bridge.worker import Worker
 from tests.conftest import ClientFactory, delete_target_queues, fresh_target_queues, wait_ready
 from tests.pipeline import SETTLE_TIMEOUT, Client, Pipeline, pipeline_config

@@ -20,10 +20,10 @@ from yarl import URL
 from bridge import topology
 from bridge.fake_cj import FakeCJ, accepted
 from bridge.messages import REDELIVERY_HEADER
-from bridge.receiver import create_app
 from bridge.store import Store
 from bridge.tables import DELIVERED
 from bridge.targets import plan
+from bridge.web.app import create_app
 from bridge.worker import Worker
 from tests.conftest import (
     ClientFactory,

@@ -18,11 +18,11 @@ from opentelemetry.trace import SpanKind
 
 from bridge import asyncapi
 from bridge.fake_cj import FakeCJ
-from bridge.receiver import create_app
 from bridge.settings import TracingSettings
 from bridge.store import Store
 from bridge.targets import plan
 from bridge.tracing import Tracing
+from bridge.web.app import create_app
 from bridge.worker import Worker
 from tests.conftest import (
     ClientFactory,

@@ -19,10 +19,10 @@ from bridge import parked, topology
 from bridge.cli import main
 from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
 from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
-from bridge.receiver import create_app
 from bridge.status import order_status
 from bridge.store import DROPPED, REPLAYED
 from bridge.targets import plan
+from bridge.web.app import create_app
 from contracts.events import OrderCancelled
 from handlers.base import Headers, HttpCall, Outcome, Rejected
 from tests.conftest import (

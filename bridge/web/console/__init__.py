@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.console import actions, auth, views
-from bridge.console.render import CONSOLE, HERE, PATH, Console, environment
-from bridge.console.session import SESSION_TTL
+from bridge.web.console import actions, auth, views
+from bridge.web.console.render import CONSOLE, HERE, PATH, Console, environment
+from bridge.web.console.session import SESSION_TTL
 
 __all__ = ["CONSOLE", "Console", "add_routes"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from bridge.console.queries import Search
 from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PARKED, PENDING, RETRYING
+from bridge.web.console.queries import Search
 
 STATES = (PENDING, CALLING, RETRYING, DELIVERED, ALREADY_DONE, PARKED)
 MAX_TEXT = 255  # the longest order id or shop the store holds

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from bridge.http import CONFIG, STORE, error_response, json_response
 from bridge.links import LinkError, parse_json
 from bridge.status import order_status
 from bridge.store import StoreUnavailable
+from bridge.web.keys import CONFIG, STORE, error_response, json_response
 
 log = structlog.get_logger(__name__)
 

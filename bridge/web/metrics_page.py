@@ -8,9 +8,9 @@ import hmac
 import structlog
 from aiohttp import web
 
-from bridge.http import CONFIG, METRICS, error_response
 from bridge.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.settings import Config
+from bridge.web.keys import CONFIG, METRICS, error_response
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from bridge.http import CONFIG, json_response
+from bridge.web.keys import CONFIG, json_response
 from contracts.events import Source
 from handlers.prime import WEBHOOK_TOKEN_LIFETIME, issue_token
 

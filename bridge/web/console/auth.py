@@ -18,7 +18,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from aiohttp import web
 
-from bridge.console.render import (
+from bridge.web.console.render import (
     CONSOLE,
     PATH,
     error_page,
@@ -27,7 +27,7 @@ from bridge.console.render import (
     redirect,
     secure,
 )
-from bridge.console.session import (
+from bridge.web.console.session import (
     Flash,
     csrf_ok,
     csrf_token,
@@ -37,7 +37,7 @@ from bridge.console.session import (
     same_nonce,
     verify,
 )
-from bridge.http import CONFIG
+from bridge.web.keys import CONFIG
 
 log = structlog.get_logger(__name__)
 

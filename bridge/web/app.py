@@ -18,18 +18,19 @@ from aiohttp import HttpVersion11, web
 from multidict import CIMultiDictProxy
 from pamqp import commands as spec
 
-from bridge import api, asyncapi, console, oauth, topology
+from bridge import asyncapi, topology
 from bridge.batch import Batcher
-from bridge.http import CONFIG, METRICS, STORE, TRACING, error_response, json_response
-from bridge.lookups import LOOKUPS, lookups_ctx
 from bridge.messages import event_properties, quarantine_message
 from bridge.metrics import Metrics
-from bridge.metrics_http import metrics_page
 from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
 from bridge.store import Arrival, Echo, Seen, Store, StoreUnavailable
 from bridge.targets import target_topology
 from bridge.tracing import Tracing, failed
+from bridge.web import api, console, oauth
+from bridge.web.keys import CONFIG, METRICS, STORE, TRACING, error_response, json_response
+from bridge.web.lookups import LOOKUPS, lookups_ctx
+from bridge.web.metrics_page import metrics_page
 from contracts.events import OrderCancelled, Source
 from handlers.base import (
     Ignored,

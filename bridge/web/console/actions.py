@@ -16,14 +16,14 @@ from aiohttp import web
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from bridge import parked, topology
-from bridge.console import queries
-from bridge.console.auth import Viewer, guarded
-from bridge.console.render import PATH, error_page, html, json_page, redirect
-from bridge.console.session import Flash
-from bridge.console.views import not_found, plausible_id, recorded_event, targets_of
-from bridge.http import CONFIG, STORE
 from bridge.settings import Config
 from bridge.store import DROPPED, REPLAYED, StoreUnavailable
+from bridge.web.console import queries
+from bridge.web.console.auth import Viewer, guarded
+from bridge.web.console.render import PATH, error_page, html, json_page, redirect
+from bridge.web.console.session import Flash
+from bridge.web.console.views import not_found, plausible_id, recorded_event, targets_of
+from bridge.web.keys import CONFIG, STORE
 
 log = structlog.get_logger(__name__)
 

@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from bridge.console import queries
-from bridge.console.auth import Viewer, guarded
-from bridge.console.chart import bars
-from bridge.console.filters import STATES, SearchError, parse_search, query_string
-from bridge.console.render import PATH, error_page, html, json_page, redirect
-from bridge.console.timeline import ATTEMPTS, timeline
-from bridge.http import CONFIG, STORE
 from bridge.store import StoreUnavailable
 from bridge.tables import PARKED
+from bridge.web.console import queries
+from bridge.web.console.auth import Viewer, guarded
+from bridge.web.console.chart import bars
+from bridge.web.console.filters import STATES, SearchError, parse_search, query_string
+from bridge.web.console.render import PATH, error_page, html, json_page, redirect
+from bridge.web.console.timeline import ATTEMPTS, timeline
+from bridge.web.keys import CONFIG, STORE
 
 log = structlog.get_logger(__name__)
 

@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from bridge.console.session import Flash, derive_key, open_flash, seal_flash
-from bridge.http import CONFIG, json_response
 from bridge.store import utc
+from bridge.web.console.session import Flash, derive_key, open_flash, seal_flash
+from bridge.web.keys import CONFIG, json_response
 
 HERE = Path(__file__).parent
 PATH = "/console"  # every cookie of the console is scoped to it

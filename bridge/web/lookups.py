@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bridge.executor import Executor
-from bridge.http import CONFIG
 from bridge.tokens import TokenCache, with_token
+from bridge.web.keys import CONFIG
 from contracts.events import OrderCancelled, Source
 from handlers.base import Ignored, Lookup, Rejected, RetryLater, Unavailable
 
