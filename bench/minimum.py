@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from bridge import topology
+from bridge.amqp import topology
 from contracts.shoplazza import ShoplazzaOrder
 
 CHANNEL = web.AppKey("channel", aio_pika.abc.AbstractChannel)

@@ -37,7 +37,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 
 from bench.scratch_db import scratch_database
-from bridge import topology
+from bridge.amqp import topology
 from bridge.settings import DEFAULT_AMQP_URL
 from contracts.events import Source
 from handlers import shoplazza

@@ -32,9 +32,10 @@ from pydantic import SecretStr
 
 from bench.scratch_db import scratch_database
 from bench.webhooks import Webhook, drive
-from bridge import logs, topology
+from bridge import logs
+from bridge.amqp import topology
+from bridge.amqp.messages import event_message
 from bridge.fake_cj import TOKEN, FakeCJ
-from bridge.messages import event_message
 from bridge.retry import DEFAULT_DELAYS
 from bridge.settings import BrokerSettings, WorkerSettings
 from bridge.store import Store

@@ -16,7 +16,8 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge import asyncapi, links, logs, parked, reconcile, status, topology
+from bridge import links, logs, reconcile, status
+from bridge.amqp import asyncapi, parked, topology
 from bridge.demo import run_demo
 from bridge.online_check import Verdict, check_online
 from bridge.runtime import StartupError, serve

@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 from aio_pika.exceptions import ChannelNotFoundEntity
 
-from bridge import topology
+from bridge.amqp import topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.runtime import StartupError, start_receiver
 from bridge.settings import DEFAULT_AMQP_URL, Config, parse_settings, redact_url, resolve

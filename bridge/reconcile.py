@@ -43,10 +43,10 @@ import orjson
 import structlog
 from pydantic import SecretStr
 
-from bridge import topology
+from bridge.amqp import topology
+from bridge.amqp.messages import copy_with, event_message
+from bridge.amqp.publisher import BrokerUnavailable, Publisher
 from bridge.executor import Executor, HttpAnswer
-from bridge.messages import copy_with, event_message
-from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.reconcile_report import (
     EXIT_ERROR,
     EXIT_USAGE,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge import topology
+from bridge.amqp import topology
 from bridge.settings import Config, ConfigError
 from bridge.worker import WorkerPlan
 from handlers.base import TargetBuild

@@ -37,10 +37,8 @@ from aio_pika.abc import (
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import ValidationError
 
-from bridge import topology
-from bridge.batch import Batcher
-from bridge.executor import Executor, HttpAnswer
-from bridge.messages import (
+from bridge.amqp import topology
+from bridge.amqp.messages import (
     ATTEMPTS_HEADER,
     FIRST_ATTEMPT_HEADER,
     LAST_ERROR_HEADER,
@@ -54,9 +52,11 @@ from bridge.messages import (
     first_attempt_of,
     not_before_of,
 )
+from bridge.amqp.publisher import BrokerUnavailable, Publisher, open_robust
+from bridge.batch import Batcher
+from bridge.executor import Executor, HttpAnswer
 from bridge.metrics import Metrics, status_class
 from bridge.pacing import Pacer
-from bridge.publisher import BrokerUnavailable, Publisher, open_robust
 from bridge.retry import delay_tier, next_retry
 from bridge.settings import BrokerSettings, WorkerSettings
 from bridge.store import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable

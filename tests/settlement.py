@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from bridge import topology
+from bridge.amqp import topology
 from bridge.fake_cj import FakeCJ
 from bridge.store import Store
 from bridge.tables import SETTLED, deliveries

@@ -18,8 +18,8 @@ from jsonschema import Draft7Validator, FormatChecker
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from bridge import asyncapi, messages, topology
-from bridge.asyncapi import document
+from bridge.amqp import asyncapi, messages, topology
+from bridge.amqp.asyncapi import document
 from bridge.cli import main
 from bridge.tracing import TRACE_HEADERS
 from contracts.events import SCHEMA_VERSION, Source

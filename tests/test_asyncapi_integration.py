@@ -10,8 +10,8 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from aiohttp.test_utils import TestClient
 
-from bridge import asyncapi, messages
-from bridge.asyncapi import document
+from bridge.amqp import asyncapi, messages
+from bridge.amqp.asyncapi import document
 from bridge.settings import parse_settings, resolve
 from tests.conftest import (
     SECRET,

@@ -11,7 +11,7 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
-from bridge import topology
+from bridge.amqp import topology
 from bridge.web.app import create_app
 from tests.conftest import (
     READY_TIMEOUT,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import topology
+from bridge.amqp import topology
 from bridge.fake_cj import FakeCJ
 from bridge.store import Store
 from tests.fleet import Child, Fleet

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from bridge import parked, topology
+from bridge.amqp import parked, topology
 from bridge.fake_cj import error_in_200
 from tests.console_browser import CHROMIUM_ARGS, chromium_or_skip
 from tests.pipeline import API_TOKEN, SETTLE_TIMEOUT, Pipeline

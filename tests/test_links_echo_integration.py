@@ -21,8 +21,8 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp import web
 
-from bridge import topology
-from bridge.messages import PARK_REASON_HEADER, event_message
+from bridge.amqp import topology
+from bridge.amqp.messages import PARK_REASON_HEADER, event_message
 from bridge.settings import WorkerSettings
 from bridge.worker import Worker, WorkerPlan
 from contracts.events import CancelReason, OrderCancelled, Source

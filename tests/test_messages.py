@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from aio_pika import DeliveryMode
 
-from bridge.messages import (
+from bridge.amqp.messages import (
     ce_source,
     event_message,
     event_properties,

@@ -9,9 +9,9 @@ import pytest
 from aio_pika import Message
 from aio_pika.abc import FieldValue
 
-from bridge import parked
+from bridge.amqp import parked
+from bridge.amqp.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER, PARKED_AT_HEADER
 from bridge.cli import main
-from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER, PARKED_AT_HEADER
 
 NOW = 1_700_000_000.0
 BODY = orjson.dumps({"source": "shoplazza", "shop": "demo.myshoplaza.com", "order_id": "1001"})

@@ -13,7 +13,7 @@ import structlog
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
-from bridge import topology
+from bridge.amqp import topology
 from contracts.events import OrderCancelled, Source, event_id_for
 from tests.conftest import (
     PREVIOUS_SECRET,

@@ -23,11 +23,12 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from pydantic import SecretStr
 
-from bridge import reconcile, reconcile_report, topology
+from bridge import reconcile, reconcile_report
+from bridge.amqp import topology
+from bridge.amqp.publisher import Publisher
 from bridge.executor import Executor
 from bridge.fake_cj import ADVERTISER_ID, TOKEN, FakeCJ, Reply
 from bridge.metrics import Metrics
-from bridge.publisher import Publisher
 from bridge.settings import Config
 from bridge.store import Store
 from bridge.tables import DELIVERED, RETRYING, transitions

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from bridge import topology
+from bridge.amqp import topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.retry import DEFAULT_DELAYS
 from contracts.events import Source

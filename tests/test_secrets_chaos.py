@@ -18,7 +18,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 from yarl import URL
 
-from bridge import topology
+from bridge.amqp import topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.retry import DEFAULT_DELAYS
 from contracts.events import Source

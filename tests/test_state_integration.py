@@ -15,9 +15,9 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractQueue
 
+from bridge.amqp.messages import REDELIVERY_HEADER, SEEN_HEADER
 from bridge.cli import main
 from bridge.fake_cj import Reply, accepted
-from bridge.messages import REDELIVERY_HEADER, SEEN_HEADER
 from bridge.targets import plan
 from bridge.worker import Worker
 from tests.conftest import ClientFactory, make_config, receive, started, store_section

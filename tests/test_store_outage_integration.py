@@ -17,9 +17,9 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from yarl import URL
 
-from bridge import topology
+from bridge.amqp import topology
+from bridge.amqp.messages import REDELIVERY_HEADER
 from bridge.fake_cj import FakeCJ, accepted
-from bridge.messages import REDELIVERY_HEADER
 from bridge.store import Store
 from bridge.tables import DELIVERED
 from bridge.targets import plan

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from bridge import asyncapi
+from bridge.amqp import asyncapi
 from bridge.fake_cj import FakeCJ
 from bridge.settings import TracingSettings
 from bridge.store import Store

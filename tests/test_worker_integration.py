@@ -15,10 +15,10 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from bridge import parked, topology
+from bridge.amqp import parked, topology
+from bridge.amqp.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.cli import main
 from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
-from bridge.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.status import order_status
 from bridge.store import DROPPED, REPLAYED
 from bridge.targets import plan

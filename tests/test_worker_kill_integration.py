@@ -20,9 +20,9 @@ from pathlib import Path
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from bridge import topology
+from bridge.amqp import topology
+from bridge.amqp.messages import event_message
 from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
-from bridge.messages import event_message
 from bridge.retry import DEFAULT_DELAYS
 from bridge.store import Store
 from bridge.tables import ALREADY_DONE, DELIVERED

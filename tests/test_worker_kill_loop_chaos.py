@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from bridge import topology
+from bridge.amqp import topology
+from bridge.amqp.messages import event_message
 from bridge.fake_cj import FakeCJ
-from bridge.messages import event_message
 from bridge.store import Store
 from bridge.tables import ALREADY_DONE, DELIVERED
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for

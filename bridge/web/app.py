@@ -18,11 +18,11 @@ from aiohttp import HttpVersion11, web
 from multidict import CIMultiDictProxy
 from pamqp import commands as spec
 
-from bridge import asyncapi, topology
+from bridge.amqp import asyncapi, topology
+from bridge.amqp.messages import event_properties, quarantine_message
+from bridge.amqp.publisher import BrokerUnavailable, Publisher
 from bridge.batch import Batcher
-from bridge.messages import event_properties, quarantine_message
 from bridge.metrics import Metrics
-from bridge.publisher import BrokerUnavailable, Publisher
 from bridge.settings import Config
 from bridge.store import Arrival, Echo, Seen, Store, StoreUnavailable
 from bridge.targets import target_topology

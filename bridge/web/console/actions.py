@@ -1,6 +1,6 @@
 """Replay or drop one event's parked message of a target, after a confirmation page.
 
-Both go through `bridge.parked` (read the parked queue unacked, act on the messages whose id is
+Both go through `bridge.amqp.parked` (read the parked queue unacked, act on the messages whose id is
 the event id, return the rest) on a connection of their own to the configured broker.
 """
 
@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
-from bridge import parked, topology
+from bridge.amqp import parked, topology
 from bridge.settings import Config
 from bridge.store import DROPPED, REPLAYED, StoreUnavailable
 from bridge.web.console import queries

@@ -15,7 +15,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage, FieldValue
 from rich.progress import track
 
-from bridge.messages import (
+from bridge.amqp.messages import (
     ATTEMPTS_HEADER,
     FIRST_ATTEMPT_HEADER,
     LAST_ERROR_HEADER,

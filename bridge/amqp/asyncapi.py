@@ -2,8 +2,8 @@
 
 Built from the code that publishes, so it cannot drift from the wire: the payload is the
 pydantic model's JSON Schema (`contracts.schema`) with its `$defs` moved to `components/schemas`;
-exchange, queue and routing-key names come from `bridge.topology`; header names and property
-values from `bridge.messages`. Only the words are written here.
+exchange, queue and routing-key names come from `bridge.amqp.topology`; header names and property
+values from `bridge.amqp.messages`. Only the words are written here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import orjson
 from aio_pika import Message
 from aiohttp import web
 
-from bridge import messages, topology
+from bridge.amqp import messages, topology
 from bridge.settings import BrokerSettings
 from bridge.tracing import TRACE_HEADERS
 from contracts.events import (
@@ -41,7 +41,7 @@ DOCUMENT_ID = "urn:cancel-bridge:asyncapi"
 DEFAULT_VHOST = "/"
 CACHE_CONTROL = "public, max-age=300"
 
-# `bridge.topology` declares everything durable; `Publisher._send` publishes with mandatory=True.
+# `bridge.amqp.topology` declares everything durable; `Publisher._send` publishes mandatory.
 DURABLE = True
 MANDATORY = True
 

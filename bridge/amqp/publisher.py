@@ -24,7 +24,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 from pamqp import commands as spec
 from yarl import URL
 
-from bridge import topology
+from bridge.amqp import topology
 from bridge.metrics import Metrics
 from bridge.settings import BrokerSettings
 from contracts.events import OrderCancelled

@@ -1,0 +1,1 @@
+"""The AMQP side: topology, messages, the confirmed publisher, parked queues, AsyncAPI."""
