@@ -30,7 +30,7 @@ from bridge.settings import DEFAULT_AMQP_URL, Config, parse_settings, redact_url
 from bridge.store import Store
 from bridge.targets import plan
 from bridge.web.app import PUBLISHER
-from bridge.worker import Worker
+from bridge.worker.consumer import Worker
 from handlers.shoplazza import sign
 
 WAIT_SECONDS = 30.0

@@ -21,7 +21,7 @@ from bridge.tracing import Tracing, TracingUnavailable
 from bridge.web import processes
 from bridge.web.app import create_app
 from bridge.web.metrics_page import serve_metrics
-from bridge.worker import Worker
+from bridge.worker.consumer import Worker
 
 log = structlog.get_logger(__name__)
 

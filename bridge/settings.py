@@ -21,7 +21,7 @@ from pydantic import (
 )
 from yarl import URL
 
-from bridge.retry import DEFAULT_DELAYS, DEFAULT_TOTAL
+from bridge.worker.retry import DEFAULT_DELAYS, DEFAULT_TOTAL
 from contracts.events import Platform, Source
 from handlers.base import (
     EnvName,

@@ -38,7 +38,7 @@ from bridge.store import Arrival, Result, Store
 from bridge.tables import DELIVERED, RETRYING
 from bridge.targets import plan
 from bridge.web.app import PUBLISHER
-from bridge.worker import Worker
+from bridge.worker.consumer import Worker
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers.shoplazza import sign
 

@@ -12,7 +12,7 @@ from bridge.settings import Config
 from bridge.store import Store
 from bridge.targets import plan
 from bridge.web.app import create_app
-from bridge.worker import Worker
+from bridge.worker.consumer import Worker
 from tests.conftest import ClientFactory, delete_target_queues, fresh_target_queues, wait_ready
 from tests.pipeline import Client
 

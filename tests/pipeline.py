@@ -23,7 +23,7 @@ from bridge.settings import Config, parse_settings, resolve
 from bridge.store import Store
 from bridge.targets import plan
 from bridge.web.app import create_app
-from bridge.worker import Worker, WorkerPlan
+from bridge.worker.consumer import Worker, WorkerPlan
 from tests.conftest import (
     SECRET,
     ClientFactory,

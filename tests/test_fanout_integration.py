@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractRobustConnection
 from bridge.fake_cj import TOKEN as CJ_TOKEN
 from bridge.fake_cj import FakeCJ
 from bridge.settings import Config, parse_settings, resolve
-from bridge.worker import Worker
+from bridge.worker.consumer import Worker
 from handlers.occ import sign as occ_sign
 from tests.bridges import running_bridge
 from tests.conftest import (

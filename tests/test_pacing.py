@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.pacing import Pacer
+from bridge.worker.pacing import Pacer
 
 
 def test_calls_to_one_key_are_spaced_and_other_keys_are_not_held_up() -> None:

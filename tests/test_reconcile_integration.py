@@ -34,7 +34,7 @@ from bridge.store import Store
 from bridge.tables import DELIVERED, RETRYING, transitions
 from bridge.targets import plan as worker_plan_for
 from bridge.web.app import create_app
-from bridge.worker import Worker
+from bridge.worker.consumer import Worker
 from tests.conftest import ClientFactory, delete_target_queues, fresh_target_queues, wait_ready
 from tests.pipeline import SETTLE_TIMEOUT, Client, Pipeline, pipeline_config
 

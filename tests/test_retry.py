@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.retry import DEFAULT_DELAYS, DEFAULT_TOTAL, delay_tier, next_retry, retry_delay
+from bridge.worker.retry import DEFAULT_DELAYS, DEFAULT_TOTAL, delay_tier, next_retry, retry_delay
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from bridge.amqp.messages import REDELIVERY_HEADER, SEEN_HEADER
 from bridge.cli import main
 from bridge.fake_cj import Reply, accepted
 from bridge.targets import plan
-from bridge.worker import Worker
+from bridge.worker.consumer import Worker
 from tests.conftest import ClientFactory, make_config, receive, started, store_section
 from tests.pipeline import API_TOKEN, SETTLE_TIMEOUT, Pipeline, worker_for
 

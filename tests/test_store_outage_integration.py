@@ -24,7 +24,7 @@ from bridge.store import Store
 from bridge.tables import DELIVERED
 from bridge.targets import plan
 from bridge.web.app import create_app
-from bridge.worker import Worker
+from bridge.worker.consumer import Worker
 from tests.conftest import (
     ClientFactory,
     delete_target_queues,

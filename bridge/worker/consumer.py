@@ -56,13 +56,13 @@ from bridge.amqp.publisher import BrokerUnavailable, Publisher, open_robust
 from bridge.batch import Batcher
 from bridge.executor import Executor, HttpAnswer
 from bridge.metrics import Metrics, status_class
-from bridge.pacing import Pacer
-from bridge.retry import delay_tier, next_retry
 from bridge.settings import BrokerSettings, WorkerSettings
 from bridge.store import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable
 from bridge.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
 from bridge.tokens import TokenCache, with_token
 from bridge.tracing import Tracing, failed
+from bridge.worker.pacing import Pacer
+from bridge.worker.retry import delay_tier, next_retry
 from contracts.events import OrderCancelled, Source
 from handlers.base import (
     AlreadyDone,
