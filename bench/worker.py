@@ -37,7 +37,7 @@ from bridge.amqp import topology
 from bridge.amqp.messages import event_message
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.settings import BrokerSettings, WorkerSettings
-from bridge.store import Store
+from bridge.store.deliveries import Store
 from bridge.worker.consumer import Worker, WorkerPlan
 from bridge.worker.retry import DEFAULT_DELAYS
 from contracts.events import CancelReason, OrderCancelled, Source

@@ -16,13 +16,14 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge import links, logs, reconcile, status
+from bridge import logs, reconcile
 from bridge.amqp import asyncapi, parked, topology
 from bridge.demo import run_demo
 from bridge.online_check import Verdict, check_online
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
-from bridge.store import DROPPED, REPLAYED, SCHEMA_HEAD, Store, StoreUnavailable
+from bridge.store import links, status
+from bridge.store.deliveries import DROPPED, REPLAYED, SCHEMA_HEAD, Store, StoreUnavailable
 from bridge.targets import build, plan, target_topology
 from contracts.schema import event_json_schema
 from handlers.registry import SOURCES

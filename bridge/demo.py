@@ -27,7 +27,7 @@ from bridge.amqp import topology
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.runtime import StartupError, start_receiver
 from bridge.settings import DEFAULT_AMQP_URL, Config, parse_settings, redact_url, resolve
-from bridge.store import Store
+from bridge.store.deliveries import Store
 from bridge.targets import plan
 from bridge.web.app import PUBLISHER
 from bridge.worker.consumer import Worker

@@ -62,7 +62,7 @@ from bridge.reconcile_report import (
     table,
 )
 from bridge.settings import Config, ConfigError
-from bridge.store import DeliveredRow, Store, StoreUnavailable
+from bridge.store.deliveries import DeliveredRow, Store, StoreUnavailable
 from bridge.targets import build, target_topology
 from contracts.cj import CommissionRecord
 from handlers.base import Rejected, RetryLater

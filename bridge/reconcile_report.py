@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from bridge.amqp.parked import format_age
-from bridge.store import REOPENED, DeliveredRow
+from bridge.store.deliveries import REOPENED, DeliveredRow
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers.cj import CJTarget, format_duration, order_id_for
 

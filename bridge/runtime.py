@@ -15,7 +15,7 @@ from aiohttp import web
 from bridge import reconcile
 from bridge.metrics import Metrics
 from bridge.settings import Config, redact_url
-from bridge.store import Store, StoreUnavailable
+from bridge.store.deliveries import Store, StoreUnavailable
 from bridge.targets import plan
 from bridge.tracing import Tracing, TracingUnavailable
 from bridge.web import processes

@@ -34,8 +34,8 @@ from playwright.async_api import Page, ViewportSize, async_playwright
 from bridge.demo import demo_config, free_port, refuse_live_broker
 from bridge.fake_cj import FakeCJ, Reply, error_in_200
 from bridge.runtime import StartupError, start_receiver
-from bridge.store import Arrival, Result, Store
-from bridge.tables import DELIVERED, RETRYING
+from bridge.store.deliveries import Arrival, Result, Store
+from bridge.store.tables import DELIVERED, RETRYING
 from bridge.targets import plan
 from bridge.web.app import PUBLISHER
 from bridge.worker.consumer import Worker

@@ -9,7 +9,7 @@ from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 
 from bridge.settings import Config
-from bridge.store import Store
+from bridge.store.deliveries import Store
 from bridge.targets import plan
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 
 from bridge.settings import Config
-from bridge.store import Arrival, Store
+from bridge.store.deliveries import Arrival, Store
 from bridge.web import console
 from bridge.web.app import json_errors
 from bridge.web.keys import CONFIG, STORE

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from bridge.fake_cj import TOKEN, FakeCJ
 from bridge.metrics import Metrics
 from bridge.settings import Config, parse_settings, resolve
-from bridge.store import Store
+from bridge.store.deliveries import Store
 from bridge.targets import plan
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker, WorkerPlan

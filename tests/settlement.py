@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from bridge.amqp import topology
 from bridge.fake_cj import FakeCJ
-from bridge.store import Store
-from bridge.tables import SETTLED, deliveries
+from bridge.store.deliveries import Store
+from bridge.store.tables import SETTLED, deliveries
 from contracts.events import Source, event_id_for
 from tests.poster import Poster
 from tests.rabbit_nodes import QueueCount, RabbitCtlError, RabbitNode

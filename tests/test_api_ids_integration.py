@@ -16,8 +16,8 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from bridge.store import Store
-from bridge.tables import deliveries, echoes, events, links, transitions
+from bridge.store.deliveries import Store
+from bridge.store.tables import deliveries, echoes, events, links, transitions
 from tests import wire
 from tests.conftest import shoplazza_webhook
 from tests.pipeline import API_TOKEN, Pipeline

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from bridge.batch import Batcher
+from bridge.store.batching import Batcher
 
 
 class Recorder:

@@ -27,7 +27,7 @@ import pytest
 
 from bridge.amqp import topology
 from bridge.fake_cj import FakeCJ
-from bridge.store import Store
+from bridge.store.deliveries import Store
 from tests.fleet import Child, Fleet
 from tests.poster import Poster, shoplazza_orders
 from tests.rabbit_nodes import RabbitCluster, RabbitNode, private_cluster

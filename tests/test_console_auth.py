@@ -17,8 +17,8 @@ import structlog
 from aiohttp.test_utils import TestClient
 
 from bridge.settings import Config
-from bridge.store import Store
-from bridge.tables import PARKED
+from bridge.store.deliveries import Store
+from bridge.store.tables import PARKED
 from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
 from bridge.web.console.session import csrf_token, derive_key, issue
 from tests.conftest import ClientFactory

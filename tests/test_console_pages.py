@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from bridge.store import Store
-from bridge.tables import DELIVERED, PARKED, RETRYING
+from bridge.store.deliveries import Store
+from bridge.store.tables import DELIVERED, PARKED, RETRYING
 from contracts.events import OrderCancelled
 from tests.conftest import ClientFactory
 from tests.console_browser import DEAD_BROKER, arrive, attempt, console_app, event

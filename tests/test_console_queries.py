@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.store import Store
-from bridge.tables import DELIVERED, PARKED, RETRYING
+from bridge.store.deliveries import Store
+from bridge.store.tables import DELIVERED, PARKED, RETRYING
 from bridge.web.console.queries import Search, event_detail, overview, search, window
 from contracts.events import OrderCancelled, Source
 from tests.console_browser import arrive, attempt, event

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.links import LinkError, parse_csv, parse_json
+from bridge.store.links import LinkError, parse_csv, parse_json
 
 
 def test_csv_rows_become_links_and_empty_cells_are_skipped() -> None:

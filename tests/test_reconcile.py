@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge import reconcile, reconcile_report
-from bridge.store import REOPENED, DeliveredRow
+from bridge.store.deliveries import REOPENED, DeliveredRow
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
 from handlers.cj import CJTarget
 

@@ -30,8 +30,8 @@ from bridge.executor import Executor
 from bridge.fake_cj import ADVERTISER_ID, TOKEN, FakeCJ, Reply
 from bridge.metrics import Metrics
 from bridge.settings import Config
-from bridge.store import Store
-from bridge.tables import DELIVERED, RETRYING, transitions
+from bridge.store.deliveries import Store
+from bridge.store.tables import DELIVERED, RETRYING, transitions
 from bridge.targets import plan as worker_plan_for
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker

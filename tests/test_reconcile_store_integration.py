@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge import reconcile_report
-from bridge.store import (
+from bridge.store.deliveries import (
     REOPENED,
     Arrival,
     Claimed,
@@ -18,7 +18,7 @@ from bridge.store import (
     async_url,
     upgrade,
 )
-from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, RETRYING, events
+from bridge.store.tables import ALREADY_DONE, CALLING, DELIVERED, RETRYING, events
 from contracts.events import CancelReason, OrderCancelled, Source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)

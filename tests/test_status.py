@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.status import render
+from bridge.store.status import render
 
 
 def test_nothing_recorded_says_so() -> None:

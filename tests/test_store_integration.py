@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bridge import status
 from bridge.cli import main
 from bridge.settings import ConfigError, parse_settings, resolve
-from bridge.store import (
+from bridge.store import status
+from bridge.store.deliveries import (
     SCHEMA_HEAD,
     Arrival,
     Busy,
@@ -26,7 +26,7 @@ from bridge.store import (
     async_url,
     upgrade,
 )
-from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PENDING, RETRYING
+from bridge.store.tables import ALREADY_DONE, CALLING, DELIVERED, PENDING, RETRYING
 from contracts.events import CancelReason, OrderCancelled, Source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)

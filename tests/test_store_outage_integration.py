@@ -20,8 +20,8 @@ from yarl import URL
 from bridge.amqp import topology
 from bridge.amqp.messages import REDELIVERY_HEADER
 from bridge.fake_cj import FakeCJ, accepted
-from bridge.store import Store
-from bridge.tables import DELIVERED
+from bridge.store.deliveries import Store
+from bridge.store.tables import DELIVERED
 from bridge.targets import plan
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from bridge.amqp import asyncapi
 from bridge.fake_cj import FakeCJ
 from bridge.settings import TracingSettings
-from bridge.store import Store
+from bridge.store.deliveries import Store
 from bridge.targets import plan
 from bridge.tracing import Tracing
 from bridge.web.app import create_app

@@ -19,8 +19,8 @@ from bridge.amqp import parked, topology
 from bridge.amqp.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.cli import main
 from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
-from bridge.status import order_status
-from bridge.store import DROPPED, REPLAYED
+from bridge.store.deliveries import DROPPED, REPLAYED
+from bridge.store.status import order_status
 from bridge.targets import plan
 from bridge.web.app import create_app
 from contracts.events import OrderCancelled

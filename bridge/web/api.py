@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from bridge.links import LinkError, parse_json
-from bridge.status import order_status
-from bridge.store import StoreUnavailable
+from bridge.store.deliveries import StoreUnavailable
+from bridge.store.links import LinkError, parse_json
+from bridge.store.status import order_status
 from bridge.web.keys import CONFIG, STORE, error_response, json_response
 
 log = structlog.get_logger(__name__)

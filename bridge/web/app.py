@@ -21,10 +21,10 @@ from pamqp import commands as spec
 from bridge.amqp import asyncapi, topology
 from bridge.amqp.messages import event_properties, quarantine_message
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
-from bridge.batch import Batcher
 from bridge.metrics import Metrics
 from bridge.settings import Config
-from bridge.store import Arrival, Echo, Seen, Store, StoreUnavailable
+from bridge.store.batching import Batcher
+from bridge.store.deliveries import Arrival, Echo, Seen, Store, StoreUnavailable
 from bridge.targets import target_topology
 from bridge.tracing import Tracing, failed
 from bridge.web import api, console, oauth

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from bridge.metrics import Metrics
 from bridge.settings import Config
-from bridge.store import Store
+from bridge.store.deliveries import Store
 from bridge.tracing import Tracing
 
 CONFIG = web.AppKey("config", Config)

@@ -53,12 +53,12 @@ from bridge.amqp.messages import (
     not_before_of,
 )
 from bridge.amqp.publisher import BrokerUnavailable, Publisher, open_robust
-from bridge.batch import Batcher
 from bridge.executor import Executor, HttpAnswer
 from bridge.metrics import Metrics, status_class
 from bridge.settings import BrokerSettings, WorkerSettings
-from bridge.store import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable
-from bridge.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
+from bridge.store.batching import Batcher
+from bridge.store.deliveries import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable
+from bridge.store.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
 from bridge.tokens import TokenCache, with_token
 from bridge.tracing import Tracing, failed
 from bridge.worker.pacing import Pacer

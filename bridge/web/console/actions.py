@@ -17,7 +17,7 @@ from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from bridge.amqp import parked, topology
 from bridge.settings import Config
-from bridge.store import DROPPED, REPLAYED, StoreUnavailable
+from bridge.store.deliveries import DROPPED, REPLAYED, StoreUnavailable
 from bridge.web.console import queries
 from bridge.web.console.auth import Viewer, guarded
 from bridge.web.console.render import PATH, error_page, html, json_page, redirect

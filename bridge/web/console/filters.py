@@ -5,7 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PARKED, PENDING, RETRYING
+from bridge.store.tables import (
+    ALREADY_DONE,
+    CALLING,
+    DELIVERED,
+    PARKED,
+    PENDING,
+    RETRYING,
+)
 from bridge.web.console.queries import Search
 
 STATES = (PENDING, CALLING, RETRYING, DELIVERED, ALREADY_DONE, PARKED)

@@ -14,9 +14,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bridge.status import order_status
-from bridge.store import NOT_ATTEMPTS, Store, utc
-from bridge.tables import (
+from bridge.store.deliveries import NOT_ATTEMPTS, Store, utc
+from bridge.store.status import order_status
+from bridge.store.tables import (
     ALREADY_DONE,
     DELIVERED,
     PARKED,

@@ -6,8 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.store import DROPPED, NOT_ATTEMPTS, REOPENED, REPLAYED
-from bridge.tables import ALREADY_DONE, CALLING, DELIVERED, PARKED, PENDING, RETRYING
+from bridge.store.deliveries import DROPPED, NOT_ATTEMPTS, REOPENED, REPLAYED
+from bridge.store.tables import (
+    ALREADY_DONE,
+    CALLING,
+    DELIVERED,
+    PARKED,
+    PENDING,
+    RETRYING,
+)
 
 # Outcomes of one call to the target (the store's history holds outcomes, not the claims).
 ATTEMPTS = {

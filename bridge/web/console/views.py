@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from bridge.store import StoreUnavailable
-from bridge.tables import PARKED
+from bridge.store.deliveries import StoreUnavailable
+from bridge.store.tables import PARKED
 from bridge.web.console import queries
 from bridge.web.console.auth import Viewer, guarded
 from bridge.web.console.chart import bars

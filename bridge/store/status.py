@@ -11,8 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bridge.store import Store, utc
-from bridge.tables import deliveries, events, transitions
+from bridge.store.deliveries import Store, utc
+from bridge.store.tables import deliveries, events, transitions
 
 Json = dict[str, Any]
 

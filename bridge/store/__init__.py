@@ -1,0 +1,1 @@
+"""The state store: engine, hot statements, history, links, status, tables, batching, migrations."""
