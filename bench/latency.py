@@ -51,7 +51,7 @@ from bench.webhooks import (
     wait_ready,
     webhooks,
 )
-from bridge.fake_cj import Call, FakeCJ
+from bridge.demo.fake_cj import Call, FakeCJ
 
 PERCENTILES = (50, 90, 99, 100)
 HTTP_OK = 200

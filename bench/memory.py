@@ -56,7 +56,7 @@ from bench.webhooks import (
     wait_ready,
     webhooks,
 )
-from bridge.fake_cj import Call, FakeCJ
+from bridge.demo.fake_cj import Call, FakeCJ
 
 KIB_PER_MIB = 1024
 IDLE_FIRST = 5.0  # seconds after start before the idle sample

@@ -20,7 +20,7 @@ import aio_pika
 
 from bench.scratch_db import scratch_database
 from bench.webhooks import SECRET_ENV, BenchError, amqp_url, bench_config
-from bridge.fake_cj import TOKEN
+from bridge.demo.fake_cj import TOKEN
 from bridge.settings import load
 from bridge.targets import target_topology
 

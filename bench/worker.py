@@ -35,7 +35,7 @@ from bench.webhooks import Webhook, drive
 from bridge import logs
 from bridge.amqp import topology
 from bridge.amqp.messages import event_message
-from bridge.fake_cj import TOKEN, FakeCJ
+from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.settings import BrokerSettings, WorkerSettings
 from bridge.store.deliveries import Store
 from bridge.worker.consumer import Worker, WorkerPlan

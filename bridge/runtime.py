@@ -12,8 +12,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from bridge import reconcile
 from bridge.metrics import Metrics
+from bridge.reconcile import reconciler
 from bridge.settings import Config, redact_url
 from bridge.store.deliveries import Store, StoreUnavailable
 from bridge.targets import plan
@@ -86,7 +86,7 @@ async def serve(
                 )
             )
         if "cj" in targets:  # CJ's silent failures: compare with its commission records
-            await stack.enter_async_context(reconcile.scheduled(config, store))
+            await stack.enter_async_context(reconciler.scheduled(config, store))
         # What startup made lives to the end: keep the collector off it.
         gc.freeze()
         await stop.wait()

@@ -31,8 +31,8 @@ import aiohttp
 import orjson
 from playwright.async_api import Page, ViewportSize, async_playwright
 
-from bridge.demo import demo_config, free_port, refuse_live_broker
-from bridge.fake_cj import FakeCJ, Reply, error_in_200
+from bridge.demo.fake_cj import FakeCJ, Reply, error_in_200
+from bridge.demo.scenario import demo_config, free_port, refuse_live_broker
 from bridge.runtime import StartupError, start_receiver
 from bridge.store.deliveries import Arrival, Result, Store
 from bridge.store.tables import DELIVERED, RETRYING

@@ -28,7 +28,7 @@ from yarl import URL
 from bench.scratch_db import scratch_database
 from bridge.amqp import topology
 from bridge.amqp.publisher import Publisher
-from bridge.fake_cj import FakeCJ
+from bridge.demo.fake_cj import FakeCJ
 from bridge.settings import Config, parse_settings, resolve
 from bridge.web.app import PUBLISHER, create_app
 from handlers.shoplazza import sign

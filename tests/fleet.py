@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from bridge.fake_cj import TOKEN
+from bridge.demo.fake_cj import TOKEN
 from tests.conftest import SECRET, store_section
 from tests.processes import free_port
 

@@ -17,7 +17,7 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
-from bridge.fake_cj import TOKEN, FakeCJ
+from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.metrics import Metrics
 from bridge.settings import Config, parse_settings, resolve
 from bridge.store.deliveries import Store

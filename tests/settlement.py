@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from bridge.amqp import topology
-from bridge.fake_cj import FakeCJ
+from bridge.demo.fake_cj import FakeCJ
 from bridge.store.deliveries import Store
 from bridge.store.tables import SETTLED, deliveries
 from contracts.events import Source, event_id_for

@@ -20,7 +20,7 @@ from referencing.jsonschema import DRAFT7
 
 from bridge.amqp import asyncapi, messages, topology
 from bridge.amqp.asyncapi import document
-from bridge.cli import main
+from bridge.cli.main import main
 from bridge.tracing import TRACE_HEADERS
 from contracts.events import SCHEMA_VERSION, Source
 from contracts.schema import SCHEMA_ID, event_json_schema

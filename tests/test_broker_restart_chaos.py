@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.fake_cj import FakeCJ
+from bridge.demo.fake_cj import FakeCJ
 from tests.fleet import Child, Fleet
 from tests.poster import CONNECTIONS, Poster, shoplazza_orders
 from tests.proxy import TcpProxy

@@ -19,7 +19,7 @@ from graphql import GraphQLEnumType, build_client_schema, get_introspection_quer
 from multidict import CIMultiDict
 from pydantic import SecretStr
 
-from bridge.fake_cj import TOKEN, FakeCJ, error_in_200
+from bridge.demo.fake_cj import TOKEN, FakeCJ, error_in_200
 from bridge.graphql_schemas import Accepted, check_document, check_request, load_schema
 from contracts.cj import CommissionRecord
 from contracts.events import CancelReason, OrderCancelled, Source

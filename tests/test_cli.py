@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.cli import main
+from bridge.cli.main import main
 from contracts.schema import SCHEMA_ID, event_json_schema
 from tests.conftest import scratch_store
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from bridge.amqp import topology
-from bridge.fake_cj import FakeCJ
+from bridge.demo.fake_cj import FakeCJ
 from bridge.store.deliveries import Store
 from tests.fleet import Child, Fleet
 from tests.poster import Poster, shoplazza_orders

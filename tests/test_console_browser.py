@@ -16,7 +16,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from bridge.amqp import parked, topology
-from bridge.fake_cj import error_in_200
+from bridge.demo.fake_cj import error_in_200
 from tests.console_browser import CHROMIUM_ARGS, chromium_or_skip
 from tests.pipeline import API_TOKEN, SETTLE_TIMEOUT, Pipeline
 

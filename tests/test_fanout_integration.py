@@ -16,8 +16,8 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from bridge.fake_cj import TOKEN as CJ_TOKEN
-from bridge.fake_cj import FakeCJ
+from bridge.demo.fake_cj import TOKEN as CJ_TOKEN
+from bridge.demo.fake_cj import FakeCJ
 from bridge.settings import Config, parse_settings, resolve
 from bridge.worker.consumer import Worker
 from handlers.occ import sign as occ_sign

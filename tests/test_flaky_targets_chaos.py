@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from bridge.fake_cj import Reply
+from bridge.demo.fake_cj import Reply
 from tests.pipeline import Pipeline
 
 pytestmark = pytest.mark.chaos

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from bridge.fake_cj import Reply, error_in_200
+from bridge.demo.fake_cj import Reply, error_in_200
 from bridge.metrics import Metrics
 from bridge.settings import ConfigError, parse_settings, resolve
 from bridge.web.metrics_page import serve_metrics

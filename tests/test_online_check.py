@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bridge.fake_cj import TOKEN as CJ_TOKEN
-from bridge.fake_cj import FakeCJ
-from bridge.online_check import Verdict, check_online
+from bridge.cli.online import Verdict, check_online
+from bridge.demo.fake_cj import TOKEN as CJ_TOKEN
+from bridge.demo.fake_cj import FakeCJ
 from bridge.settings import Config, parse_settings, resolve
 from tests.bridges import serve
 from tests.fake_occ import FakeOCC

@@ -11,7 +11,7 @@ from aio_pika.abc import FieldValue
 
 from bridge.amqp import parked
 from bridge.amqp.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER, PARKED_AT_HEADER
-from bridge.cli import main
+from bridge.cli.main import main
 
 NOW = 1_700_000_000.0
 BODY = orjson.dumps({"source": "shoplazza", "shop": "demo.myshoplaza.com", "order_id": "1001"})

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge import reconcile, reconcile_report
+from bridge.reconcile import reconciler
+from bridge.reconcile import report as reconcile_report
 from bridge.store.deliveries import REOPENED, DeliveredRow
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
 from handlers.cj import CJTarget
@@ -244,7 +245,7 @@ def test_the_reopen_detail_names_the_order_and_the_accepted_call() -> None:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cancel-bridge")
-    reconcile.add_parser(parser.add_subparsers(dest="command", required=True))
+    reconciler.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 

@@ -23,12 +23,13 @@ import structlog
 from aio_pika.abc import AbstractRobustConnection
 from pydantic import SecretStr
 
-from bridge import reconcile, reconcile_report
 from bridge.amqp import topology
 from bridge.amqp.publisher import Publisher
+from bridge.demo.fake_cj import ADVERTISER_ID, TOKEN, FakeCJ, Reply
 from bridge.executor import Executor
-from bridge.fake_cj import ADVERTISER_ID, TOKEN, FakeCJ, Reply
 from bridge.metrics import Metrics
+from bridge.reconcile import reconciler
+from bridge.reconcile import report as reconcile_report
 from bridge.settings import Config
 from bridge.store.deliveries import Store
 from bridge.store.tables import DELIVERED, RETRYING, transitions
@@ -117,16 +118,16 @@ async def plain_pipeline(
 
 
 async def once(pipeline: Pipeline, config: Config | None = None) -> reconcile_report.Report:
-    plan = reconcile.plan_for(config or reconciling(pipeline))
+    plan = reconciler.plan_for(config or reconciling(pipeline))
     async with Executor.running() as executor:
-        return await reconcile.reconcile_once(
+        return await reconciler.reconcile_once(
             plan, pipeline.store, executor, window=WINDOW, grace=NO_GRACE
         )
 
 
 @pytest.fixture
 async def publisher(pipeline: Pipeline, amqp_url: str) -> AsyncIterator[Publisher]:
-    plan = reconcile.plan_for(reconciling(pipeline))
+    plan = reconciler.plan_for(reconciling(pipeline))
     async with Publisher.running(
         amqp_url, pipeline.config.settings.broker, connection_name="test", targets=(plan.topology,)
     ) as running:
@@ -138,8 +139,8 @@ async def publisher(pipeline: Pipeline, amqp_url: str) -> AsyncIterator[Publishe
 async def requeue(
     pipeline: Pipeline, publisher: Publisher, report: reconcile_report.Report, max_requeues: int = 3
 ) -> reconcile_report.Report:
-    plan = reconcile.plan_for(reconciling(pipeline))
-    return await reconcile.requeue(
+    plan = reconciler.plan_for(reconciling(pipeline))
+    return await reconciler.requeue(
         report, plan, pipeline.store, publisher, max_requeues=max_requeues
     )
 
@@ -240,11 +241,11 @@ async def test_a_requeue_the_broker_refuses_is_undone(
     """No work queue to take it: the delivery is `delivered` again, and still reported."""
     await deliver(pipeline, fine=0)
     report = await once(pipeline)
-    plan = reconcile.plan_for(reconciling(pipeline))
+    plan = reconciler.plan_for(reconciling(pipeline))
     nowhere = dataclasses.replace(
         plan.topology, work=topology.QueueSpec(f"cancel-bridge.nowhere-{uuid.uuid4().hex}")
     )
-    failed = await reconcile.requeue(
+    failed = await reconciler.requeue(
         report,
         dataclasses.replace(plan, topology=nowhere),
         pipeline.store,
@@ -295,7 +296,7 @@ async def test_a_graphql_error_in_a_200_fails_the_run(pipeline: Pipeline) -> Non
     pipeline.cj.commission_script = [
         Reply(200, {"data": None, "errors": [{"message": "Not authorized for advertiser"}]})
     ]
-    with pytest.raises(reconcile.ReconcileError, match="Not authorized for advertiser"):
+    with pytest.raises(reconciler.ReconcileError, match="Not authorized for advertiser"):
         await once(pipeline)
 
 
@@ -306,13 +307,13 @@ async def test_nothing_delivered_asks_cj_nothing(pipeline: Pipeline) -> None:
 
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cancel-bridge")
-    reconcile.add_parser(parser.add_subparsers(dest="command", required=True))
+    reconciler.add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(["reconcile", "cj", *argv])
 
 
 async def run_command(config: Config, *argv: str) -> int:
     """`cancel-bridge reconcile cj ...` as the CLI runs it (its own loop, store and broker)."""
-    return await asyncio.to_thread(reconcile.command, parse(*argv), config)
+    return await asyncio.to_thread(reconciler.command, parse(*argv), config)
 
 
 async def test_the_command_reports_requeues_and_then_finds_none(
@@ -397,7 +398,7 @@ async def test_a_refused_token_is_an_error_and_never_printed(
 async def scheduled_run(config: Config, pipeline: Pipeline) -> reconcile_report.Report | None:
     """The first run of the schedule (it runs at once), awaited through `on_report`."""
     runs: asyncio.Queue[reconcile_report.Report | None] = asyncio.Queue()
-    async with reconcile.scheduled(config, pipeline.store, on_report=runs.put_nowait):
+    async with reconciler.scheduled(config, pipeline.store, on_report=runs.put_nowait):
         async with asyncio.timeout(SETTLE_TIMEOUT):
             return await runs.get()
 
@@ -436,7 +437,7 @@ async def test_a_failed_scheduled_run_is_logged_without_the_token(pipeline: Pipe
 
 
 async def test_the_schedule_is_off_unless_configured(pipeline: Pipeline) -> None:
-    async with reconcile.scheduled(reconciling(pipeline), pipeline.store):
+    async with reconciler.scheduled(reconciling(pipeline), pipeline.store):
         pass
     assert pipeline.cj.queries == []
 
@@ -471,7 +472,7 @@ async def test_a_reopen_whose_message_was_lost_is_sent_again(
     """
     (lost,) = await deliver(pipeline, fine=0)
     (order,) = (await once(pipeline)).missing
-    long_ago = order.delivered_at - reconcile.STALE_REOPEN  # reopened, then the crash
+    long_ago = order.delivered_at - reconciler.STALE_REOPEN  # reopened, then the crash
     detail = reconcile_report.reopen_detail(order, long_ago)
     assert await pipeline.store.reopen(
         order.event_id, "cj", long_ago, detail, attempts=order.attempts

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bridge import reconcile_report
+from bridge.reconcile import report as reconcile_report
 from bridge.store.deliveries import (
     REOPENED,
     Arrival,

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractRobustConnection
 from yarl import URL
 
 from bridge.amqp import topology
-from bridge.fake_cj import TOKEN, FakeCJ
+from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.worker.retry import DEFAULT_DELAYS
 from contracts.events import Source
 from tests.conftest import SECRET, delete_target_queues, shoplazza_webhook

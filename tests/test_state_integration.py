@@ -16,8 +16,8 @@ import pytest
 from aio_pika.abc import AbstractQueue
 
 from bridge.amqp.messages import REDELIVERY_HEADER, SEEN_HEADER
-from bridge.cli import main
-from bridge.fake_cj import Reply, accepted
+from bridge.cli.main import main
+from bridge.demo.fake_cj import Reply, accepted
 from bridge.targets import plan
 from bridge.worker.consumer import Worker
 from tests.conftest import ClientFactory, make_config, receive, started, store_section

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bridge.cli import main
+from bridge.cli.main import main
 from bridge.settings import ConfigError, parse_settings, resolve
 from bridge.store import status
 from bridge.store.deliveries import (

@@ -19,7 +19,7 @@ from yarl import URL
 
 from bridge.amqp import topology
 from bridge.amqp.messages import REDELIVERY_HEADER
-from bridge.fake_cj import FakeCJ, accepted
+from bridge.demo.fake_cj import FakeCJ, accepted
 from bridge.store.deliveries import Store
 from bridge.store.tables import DELIVERED
 from bridge.targets import plan

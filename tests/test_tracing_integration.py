@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from bridge.amqp import asyncapi
-from bridge.fake_cj import FakeCJ
+from bridge.demo.fake_cj import FakeCJ
 from bridge.settings import TracingSettings
 from bridge.store.deliveries import Store
 from bridge.targets import plan

@@ -17,8 +17,8 @@ from aio_pika.abc import AbstractRobustConnection
 
 from bridge.amqp import parked, topology
 from bridge.amqp.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
-from bridge.cli import main
-from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
+from bridge.cli.main import main
+from bridge.demo.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
 from bridge.store.deliveries import DROPPED, REPLAYED
 from bridge.store.status import order_status
 from bridge.targets import plan

@@ -22,7 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from bridge.amqp import topology
 from bridge.amqp.messages import event_message
-from bridge.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
+from bridge.demo.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
 from bridge.store.deliveries import Store
 from bridge.store.tables import ALREADY_DONE, DELIVERED
 from bridge.worker.retry import DEFAULT_DELAYS

@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from bridge.amqp import topology
 from bridge.amqp.messages import event_message
-from bridge.fake_cj import FakeCJ
+from bridge.demo.fake_cj import FakeCJ
 from bridge.store.deliveries import Store
 from bridge.store.tables import ALREADY_DONE, DELIVERED
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for

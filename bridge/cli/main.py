@@ -16,10 +16,11 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge import logs, reconcile
+from bridge import logs
 from bridge.amqp import asyncapi, parked, topology
-from bridge.demo import run_demo
-from bridge.online_check import Verdict, check_online
+from bridge.cli.online import Verdict, check_online
+from bridge.demo.scenario import run_demo
+from bridge.reconcile import reconciler
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
 from bridge.store import links, status
@@ -226,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--all", action="store_true", help="every parked message")
         if action == "drop":
             command.add_argument("--yes", action="store_true", help="confirm --all")
-    reconcile.add_parser(commands)
+    reconciler.add_parser(commands)
     return parser
 
 
@@ -381,7 +382,7 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
     if args.command == "parked":
         return _parked(args, config)
     if args.command == "reconcile":
-        return reconcile.command(args, config)
+        return reconciler.command(args, config)
     if args.command in ("status", "links"):
         return _state_command(args, config)
     if args.command == "db":

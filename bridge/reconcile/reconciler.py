@@ -47,7 +47,7 @@ from bridge.amqp import topology
 from bridge.amqp.messages import copy_with, event_message
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
 from bridge.executor import Executor, HttpAnswer
-from bridge.reconcile_report import (
+from bridge.reconcile.report import (
     EXIT_ERROR,
     EXIT_USAGE,
     TARGET,

@@ -24,7 +24,7 @@ import orjson
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from bridge.amqp import topology
-from bridge.fake_cj import TOKEN, FakeCJ
+from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.runtime import StartupError, start_receiver
 from bridge.settings import DEFAULT_AMQP_URL, Config, parse_settings, redact_url, resolve
 from bridge.store.deliveries import Store

@@ -2,7 +2,7 @@
 
 `compare` decides each delivered order's status against the orders CJ declined; `table`,
 `summary` and `as_json` render a `Report`; `exit_status` is the command's exit status.
-`bridge.reconcile` does the reading, asking and requeueing around them.
+`bridge.reconcile.reconciler` does the reading, asking and requeueing around them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The command line: run, worker, check-config (with --online), status, parked, reconcile, ..."""

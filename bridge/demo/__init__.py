@@ -1,0 +1,1 @@
+"""The demo: one cancellation end to end, with a fake Shoplazza sender and a fake CJ."""

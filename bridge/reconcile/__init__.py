@@ -1,0 +1,1 @@
+"""Reconciliation: what the targets recorded against what the store says was delivered."""
