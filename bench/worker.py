@@ -36,10 +36,9 @@ from bridge import logs
 from bridge.amqp import topology
 from bridge.amqp.messages import event_message
 from bridge.demo.fake_cj import TOKEN, FakeCJ
-from bridge.settings import BrokerSettings, WorkerSettings
+from bridge.settings import DEFAULT_DELAYS, BrokerSettings, WorkerSettings
 from bridge.store.deliveries import Store
 from bridge.worker.consumer import Worker, WorkerPlan
-from bridge.worker.retry import DEFAULT_DELAYS
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers import cj
 from handlers.base import HttpCall

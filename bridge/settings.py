@@ -21,7 +21,6 @@ from pydantic import (
 )
 from yarl import URL
 
-from bridge.worker.retry import DEFAULT_DELAYS, DEFAULT_TOTAL
 from contracts.events import Platform, Source
 from handlers.base import (
     EnvName,
@@ -34,6 +33,9 @@ from handlers.prime import PrimeApiVersion, TokenClientAuth
 from handlers.registry import SOURCES, TARGETS
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# `[worker]`'s retry schedule (bridge/worker/retry.py reads it): seconds, the last repeats.
+DEFAULT_DELAYS: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)  # then hourly
+DEFAULT_TOTAL = 24 * 3600.0
 MIN_API_TOKEN = 16
 
 

@@ -137,3 +137,69 @@ def test_imports_are_absolute() -> None:
     for package in ("handlers", "contracts"):
         for path, names in imported_by_file(package).items():
             assert not {name for name in names if name.startswith(".")}, path
+
+
+# The folders of bridge/ and the ones each may import (besides the cross-cutting modules at
+# the top of bridge/): the arrows of the architecture. The AMQP side and the store are the
+# bottom; the web side, the worker and reconciliation stand on them; the CLI and the demo
+# compose everything.
+BRIDGE = ROOT / "bridge"
+FOLDER_ARROWS: dict[str, frozenset[str]] = {
+    "amqp": frozenset(),
+    "store": frozenset(),
+    "worker": frozenset({"amqp", "store"}),
+    "web": frozenset({"amqp", "store"}),
+    "reconcile": frozenset({"amqp", "store"}),
+    "cli": frozenset({"amqp", "store", "reconcile", "demo", "web", "worker"}),
+    "demo": frozenset({"amqp", "store", "web", "worker", "cli"}),
+}
+# Top-level modules that put the parts together; the others are cross-cutting and import none.
+TOP_COMPOSERS = frozenset({"__main__.py", "runtime.py", "targets.py"})
+
+
+def bridge_folders_imported(path: Path) -> set[str]:
+    """The folders of bridge/ that the module at `path` imports from."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bridge"):
+            names = [node.module]
+            if node.module == "bridge":
+                names = [f"bridge.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.startswith("bridge.")]
+        for name in names:
+            parts = name.split(".")
+            if len(parts) > 1 and (BRIDGE / parts[1]).is_dir():
+                found.add(parts[1])
+    return found
+
+
+def test_every_bridge_folder_has_its_arrows() -> None:
+    folders = {p.name for p in BRIDGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(FOLDER_ARROWS)
+
+
+def test_bridge_folders_import_only_along_the_arrows() -> None:
+    """E.g. the AMQP side and the store never import the web side."""
+    offenders = {}
+    for folder, allowed in FOLDER_ARROWS.items():
+        for path in sorted((BRIDGE / folder).rglob("*.py")):
+            crossing = bridge_folders_imported(path) - allowed - {folder}
+            if crossing:
+                offenders[str(path.relative_to(ROOT))] = sorted(crossing)
+    assert offenders == {}
+
+
+def test_cross_cutting_modules_import_no_part() -> None:
+    offenders = {
+        path.name: sorted(found)
+        for path in sorted(BRIDGE.glob("*.py"))
+        if path.name not in TOP_COMPOSERS and (found := bridge_folders_imported(path))
+    }
+    assert offenders == {}
+
+
+def test_the_arrow_scanner_sees_crossings() -> None:
+    """Guard against a vacuous pass: the web side's known imports are found."""
+    assert {"amqp", "store"} <= bridge_folders_imported(BRIDGE / "web" / "app.py")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.worker.retry import DEFAULT_DELAYS, DEFAULT_TOTAL, delay_tier, next_retry, retry_delay
+from bridge.settings import DEFAULT_DELAYS, DEFAULT_TOTAL
+from bridge.worker.retry import delay_tier, next_retry, retry_delay
 
 
 @pytest.mark.parametrize(

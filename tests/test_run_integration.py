@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from bridge.amqp import topology
 from bridge.demo.fake_cj import TOKEN, FakeCJ
-from bridge.worker.retry import DEFAULT_DELAYS
+from bridge.settings import DEFAULT_DELAYS
 from contracts.events import Source
 from tests.conftest import SECRET, delete_target_queues, shoplazza_webhook
 from tests.processes import Bridge, free_port, spawn

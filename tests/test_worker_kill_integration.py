@@ -23,9 +23,9 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from bridge.amqp import topology
 from bridge.amqp.messages import event_message
 from bridge.demo.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
+from bridge.settings import DEFAULT_DELAYS
 from bridge.store.deliveries import Store
 from bridge.store.tables import ALREADY_DONE, DELIVERED
-from bridge.worker.retry import DEFAULT_DELAYS
 from contracts.events import CancelReason, OrderCancelled, Source
 from tests.conftest import broker_address, delete_target_queues, store_section, via
 from tests.processes import Bridge, spawn

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-DEFAULT_DELAYS: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)  # then hourly
-DEFAULT_TOTAL = 24 * 3600.0
-
 
 def retry_delay(attempt: int, *, delays: Sequence[float], retry_after: float | None) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based).
