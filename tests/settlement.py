@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from bridge.amqp import topology
 from bridge.demo.fake_cj import FakeCJ
 from bridge.store.deliveries import Store
-from bridge.store.tables import SETTLED, deliveries
+from bridge.store.lifecycle import SETTLED_STATES
+from bridge.store.tables import deliveries
 from contracts.events import Source, event_id_for
 from tests.poster import Poster
 from tests.rabbit_nodes import QueueCount, RabbitCtlError, RabbitNode
@@ -43,7 +44,7 @@ class Settlement:
     @property
     def settled(self) -> int:
         """Expected pairs delivered or already done."""
-        return sum(n for state, n in self.states.items() if state in SETTLED)
+        return sum(n for state, n in self.states.items() if state in SETTLED_STATES)
 
     @property
     def left_in_queues(self) -> dict[str, QueueCount]:

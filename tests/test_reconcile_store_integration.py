@@ -8,22 +8,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.reconcile import report as reconcile_report
-from bridge.store.deliveries import (
-    REOPENED,
-    Arrival,
-    Claimed,
-    Result,
-    Settled,
-    Store,
-    async_url,
-    upgrade,
-)
-from bridge.store.tables import ALREADY_DONE, CALLING, DELIVERED, RETRYING, events
+from bridge.store.arrivals import Arrival
+from bridge.store.claims import Claimed, Result, Settled
+from bridge.store.deliveries import Store
+from bridge.store.engine import async_url, upgrade
+from bridge.store.lifecycle import DeliveryState, StepKind
+from bridge.store.tables import events
 from contracts.events import CancelReason, OrderCancelled, Source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
-DETAIL = f"{REOPENED}: no decline at CJ for order 1001"
+DETAIL = f"{StepKind.REOPENED.marker}: no decline at CJ for order 1001"
 
 
 def event(order_id: str = "1001") -> OrderCancelled:
@@ -72,7 +67,9 @@ async def test_every_way_an_event_is_first_recorded_keeps_its_json(database_url:
 async def delivered(store: Store, evt: OrderCancelled, at: datetime = NOW) -> None:
     await store.record_event(evt, at, ("cj",))
     assert await store.claim(evt, "cj", "w1", at, at + LEASE) == Claimed(1)
-    assert await store.finish(str(evt.event_id), "cj", "w1", DELIVERED, at, reference="sub-1")
+    assert await store.finish(
+        str(evt.event_id), "cj", "w1", DeliveryState.DELIVERED, at, reference="sub-1"
+    )
 
 
 async def test_delivered_between_is_the_window_the_target_and_the_state(database_url: str) -> None:
@@ -82,10 +79,10 @@ async def test_delivered_between_is_the_window_the_target_and_the_state(database
         await delivered(store, before, NOW - timedelta(hours=2))
         await store.record_event(done_already, NOW, ("cj",))
         await store.claim(done_already, "cj", "w1", NOW, NOW + LEASE)
-        await store.finish(str(done_already.event_id), "cj", "w1", ALREADY_DONE, NOW)
+        await store.finish(str(done_already.event_id), "cj", "w1", DeliveryState.ALREADY_DONE, NOW)
         await store.record_event(elsewhere, NOW, ("occ",))
         await store.claim(elsewhere, "occ", "w1", NOW, NOW + LEASE)
-        await store.finish(str(elsewhere.event_id), "occ", "w1", DELIVERED, NOW)
+        await store.finish(str(elsewhere.event_id), "occ", "w1", DeliveryState.DELIVERED, NOW)
         rows = await store.delivered_between(
             "cj", NOW - timedelta(hours=1), NOW + timedelta(seconds=1)
         )
@@ -113,13 +110,17 @@ async def test_a_reopened_delivery_is_claimable_again_with_its_attempts(database
     async with Store.open(database_url) as store:
         await delivered(store, evt)
         assert await store.claim(evt, "cj", "w2", later, later + LEASE) == Settled(
-            DELIVERED, "sub-1"
+            DeliveryState.DELIVERED, "sub-1"
         )
         assert await store.reopen(key, "cj", later, DETAIL, attempts=1)
         assert not await store.reopen(key, "cj", later, DETAIL, attempts=1)  # not delivered now
         found = await store.delivery(key, "cj")
         assert found is not None
-        assert (found.state, found.attempts, found.last_error) == (RETRYING, 1, DETAIL)
+        assert (found.state, found.attempts, found.last_error) == (
+            DeliveryState.RETRYING,
+            1,
+            DETAIL,
+        )
         assert await store.reopen_counts("cj", [key]) == {key: 1}
         assert await store.delivered_between("cj", NOW, later) == []
         assert await store.claim(evt, "cj", "w2", later, later + LEASE) == Claimed(2)
@@ -127,7 +128,7 @@ async def test_a_reopened_delivery_is_claimable_again_with_its_attempts(database
         assert not await store.undo_reopen(key, "cj", later, DETAIL)
         found = await store.delivery(key, "cj")
         assert found is not None
-        assert found.state == CALLING
+        assert found.state == DeliveryState.CALLING
 
 
 async def test_a_reopen_acts_only_on_the_delivery_as_it_was_seen(database_url: str) -> None:
@@ -141,13 +142,13 @@ async def test_a_reopen_acts_only_on_the_delivery_as_it_was_seen(database_url: s
         assert seen.attempts == 1
         assert await store.reopen(key, "cj", later, DETAIL, attempts=seen.attempts)  # run A
         assert await store.claim(evt, "cj", "w2", later, later + LEASE) == Claimed(2)
-        await store.finish_many([Result(key, "cj", "w2", DELIVERED, later, "sub-2")])
+        await store.finish_many([Result(key, "cj", "w2", DeliveryState.DELIVERED, later, "sub-2")])
         # Run B, with a report made before A's requeue: the pair is delivered again, but not
         # as B saw it; reopening it would ask CJ a third time.
         assert not await store.reopen(key, "cj", later, DETAIL, attempts=seen.attempts)
         found = await store.delivery(key, "cj")
         assert found is not None
-        assert (found.state, found.attempts) == (DELIVERED, 2)
+        assert (found.state, found.attempts) == (DeliveryState.DELIVERED, 2)
 
 
 async def test_an_undone_reopen_is_delivered_again_and_not_counted(database_url: str) -> None:
@@ -160,7 +161,11 @@ async def test_an_undone_reopen_is_delivered_again_and_not_counted(database_url:
         assert await store.undo_reopen(key, "cj", NOW, DETAIL)
         found = await store.delivery(key, "cj")
         assert found is not None
-        assert (found.state, found.last_error, found.reference) == (DELIVERED, None, "sub-1")
+        assert (found.state, found.last_error, found.reference) == (
+            DeliveryState.DELIVERED,
+            None,
+            "sub-1",
+        )
         assert await store.reopen_counts("cj", [key]) == {key: 0}
         assert await store.reopen_counts("cj", []) == {}
 
@@ -172,11 +177,13 @@ async def test_a_retry_the_worker_recorded_is_not_undone(database_url: str) -> N
         await delivered(store, evt)
         assert await store.reopen(key, "cj", NOW, DETAIL, attempts=1)
         assert await store.claim(evt, "cj", "w2", NOW, NOW + LEASE) == Claimed(2)
-        await store.finish_many([Result(key, "cj", "w2", RETRYING, NOW, "cj answered HTTP 503")])
+        await store.finish_many(
+            [Result(key, "cj", "w2", DeliveryState.RETRYING, NOW, "cj answered HTTP 503")]
+        )
         assert not await store.undo_reopen(key, "cj", NOW, DETAIL)
         found = await store.delivery(key, "cj")
         assert found is not None
-        assert found.state == RETRYING
+        assert found.state == DeliveryState.RETRYING
 
 
 async def test_rows_from_before_the_event_json_column_are_rebuilt(database_url: str) -> None:

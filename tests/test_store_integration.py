@@ -13,20 +13,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bridge.cli.main import main
 from bridge.settings import ConfigError, parse_settings, resolve
 from bridge.store import status
-from bridge.store.deliveries import (
-    SCHEMA_HEAD,
-    Arrival,
-    Busy,
-    Claimed,
-    Echo,
-    Result,
-    Seen,
-    Settled,
-    Store,
-    async_url,
-    upgrade,
-)
-from bridge.store.tables import ALREADY_DONE, CALLING, DELIVERED, PENDING, RETRYING
+from bridge.store.arrivals import Arrival, Echo, Seen
+from bridge.store.claims import Busy, Claimed, Result, Settled
+from bridge.store.deliveries import Store
+from bridge.store.engine import SCHEMA_HEAD, async_url, upgrade
+from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
@@ -121,15 +112,19 @@ async def test_a_claim_is_taken_once_and_a_settled_pair_never_again(database_url
     e = event()
     async with Store.open(database_url) as store:
         await store.record_event(e, NOW, ("cj",))
-        assert (await store.delivery(str(e.event_id), "cj")).state == PENDING  # type: ignore[union-attr]
+        assert (await store.delivery(str(e.event_id), "cj")).state == DeliveryState.PENDING  # type: ignore[union-attr]
         assert await store.claim(e, "cj", "w1", NOW, NOW + LEASE) == Claimed(1)
         busy = await store.claim(e, "cj", "w2", NOW, NOW + LEASE)
         assert busy == Busy("w1", NOW + LEASE)
-        assert await store.finish(str(e.event_id), "cj", "w1", DELIVERED, NOW, reference="sub-1")
-        assert await store.claim(e, "cj", "w2", NOW, NOW + LEASE) == Settled(DELIVERED, "sub-1")
+        assert await store.finish(
+            str(e.event_id), "cj", "w1", DeliveryState.DELIVERED, NOW, reference="sub-1"
+        )
+        assert await store.claim(e, "cj", "w2", NOW, NOW + LEASE) == Settled(
+            DeliveryState.DELIVERED, "sub-1"
+        )
         row = await store.delivery(str(e.event_id), "cj")
         assert row is not None
-        assert (row.state, row.attempts, row.reference) == (DELIVERED, 1, "sub-1")
+        assert (row.state, row.attempts, row.reference) == (DeliveryState.DELIVERED, 1, "sub-1")
 
 
 async def test_retrying_pairs_are_claimed_again_and_count_attempts(database_url: str) -> None:
@@ -137,15 +132,19 @@ async def test_retrying_pairs_are_claimed_again_and_count_attempts(database_url:
     async with Store.open(database_url) as store:
         await store.record_event(e, NOW, ("cj",))
         assert await store.claim(e, "cj", "w1", NOW, NOW + LEASE) == Claimed(1)
-        await store.finish(str(e.event_id), "cj", "w1", RETRYING, NOW, detail="HTTP 503")
+        await store.finish(
+            str(e.event_id), "cj", "w1", DeliveryState.RETRYING, NOW, detail="HTTP 503"
+        )
         row = await store.delivery(str(e.event_id), "cj")
         assert row is not None
-        assert (row.state, row.last_error) == (RETRYING, "HTTP 503")
+        assert (row.state, row.last_error) == (DeliveryState.RETRYING, "HTTP 503")
         assert await store.claim(e, "cj", "w2", NOW, NOW + LEASE) == Claimed(2)
-        await store.finish(str(e.event_id), "cj", "w2", ALREADY_DONE, NOW, detail="already")
+        await store.finish(
+            str(e.event_id), "cj", "w2", DeliveryState.ALREADY_DONE, NOW, detail="already"
+        )
         row = await store.delivery(str(e.event_id), "cj")
         assert row is not None
-        assert (row.state, row.attempts, row.last_error) == (ALREADY_DONE, 2, None)
+        assert (row.state, row.attempts, row.last_error) == (DeliveryState.ALREADY_DONE, 2, None)
 
 
 async def test_an_expired_lease_can_be_taken_over(database_url: str) -> None:
@@ -157,8 +156,10 @@ async def test_an_expired_lease_can_be_taken_over(database_url: str) -> None:
         later = NOW + LEASE + timedelta(seconds=1)
         assert await store.claim(e, "cj", "w2", later, later + LEASE) == Claimed(2)
         # The dead worker's late answer no longer holds the claim, but a settled outcome stands.
-        assert not await store.finish(str(e.event_id), "cj", "dead", DELIVERED, later)
-        assert await store.claim(e, "cj", "w3", later, later + LEASE) == Settled(DELIVERED, None)
+        assert not await store.finish(str(e.event_id), "cj", "dead", DeliveryState.DELIVERED, later)
+        assert await store.claim(e, "cj", "w3", later, later + LEASE) == Settled(
+            DeliveryState.DELIVERED, None
+        )
 
 
 async def test_a_claim_records_an_event_the_receiver_never_saw(database_url: str) -> None:
@@ -208,7 +209,9 @@ async def test_echoes_are_recorded_with_a_settled_outcome_and_expire(database_ur
     e = event()
     async with Store.open(database_url) as store:
         await store.claim(e, "prime", "w1", NOW, NOW + LEASE)
-        await store.finish(str(e.event_id), "prime", "w1", DELIVERED, NOW, echo=("prime", "abc"))
+        await store.finish(
+            str(e.event_id), "prime", "w1", DeliveryState.DELIVERED, NOW, echo=("prime", "abc")
+        )
         assert await store.echo_of("prime", "abc", NOW - timedelta(days=7)) == str(e.event_id)
         assert await store.echo_of("prime", "abc", NOW + timedelta(seconds=1)) is None
         assert await store.echo_of("prime", "other", NOW - timedelta(days=7)) is None
@@ -269,11 +272,11 @@ async def test_claim_many_takes_claimable_pairs_in_one_go(database_url: str) -> 
         await store.record_event(pending, NOW, ("cj",))
         await store.record_event(done, NOW, ("cj",))
         await store.claim(done, "cj", "w0", NOW, NOW + LEASE)
-        await store.finish(str(done.event_id), "cj", "w0", DELIVERED, NOW)
+        await store.finish(str(done.event_id), "cj", "w0", DeliveryState.DELIVERED, NOW)
         claims = await store.claim_many([pending, fresh, done, again], "cj", "w1", LEASE)
     assert claims[0] == Claimed(1)  # pending row: taken by the one UPDATE
     assert claims[1] == Claimed(1)  # no row yet: inserted
-    assert claims[2] == Settled(DELIVERED, None)
+    assert claims[2] == Settled(DeliveryState.DELIVERED, None)
     assert isinstance(claims[3], Busy)  # the same event twice in a batch: the copy waits
     assert claims[3].claimed_by == "w1"
 
@@ -289,7 +292,9 @@ async def test_claim_many_claims_events_with_no_rows(database_url: str) -> None:
         rows = [await store.delivery(str(e.event_id), "cj") for e in [*unknown, bare]]
         found = await status.order_status(store, unknown[0].order_id, "shoplazza")
     assert claims == [Claimed(1)] * 6
-    assert [(row.state, row.attempts) for row in rows if row is not None] == [(CALLING, 1)] * 6
+    assert [(row.state, row.attempts) for row in rows if row is not None] == [
+        (DeliveryState.CALLING, 1)
+    ] * 6
     assert all(isinstance(claim, Busy) and claim.claimed_by == "w1" for claim in later), later
     assert found, "the unknown event was recorded with its claim"
 
@@ -302,8 +307,17 @@ async def test_finish_many_records_each_outcome_and_its_history(database_url: st
             await store.claim(e, "cj", "w1", NOW, NOW + LEASE)
         held = await store.finish_many(
             [
-                Result(str(first.event_id), "cj", "w1", DELIVERED, NOW, reference="sub-1"),
-                Result(str(second.event_id), "cj", "w-other", RETRYING, NOW, detail="HTTP 503"),
+                Result(
+                    str(first.event_id), "cj", "w1", DeliveryState.DELIVERED, NOW, reference="sub-1"
+                ),
+                Result(
+                    str(second.event_id),
+                    "cj",
+                    "w-other",
+                    DeliveryState.RETRYING,
+                    NOW,
+                    detail="HTTP 503",
+                ),
             ]
         )
         assert held == [True, False]  # the second claim was not w-other's
@@ -311,8 +325,10 @@ async def test_finish_many_records_each_outcome_and_its_history(database_url: st
         two = await store.delivery(str(second.event_id), "cj")
     assert one is not None
     assert two is not None
-    assert (one.state, one.reference) == (DELIVERED, "sub-1")
-    assert two.state == CALLING  # a non-settling outcome of a lost claim changes nothing
+    assert (one.state, one.reference) == (DeliveryState.DELIVERED, "sub-1")
+    assert (
+        two.state == DeliveryState.CALLING
+    )  # a non-settling outcome of a lost claim changes nothing
 
 
 async def test_arrive_many_counts_records_and_spots_echoes(database_url: str) -> None:
@@ -325,7 +341,7 @@ async def test_arrive_many_counts_records_and_spots_echoes(database_url: str) ->
             str(event("cause").event_id),
             "shoplazza",
             "w",
-            DELIVERED,
+            DeliveryState.DELIVERED,
             NOW,
             echo=("shoplazza", "echoed"),
         )
@@ -341,7 +357,7 @@ async def test_arrive_many_counts_records_and_spots_echoes(database_url: str) ->
         assert results == [Seen(1), Seen(2), Seen(2), Echo(str(event("cause").event_id)), Seen(3)]
         row = await store.delivery(str(fresh.event_id), "cj")
         assert row is not None
-        assert row.state == PENDING
+        assert row.state == DeliveryState.PENDING
         assert await store.record_event(fresh, NOW) == 4
         assert await store.delivery(str(echoed.event_id), "cj") is None  # echoes are not recorded
         later = await store.arrive_many([Arrival(echoed, NOW, (), NOW + timedelta(seconds=1))])

@@ -21,7 +21,7 @@ from bridge.amqp import topology
 from bridge.amqp.messages import REDELIVERY_HEADER
 from bridge.demo.fake_cj import FakeCJ, accepted
 from bridge.store.deliveries import Store
-from bridge.store.tables import DELIVERED
+from bridge.store.lifecycle import DeliveryState
 from bridge.targets import plan
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker
@@ -156,4 +156,4 @@ async def test_an_answer_in_hand_waits_for_the_store_and_is_not_asked_again(setu
     event_id = str(answer["event_id"])
     row = await setup.store.delivery(event_id, "cj")
     assert row is not None
-    assert (row.state, row.attempts) == (DELIVERED, 1)
+    assert (row.state, row.attempts) == (DeliveryState.DELIVERED, 1)

@@ -22,7 +22,7 @@ from bridge.amqp import topology
 from bridge.amqp.messages import event_message
 from bridge.demo.fake_cj import FakeCJ
 from bridge.store.deliveries import Store
-from bridge.store.tables import ALREADY_DONE, DELIVERED
+from bridge.store.lifecycle import SETTLED_STATES
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
 from tests.processes import Bridge
 from tests.test_worker_kill_integration import (
@@ -106,7 +106,7 @@ async def settled_pairs(store: Store, orders: list[str]) -> int:
     for order in orders:
         event_id = event_id_for(Source.SHOPLAZZA, "loop.myshoplaza.com", order)
         row = await store.delivery(str(event_id), "cj")
-        done += row is not None and row.state in (DELIVERED, ALREADY_DONE)
+        done += row is not None and row.state in SETTLED_STATES
     return done
 
 

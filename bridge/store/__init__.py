@@ -1,1 +1,1 @@
-"""The state store: engine, hot statements, history, links, status, tables, batching, migrations."""
+"""The state store: `deliveries.Store` and its parts (see that module), tables, migrations."""

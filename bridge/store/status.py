@@ -11,14 +11,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bridge.store.deliveries import Store, utc
+from bridge.store.deliveries import Store
 from bridge.store.tables import deliveries, events, transitions
+from contracts.timestamps import utc_z
 
 Json = dict[str, Any]
 
 
 def _time(moment: datetime | None) -> str | None:
-    return None if moment is None else utc(moment).isoformat().replace("+00:00", "Z")
+    return None if moment is None else utc_z(moment)
 
 
 async def order_status(store: Store, order_id: str, source: str | None = None) -> list[Json]:

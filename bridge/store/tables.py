@@ -1,4 +1,7 @@
-"""The store's tables (SQLAlchemy Core); Alembic migrations in `bridge/migrations` create them."""
+"""The store's tables (SQLAlchemy Core); the Alembic migrations in `migrations/` create them.
+
+The values of `deliveries.state` and `transitions.state` are `lifecycle.DeliveryState`s.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,6 @@ import sqlalchemy as sa
 
 metadata = sa.MetaData()
 When = sa.DateTime(timezone=True)
-
-# Delivery states. `calling` is a claim: one worker holds the pair until `lease_until`.
-PENDING = "pending"
-CALLING = "calling"
-DELIVERED = "delivered"
-ALREADY_DONE = "already_done"
-RETRYING = "retrying"
-PARKED = "parked"
-SETTLED = (DELIVERED, ALREADY_DONE)  # an effect happened: never call again
-CLAIMABLE = (PENDING, RETRYING, PARKED)
 
 events = sa.Table(
     "events",

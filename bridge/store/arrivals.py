@@ -1,0 +1,177 @@
+"""Arrivals: what the receiver records of each webhook's event before publishing it.
+
+A new event gets its row and a `pending` pair for each routed target; a known one is counted
+again; an event whose order the bridge itself cancelled on that platform is an `Echo`, not
+recorded. `arrive_many` does it for a batch in one transaction (echo lookup, counts, new events
+with their pending pairs); a key conflict (another receiver recorded one of the events
+meanwhile) redoes the batch one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from bridge.store.echoes import Echoes
+from bridge.store.engine import utc
+from bridge.store.history import insert_delivery
+from bridge.store.lifecycle import DeliveryState
+from bridge.store.links import OrderLinks
+from bridge.store.statements import (
+    COUNTS_OF,
+    ECHOES_OF,
+    SEEN_AGAIN,
+    SEEN_MORE,
+    delivery_row,
+    event_row,
+)
+from bridge.store.tables import deliveries, events, transitions
+from contracts.events import OrderCancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """An event the receiver is about to publish."""
+
+    event: OrderCancelled
+    at: datetime
+    targets: tuple[str, ...]  # the targets routed from its source: `pending` deliveries
+    echo_since: datetime  # echo records older than this are ignored
+    body: bytes | None = None  # the event's JSON as published (else serialised again)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """Recorded; the `count`-th arrival of this event."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """The bridge cancelled this order on its platform itself (event `cause`): do not fan out."""
+
+    cause: str
+
+
+class Arrivals(OrderLinks, Echoes):
+    """The receiver's writes: events and their pending pairs."""
+
+    async def record_event(
+        self, event: OrderCancelled, now: datetime, targets: tuple[str, ...] = ()
+    ) -> int:
+        """Remember that `event` arrived (again); returns how many times it has.
+
+        A new event also gets a `pending` delivery for each of `targets`, and its aliases are
+        linked to its order.
+        """
+        key = str(event.event_id)
+        try:
+            async with self._write() as connection:
+                await connection.execute(events.insert(), event_row(event, now))
+                for target in targets:
+                    await insert_delivery(connection, key, target, DeliveryState.PENDING, now)
+            count = 1
+        except IntegrityError:
+            async with self._write() as connection:
+                found = await connection.scalar(SEEN_AGAIN, {"k": key, "now": now})
+            count = int(found or 1)
+        if event.aliases:
+            await self._link_aliases(event, now)
+        return count
+
+    async def arrive_many(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+        """What the receiver does with each webhook's event, for many in one transaction.
+
+        An event whose order the bridge itself cancelled on that platform since the arrival's
+        `echo_since` is an `Echo` (not recorded); any other is recorded as `record_event` does
+        and `Seen` with its count. On a key conflict (another receiver recorded one of the
+        events meanwhile) each arrival is redone alone.
+        """
+        try:
+            results = await self._transaction(lambda connection: _arrive(connection, arrivals))
+        except IntegrityError:
+            return [await self._arrive_one(arrival) for arrival in arrivals]
+        for arrival, result in zip(arrivals, results, strict=True):
+            if arrival.event.aliases and isinstance(result, Seen):
+                await self._link_aliases(arrival.event, arrival.at)
+        return results
+
+    async def _link_aliases(self, event: OrderCancelled, now: datetime) -> None:
+        ids: dict[str, str] = {event.source.value: event.order_id}
+        ids.update((str(k), v) for k, v in event.aliases.items())
+        await self.link(ids, now)
+
+    async def _arrive_one(self, arrival: Arrival) -> Seen | Echo:
+        event = arrival.event
+        cause = await self.echo_of(event.source.value, event.order_id, arrival.echo_since)
+        if cause is not None:
+            return Echo(cause)
+        return Seen(await self.record_event(event, arrival.at, arrival.targets))
+
+
+def _arrive(connection: sa.Connection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+    found = connection.execute(ECHOES_OF, {"orders": sorted({a.event.order_id for a in arrivals})})
+    echoed = {(row.platform, row.order_id): (row.event_id, utc(row.created_at)) for row in found}
+    results: list[Seen | Echo] = []
+    recorded: list[Arrival] = []
+    for arrival in arrivals:
+        cause = echoed.get((arrival.event.source.value, arrival.event.order_id))
+        if cause is not None and cause[1] >= arrival.echo_since:
+            results.append(Echo(str(cause[0])))
+        else:
+            recorded.append(arrival)
+            results.append(Seen(0))  # counted below
+    keys = sorted({str(a.event.event_id) for a in recorded})
+    counts = {
+        row.event_id: int(row.delivery_count)
+        for row in connection.execute(COUNTS_OF, {"keys": keys})
+    }
+    new: dict[str, Arrival] = {}
+    more: dict[str, int] = {}
+    for n, result in enumerate(results):
+        if isinstance(result, Echo):
+            continue
+        arrival = arrivals[n]
+        key = str(arrival.event.event_id)
+        if key not in counts and key not in new:
+            new[key] = arrival
+            counts[key] = 1
+        else:
+            counts[key] += 1
+            more[key] = more.get(key, 0) + 1
+        results[n] = Seen(counts[key])
+    if new:
+        connection.execute(
+            events.insert(), [event_row(a.event, a.at, a.body) for a in new.values()]
+        )
+        pending = [(key, target, a.at) for key, a in new.items() for target in a.targets]
+        if pending:
+            connection.execute(
+                deliveries.insert(),
+                [
+                    delivery_row(key, target, DeliveryState.PENDING, at)
+                    for key, target, at in pending
+                ],
+            )
+            connection.execute(
+                transitions.insert(),
+                [
+                    {
+                        "event_id": key,
+                        "target": target,
+                        "state": DeliveryState.PENDING,
+                        "at": at,
+                        "detail": None,
+                    }
+                    for key, target, at in pending
+                ],
+            )
+    if more:
+        now = max(a.at for a in arrivals)
+        connection.execute(SEEN_MORE, [{"k": key, "n": n, "now": now} for key, n in more.items()])
+    return results

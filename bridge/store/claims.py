@@ -1,0 +1,295 @@
+"""Claims and outcomes: exactly one effect per (event, target).
+
+`claim` moves a pair to `calling` for one worker until a lease ends, and only the claimant calls
+the target; `finish` records the answer before the worker acks. A claim is a conditional
+UPDATE ... RETURNING (claimable, or `calling` with an expired lease), else an INSERT (with the
+event row when a message was published by someone else); a key conflict re-reads the row. A
+settled pair is never claimed again. The worker batches both: `claim_many` (one UPDATE for every
+claimable pair, new pairs inserted in the same transaction, the rest one by one) and
+`finish_many` (one transaction, the history as one multi-row INSERT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from bridge.store.echoes import remember_echo
+from bridge.store.engine import Engines, utc
+from bridge.store.history import insert_delivery
+from bridge.store.lifecycle import SETTLED_STATES, DeliveryState
+from bridge.store.statements import (
+    COUNTS_OF,
+    FINISH_CLAIM,
+    FINISH_UNSETTLED,
+    PAIRS_OF,
+    TAKE,
+    TAKE_MANY,
+    delivery_row,
+    event_row,
+)
+from bridge.store.tables import deliveries, events, transitions
+from contracts.events import OrderCancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The claiming worker holds the pair: call the target, then `finish` (attempt from 1)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """The pair already had its effect (one of `SETTLED_STATES`): do not call."""
+
+    state: DeliveryState
+    reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another claim holds the pair until `lease_until` (perhaps this worker's own)."""
+
+    claimed_by: str | None
+    lease_until: datetime
+
+
+Claim = Claimed | Settled | Busy
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How a claim ended, for `finish_many`."""
+
+    event_id: str
+    target: str
+    worker: str
+    state: DeliveryState
+    at: datetime
+    detail: str | None = None
+    reference: str | None = None
+    echo: tuple[str, str] | None = None  # (platform, order id) the bridge cancelled there
+
+
+class Claims(Engines):
+    """The worker's moves: claim a pair, then record the target's answer."""
+
+    async def claim(
+        self, event: OrderCancelled, target: str, worker: str, now: datetime, lease_until: datetime
+    ) -> Claim:
+        """Take (event, target) for `worker` until `lease_until`, or say why not."""
+        key = str(event.event_id)
+        for _ in range(3):
+            if (attempt := await self._take(key, target, worker, now, lease_until)) is not None:
+                return Claimed(attempt)
+            if await self._insert_claim(event, target, worker, now, lease_until):
+                return Claimed(1)
+            refused = await self._claim_refused(key, target, now)
+            if refused is not None:
+                return refused
+            # claimable again (another claim just finished): try to take it
+        return Busy(None, now)  # contended three times over: come back shortly
+
+    async def claim_many(
+        self, events_: Sequence[OrderCancelled], target: str, worker: str, lease: timedelta
+    ) -> list[Claim]:
+        """`claim` for many events at once: one UPDATE takes every claimable pair.
+
+        Pairs with no row yet (events published by anything but the receiver) are claimed in
+        the same transaction. The rest (a duplicate within the batch, held by another claim,
+        settled, or a row that appeared meanwhile) go through `claim` one by one.
+        """
+        now = datetime.now(UTC)
+        by_key = {str(event.event_id): event for event in events_}
+        params = {
+            "keys": sorted(by_key),
+            "t": target,
+            "w": worker,
+            "now": now,
+            "lease": now + lease,
+        }
+        try:
+            taken = await self._transaction(
+                lambda connection: _take_many(connection, by_key, params)
+            )
+        except IntegrityError:  # another worker wrote one of the new rows first: one by one
+            taken = {}
+        claims: list[Claim] = []
+        for event in events_:
+            attempt = taken.pop(str(event.event_id), None)
+            if attempt is not None:
+                claims.append(Claimed(attempt))
+            else:
+                claims.append(await self.claim(event, target, worker, now, now + lease))
+        return claims
+
+    async def _insert_claim(
+        self, event: OrderCancelled, target: str, worker: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        """A first claim on a pair with no row yet; False if another row got there first."""
+        key = str(event.event_id)
+        async with self._write() as connection:
+            try:  # an event published by someone else has no row yet (the receiver's have)
+                async with connection.begin_nested():
+                    await connection.execute(events.insert(), event_row(event, now))
+            except IntegrityError:
+                pass
+            try:
+                async with connection.begin_nested():
+                    await insert_delivery(
+                        connection,
+                        key,
+                        target,
+                        DeliveryState.CALLING,
+                        now,
+                        worker=worker,
+                        lease_until=lease_until,
+                    )
+            except IntegrityError:
+                return False
+        return True
+
+    async def _take(
+        self, key: str, target: str, worker: str, now: datetime, lease_until: datetime
+    ) -> int | None:
+        """Move an existing claimable row to `calling`; the attempt number, or None."""
+        params = {"k": key, "t": target, "w": worker, "now": now, "lease": lease_until}
+        async with self._write() as connection:
+            taken = await connection.execute(TAKE, params)
+            attempt = taken.scalar_one_or_none()
+        return None if attempt is None else int(attempt)
+
+    async def _claim_refused(self, key: str, target: str, now: datetime) -> Claim | None:
+        async with self._read() as connection:
+            row = (
+                await connection.execute(
+                    sa.select(
+                        deliveries.c.state,
+                        deliveries.c.reference,
+                        deliveries.c.claimed_by,
+                        deliveries.c.lease_until,
+                    ).where(deliveries.c.event_id == key, deliveries.c.target == target)
+                )
+            ).one()
+        if row.state in SETTLED_STATES:
+            return Settled(DeliveryState(row.state), row.reference)
+        if (
+            row.state == DeliveryState.CALLING
+            and row.lease_until is not None
+            and utc(row.lease_until) >= now
+        ):
+            return Busy(row.claimed_by, utc(row.lease_until))
+        return None
+
+    async def finish(  # noqa: PLR0913 - one argument per column written
+        self,
+        event_id: str,
+        target: str,
+        worker: str,
+        state: DeliveryState,
+        now: datetime,
+        *,
+        detail: str | None = None,
+        reference: str | None = None,
+        echo: tuple[str, str] | None = None,
+    ) -> bool:
+        """Record the outcome of `worker`'s claim; False if its lease had been taken over.
+
+        A settled outcome is written even then (the effect happened), unless the pair is
+        already settled. `echo` (platform, order id) marks an order the bridge cancelled there.
+        """
+        result = Result(event_id, target, worker, state, now, detail, reference, echo)
+        return (await self.finish_many([result]))[0]
+
+    async def finish_many(self, results: Sequence[Result]) -> list[bool]:
+        """`finish` for many claims in one transaction (one commit for all)."""
+        for attempt in range(2):
+            try:
+                return await self._transaction(lambda connection: _finish_all(connection, results))
+            except IntegrityError:  # another worker recorded the same echo first: again
+                if attempt:
+                    raise
+                continue
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+
+def _take_many(
+    connection: sa.Connection, by_key: Mapping[str, OrderCancelled], params: dict[str, Any]
+) -> dict[str, int]:
+    """Take every claimable pair; claim those with no row yet. The attempt number by event."""
+    taken = {row.event_id: int(row.attempts) for row in connection.execute(TAKE_MANY, params)}
+    rest = [key for key in params["keys"] if key not in taken]
+    if not rest:
+        return taken
+    target, now = params["t"], params["now"]
+    have = {row.event_id for row in connection.execute(PAIRS_OF, {"t": target, "keys": rest})}
+    fresh = [key for key in rest if key not in have]
+    if not fresh:
+        return taken
+    known = {row.event_id for row in connection.execute(COUNTS_OF, {"keys": fresh})}
+    unknown = [event_row(by_key[key], now) for key in fresh if key not in known]
+    if unknown:
+        connection.execute(events.insert(), unknown)
+    connection.execute(
+        deliveries.insert(),
+        [
+            delivery_row(
+                key,
+                target,
+                DeliveryState.CALLING,
+                now,
+                worker=params["w"],
+                lease_until=params["lease"],
+            )
+            for key in fresh
+        ],
+    )
+    taken.update((key, 1) for key in fresh)
+    return taken
+
+
+def _finish_all(connection: sa.Connection, results: Sequence[Result]) -> list[bool]:
+    held = [_finish(connection, result) for result in results]
+    steps = [
+        _step_row(result)
+        for result, mine in zip(results, held, strict=True)
+        if mine or result.state in SETTLED_STATES
+    ]
+    if steps:
+        connection.execute(transitions.insert(), steps)
+    return held
+
+
+def _finish(connection: sa.Connection, result: Result) -> bool:
+    settled = result.state in SETTLED_STATES
+    params = {
+        "k": result.event_id,
+        "t": result.target,
+        "w": result.worker,
+        "st": result.state,
+        "now": result.at,
+        "err": None if settled else result.detail,
+        "ref": result.reference,
+    }
+    held = (connection.execute(FINISH_CLAIM, params)).rowcount == 1
+    if not held and settled:
+        connection.execute(FINISH_UNSETTLED, params)
+    if result.echo is not None and settled:
+        remember_echo(connection, result.echo, result.event_id, result.at)
+    return held
+
+
+def _step_row(result: Result) -> dict[str, object]:
+    return {
+        "event_id": result.event_id,
+        "target": result.target,
+        "state": result.state,
+        "at": result.at,
+        "detail": result.detail or result.reference,
+    }

@@ -1,0 +1,213 @@
+"""The store's engines and connections: opening SQLite or PostgreSQL, migrating, and the errors.
+
+One code path for two engines through SQLAlchemy 2 Core: SQLite (a file, WAL mode; the
+embedded default) and PostgreSQL (scale-out). On SQLite the batched hot paths run in the
+store's own thread through the blocking driver, in a single hop per transaction (a hop per
+statement costs more than the statements); on PostgreSQL through the async driver. The schema
+is versioned with Alembic and upgraded on open.
+
+The store's errors:
+
+    Exception
+    ├── StoreUnavailable            the store did not answer (down, locked past busy_timeout,
+    │                               unreachable, no pooled connection in time): the operation
+    │                               did not happen. Every driver error, pool timeout, OSError
+    │                               or TimeoutError becomes one (`_unavailable`), its text
+    │                               naming the type only (a URL may hold a password).
+    ├── sqlalchemy.exc.DBAPIError
+    │   └── IntegrityError          a key conflict: the answer of a portable write, handled
+    │                               inside (re-read, or redone one by one). It escapes only
+    │                               after retries: `link` (three tries; so `record_event` and
+    │                               `arrive_many` with aliases too) and `finish`/`finish_many`
+    │                               (two).
+    └── ValueError
+        └── links.LinkError         order links that cannot be recorded (parsing, before any
+                                    store call)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+SCHEMA_HEAD = "0003"  # the newest migration's revision
+R = TypeVar("R")
+
+BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for the file lock
+PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as failed
+CONNECT_TIMEOUT = 5.0
+
+
+class StoreUnavailable(Exception):  # noqa: N818 - a state, like BrokerUnavailable
+    """The store did not answer (down, locked, unreachable); the operation did not happen."""
+
+
+def async_url(url: str) -> str:
+    """A user's database URL with the async driver SQLAlchemy needs.
+
+    `postgresql://...` -> asyncpg; `sqlite:///path` or a bare file path -> aiosqlite.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+    if "://" in url:
+        return url  # already a SQLAlchemy URL with a driver
+    return f"sqlite+aiosqlite:///{url}"
+
+
+def _sqlite_connect(dbapi_connection: Any, _: object) -> None:  # noqa: ANN401 - DBAPI object
+    # SQLAlchemy's recipe for pysqlite/aiosqlite: let SQLAlchemy emit BEGIN itself, so
+    # transactions (and savepoints) mean what they say.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _sqlite_begin(connection: sa.Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN: a transaction that reads and then writes can
+    # wait for the lock (busy_timeout) instead of failing with SQLITE_BUSY halfway.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def upgrade(connection: sa.Connection, revision: str = "head") -> None:
+    """Run the migrations up to `revision` on `connection` (`Store.open` does, to the head)."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands them back naive)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _engines(full: str) -> tuple[AsyncEngine, sa.Engine | None]:
+    """The async engine for `full` (an async URL), and on SQLite the blocking one beside it."""
+    if not full.startswith("sqlite"):
+        engine = create_async_engine(
+            full,
+            pool_size=10,
+            max_overflow=20,
+            connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT},
+        )
+        return engine, None
+    # One connection per process: SQLite has one writer at a time anyway, and queueing
+    # in the pool is cheaper than connections sleeping in SQLite's busy handler.
+    engine = create_async_engine(
+        full,
+        pool_size=1,
+        max_overflow=0,
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+    )
+    local = sa.create_engine(
+        full.replace("sqlite+aiosqlite", "sqlite+pysqlite", 1),
+        pool_size=1,
+        max_overflow=0,
+        # Created, used and closed in the store's thread; closed by `dispose` too.
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    for sync_engine in (engine.sync_engine, local):
+        sa.event.listen(sync_engine, "connect", _sqlite_connect)
+        sa.event.listen(sync_engine, "begin", _sqlite_begin)
+    return engine, local
+
+
+class Engines:
+    """The store's connections: reads, writes and one-hop transactions, failures translated.
+
+    The base of `deliveries.Store`: each part of the store reaches the database through these.
+    """
+
+    def __init__(self, engine: AsyncEngine, local: sa.Engine | None = None) -> None:
+        self._engine = engine
+        # SQLite: the same file through the blocking driver, used from one thread of our own.
+        self._local = local
+        self._thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") if local else None
+        )
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, url: str) -> AsyncIterator[Self]:
+        """Connect, upgrade the schema to the newest version, and close on exit."""
+        full = async_url(url)
+        if full.startswith("sqlite+aiosqlite:///"):
+            with _unavailable():  # the file is created on first start; its folder too
+                Path(full.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
+        engine, local = _engines(full)
+        store = cls(engine, local)
+        try:
+            with _unavailable():
+                async with engine.begin() as connection:
+                    await connection.run_sync(upgrade)
+            yield store
+        finally:
+            await engine.dispose()
+            if local is not None:
+                local.dispose()
+            if store._thread is not None:
+                store._thread.shutdown()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        with _unavailable():
+            async with self._engine.begin() as connection:
+                yield connection
+
+    async def _transaction(self, body: Callable[[sa.Connection], R]) -> R:
+        """`body` in one write transaction; on SQLite in the store's thread, in one hop."""
+        if self._local is None:
+            async with self._write() as connection:
+                return await connection.run_sync(body)
+        with _unavailable():
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, _in_transaction, self._local, body)
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        with _unavailable():
+            async with self._engine.connect() as connection:
+                yield connection
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A read connection whose failures are `StoreUnavailable`."""
+        async with self._read() as connection:
+            yield connection
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """Database trouble (not a key conflict) becomes `StoreUnavailable`, without secrets."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (DBAPIError, PoolTimeoutError, OSError, TimeoutError) as exc:
+        detail = type(getattr(exc, "orig", None) or exc).__name__
+        raise StoreUnavailable(f"store unavailable ({detail})") from exc
+
+
+def _in_transaction(engine: sa.Engine, body: Callable[[sa.Connection], R]) -> R:
+    with engine.begin() as connection:
+        return body(connection)
