@@ -2,18 +2,22 @@
 
 One fetch at a time: a burst of calls waiting for a token makes one token request. A token is
 used until `margin` before its expiry (a tenth of its life, at most a minute), and dropped at
-once when the target answers 401 to it.
+once when the target answers 401 to it: `call_with_token` is the one place that makes a call
+with a token and, on a 401, tries once more with a new one (the worker's target calls, the
+receiver's lookups).
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 
-from bridge.executor import Executor
+from bridge.executor import Executor, HttpAnswer
 from handlers.base import HttpCall, Rejected, RetryLater, Token, TokenAuth
 
 MAX_MARGIN = 60.0
+HTTP_UNAUTHORIZED = 401
 
 
 class TokenCache:
@@ -64,3 +68,42 @@ class TokenCache:
 def with_token(call: HttpCall, token: str) -> HttpCall:
     """`call` carrying `Authorization: Bearer <token>`."""
     return replace(call, headers={**call.headers, "Authorization": f"Bearer {token}"})
+
+
+@dataclass(frozen=True, slots=True)
+class NoToken:
+    """No token to be had: why the token request failed (the call was not made)."""
+
+    why: RetryLater | Rejected
+
+
+async def call_with_token(
+    call: HttpCall,
+    tokens: TokenCache | None,
+    send: Callable[[HttpCall], Awaitable[HttpAnswer | RetryLater]],
+) -> HttpAnswer | RetryLater | NoToken:
+    """`send(call)` with a token from `tokens` (None: the call as it is).
+
+    A 401 drops the token, and the call is made once more with a new one: a second 401 is the
+    answer (its token dropped too).
+    """
+    if tokens is None:
+        return await send(call)
+    answer = await _send_with_token(call, tokens, send)
+    if isinstance(answer, HttpAnswer) and answer.status == HTTP_UNAUTHORIZED:
+        answer = await _send_with_token(call, tokens, send)
+    return answer
+
+
+async def _send_with_token(
+    call: HttpCall,
+    tokens: TokenCache,
+    send: Callable[[HttpCall], Awaitable[HttpAnswer | RetryLater]],
+) -> HttpAnswer | RetryLater | NoToken:
+    token = await tokens.get()
+    if not isinstance(token, str):
+        return NoToken(token)
+    answer = await send(with_token(call, token))
+    if isinstance(answer, HttpAnswer) and answer.status == HTTP_UNAUTHORIZED:
+        tokens.drop(token)  # expired or revoked: the next `get` fetches a new one
+    return answer

@@ -24,7 +24,8 @@ from aiohttp import web
 from bridge.amqp import topology
 from bridge.amqp.messages import PARK_REASON_HEADER, event_message
 from bridge.settings import WorkerSettings
-from bridge.worker.consumer import Worker, WorkerPlan
+from bridge.worker.consumer import Worker
+from bridge.worker.plan import WorkerPlan
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers.base import Delivered, Headers, HttpCall, Outcome, Rejected, RetryLater
 from tests.bridges import serve

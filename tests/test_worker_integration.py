@@ -19,7 +19,7 @@ from bridge.amqp import parked, topology
 from bridge.amqp.messages import ATTEMPTS_HEADER, PARK_REASON_HEADER
 from bridge.cli.main import main
 from bridge.demo.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
-from bridge.store.deliveries import DROPPED, REPLAYED
+from bridge.store.lifecycle import StepKind
 from bridge.store.status import order_status
 from bridge.targets import plan
 from bridge.web.app import create_app
@@ -328,7 +328,10 @@ async def test_parked_commands_write_what_they_did_into_the_history(
         found = await order_status(pipeline.store, order, "shoplazza")
         history[order] = found[0]["deliveries"][0]["history"]
     assert any(
-        s.startswith(f"{REPLAYED}: with cancel-bridge parked replay") for s in steps(replayed)
+        s.startswith(f"{StepKind.REPLAYED.marker}: with cancel-bridge parked replay")
+        for s in steps(replayed)
     )
     assert history[replayed][-1]["state"] == "delivered"
-    assert steps(dropped)[-1].startswith(f"{DROPPED}: with cancel-bridge parked drop")
+    assert steps(dropped)[-1].startswith(
+        f"{StepKind.DROPPED.marker}: with cancel-bridge parked drop"
+    )

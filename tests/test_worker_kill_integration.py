@@ -25,7 +25,7 @@ from bridge.amqp.messages import event_message
 from bridge.demo.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
 from bridge.settings import DEFAULT_DELAYS
 from bridge.store.deliveries import Store
-from bridge.store.tables import ALREADY_DONE, DELIVERED
+from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
 from tests.conftest import broker_address, delete_target_queues, store_section, via
 from tests.processes import Bridge, spawn
@@ -155,7 +155,7 @@ async def test_killed_after_the_answer_was_recorded_no_second_call(
     async with Store.open(database_url) as store:
         row = await store.delivery(str(an_event(order).event_id), "cj")
     assert row is not None
-    assert (row.state, row.attempts) == (DELIVERED, 1)
+    assert (row.state, row.attempts) == (DeliveryState.DELIVERED, 1)
 
 
 async def test_killed_mid_call_the_lease_runs_out_and_cj_settles_it(
@@ -195,4 +195,4 @@ async def test_killed_mid_call_the_lease_runs_out_and_cj_settles_it(
     async with Store.open(database_url) as store:
         row = await store.delivery(str(an_event(order).event_id), "cj")
     assert row is not None
-    assert (row.state, row.attempts) == (ALREADY_DONE, 2)
+    assert (row.state, row.attempts) == (DeliveryState.ALREADY_DONE, 2)

@@ -1,8 +1,9 @@
 """Completing thin webhooks: the call a source's `Lookup` asks for, made before answering.
 
-The platform's token is fetched once and shared (`TokenCache`); a 401 gets one new token. When
-the platform cannot be asked now, the webhook is answered 503 with `Retry-After`, so the platform
-sends it again: nothing is accepted that is not published.
+The platform's token is fetched once and shared (`TokenCache`); a 401 gets one new token
+(`call_with_token`, as the worker's target calls have). When the platform cannot be asked now,
+the webhook is answered 503 with `Retry-After`, so the platform sends it again: nothing is
+accepted that is not published.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bridge.executor import Executor
-from bridge.tokens import TokenCache, with_token
+from bridge.executor import Executor, HttpAnswer
+from bridge.tokens import NoToken, TokenCache, call_with_token
 from bridge.web.keys import CONFIG
 from contracts.events import OrderCancelled, Source
-from handlers.base import Ignored, Lookup, Rejected, RetryLater, Unavailable
-
-HTTP_UNAUTHORIZED = 401
+from handlers.base import HttpCall, Ignored, Lookup, RetryLater, Unavailable
 
 
 class Lookups:
@@ -38,23 +37,15 @@ class Lookups:
             cache = self._tokens.setdefault(
                 source, TokenCache(lookup.auth, self._executor, self._timeout)
             )
-        for attempt in range(2):
-            call = lookup.call
-            token = None
-            if cache is not None:
-                got = await cache.get()
-                if isinstance(got, RetryLater | Rejected):
-                    return Unavailable(f"{source.value} API token: {got.reason}")
-                token = got
-                call = with_token(call, token)
-            answer = await self._executor.call(call, within=self._timeout)
-            if isinstance(answer, RetryLater):
-                return Unavailable(f"{source.value} API: {answer.reason}")
-            if answer.status == HTTP_UNAUTHORIZED and cache and token and not attempt:
-                cache.drop(token)  # expired or revoked: one new token, one more try
-                continue
-            return lookup.then(answer.status, answer.headers, answer.body)
-        return Unavailable(f"{source.value} API: no answer")  # pragma: no cover - loop returns
+        answer = await call_with_token(lookup.call, cache, self._send)
+        if isinstance(answer, NoToken):
+            return Unavailable(f"{source.value} API token: {answer.why.reason}")
+        if isinstance(answer, RetryLater):
+            return Unavailable(f"{source.value} API: {answer.reason}")
+        return lookup.then(answer.status, answer.headers, answer.body)
+
+    async def _send(self, call: HttpCall) -> HttpAnswer | RetryLater:
+        return await self._executor.call(call, within=self._timeout)
 
 
 LOOKUPS = web.AppKey("lookups", Lookups)

@@ -10,6 +10,40 @@ A message is acked only once its outcome is settled and recorded: the target ans
 or to the parked queue. Anything else (a crash, a lost connection, the store down) leaves it
 unacked, and the broker redelivers it. A handler that raises is requeued; the quorum delivery
 limit then dead-letters it to the parked queue, so a poison message ends parked, never looping.
+
+The target call itself is `target_call.py`; the queue depths, `depths.py`. The worker defines no
+errors of its own; how it settles each message, by outcome and by what may be raised on the way
+(the name in quotes is the count in `outcomes` and the `deliveries` metric):
+
+    message
+    ├── back from a delay queue too early ─────────────── to a delay queue again, ack "waiting"
+    │   └── its x-not-before-ms past retry_total ──────── park, ack "waiting"
+    ├── body not an event ─────────────────────────────── park, ack "parked"
+    ├── claim (store)
+    │   ├── Settled: delivered or already_done before ──── ack "duplicate"
+    │   ├── Busy: another claim holds it ───────────────── to a delay queue, ack "busy"
+    │   │   (a copy of a call this worker is making waits for that call, then claims again)
+    │   └── Claimed: the outcome goes to the store first, then the message moves
+    │       ├── no order link (link_platform) ──────────── RetryLater "no_link" in no_link_window
+    │       └── TargetCaller.attempt -> Outcome
+    │           ├── Delivered ─────────────────────────── ack "delivered" (echo recorded)
+    │           ├── AlreadyDone ───────────────────────── ack "already_done"
+    │           ├── RetryLater, window left ───────────── to a delay queue, ack "retried"
+    │           ├── RetryLater, window used up ────────── park, ack "parked"
+    │           └── Rejected ──────────────────────────── park, ack "parked"
+    └── raised on the way: never acked (raised after the claim, the pair is first recorded
+        │   `retrying` if the store can, so that the redelivery claims it without waiting out
+        │   the lease: a call that may have landed is asked again, as after a timeout)
+        ├── StoreUnavailable ──────── hold the message, handle it again every STORE_PAUSE
+        │                             (an answer in hand waits in `_record` instead: never lost)
+        ├── BrokerUnavailable ─────── wait for the publisher (UNSETTLED_PAUSE at most), nack
+        ├── any other Exception ───── a bug: nack (the quorum delivery limit dead-letters a
+        │                             poison message to the parked queue)
+        └── the channel gone at ack or nack ── logged `worker.settle_lost`; the broker
+                                              redelivers it and the store finds it settled
+
+Declaring or consuming fails (CONNECTION_EXCEPTIONS): `worker.declare_failed`, counted
+"declare_failed", and the worker connects again after `reconnect_interval`.
 """
 
 from __future__ import annotations
@@ -27,13 +61,7 @@ from datetime import UTC, datetime, timedelta
 from typing import assert_never
 
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-    FieldValue,
-)
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, FieldValue
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import ValidationError
 
@@ -53,28 +81,21 @@ from bridge.amqp.messages import (
     not_before_of,
 )
 from bridge.amqp.publisher import BrokerUnavailable, Publisher, open_robust
-from bridge.executor import Executor, HttpAnswer
-from bridge.metrics import Metrics, status_class
-from bridge.settings import BrokerSettings, WorkerSettings
+from bridge.executor import Executor
+from bridge.metrics import Metrics
+from bridge.settings import BrokerSettings
 from bridge.store.batching import Batcher
-from bridge.store.deliveries import Busy, Claim, Claimed, Result, Settled, Store, StoreUnavailable
-from bridge.store.tables import ALREADY_DONE, DELIVERED, PARKED, RETRYING
-from bridge.tokens import TokenCache, with_token
-from bridge.tracing import Tracing, failed
-from bridge.worker.pacing import Pacer
+from bridge.store.claims import Busy, Claim, Claimed, Result, Settled
+from bridge.store.deliveries import Store
+from bridge.store.engine import StoreUnavailable
+from bridge.store.lifecycle import DeliveryState
+from bridge.tracing import Tracing
+from bridge.worker.depths import DepthWatcher
+from bridge.worker.plan import WorkerPlan
 from bridge.worker.retry import delay_tier, next_retry
+from bridge.worker.target_call import TargetCaller
 from contracts.events import OrderCancelled, Source
-from handlers.base import (
-    AlreadyDone,
-    Delivered,
-    FollowUp,
-    HttpCall,
-    Outcome,
-    Rejected,
-    RetryLater,
-    TargetAdapter,
-    TokenAuth,
-)
+from handlers.base import AlreadyDone, Delivered, Outcome, Rejected, RetryLater
 
 log = structlog.get_logger(__name__)
 
@@ -82,30 +103,10 @@ EARLY_TOLERANCE = 0.05  # seconds: a delay queue's TTL is not to the millisecond
 UNSETTLED_PAUSE = 10.0  # seconds to wait for the broker before requeueing an unsettled message
 STORE_PAUSE = 1.0  # seconds between tries of a message the store could not settle
 NO_LINK = "no_link"
-HTTP_UNAUTHORIZED = 401
-MAX_FOLLOW_UPS = 3  # calls after the first that an adapter may ask for (a confirm-read is one)
 PLATFORMS = frozenset(source.value for source in Source)
 SETTLED_KINDS = frozenset(
     ("delivered", "already_done", "retried", "parked", "duplicate", "busy", "waiting")
 )
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerPlan:
-    """Everything one target's worker needs, resolved from the configuration."""
-
-    target: str
-    adapter: TargetAdapter
-    timeout: float
-    topology: topology.TargetTopology
-    settings: WorkerSettings
-    # The platform name under which order links hold this target's order id; None when the
-    # target names orders by the event's own fields.
-    link_platform: str | None = None
-    # Calls per second per pace key (`HttpCall.pace_key`), where the target limits them.
-    rate: float | None = None
-    # The target's bearer token, where it needs one (fetched, cached, refreshed on 401).
-    auth: TokenAuth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +133,16 @@ class Worker:
         *,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        depth_interval: float = 15.0,
     ) -> None:
         self._plan = plan
         self.metrics = metrics or Metrics()
         self._tracing = tracing or Tracing()
         self._publisher = publisher
-        self._executor = executor
         self._store = store
-        self._pacer = Pacer(plan.rate) if plan.rate else None
-        self.tokens = TokenCache(plan.auth, executor, plan.timeout) if plan.auth else None
+        self._target = TargetCaller(plan, executor, self.metrics, self._tracing)
+        self.tokens = self._target.tokens
+        self._depths = DepthWatcher(plan, self.metrics, depth_interval)
         self.id = worker_id()
         # Claims and outcomes of the messages in hand go to the store in batches: one
         # transaction for whatever arrived while the previous one ran.
@@ -163,9 +165,6 @@ class Worker:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._in_hand: set[asyncio.Task[None]] = set()
-        self.depth_interval = 15.0  # seconds between looks at the queue depths
-        self._depths_seen = asyncio.Event()
-        self._depths_wanted = asyncio.Event()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -192,8 +191,15 @@ class Worker:
             ) as publisher,
             Executor.running() as executor,
         ):
-            worker = cls(plan, publisher, executor, store, metrics=metrics, tracing=tracing)
-            worker.depth_interval = depth_interval
+            worker = cls(
+                plan,
+                publisher,
+                executor,
+                store,
+                metrics=metrics,
+                tracing=tracing,
+                depth_interval=depth_interval,
+            )
             consuming = asyncio.create_task(worker._consume(url, broker, name))
             try:
                 yield worker
@@ -220,7 +226,7 @@ class Worker:
                 self._queue = queue
                 self._consumer_tag = await queue.consume(self._on_message)
                 log.info("worker.consuming", target=self._plan.target, queue=queue.name)
-                await self._watch_depths(connection)  # until cancelled
+                await self._depths.watch(connection)  # until cancelled
             except CONNECTION_EXCEPTIONS as exc:
                 # e.g. PRECONDITION_FAILED: the queues exist with other arguments (README).
                 log.error(  # noqa: TRY400 - the broker's refusal says it all
@@ -234,45 +240,7 @@ class Worker:
 
     async def wait_depths(self) -> None:
         """Have the queue depths read into the metrics now; return once they were."""
-        self._depths_seen.clear()
-        self._depths_wanted.set()
-        await self._depths_seen.wait()
-
-    async def _watch_depths(self, connection: AbstractRobustConnection) -> None:
-        """Read the target's queue depths into the metrics now and then, until cancelled.
-
-        A passive `queue.declare` on a channel of its own reports the count (on quorum queues it
-        may lag a little: NOTES.md). A failed look is logged and tried again next time.
-        """
-        spec = self._plan.topology
-        groups = {
-            "work": (spec.work.name,),
-            "retry": tuple(q.name for q in spec.delays.values()),
-            "parked": (spec.parked.name,),
-        }
-        target = self._plan.target
-        gauges = {kind: self.metrics.queue_messages.labels(target, kind) for kind in groups}
-        read_at = self.metrics.queue_read.labels(target)
-        channel: AbstractChannel | None = None
-        while True:
-            try:
-                if channel is None or channel.is_closed:
-                    channel = await connection.channel()
-                underlay = await channel.get_underlay_channel()
-                for kind, names in groups.items():
-                    total = 0
-                    for name in names:
-                        declared = await underlay.queue_declare(name, passive=True)
-                        total += declared.message_count or 0
-                    gauges[kind].set(total)
-                read_at.set_to_current_time()
-                self._depths_seen.set()
-            except CONNECTION_EXCEPTIONS as exc:
-                log.info("worker.depths_unknown", error=type(exc).__name__)
-            self._depths_wanted.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.depth_interval):
-                    await self._depths_wanted.wait()
+        await self._depths.wait()
 
     async def _drain(self, within: float) -> None:
         """Stop taking messages, let those in hand settle (bounded by `within`), cancel the rest."""
@@ -376,7 +344,7 @@ class Worker:
             # have landed is asked again, as after a timeout.
             with contextlib.suppress(StoreUnavailable):
                 await self._record(
-                    event, RETRYING, f"worker error: {type(exc).__name__}", hold=False
+                    event, DeliveryState.RETRYING, f"worker error: {type(exc).__name__}", hold=False
                 )
             raise
         finally:
@@ -418,14 +386,14 @@ class Worker:
             )
             park_as, total, linked = NO_LINK, self._plan.settings.no_link_window, None
         else:
-            outcome = await self._attempt(event, linked)
+            outcome = await self._target.attempt(event, linked)
         match outcome:
             case Delivered(reference=reference, order_id=target_order):
                 # Cancelled on a platform by us: its own webhook for the order is an echo.
                 echo = (self._plan.target, target_order or linked or event.order_id)
                 await self._record(
                     event,
-                    DELIVERED,
+                    DeliveryState.DELIVERED,
                     None,
                     reference=reference,
                     echo=echo if self._plan.target in PLATFORMS else None,
@@ -433,7 +401,7 @@ class Worker:
                 log.info("cancel.delivered", attempt=attempt, reference=reference)
                 return "delivered"
             case AlreadyDone(detail=detail):
-                await self._record(event, ALREADY_DONE, detail)
+                await self._record(event, DeliveryState.ALREADY_DONE, detail)
                 log.info("cancel.already_done", attempt=attempt, detail=detail)
                 return "already_done"
             case RetryLater(reason=reason, after=after):
@@ -441,14 +409,16 @@ class Worker:
                 delay = self._next_delay(attempt, first, after, total)
                 if delay is None:
                     why = park_as or f"retries exhausted: {reason}"
-                    await self._record(event, PARKED, why if park_as is None else reason)
+                    await self._record(
+                        event, DeliveryState.PARKED, why if park_as is None else reason
+                    )
                     await self._park(message, why, attempt, reason)
                     return "parked"
-                await self._record(event, RETRYING, reason)
+                await self._record(event, DeliveryState.RETRYING, reason)
                 await self._retry(message, attempt, reason, first, delay)
                 return "retried"
             case Rejected(reason=reason):
-                await self._record(event, PARKED, reason)
+                await self._record(event, DeliveryState.PARKED, reason)
                 await self._park(message, reason, attempt, reason)
                 return "parked"
             case _:
@@ -464,7 +434,7 @@ class Worker:
     async def _record(  # noqa: PLR0913 - what the store keeps of one answer
         self,
         event: OrderCancelled,
-        state: str,
+        state: DeliveryState,
         detail: str | None,
         *,
         reference: str | None = None,
@@ -520,60 +490,6 @@ class Worker:
         queue = self._plan.topology.delays[tier]
         await self._publisher.to_queue(queue.name, copy_with(message, headers), "retry")
         return tier
-
-    async def _attempt(self, event: OrderCancelled, order_id: str | None) -> Outcome:
-        adapter = self._plan.adapter
-        call = adapter.build(event, datetime.now(UTC), order_id)
-        if isinstance(call, Rejected):
-            return call
-        answer = await self._call(call)
-        if isinstance(answer, RetryLater | Rejected):
-            return answer
-        result = adapter.interpret(
-            call, answer.status, answer.headers, answer.body, datetime.now(UTC)
-        )
-        for _ in range(MAX_FOLLOW_UPS):
-            if not isinstance(result, FollowUp):
-                return result
-            answer = await self._call(result.call)
-            if isinstance(answer, RetryLater | Rejected):
-                return answer
-            result = result.then(answer.status, answer.headers, answer.body, datetime.now(UTC))
-        return RetryLater(f"no outcome after {MAX_FOLLOW_UPS} follow-up calls")
-
-    async def _call(self, call: HttpCall) -> HttpAnswer | RetryLater | Rejected:
-        """Make `call` (paced, with the target's token; a 401 gets one new token and a retry)."""
-        if call.pace_key is not None and self._pacer is not None:
-            await self._pacer.wait(call.pace_key)
-        if self.tokens is None:
-            return await self._timed_call(call)
-        answer: HttpAnswer | RetryLater | Rejected = RetryLater("no token")
-        for _ in range(2):
-            token = await self.tokens.get()
-            if not isinstance(token, str):
-                return token
-            answer = await self._timed_call(with_token(call, token))
-            if not (isinstance(answer, HttpAnswer) and answer.status == HTTP_UNAUTHORIZED):
-                return answer
-            self.tokens.drop(token)  # expired or revoked: one new token, one more try
-        return answer
-
-    async def _timed_call(self, call: HttpCall) -> HttpAnswer | RetryLater:
-        """The executor's call, timed into the metrics (and a client span when tracing)."""
-        attributes = {"http.request.method": call.method, "cancel_bridge.target": self._plan.target}
-        with self._tracing.span(f"{call.method} {self._plan.target}", "client", attributes) as span:
-            started = time.perf_counter()
-            answer = await self._executor.call(call, within=self._plan.timeout)
-            elapsed = time.perf_counter() - started
-            if isinstance(answer, HttpAnswer):
-                result = status_class(answer.status)
-                if span is not None:
-                    span.set_attribute("http.response.status_code", answer.status)
-            else:
-                result = "failed"
-                failed(span, answer.reason)
-        self.metrics.target_seconds.labels(self._plan.target, result).observe(elapsed)
-        return answer
 
     def _next_delay(
         self, attempt: int, first: float, after: float | None, total: float
