@@ -38,7 +38,8 @@ from bridge.amqp.messages import event_message
 from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.settings import DEFAULT_DELAYS, BrokerSettings, WorkerSettings
 from bridge.store.deliveries import Store
-from bridge.worker.consumer import Worker, WorkerPlan
+from bridge.worker.consumer import Worker
+from bridge.worker.plan import WorkerPlan
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers import cj
 from handlers.base import HttpCall
@@ -114,7 +115,7 @@ async def bare_consume(url: str, queue_name: str, count: int, prefetch: int) -> 
         return time.perf_counter() - started
 
 
-async def bare_http(adapter: cj.CJAdapter, url: str, count: int, in_flight: int) -> float:
+async def bare_http(adapter: cj.CJTarget, url: str, count: int, in_flight: int) -> float:
     """Seconds for one aiohttp session to make the `count` CJ calls, `in_flight` at a time.
 
     The calls are the ones the worker makes for the same events, built before the clock starts;
@@ -150,8 +151,10 @@ async def run(args: argparse.Namespace) -> None:
     fake = FakeCJ()
     await fake.start()
     spec = topology.target_topology(TARGET, (), DEFAULT_DELAYS, delivery_limit=5)
-    adapter = cj.CJAdapter(
-        cj.CJTarget(fake.url, "1234567", 987654, open_ended_locking=True, order_id_from="order_id"),
+    adapter = cj.CJTarget(
+        cj.CJCancelConfig(
+            fake.url, "1234567", 987654, open_ended_locking=True, order_id_from="order_id"
+        ),
         SecretStr(TOKEN),
     )
     plan = WorkerPlan(TARGET, adapter, 10.0, spec, WorkerSettings(prefetch=args.prefetch))

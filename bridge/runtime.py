@@ -15,13 +15,15 @@ from aiohttp import web
 from bridge.metrics import Metrics
 from bridge.reconcile import reconciler
 from bridge.settings import Config, redact_url
-from bridge.store.deliveries import Store, StoreUnavailable
+from bridge.store.deliveries import Store
+from bridge.store.engine import StoreUnavailable
 from bridge.targets import plan
 from bridge.tracing import Tracing, TracingUnavailable
 from bridge.web import processes
 from bridge.web.app import create_app
 from bridge.web.metrics_page import serve_metrics
 from bridge.worker.consumer import Worker
+from handlers.registry import TARGETS
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    for line in config.settings.deprecations:  # `check-config` prints the same lines
+        log.warning("config.deprecated", detail=line)
     plans = [plan(config, target) for target in targets]
     url = config.amqp_url.get_secret_value()
     metrics = Metrics()
@@ -85,7 +89,8 @@ async def serve(
                     depth_interval=config.settings.metrics.queue_interval,
                 )
             )
-        if "cj" in targets:  # CJ's silent failures: compare with its commission records
+        if any(TARGETS[target].reconciles for target in targets):
+            # Silent failures (CJ's): compared on a schedule with the platform's own records.
             await stack.enter_async_context(reconciler.scheduled(config, store))
         # What startup made lives to the end: keep the collector off it.
         gc.freeze()

@@ -1,35 +1,57 @@
-"""One frozen settings tree from one TOML file; secrets come from environment variables it names."""
+"""One frozen settings tree from one TOML file; secrets come from environment variables it names.
+
+Each platform's sections are its own models (`<P>SourceSettings`, `<P>TargetSettings` in
+`handlers/<platform>.py`); this module composes them from the registry. `[sources.<name>]` is
+read in two steps: `parse_settings` checks every key against the keys some platform takes (a
+typo is refused there), `resolve` against the platform's own model (another platform's key, or
+one the platform needs, is refused there, naming it).
+
+Durations are written with a unit: `"500ms"`, `"10s"`, `"5m"`, `"24h"`, `"7d"`
+(`handlers.base.Seconds`, `Duration`). The old spellings are still read, and each one met is
+listed in `Settings.deprecations` (`check-config` prints them): a bare number of seconds, and
+the keys `timeout_s` (now `timeout`) and `echo_ttl_days` (now `echo_ttl`).
+
+The errors of this layer, one tree:
+
+    ConfigError          a configuration problem: `key` names it, `problem` says what is wrong;
+                         never a secret's value (load, read_settings, parse_settings, resolve)
+"""
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from types import MappingProxyType, UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
-    ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     create_model,
 )
+from pydantic.fields import FieldInfo
 from yarl import URL
 
-from contracts.events import Platform, Source
+from contracts.events import Source
 from handlers.base import (
+    DURATION_READERS,
     EnvName,
-    KeyEncoding,
-    SignatureAlgorithm,
+    OldKey,
+    Seconds,
+    Section,
     SourceHandler,
-    SourceOptions,
+    SourceSettings,
+    WholeSeconds,
+    format_duration,
+    is_bare_seconds,
 )
-from handlers.prime import PrimeApiVersion, TokenClientAuth
 from handlers.registry import SOURCES, TARGETS
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -37,67 +59,66 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DELAYS: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)  # then hourly
 DEFAULT_TOTAL = 24 * 3600.0
 MIN_API_TOKEN = 16
+DAY = 86400.0
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class BrokerSettings(_Section):
+class BrokerSettings(Section):
     """`[broker]`: where and how events are published."""
 
     url_env: EnvName = "AMQP_URL"
-    confirm_timeout: float = Field(default=5.0, gt=0, le=60)
-    connect_timeout: float = Field(default=5.0, gt=0, le=60)
-    reconnect_interval: float = Field(default=1.0, gt=0, le=60)
-    retry_after: int = Field(default=5, ge=1, le=3600)
+    confirm_timeout: Seconds = Field(default=5.0, gt=0, le=60)
+    connect_timeout: Seconds = Field(default=5.0, gt=0, le=60)
+    reconnect_interval: Seconds = Field(default=1.0, gt=0, le=60)
+    retry_after: WholeSeconds = Field(default=5, ge=1, le=3600)  # what 503 answers say
     app_id: str = Field(default="cancel-bridge", min_length=1, max_length=100, pattern=r"^[ -~]+$")
 
 
-class ReceiverSettings(_Section):
+class ReceiverSettings(Section):
     """`[receiver]`: the HTTP listener."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    shutdown_timeout: float = Field(default=10.0, gt=0, le=300)
-    body_timeout: float = Field(default=30.0, gt=0, le=300)
+    shutdown_timeout: Seconds = Field(default=10.0, gt=0, le=300)
+    body_timeout: Seconds = Field(default=30.0, gt=0, le=300)
     api_token_env: EnvName | None = None  # `/api/*` answers 401 to everyone while unset
-    lookup_timeout: float = Field(default=10.0, gt=0, le=60)  # thin webhooks: the order fetch
+    lookup_timeout: Seconds = Field(default=10.0, gt=0, le=60)  # thin webhooks: the order fetch
     processes: int = Field(default=1, ge=1, le=64)  # receiver processes sharing the port
 
 
-class SourceApiSettings(_Section):
-    """`[sources.<name>.api]`: the platform API a thin webhook is completed from (Prime)."""
-
-    client_id_env: EnvName
-    client_secret_env: EnvName
-    api_url: str | None = None
-    token_url: str | None = None
-    api_version: PrimeApiVersion | None = None  # a version whose schema we transcribed
-    token_client_auth: TokenClientAuth | None = None  # Prime: Basic (default) or form fields
+def _optional(fields: list[FieldInfo]) -> tuple[Any, None]:
+    """One key of `[sources.<name>]` as parsed: any platform's spelling of it, or absent."""
+    kinds = tuple(
+        Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation for f in fields
+    )
+    return Union[(*kinds, None)], None
 
 
-class SourceSettings(_Section):
-    """`[sources.<name>]`: a platform that sends webhooks."""
+def _source_keys() -> dict[str, tuple[Any, None]]:
+    found: dict[str, list[FieldInfo]] = {}
+    for spec in SOURCES.values():
+        for key in sorted(spec.options):
+            found.setdefault(key, []).append(spec.settings.model_fields[key])
+    return {key: _optional(fields) for key, fields in found.items()}
 
-    secret_env: EnvName
-    previous_secret_env: EnvName | None = None
-    # The end of a rotation's grace period: after it the previous secret is refused.
-    previous_secret_until: AwareDatetime | None = None
-    # Platform options (only where the platform takes them; OCC does).
-    algorithm: SignatureAlgorithm | None = None  # HMAC digest; OCC default sha512
-    key_encoding: KeyEncoding | None = None  # how the secret becomes the key; OCC default base64
-    auth: Literal["basic", "oauth"] | None = None  # Prime: how it authenticates to us
-    username: str | None = Field(default=None, min_length=1)  # Prime: Basic user / client id
-    aliases: dict[str, Platform] = Field(default_factory=dict)  # Prime: alias type -> platform
-    api: SourceApiSettings | None = None  # Prime: the order API
+
+# `[sources.<name>]` as parsed: the keys every source has, and every platform's own keys
+# (optional here); `resolve` then reads the section with the platform's model.
+SourceSections: type[SourceSettings] = create_model(
+    "SourceSections",
+    __base__=SourceSettings,
+    **_source_keys(),  # type: ignore[call-overload]
+)
+if TYPE_CHECKING:
+    SourceSection = Any  # a platform's keys are its model's: `Config.source_settings`
+else:
+    SourceSection = SourceSections
 
 
 # `[targets.<name>]`: one optional section per registered target, each the target's own model.
-TargetsSettings: type[_Section] = create_model(
+TargetsSettings: type[Section] = create_model(
     "TargetsSettings",
-    __base__=_Section,
+    __base__=Section,
     **{name: (spec.settings | None, None) for name, spec in TARGETS.items()},  # type: ignore[call-overload]
 )
 
@@ -110,40 +131,43 @@ def _known_target(name: str) -> str:
 
 TargetRef = Annotated[str, AfterValidator(_known_target)]
 if TYPE_CHECKING:
-    TargetsModel = _Section
+    TargetsModel = Section
 else:
     TargetsModel = TargetsSettings
 
 
-class WorkerSettings(_Section):
+class WorkerSettings(Section):
     """`[worker]`: consuming, retrying and parking."""
 
     prefetch: int = Field(default=16, ge=1, le=1000)
-    retry_delays: tuple[float, ...] = Field(default=DEFAULT_DELAYS, min_length=1)
-    retry_total: float = Field(default=DEFAULT_TOTAL, gt=0)
+    retry_delays: tuple[Seconds, ...] = Field(default=DEFAULT_DELAYS, min_length=1)
+    retry_total: Seconds = Field(default=DEFAULT_TOTAL, gt=0)
     poison_attempts: int = Field(default=5, ge=1, le=1000)
-    drain_timeout: float = Field(default=10.0, gt=0, le=300)
+    drain_timeout: Seconds = Field(default=10.0, gt=0, le=300)
     # A claim outlives the call's timeout by this much before another worker may take it over.
-    lease_margin: float = Field(default=30.0, gt=0, le=3600)
+    lease_margin: Seconds = Field(default=30.0, gt=0, le=3600)
     # How long a target waits for an order link that is missing before parking (`no_link`).
-    no_link_window: float = Field(default=3600.0, gt=0)
+    no_link_window: Seconds = Field(default=3600.0, gt=0)
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     """`[store]`: the state store. SQLite at `path` unless the `url_env` variable holds a URL."""
+
+    OLD_KEYS = MappingProxyType({"echo_ttl_days": OldKey("echo_ttl", "d")})
 
     path: str = Field(default="cancel-bridge.db", min_length=1)
     url_env: EnvName | None = None
-    echo_ttl_days: float = Field(default=7.0, gt=0, le=365)
+    # How long "we cancelled order X on platform P" suppresses P's echo of it.
+    echo_ttl: Seconds = Field(default=7 * DAY, gt=0, le=365 * DAY)
 
 
-class LogSettings(_Section):
+class LogSettings(Section):
     """`[log]`: structured JSON lines on standard output."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     """`[metrics]`: Prometheus metrics at `/metrics`, on the receiver's port and on `port`.
 
     `port` is a listener of their own: worker processes have no other, and receiver processes
@@ -153,10 +177,10 @@ class MetricsSettings(_Section):
     token_env: EnvName | None = None  # when set, `/metrics` wants `Authorization: Bearer` it
     host: str = "127.0.0.1"
     port: int | None = Field(default=None, ge=1, le=65535)
-    queue_interval: float = Field(default=15.0, gt=0, le=3600)  # seconds between depth reads
+    queue_interval: Seconds = Field(default=15.0, gt=0, le=3600)  # between depth reads
 
 
-class TracingSettings(_Section):
+class TracingSettings(Section):
     """`[tracing]`: OpenTelemetry spans from webhook to target call (the `tracing` extra)."""
 
     enabled: bool = False
@@ -166,12 +190,12 @@ class TracingSettings(_Section):
     sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of new traces; a parent's choice wins
 
 
-class Settings(_Section):
+class Settings(Section):
     """The whole file."""
 
     broker: BrokerSettings = BrokerSettings()
     receiver: ReceiverSettings = ReceiverSettings()
-    sources: dict[Source, SourceSettings] = Field(default_factory=dict)
+    sources: dict[Source, SourceSection] = Field(default_factory=dict)
     targets: TargetsModel = Field(default_factory=TargetsSettings)
     routes: dict[Source, tuple[TargetRef, ...]] = Field(default_factory=dict)
     worker: WorkerSettings = WorkerSettings()
@@ -179,6 +203,12 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    _deprecations: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """One line per old spelling the file used (still read), naming key and new spelling."""
+        return self._deprecations
 
     def routed_sources(self, target: str) -> tuple[Source, ...]:
         """The sources whose cancellations `[routes]` sends to `target`."""
@@ -187,6 +217,13 @@ class Settings(_Section):
     def targets_in_use(self) -> tuple[str, ...]:
         """Targets some route sends to, in a stable order."""
         return tuple(sorted({target for targets in self.routes.values() for target in targets}))
+
+
+# Old key -> its new name, in every section that renamed one.
+_RENAMING: tuple[type[Section], ...] = (StoreSettings, *(s.settings for s in TARGETS.values()))
+_RENAMED: Mapping[str, str] = MappingProxyType(
+    {old: key.new for model in _RENAMING for old, key in model.OLD_KEYS.items()}
+)
 
 
 class ConfigError(Exception):
@@ -211,6 +248,8 @@ class Config:
     api_token: SecretStr | None = None
     metrics_token: SecretStr | None = None
     source_handlers: Mapping[Source, SourceHandler] = field(default_factory=dict)
+    # Each source's section as its platform's own model reads it (`<P>SourceSettings`).
+    source_settings: Mapping[Source, SourceSettings] = field(default_factory=dict)
 
     def secrets_now(self, source: Source, now: datetime) -> tuple[SecretStr, ...]:
         """`source`'s secrets accepted at `now`: the previous one only until its grace ends."""
@@ -259,22 +298,112 @@ def _field_help(loc: tuple[int | str, ...]) -> str | None:
     return found.description if found is not None else None
 
 
+def _problem(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> ConfigError:
+    """The first error, naming its key; the value is echoed only where it helps."""
+    first = exc.errors()[0]
+    loc = (*prefix, *first["loc"])
+    problem = first["msg"]
+    if first["type"] == "missing" and (explained := _field_help(loc)):
+        problem = f"required, no default: {explained}"
+    # Echo the value only where it helps (wrong type or range): an unknown key may hold a
+    # secret pasted into the file by mistake, and naming the key is enough there.
+    if first["type"] not in ("missing", "extra_forbidden") and not isinstance(
+        first.get("input"), dict | list
+    ):
+        problem = f"{problem} (got {first['input']!r})"
+    return ConfigError(_key(loc), problem)
+
+
+def _as_written(error: ConfigError, document: Mapping[str, object]) -> ConfigError:
+    """`error` naming the old key (`timeout_s`) where the file wrote that, not the new one."""
+    *path, last = error.key.split(".")
+    section: object = document
+    for part in path:
+        section = section.get(part) if isinstance(section, Mapping) else None
+    if not isinstance(section, Mapping) or last in section:
+        return error
+    old = next((k for k in section if _RENAMED.get(k) == last), None)
+    return error if old is None else ConfigError(".".join((*path, old)), error.problem)
+
+
 def parse_settings(document: Mapping[str, object]) -> Settings:
-    """Validate a decoded TOML document; errors name the first offending key."""
+    """Validate a decoded TOML document; errors name the first offending key (as written)."""
     try:
-        return Settings.model_validate(document)
+        settings = Settings.model_validate(document)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        problem = first["msg"]
-        if first["type"] == "missing" and (explained := _field_help(first["loc"])):
-            problem = f"required, no default: {explained}"
-        # Echo the value only where it helps (wrong type or range): an unknown key may hold a
-        # secret pasted into the file by mistake, and naming the key is enough there.
-        if first["type"] not in ("missing", "extra_forbidden") and not isinstance(
-            first.get("input"), dict | list
-        ):
-            problem = f"{problem} (got {first['input']!r})"
-        raise ConfigError(_key(first["loc"]), problem) from None
+        raise _as_written(_problem(exc), document) from None
+    settings._deprecations = tuple(_old_spellings(Settings, document, ""))  # noqa: SLF001 - ours
+    return settings
+
+
+# --- old spellings: still read, each one named -------------------------------------------------
+
+
+def _is_duration(annotation: object, metadata: Sequence[object] = ()) -> bool:
+    """Whether a field reads a duration (`Seconds`, `Duration`, maybe optional)."""
+    if any(getattr(m, "func", None) in DURATION_READERS for m in metadata):
+        return True
+    if get_origin(annotation) is Annotated:
+        return _is_duration(None, getattr(annotation, "__metadata__", ()))
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_is_duration(arg) for arg in get_args(annotation))
+    return False
+
+
+def _models(annotation: object) -> list[type[BaseModel]]:
+    """The settings models a field holds: itself, in an optional, or a dict's values."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return [model for arg in get_args(annotation) for model in _models(arg)]
+    if origin is dict:
+        return _models(get_args(annotation)[1])
+    return []
+
+
+def _spelled(value: object) -> str:
+    return f'"{format_duration(value)}"' if is_bare_seconds(value) else repr(value)  # type: ignore[arg-type]
+
+
+def _old_spellings(model: type[BaseModel], document: object, path: str) -> Iterator[str]:
+    """A line per old spelling in `document` (a section read by `model`), at `path`."""
+    if not isinstance(document, Mapping):
+        return
+    old_keys: Mapping[str, OldKey] = getattr(model, "OLD_KEYS", {})
+    for key, value in document.items():
+        where = f"{path}{key}"
+        if key in old_keys:
+            new = old_keys[key]
+            spelled = value * 86400 if new.unit == "d" and is_bare_seconds(value) else value
+            yield f"deprecated: {where} = {value!r}: write {new.new} = {_spelled(spelled)}"
+            continue
+        found = model.model_fields.get(key)
+        if found is None:
+            continue
+        yield from _old_field(found, value, where)
+
+
+def _old_field(found: FieldInfo, value: object, where: str) -> Iterator[str]:
+    key = where.rpartition(".")[2]
+    if _is_duration(found.annotation, found.metadata) and is_bare_seconds(value):
+        yield f"deprecated: {where} = {value!r}: write {key} = {_spelled(value)}"
+        return
+    if get_origin(found.annotation) is tuple and isinstance(value, list):
+        if _is_duration(get_args(found.annotation)[0]) and any(map(is_bare_seconds, value)):
+            new = ", ".join(f'"{v}"' if isinstance(v, str) else _spelled(v) for v in value)
+            yield f"deprecated: {where} = {value!r}: write {key} = [{new}]"
+        return
+    models = _models(found.annotation)
+    if not models or not isinstance(value, Mapping):
+        return
+    if get_origin(found.annotation) is dict:
+        for name, entry in value.items():
+            for model in models:
+                yield from _old_spellings(model, entry, f"{where}.{name}.")
+        return
+    for model in models:
+        yield from _old_spellings(model, value, f"{where}.")
 
 
 def read_settings(path: Path) -> Settings:
@@ -292,7 +421,7 @@ def read_settings(path: Path) -> Settings:
     return parse_settings(document)
 
 
-def _secrets(name: Source, src: SourceSettings, env: Mapping[str, str]) -> tuple[SecretStr, ...]:
+def _secrets(name: Source, src: SourceSection, env: Mapping[str, str]) -> tuple[SecretStr, ...]:
     current = env.get(src.secret_env, "")
     if not current.strip():
         raise ConfigError(
@@ -315,58 +444,50 @@ def _store_url(store: StoreSettings, env: Mapping[str, str]) -> SecretStr:
     return SecretStr(store.path)
 
 
-def _source_handlers(settings: Settings, env: Mapping[str, str]) -> dict[Source, SourceHandler]:
-    """Each configured source's handler, made with its options; unknown ones are refused."""
+def _secrets_named(
+    prefix: str, envs: Mapping[str, str], env: Mapping[str, str]
+) -> dict[str, SecretStr]:
+    """Each variable a section names (key -> variable), set; a missing one names its key."""
+    secrets: dict[str, SecretStr] = {}
+    for key, name in envs.items():
+        value = env.get(name, "").strip()
+        if not value:
+            raise ConfigError(f"{prefix}.{key}", f"environment variable {name} is not set or empty")
+        secrets[key] = SecretStr(value)
+    return secrets
+
+
+def _platform_section(name: Source, section: SourceSettings) -> SourceSettings:
+    """`section` read by its platform's own model: another platform's key is refused."""
+    spec = SOURCES.get(name)
+    if spec is None:
+        supported = ", ".join(sorted(source.value for source in SOURCES))
+        raise ConfigError(f"sources.{name.value}", f"not supported yet (supported: {supported})")
+    try:
+        return spec.settings.model_validate(section.model_dump(exclude_unset=True))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = _key(("sources", name.value, *first["loc"]))
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(key, f"{name.value} has no such option") from None
+        if first["type"] == "missing":
+            raise ConfigError(key, f"{name.value} needs it") from None
+        raise _problem(exc, ("sources", name.value)) from None
+
+
+def _sources(
+    settings: Settings, env: Mapping[str, str]
+) -> tuple[dict[Source, SourceSettings], dict[Source, SourceHandler]]:
+    """Each configured source's own settings and its handler; unknown ones are refused."""
+    sections: dict[Source, SourceSettings] = {}
     handlers: dict[Source, SourceHandler] = {}
-    for name, src in settings.sources.items():
-        spec = SOURCES.get(name)
-        if spec is None:
-            supported = ", ".join(sorted(source.value for source in SOURCES))
-            raise ConfigError(
-                f"sources.{name.value}", f"not supported yet (supported: {supported})"
-            )
-        for option in OPTIONS:
-            given = getattr(src, option)
-            if given and option not in spec.options:
-                raise ConfigError(
-                    f"sources.{name.value}.{option}", f"{name.value} has no such option"
-                )
-            if not given and option in spec.required:
-                raise ConfigError(f"sources.{name.value}.{option}", f"{name.value} needs it")
-        handlers[name] = spec.make(_options(name, src, env))
-    return handlers
-
-
-OPTIONS = ("algorithm", "key_encoding", "auth", "username", "aliases", "api")
-
-
-def _options(name: Source, src: SourceSettings, env: Mapping[str, str]) -> SourceOptions:
-    api: dict[str, str] = {}
-    api_secrets: dict[str, SecretStr] = {}
-    if src.api is not None:
-        api = {
-            key: value
-            for key in ("api_url", "token_url", "api_version", "token_client_auth")
-            if (value := getattr(src.api, key)) is not None
-        }
-        for key in ("client_id_env", "client_secret_env"):
-            variable = getattr(src.api, key)
-            value = env.get(variable, "").strip()
-            if not value:
-                raise ConfigError(
-                    f"sources.{name.value}.api.{key}",
-                    f"environment variable {variable} is not set or empty",
-                )
-            api_secrets[key] = SecretStr(value)
-    return SourceOptions(
-        algorithm=src.algorithm,
-        key_encoding=src.key_encoding,
-        auth=src.auth,
-        username=src.username,
-        aliases=dict(src.aliases),
-        api=api,
-        api_secrets=api_secrets,
-    )
+    for name, section in settings.sources.items():
+        own = _platform_section(name, section)
+        spec = SOURCES[name]
+        secrets = _secrets_named(f"sources.{name.value}", spec.secret_envs(own), env)
+        sections[name] = own
+        handlers[name] = spec.make(own, secrets)
+    return sections, handlers
 
 
 def _target_secrets(settings: Settings, env: Mapping[str, str]) -> dict[str, dict[str, SecretStr]]:
@@ -381,16 +502,8 @@ def _target_secrets(settings: Settings, env: Mapping[str, str]) -> dict[str, dic
                 raise ConfigError(
                     f"routes.{source.value}", f"target {target!r} has no [targets.{target}] section"
                 )
-            secrets: dict[str, SecretStr] = {}
-            for key, name in TARGETS[target].secret_envs(section).items():
-                value = env.get(name, "").strip()
-                if not value:
-                    raise ConfigError(
-                        f"targets.{target}.{key}",
-                        f"environment variable {name} is not set or empty",
-                    )
-                secrets[key] = SecretStr(value)
-            found[target] = secrets
+            envs = TARGETS[target].secret_envs(section)
+            found[target] = _secrets_named(f"targets.{target}", envs, env)
     return found
 
 
@@ -416,8 +529,10 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
         )
     if not settings.sources and not settings.routes:
         raise ConfigError("sources", "nothing to do: add a [sources.<name>] or [routes] section")
+    source_settings, source_handlers = _sources(settings, env)
     return Config(
-        source_handlers=_source_handlers(settings, env),
+        source_handlers=source_handlers,
+        source_settings=source_settings,
         settings=settings,
         api_token=_token("receiver.api_token_env", settings.receiver.api_token_env, env),
         metrics_token=_token("metrics.token_env", settings.metrics.token_env, env),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge.amqp import topology
 from bridge.settings import Config, ConfigError
-from bridge.worker.consumer import WorkerPlan
+from bridge.worker.plan import WorkerPlan
 from handlers.base import TargetBuild
 from handlers.registry import TARGETS
 

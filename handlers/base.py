@@ -1,16 +1,46 @@
-"""What every platform module shares: header access, rejections and the Source protocol."""
+"""What every platform module shares: header access, rejections, the protocols, settings bases.
+
+A platform module `handlers/<platform>.py` names its parts alike (the registry lists them):
+
+- source: `<P>Source` (verify, parse), settings `<P>SourceSettings`, `make_source(settings,
+  secrets)`, `source_secret_envs(settings)`;
+- target: `<P>Target` (build, interpret), settings `<P>TargetSettings`, `make_target(settings,
+  secrets) -> TargetBuild`, `target_secret_envs(settings)`, `target_probes(settings, secrets,
+  now)`.
+
+The errors a handler raises, one tree (outcomes of target calls are values, never errors):
+
+    HandlerError                  a handler's input is unusable
+    +-- WebhookError              the receiver refuses the webhook: `status` (4xx), `code`
+    |   +-- SignatureError        401 `bad_signature`: missing or wrong signature
+    +-- MalformedPayloadError     authentic, but no event can be built: quarantined (200)
+
+Durations in settings are written one way, as text with a unit (`"500ms"`, `"10s"`, `"5m"`,
+`"24h"`, `"7d"`): `Seconds` (a float of seconds) and `Duration` (a `timedelta`) read it. A bare
+number of seconds is still read (the old spelling); `check-config` names it as deprecated.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import orjson
 from graphql import get_introspection_query
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    model_validator,
+)
 
 from contracts.events import OrderCancelled
 
@@ -18,7 +48,11 @@ from contracts.events import OrderCancelled
 Headers = Mapping[str, str]
 
 
-class WebhookError(Exception):
+class HandlerError(Exception):
+    """A handler's input is unusable (see the tree in the module docstring)."""
+
+
+class WebhookError(HandlerError):
     """A webhook the receiver must refuse; `status` is the HTTP answer, `code` names why."""
 
     status: int = 400
@@ -36,7 +70,7 @@ class SignatureError(WebhookError):
     code = "bad_signature"
 
 
-class MalformedPayloadError(Exception):
+class MalformedPayloadError(HandlerError):
     """Correctly signed, but not an event we can build: the body goes to quarantine."""
 
     def __init__(self, reason: str) -> None:
@@ -51,8 +85,125 @@ class Ignored:
     reason: str
 
 
+# A configuration key that names an environment variable (secrets are never in the file).
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+# --- durations in settings and on the command line ---------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d{1,9})(ms|s|m|h|d|w)")
+_UNIT_SECONDS: Mapping[str, float] = MappingProxyType(
+    {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+)
+MAX_DURATION = timedelta(days=3660)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`24h`, `90m`, `7d`, `30s`, `500ms`, `2w`, or parts added up (`1h30m`, `2s500ms`).
+
+    Whole numbers only. ValueError otherwise (a bare number has no unit: not a duration here).
+    """
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION_PART.findall(compact)
+    if not compact or "".join(number + unit for number, unit in parts) != compact:
+        raise ValueError(
+            f"{text[:40]!r} is not a duration: a number and a unit (ms, s, m, h, d, w), e.g. 24h"
+        )
+    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{text[:40]!r} is longer than {MAX_DURATION.days} days")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(span: timedelta | float) -> str:
+    """`span` (a timedelta or seconds) as `parse_duration` reads it: `1d`, `90m`, `500ms`.
+
+    Whole seconds are written in their largest whole unit, fractions in milliseconds (`2500ms`,
+    rounded to the millisecond).
+    """
+    total = span.total_seconds() if isinstance(span, timedelta) else float(span)
+    if total == int(total):
+        seconds = int(total)
+        for unit in ("w", "d", "h", "m"):
+            size = int(_UNIT_SECONDS[unit])
+            if seconds and seconds % size == 0:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+    return f"{round(total * 1000)}ms"
+
+
+def is_bare_seconds(value: object) -> bool:
+    """True for the old spelling of a duration: a number of seconds without a unit."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _to_timedelta(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _to_seconds(value: object) -> object:
+    return parse_duration(value).total_seconds() if isinstance(value, str) else value
+
+
+# A duration in a settings file: `"24h"`, `"90m"` (or, deprecated, a number of seconds).
+Duration = Annotated[timedelta, BeforeValidator(_to_timedelta)]
+# The same spelling, kept as a float of seconds (timeouts, intervals, delays).
+Seconds = Annotated[float, BeforeValidator(_to_seconds)]
+# The same spelling, kept as whole seconds (`Retry-After` values).
+WholeSeconds = Annotated[int, BeforeValidator(_to_seconds)]
+DURATION_READERS = (_to_timedelta, _to_seconds)  # how a settings walker recognises them
+
+
+@dataclass(frozen=True, slots=True)
+class OldKey:
+    """A key's old name, still read: its number (in `unit`) becomes the duration `new`."""
+
+    new: str
+    unit: Literal["s", "d"] = "s"
+
+
+class Section(BaseModel):
+    """A settings section: frozen, unknown keys refused.
+
+    `OLD_KEYS` (old name -> `OldKey`) are still read: renamed, their number of `unit`s turned
+    into seconds. Giving the old and the new name together is refused.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    OLD_KEYS: ClassVar[Mapping[str, OldKey]] = MappingProxyType({})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_old_keys(cls, data: object) -> object:
+        if not cls.OLD_KEYS or not isinstance(data, dict) or not set(data) & set(cls.OLD_KEYS):
+            return data
+        renamed = dict(data)
+        for old, key in cls.OLD_KEYS.items():
+            if old not in renamed:
+                continue
+            if key.new in renamed:
+                raise ValueError(f"{old} and {key.new} both given: keep {key.new} only")
+            value = renamed.pop(old)
+            if is_bare_seconds(value):
+                value *= _UNIT_SECONDS[key.unit]
+            renamed[key.new] = value
+        return renamed
+
+
+class SourceSettings(Section):
+    """A `[sources.<name>]` section: the webhook secrets every source has.
+
+    A platform's model (`<P>SourceSettings` in its module) adds its own keys.
+    """
+
+    secret_env: EnvName
+    previous_secret_env: EnvName | None = None
+    # The end of a rotation's grace period: after it the previous secret is refused.
+    previous_secret_until: AwareDatetime | None = None
+
+
 class SourceHandler(Protocol):
-    """A platform that sends cancellations (a module in `handlers/`)."""
+    """A platform that sends cancellations (`<P>Source` in a module in `handlers/`)."""
 
     def verify(
         self, headers: Headers, body: bytes, secrets: Sequence[SecretStr], now: datetime
@@ -66,25 +217,6 @@ class SourceHandler(Protocol):
 
         Raise `MalformedPayloadError` when it cannot be built.
         """
-
-
-# A configuration key that names an environment variable (secrets are never in the file).
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-SignatureAlgorithm = Literal["sha1", "sha256", "sha512"]
-KeyEncoding = Literal["base64", "raw"]
-
-
-@dataclass(frozen=True, slots=True)
-class SourceOptions:
-    """`[sources.<name>]` settings besides the secrets, for the platforms that take them."""
-
-    algorithm: SignatureAlgorithm | None = None
-    key_encoding: KeyEncoding | None = None
-    auth: Literal["basic", "oauth"] | None = None
-    username: str | None = None  # HTTP Basic user, or the OAuth client id
-    aliases: Mapping[str, str] = field(default_factory=dict)  # alias type -> platform
-    api: Mapping[str, str] = field(default_factory=dict)  # the platform API's URLs, version
-    api_secrets: Mapping[str, SecretStr] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +237,20 @@ class Lookup:
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    """A registry line: how to make the platform's handler, and which options it takes."""
+    """A registry line for a source: its section, secrets (key -> variable) and factory.
 
-    make: Callable[[SourceOptions], SourceHandler]
-    options: frozenset[str] = frozenset()
-    required: frozenset[str] = frozenset()  # options the platform cannot do without
+    The webhook secrets (`secret_env`, `previous_secret_env`) every source has are read by the
+    bridge; `secret_envs` names the platform's others (e.g. its API's client credentials).
+    """
+
+    settings: type[SourceSettings]
+    secret_envs: Callable[[Any], Mapping[str, str]]
+    make: Callable[[Any, Mapping[str, SecretStr]], SourceHandler]
+
+    @property
+    def options(self) -> frozenset[str]:
+        """The platform's own keys in its section, besides those every source has."""
+        return frozenset(self.settings.model_fields) - frozenset(SourceSettings.model_fields)
 
 
 def clean_text(value: str) -> str:
@@ -209,6 +350,12 @@ class FollowUp:
 
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+SERVER_ERRORS = 500
+
+
+def retryable(status: int) -> bool:
+    """Whether an answer with `status` may go otherwise later: 408, 425, 429 and any 5xx."""
+    return status in RETRYABLE_STATUSES or status >= SERVER_ERRORS
 
 
 def retry_after_seconds(headers: Headers, now: datetime) -> float | None:
@@ -293,7 +440,7 @@ def read_access_token(
     """
     if status in refused:
         return Rejected(f"{who} refused the credentials (HTTP {status})")
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+    if retryable(status):
         return RetryLater(f"{who} answered HTTP {status}")
     try:
         document = orjson.loads(body)
@@ -376,7 +523,7 @@ def read_introspection(who: str) -> ProbeRead:
 
     def read(status: int, headers: Headers, body: bytes) -> str | Rejected | RetryLater:
         del headers
-        if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        if retryable(status):
             return RetryLater(f"{who} answered HTTP {status}")
         try:
             document = orjson.loads(body)
@@ -390,10 +537,8 @@ def read_introspection(who: str) -> ProbeRead:
     return read
 
 
-class TargetSettings(BaseModel):
-    """A `[targets.<name>]` section: frozen, unknown keys refused."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class TargetSettings(Section):
+    """A `[targets.<name>]` section: frozen, unknown keys refused (`<P>TargetSettings`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,3 +563,6 @@ class TargetSpec:
     # Harmless calls for `check-config --online` (section, secrets, now); the token endpoint,
     # where `make` gives one, is checked before them.
     probes: Callable[[Any, Mapping[str, SecretStr], datetime], tuple[Probe, ...]] | None = None
+    # Reconciliation: the platform's own records can show a delivery silently undone later
+    # (CJ); `run` then compares them on a schedule (`bridge/reconcile/`).
+    reconciles: bool = False

@@ -11,19 +11,18 @@ CJ validates an accepted cancellation later, and a failure there is silent: the 
 success is in the Commission Detail API (`advertiserCommissions`), where it leaves a reversal and
 a cancellation record for the order (zero amounts; `validationStatus` DECLINED on open-ended
 trackers, AUTOMATED on others: `is_decline`). `commissions_call` and `read_commissions` are the
-sans-I/O half of reconciling against it (`bridge/reconcile.py` makes the calls).
+sans-I/O half of reconciling against it (`bridge/reconcile/runner/runner.py` makes the calls).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from contracts.cj import (
     AdvertiserCommissions,
@@ -33,23 +32,28 @@ from contracts.cj import (
     GraphQLError,
 )
 from contracts.events import CancelReason, OrderCancelled, Source
+from contracts.timestamps import utc_z
 from handlers.base import (
-    RETRYABLE_STATUSES,
     AlreadyDone,
     Delivered,
+    Duration,
     EnvName,
     Headers,
     HttpCall,
+    OldKey,
     Outcome,
     Probe,
     Rejected,
     RetryLater,
+    Seconds,
     TargetBuild,
     TargetSettings,
+    format_duration,
     graphql_post,
     introspection_call,
     read_introspection,
     retry_after_seconds,
+    retryable,
 )
 
 MUTATION = (
@@ -87,13 +91,13 @@ DEFAULT_REASONS: Mapping[CancelReason, str] = MappingProxyType(
 
 
 @dataclass(frozen=True, slots=True)
-class CJTarget:
+class CJCancelConfig:
     """What the CJ adapter needs to know; `bridge/settings.py` builds it from `[targets.cj]`."""
 
     url: str
     enterprise_id: str
     action_tracker_id: int
-    # No defaults: the tracker's setup decides both (see `CJSettings`).
+    # No defaults: the tracker's setup decides both (see `CJTargetSettings`).
     open_ended_locking: bool
     # `link`: CJ's order id comes from the order links (the worker looks it up).
     order_id_from: OrderIdFrom
@@ -105,10 +109,12 @@ class CJTarget:
 def update_time(event: OrderCancelled, now: datetime) -> str:
     """The cancellation time, never later than a minute before `now` (CJ refuses the future)."""
     moment = min(event.cancelled_at, now - CLOCK_MARGIN)
-    return moment.isoformat().replace("+00:00", "Z")
+    return utc_z(moment)
 
 
-def order_id_for(event: OrderCancelled, cfg: CJTarget, linked: str | None = None) -> str | None:
+def order_id_for(
+    event: OrderCancelled, cfg: CJCancelConfig, linked: str | None = None
+) -> str | None:
     """The id CJ knows `event`'s order by (`order_id_from`); None when the event lacks it.
 
     `linked` is CJ's order id from the order links, when `order_id_from` is `link`.
@@ -130,7 +136,7 @@ def graphql_call(url: str, token: SecretStr, query: str, variables: object) -> H
 
 
 def cancel_request(
-    event: OrderCancelled, cfg: CJTarget, now: datetime, linked: str | None = None
+    event: OrderCancelled, cfg: CJCancelConfig, now: datetime, linked: str | None = None
 ) -> dict[str, object] | Rejected:
     """One `OrderCancelRequest` for `event`, or why it cannot be built.
 
@@ -154,7 +160,7 @@ def cancel_request(
 
 def build_cancel(
     event: OrderCancelled,
-    cfg: CJTarget,
+    cfg: CJCancelConfig,
     token: SecretStr,
     now: datetime,
     linked: str | None = None,
@@ -170,7 +176,7 @@ def _messages(errors: list[GraphQLError]) -> str:
     return "; ".join(error.message or "(no message)" for error in errors)[:500]
 
 
-def _classify(errors: list[GraphQLError], cfg: CJTarget) -> Outcome:
+def _classify(errors: list[GraphQLError], cfg: CJCancelConfig) -> Outcome:
     """`cancelOrders.errors`: all "already cancelled/locked" is done; anything else is final."""
     markers = tuple(marker.lower() for marker in cfg.already_done_markers)
     refused = [e for e in errors if not any(m in e.message.lower() for m in markers)]
@@ -182,12 +188,12 @@ def _classify(errors: list[GraphQLError], cfg: CJTarget) -> Outcome:
 def _by_status(status: int, headers: Headers, now: datetime) -> Outcome | None:
     if status in (401, 403):
         return Rejected(f"cj credentials refused (HTTP {status})")
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+    if retryable(status):
         return RetryLater(f"cj answered HTTP {status}", retry_after_seconds(headers, now))
     return None
 
 
-def _by_result(answer: CancelOrdersResponse, cfg: CJTarget) -> Outcome:
+def _by_result(answer: CancelOrdersResponse, cfg: CJCancelConfig) -> Outcome:
     result = answer.data.cancelOrders if answer.data else None
     if result is None:
         return RetryLater("cj answered 200 without data.cancelOrders")
@@ -199,7 +205,9 @@ def _by_result(answer: CancelOrdersResponse, cfg: CJTarget) -> Outcome:
     return Delivered(reference=submitted[0])
 
 
-def interpret(status: int, headers: Headers, body: bytes, cfg: CJTarget, now: datetime) -> Outcome:
+def interpret(
+    status: int, headers: Headers, body: bytes, cfg: CJCancelConfig, now: datetime
+) -> Outcome:
     """What CJ's answer means for this cancellation.
 
     401/403: credentials, final. 408/425/429/5xx: retry (honouring Retry-After). A 200 whose body
@@ -222,10 +230,10 @@ def interpret(status: int, headers: Headers, body: bytes, cfg: CJTarget, now: da
 
 
 @dataclass(frozen=True, slots=True)
-class CJAdapter:
-    """`CJTarget` and the token, as the worker's `TargetAdapter`."""
+class CJTarget:
+    """`CJCancelConfig` and the token, as the worker's `TargetAdapter`."""
 
-    cfg: CJTarget
+    cfg: CJCancelConfig
     token: SecretStr
 
     def build(
@@ -282,7 +290,7 @@ class CommissionsPage:
 
 
 def _instant(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_z(moment, "seconds")
 
 
 def commissions_call(
@@ -311,7 +319,7 @@ def _commissions_by_status(
 ) -> RetryLater | Rejected | None:
     if status in (401, 403):
         return Rejected(f"{QUERY}: credentials refused (HTTP {status})")
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+    if retryable(status):
         return RetryLater(f"{QUERY} answered HTTP {status}", retry_after_seconds(headers, now))
     return None
 
@@ -420,50 +428,15 @@ def declined_orders(records: Iterable[CommissionRecord]) -> frozenset[str]:
     return frozenset(r.orderId for r in records if r.orderId and is_decline(r))
 
 
-# --- durations in settings and on the command line ---------------------------------------------
-
-_DURATION = re.compile(r"(\d{1,7})([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-MAX_DURATION = timedelta(days=3660)
-
-
-def parse_duration(text: str) -> timedelta:
-    """`24h`, `90m`, `7d`, `30s`, `2w`, or parts added up (`1h30m`); ValueError otherwise."""
-    compact = text.strip().lower().replace(" ", "")
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(number + unit for number, unit in parts) != compact:
-        raise ValueError(
-            f"{text[:40]!r} is not a duration: a number and a unit (s, m, h, d, w), e.g. 24h"
-        )
-    seconds = sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"{text[:40]!r} is longer than {MAX_DURATION.days} days")
-    return timedelta(seconds=seconds)
-
-
-def format_duration(span: timedelta) -> str:
-    """`span` in its largest whole unit: `1d`, `90m`, `45s` (as `parse_duration` reads them)."""
-    seconds = int(span.total_seconds())
-    for unit in ("w", "d", "h", "m"):
-        size = _UNIT_SECONDS[unit]
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def _duration(value: object) -> object:
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-# A duration in the TOML file: `"24h"`, `"90m"`, or a number of seconds.
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 MAX_WINDOW = timedelta(days=31)  # CJ's commission queries span a month at most (assumed)
 MIN_EVERY = timedelta(minutes=1)
 CompanyId = Annotated[str, Field(pattern=r"^[0-9]+$")]
 
 
-class CJSettings(TargetSettings):
+class CJTargetSettings(TargetSettings):
     """`[targets.cj]`: decline CJ commissions with `cancelOrders`."""
+
+    OLD_KEYS = MappingProxyType({"timeout_s": OldKey("timeout")})
 
     url: str = "https://tracking.api.cj.com/graphql"
     token_env: EnvName = "CJ_ACCESS_TOKEN"  # noqa: S105 - a variable name, not a token
@@ -472,7 +445,7 @@ class CJSettings(TargetSettings):
     # Required: a wrong guess either way means CJ silently keeps paying the commission.
     open_ended_locking: bool = Field(description=OPEN_ENDED_LOCKING_HELP)
     order_id_from: OrderIdFrom = Field(description=ORDER_ID_FROM_HELP)
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    timeout: Seconds = Field(default=10.0, gt=0, le=300)  # per call
     reasons: dict[CancelReason, str] = Field(default_factory=dict)
     already_done_markers: tuple[str, ...] = ("already", "locked")
     # Reconciliation (`cancel-bridge reconcile cj`, and on a schedule inside `run`).
@@ -509,12 +482,12 @@ class CJSettings(TargetSettings):
         return self
 
 
-def commissions(settings: CJSettings) -> CJCommissions:
+def commissions(settings: CJTargetSettings) -> CJCommissions:
     """Where reconciliation reads CJ's commission records, from `[targets.cj]`."""
     return CJCommissions(settings.commissions_url, settings.advertiser_ids)
 
 
-def _describe_reconcile(settings: CJSettings) -> str:
+def _describe_reconcile(settings: CJTargetSettings) -> str:
     every = settings.reconcile_every
     if every is None:
         return "reconcile: on demand"
@@ -526,14 +499,14 @@ def _describe_reconcile(settings: CJSettings) -> str:
     )
 
 
-def secret_envs(settings: CJSettings) -> dict[str, str]:
+def target_secret_envs(settings: CJTargetSettings) -> dict[str, str]:
     """The variables `[targets.cj]` names: the personal access token."""
     return {"token_env": settings.token_env}
 
 
-def target(settings: CJSettings) -> CJTarget:
+def cancel_config(settings: CJTargetSettings) -> CJCancelConfig:
     """What the adapter needs to know, from `[targets.cj]`."""
-    return CJTarget(
+    return CJCancelConfig(
         url=settings.url,
         enterprise_id=settings.enterprise_id,
         action_tracker_id=settings.action_tracker_id,
@@ -544,19 +517,19 @@ def target(settings: CJSettings) -> CJTarget:
     )
 
 
-def make(settings: CJSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
+def make_target(settings: CJTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
     """The CJ adapter from `[targets.cj]` and its token."""
-    cfg = target(settings)
+    cfg = cancel_config(settings)
     summary = (
         f"POST {settings.url}; token from {settings.token_env} (set); enterprise"
         f" {settings.enterprise_id}, action tracker {settings.action_tracker_id}, orderId from"
         f" {settings.order_id_from}, status Declined:"
-        f" {'yes' if settings.open_ended_locking else 'no'}, timeout {settings.timeout_s:g}s;"
+        f" {'yes' if settings.open_ended_locking else 'no'}, timeout {settings.timeout:g}s;"
         f" {_describe_reconcile(settings)}"
     )
     return TargetBuild(
-        CJAdapter(cfg, secrets["token_env"]),
-        settings.timeout_s,
+        CJTarget(cfg, secrets["token_env"]),
+        settings.timeout,
         link_platform="cj" if settings.order_id_from == "link" else None,
         summary=summary,
     )
@@ -581,8 +554,8 @@ def _probe_event(reason: CancelReason, now: datetime) -> OrderCancelled:
     )
 
 
-def probes(
-    settings: CJSettings, secrets: Mapping[str, SecretStr], now: datetime
+def target_probes(
+    settings: CJTargetSettings, secrets: Mapping[str, SecretStr], now: datetime
 ) -> tuple[Probe, ...]:
     """Harmless calls that show the wire holds; nothing is cancelled.
 
@@ -591,7 +564,7 @@ def probes(
     endpoint serves by introspection without credentials. With `advertiser_ids`, the last hour of
     commission records is read with the token: the token and the commission query both hold.
     """
-    cfg = target(settings)
+    cfg = cancel_config(settings)
     requests = [
         request
         for reason in CancelReason

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import Literal
 from urllib.parse import quote
 
 import orjson
@@ -30,7 +31,6 @@ from pydantic import Field, SecretStr, ValidationError
 from contracts.events import MAX_TEXT, CancelReason, OrderCancelled, Source
 from contracts.occ import OCCWebhook
 from handlers.base import (
-    RETRYABLE_STATUSES,
     AlreadyDone,
     Delivered,
     EnvName,
@@ -38,15 +38,15 @@ from handlers.base import (
     Headers,
     HttpCall,
     Ignored,
-    KeyEncoding,
     MalformedPayloadError,
+    OldKey,
     Outcome,
     Probe,
     Rejected,
     RetryLater,
-    SignatureAlgorithm,
+    Seconds,
     SignatureError,
-    SourceOptions,
+    SourceSettings,
     TargetBuild,
     TargetSettings,
     Token,
@@ -56,12 +56,15 @@ from handlers.base import (
     parse_timestamp,
     read_access_token,
     retry_after_seconds,
+    retryable,
 )
 
 PLAIN_HEADER = "X-Oracle-CC-WebHook-Signature"
 SHA512_HEADER = "X-Oracle-CC-WebHook-Signature-SHA512"
 SIGNATURE_HEADERS = (PLAIN_HEADER, SHA512_HEADER)
 SITE_HEADER = "x-ccsite"
+SignatureAlgorithm = Literal["sha1", "sha256", "sha512"]
+KeyEncoding = Literal["base64", "raw"]
 DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 # The plain header's algorithm is the one whose digest has the decoded value's length.
 BY_DIGEST_SIZE: dict[int, SignatureAlgorithm] = {20: "sha1", 32: "sha256", 64: "sha512"}
@@ -194,9 +197,24 @@ class OCCSource:
             raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
 
 
-def source(options: SourceOptions) -> OCCSource:
-    """The registry's factory: a base64 key unless configured otherwise (`algorithm` is kept)."""
-    return OCCSource(options.algorithm or "sha512", options.key_encoding or "base64")
+class OCCSourceSettings(SourceSettings):
+    """`[sources.occ]`: the webhook secret(s) and how the secret becomes the HMAC key."""
+
+    # Documents the tenant's setup only; each signature header carries its own (`OCCSource`).
+    algorithm: SignatureAlgorithm = "sha512"
+    key_encoding: KeyEncoding = "base64"  # "raw": the secret's bytes (Oracle bug 24619421)
+
+
+def source_secret_envs(settings: OCCSourceSettings) -> dict[str, str]:
+    """None besides the webhook secrets every source names."""
+    del settings
+    return {}
+
+
+def make_source(settings: OCCSourceSettings, secrets: Mapping[str, SecretStr]) -> OCCSource:
+    """The OCC source from `[sources.occ]`: a base64 key unless configured otherwise."""
+    del secrets
+    return OCCSource(settings.algorithm, settings.key_encoding)
 
 
 # --- target: cancel the order on OCC (PLATFORMS.md section 3, outbound) ---------------------
@@ -230,12 +248,14 @@ class OCCSiteSettings(TargetSettings):
 class OCCTargetSettings(TargetSettings):
     """`[targets.occ]`: cancel orders through the OCC admin API."""
 
+    OLD_KEYS = MappingProxyType({"timeout_s": OldKey("timeout")})
+
     base_url: str = Field(
         pattern=r"^https?://"
     )  # the admin host, e.g. https://a123.oracleoutsourcing.com
     app_key_env: EnvName = "OCC_APP_KEY"
     default_site: str | None = None  # the site of links that give a bare order id
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    timeout: Seconds = Field(default=10.0, gt=0, le=300)  # per call
     reasons: dict[CancelReason, str] = Field(default_factory=dict)
     sites: dict[str, OCCSiteSettings] = Field(default_factory=dict)
 
@@ -284,7 +304,7 @@ def _error(body: bytes) -> tuple[str, str]:
 
 
 def _transient(status: int, headers: Headers, now: datetime) -> RetryLater | None:
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+    if retryable(status):
         return RetryLater(f"occ answered HTTP {status}", retry_after_seconds(headers, now))
     return None
 
@@ -310,7 +330,7 @@ def confirm_read(status: int, headers: Headers, body: bytes, now: datetime) -> O
 
 
 @dataclass(frozen=True, slots=True)
-class OCCCancel:
+class OCCTarget:
     """The OCC target: `POST /ccadmin/v1/orders/cancel` with the order's site in `x-ccsite`.
 
     The order comes from the order links as `site id/order id`, or a bare order id of
@@ -412,7 +432,7 @@ def _read_reasons(
     def read(status: int, headers: Headers, body: bytes) -> str | Rejected | RetryLater:
         if status in (401, 403):
             return Rejected(f"occ reasons read: credentials refused (HTTP {status})")
-        if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        if retryable(status):
             return RetryLater(f"occ answered HTTP {status}", retry_after_seconds(headers, now))
         active = _active_reasons(body) if status == HTTP_OK else None
         if active is None:
@@ -457,7 +477,7 @@ def target_probes(
 def make_target(settings: OCCTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
     """The OCC target from `[targets.occ]` and its application key."""
     base = settings.base_url.rstrip("/")
-    adapter = OCCCancel(
+    adapter = OCCTarget(
         base,
         settings.default_site,
         {**DEFAULT_CANCEL_REASONS, **settings.reasons},
@@ -467,11 +487,11 @@ def make_target(settings: OCCTargetSettings, secrets: Mapping[str, SecretStr]) -
         f"POST {base}/ccadmin/v1/orders/cancel; logs in with the key from"
         f" {settings.app_key_env} (set); order ids from the order links"
         f"{f', default site {settings.default_site}' if settings.default_site else ''};"
-        f" timeout {settings.timeout_s:g}s"
+        f" timeout {settings.timeout:g}s"
     )
     return TargetBuild(
         adapter,
-        settings.timeout_s,
+        settings.timeout,
         link_platform="occ",
         summary=summary,
         auth=TokenAuth(login_call(base, secrets["app_key_env"]), read_login),

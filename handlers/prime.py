@@ -34,10 +34,9 @@ import jwt
 import orjson
 from pydantic import Field, SecretStr, ValidationError
 
-from contracts.events import CancelReason, OrderCancelled, Source
+from contracts.events import CancelReason, OrderCancelled, Platform, Source
 from contracts.prime import PrimeEvent, PrimeOrder
 from handlers.base import (
-    RETRYABLE_STATUSES,
     AlreadyDone,
     Delivered,
     EnvName,
@@ -47,12 +46,15 @@ from handlers.base import (
     Ignored,
     Lookup,
     MalformedPayloadError,
+    OldKey,
     Outcome,
     Probe,
     Rejected,
     RetryLater,
+    Seconds,
+    Section,
     SignatureError,
-    SourceOptions,
+    SourceSettings,
     TargetBuild,
     TargetSettings,
     Token,
@@ -64,6 +66,7 @@ from handlers.base import (
     parse_timestamp,
     read_access_token,
     retry_after_seconds,
+    retryable,
 )
 
 API_URL = "https://api.buywithprime.amazon.com/graphql"
@@ -169,6 +172,8 @@ def documents_for(api_version: str) -> PrimeDocuments:
 class PrimeTargetSettings(TargetSettings):
     """`[targets.prime]`: cancel orders through the Buy with Prime API."""
 
+    OLD_KEYS = MappingProxyType({"timeout_s": OldKey("timeout")})
+
     api_url: str = API_URL
     token_url: str = TOKEN_URL
     api_version: PrimeApiVersion = API_VERSION
@@ -179,7 +184,7 @@ class PrimeTargetSettings(TargetSettings):
     order_by: Literal["order_id", "alias"] = "order_id"  # what the linked id is
     alias_type: str = Field(default="OMS_ORDER_ID", min_length=1)  # with order_by = "alias"
     cancellation_alias_type: str = Field(default="EXTERNAL_CANCELLATION_ID", min_length=1)
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    timeout: Seconds = Field(default=10.0, gt=0, le=300)  # per call
     reasons: dict[CancelReason, PrimeReason] = Field(default_factory=dict)
     # An order of this store that `check-config --online` reads (never cancels) to show that
     # the order queries hold against the live API; unset, only the token is checked.
@@ -314,7 +319,7 @@ def confirm_read(status: int, headers: Headers, body: bytes, now: datetime) -> O
     Done when a cancellation is `PENDING` or `SUCCESS`, or every package is cancelled
     (`full_cancellation`); an order read refused by Prime is `Rejected` unless retryable.
     """
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+    if retryable(status):
         return RetryLater(f"prime answered HTTP {status}", retry_after_seconds(headers, now))
     document = _document(body)
     if document is None:
@@ -346,7 +351,7 @@ def _sent_order(call: HttpCall) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class PrimeCancel:
+class PrimeTarget:
     """The Buy with Prime target (the worker adds the bearer token)."""
 
     api_url: str
@@ -401,7 +406,7 @@ class PrimeCancel:
         """Errors come as GraphQL `errors[].extensions.classification`; see PLATFORMS.md 2."""
         if status in (401, 403):
             return Rejected(f"prime credentials refused (HTTP {status})")
-        if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+        if retryable(status):
             return RetryLater(f"prime answered HTTP {status}", retry_after_seconds(headers, now))
         document = _document(body)
         if document is None:
@@ -441,7 +446,7 @@ def target_secret_envs(settings: PrimeTargetSettings) -> dict[str, str]:
 
 def make_target(settings: PrimeTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
     """The Buy with Prime target from `[targets.prime]` and its client credentials."""
-    adapter = PrimeCancel(
+    adapter = PrimeTarget(
         settings.api_url,
         settings.api_version,
         settings.business_product_id,
@@ -456,7 +461,7 @@ def make_target(settings: PrimeTargetSettings, secrets: Mapping[str, SecretStr])
         f" {settings.business_product_id}, order by {by} from the order links; token from"
         f" {settings.token_url} ({settings.token_client_auth} client authentication) with"
         f" {settings.client_id_env}/{settings.client_secret_env} (set); timeout"
-        f" {settings.timeout_s:g}s"
+        f" {settings.timeout:g}s"
     )
     auth = TokenAuth(
         token_call(
@@ -467,9 +472,7 @@ def make_target(settings: PrimeTargetSettings, secrets: Mapping[str, SecretStr])
         ),
         read_token,
     )
-    return TargetBuild(
-        adapter, settings.timeout_s, link_platform="prime", summary=summary, auth=auth
-    )
+    return TargetBuild(adapter, settings.timeout, link_platform="prime", summary=summary, auth=auth)
 
 
 def _read_test_order(status: int, headers: Headers, body: bytes) -> str | Rejected | RetryLater:
@@ -477,7 +480,7 @@ def _read_test_order(status: int, headers: Headers, body: bytes) -> str | Reject
     del headers
     if status in (401, 403):
         return Rejected(f"prime order read: credentials refused (HTTP {status})")
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+    if retryable(status):
         return RetryLater(f"prime order read: HTTP {status}")
     document = _document(body)
     if document is None:
@@ -589,7 +592,7 @@ def _event_from_order(  # noqa: PLR0913, PLR0917 - the webhook's facts, then the
 ) -> OrderCancelled | Ignored | Unavailable:
     """The event from the order read; see `full_cancellation` for what counts as cancelled."""
     del headers
-    if status in RETRYABLE_STATUSES or status >= 500 or status in (401, 403):  # noqa: PLR2004
+    if retryable(status) or status in (401, 403):
         return Unavailable(f"prime order API answered HTTP {status}")
     document = _document(body)
     if document is None:
@@ -732,29 +735,51 @@ class PrimeSource:
         return Lookup(call, self.token_auth, then)
 
 
-def source(options: SourceOptions) -> PrimeSource:
-    """The registry's factory: Basic unless `auth = "oauth"`; the API from `[sources.prime.api]`."""
-    api = options.api
-    secrets = options.api_secrets
-    client_auth = api.get("token_client_auth", "basic")
-    if client_auth not in get_args(TokenClientAuth):
-        raise ValueError(f"token_client_auth must be basic or form, not {client_auth!r}")
-    token_auth = None
-    if "client_id_env" in secrets and "client_secret_env" in secrets:
-        token_auth = TokenAuth(
-            token_call(
-                api.get("token_url", TOKEN_URL),
-                secrets["client_id_env"],
-                secrets["client_secret_env"],
-                "form" if client_auth == "form" else "basic",
-            ),
-            read_token,
-        )
+class PrimeApiSettings(Section):
+    """`[sources.prime.api]`: the order API a thin event is completed from."""
+
+    client_id_env: EnvName
+    client_secret_env: EnvName
+    api_url: str = API_URL
+    token_url: str = TOKEN_URL
+    api_version: PrimeApiVersion = API_VERSION  # a version whose schema we transcribed
+    token_client_auth: TokenClientAuth = "basic"  # noqa: S105 - Basic, or form fields
+
+
+class PrimeSourceSettings(SourceSettings):
+    """`[sources.prime]`: Buy with Prime events in, completed by a read of the order."""
+
+    auth: Literal["basic", "oauth"] = "basic"  # how Prime authenticates to us
+    username: str = Field(min_length=1)  # the HTTP Basic user, or the OAuth client id
+    aliases: dict[str, Platform] = Field(default_factory=dict)  # alias type -> platform
+    api: PrimeApiSettings
+
+
+def source_secret_envs(settings: PrimeSourceSettings) -> dict[str, str]:
+    """The order API's client id and secret (`[sources.prime.api]`)."""
+    return {
+        "api.client_id_env": settings.api.client_id_env,
+        "api.client_secret_env": settings.api.client_secret_env,
+    }
+
+
+def make_source(settings: PrimeSourceSettings, secrets: Mapping[str, SecretStr]) -> PrimeSource:
+    """The Prime source from `[sources.prime]`: Basic unless `auth = "oauth"`."""
+    api = settings.api
+    token_auth = TokenAuth(
+        token_call(
+            api.token_url,
+            secrets["api.client_id_env"],
+            secrets["api.client_secret_env"],
+            api.token_client_auth,
+        ),
+        read_token,
+    )
     return PrimeSource(
-        auth=options.auth or "basic",
-        username=options.username or "",
-        api_url=api.get("api_url", API_URL),
-        api_version=api.get("api_version", API_VERSION),
+        auth=settings.auth,
+        username=settings.username,
+        api_url=api.api_url,
+        api_version=api.api_version,
         token_auth=token_auth,
-        aliases=dict(options.aliases),
+        aliases=dict(settings.aliases),
     )

@@ -1,4 +1,9 @@
-"""Which module handles which platform: adding a platform is one line here."""
+"""Which module handles which platform: adding a platform is one line here.
+
+Every platform module names its parts alike (`handlers/base.py`): `<P>SourceSettings`,
+`source_secret_envs`, `make_source` for a source; `<P>TargetSettings`, `target_secret_envs`,
+`make_target`, `target_probes` for a target.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,27 @@ from handlers.base import SourceSpec, TargetSpec
 
 SOURCES: Mapping[Source, SourceSpec] = MappingProxyType(
     {
-        Source.SHOPLAZZA: SourceSpec(lambda _: shoplazza),
-        Source.OCC: SourceSpec(occ.source, frozenset({"algorithm", "key_encoding"})),
+        Source.SHOPLAZZA: SourceSpec(
+            shoplazza.ShoplazzaSourceSettings,
+            shoplazza.source_secret_envs,
+            shoplazza.make_source,
+        ),
+        Source.OCC: SourceSpec(occ.OCCSourceSettings, occ.source_secret_envs, occ.make_source),
         Source.PRIME: SourceSpec(
-            prime.source,
-            frozenset({"auth", "username", "aliases", "api"}),
-            required=frozenset({"username", "api"}),
+            prime.PrimeSourceSettings, prime.source_secret_envs, prime.make_source
         ),
     }
 )
 
 TARGETS: Mapping[str, TargetSpec] = MappingProxyType(
     {
-        "cj": TargetSpec(cj.CJSettings, cj.secret_envs, cj.make, cj.probes),
+        "cj": TargetSpec(
+            cj.CJTargetSettings,
+            cj.target_secret_envs,
+            cj.make_target,
+            cj.target_probes,
+            reconciles=True,
+        ),
         "shoplazza": TargetSpec(
             shoplazza.ShoplazzaTargetSettings,
             shoplazza.target_secret_envs,

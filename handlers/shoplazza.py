@@ -24,7 +24,6 @@ from pydantic import Field, SecretStr, ValidationError
 from contracts.events import MAX_TEXT, CancelReason, OrderCancelled, Source
 from contracts.shoplazza import ShoplazzaOrder, error_text, unwrap_order
 from handlers.base import (
-    RETRYABLE_STATUSES,
     AlreadyDone,
     Delivered,
     EnvName,
@@ -33,16 +32,20 @@ from handlers.base import (
     HttpCall,
     Ignored,
     MalformedPayloadError,
+    OldKey,
     Outcome,
     Probe,
     Rejected,
     RetryLater,
+    Seconds,
     SignatureError,
+    SourceSettings,
     TargetBuild,
     TargetSettings,
     header,
     parse_timestamp,
     retry_after_seconds,
+    retryable,
 )
 
 SIGNATURE_HEADER = "X-Shoplazza-Hmac-Sha256"
@@ -77,20 +80,6 @@ def sign(body: bytes, secret: str) -> str:
     return base64.b64encode(hmac.digest(secret.encode(), body, hashlib.sha256)).decode()
 
 
-def verify(headers: Headers, body: bytes, secrets: Sequence[SecretStr], now: datetime) -> None:
-    """Base64 HMAC-SHA256 of the raw body with the current or the previous client secret."""
-    del now  # nothing Shoplazza signs is dated
-    sent = header(headers, SIGNATURE_HEADER)
-    if sent is None:
-        raise SignatureError(f"missing {SIGNATURE_HEADER} header")
-    sent_bytes = sent.encode("utf-8", "replace")  # compare bytes: no TypeError on odd input
-    for secret in secrets:
-        mac = hmac.digest(secret.get_secret_value().encode(), body, hashlib.sha256)
-        if hmac.compare_digest(base64.b64encode(mac), sent_bytes):
-            return
-    raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
-
-
 def canonical_reason(text: str | None) -> CancelReason:
     """Map Shoplazza's free-text reason by keyword; unknown or empty is `other`."""
     if not text:
@@ -118,45 +107,86 @@ def _order(body: bytes) -> ShoplazzaOrder:
         raise MalformedPayloadError(f"order.{where}: {first['msg']}") from None
 
 
-def parse(headers: Headers, body: bytes, received_at: datetime) -> OrderCancelled | Ignored:
-    """The canonical event for a cancellation; `Ignored` for any other topic or status."""
-    topic = header(headers, TOPIC_HEADER)
-    if topic is not None and topic not in (CANCELLED_TOPIC, UPDATED_TOPIC):
-        return Ignored(f"topic {topic!r} is not a cancellation")
-    order = _order(body)
-    status = (order.status or "").lower()
-    # The topic header is not signed: a signed body saying otherwise must not become a
-    # cancellation. No topic at all is read like orders/updated, so nothing is lost.
-    if topic == CANCELLED_TOPIC and status not in ("", CANCELLED_STATUS):
-        raise MalformedPayloadError(f"topic {CANCELLED_TOPIC} but order status is {order.status!r}")
-    if topic != CANCELLED_TOPIC and status != CANCELLED_STATUS:
-        return Ignored(f"order status {order.status!r} is not {CANCELLED_STATUS!r}")
-    shop = header(headers, SHOP_HEADER)
-    if shop is None:
-        raise MalformedPayloadError(f"missing {SHOP_HEADER} header")
-    shop = shop.lower().rstrip(".")  # one shop, one spelling: the event id depends on it
-    cancelled_at = (
-        parse_timestamp(order.cancelled_at)
-        or parse_timestamp(order.canceled_at)
-        or parse_timestamp(order.updated_at)
-        or received_at
-    )
-    source_reason = (order.cancel_reason or "").strip()[:MAX_TEXT] or None
-    try:
-        return OrderCancelled.create(
-            source=Source.SHOPLAZZA,
-            shop=shop,
-            order_id=order.id,
-            order_number=order.number,
-            reason=canonical_reason(source_reason),
-            source_reason=source_reason,
-            cancelled_at=cancelled_at,
-            received_at=received_at,
-            delivery_id=header(headers, DEDUP_HEADER),
+class ShoplazzaSourceSettings(SourceSettings):
+    """`[sources.shoplazza]`: the app's client secret(s); Shoplazza takes no other key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShoplazzaSource:
+    """The Shoplazza source: nothing to configure besides the secrets."""
+
+    def verify(
+        self, headers: Headers, body: bytes, secrets: Sequence[SecretStr], now: datetime
+    ) -> None:
+        """Base64 HMAC-SHA256 of the raw body with the current or the previous client secret."""
+        del now  # nothing Shoplazza signs is dated
+        sent = header(headers, SIGNATURE_HEADER)
+        if sent is None:
+            raise SignatureError(f"missing {SIGNATURE_HEADER} header")
+        sent_bytes = sent.encode("utf-8", "replace")  # compare bytes: no TypeError on odd input
+        for secret in secrets:
+            mac = hmac.digest(secret.get_secret_value().encode(), body, hashlib.sha256)
+            if hmac.compare_digest(base64.b64encode(mac), sent_bytes):
+                return
+        raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
+
+    def parse(
+        self, headers: Headers, body: bytes, received_at: datetime
+    ) -> OrderCancelled | Ignored:
+        """The canonical event for a cancellation; `Ignored` for any other topic or status."""
+        topic = header(headers, TOPIC_HEADER)
+        if topic is not None and topic not in (CANCELLED_TOPIC, UPDATED_TOPIC):
+            return Ignored(f"topic {topic!r} is not a cancellation")
+        order = _order(body)
+        status = (order.status or "").lower()
+        # The topic header is not signed: a signed body saying otherwise must not become a
+        # cancellation. No topic at all is read like orders/updated, so nothing is lost.
+        if topic == CANCELLED_TOPIC and status not in ("", CANCELLED_STATUS):
+            raise MalformedPayloadError(
+                f"topic {CANCELLED_TOPIC} but order status is {order.status!r}"
+            )
+        if topic != CANCELLED_TOPIC and status != CANCELLED_STATUS:
+            return Ignored(f"order status {order.status!r} is not {CANCELLED_STATUS!r}")
+        shop = header(headers, SHOP_HEADER)
+        if shop is None:
+            raise MalformedPayloadError(f"missing {SHOP_HEADER} header")
+        shop = shop.lower().rstrip(".")  # one shop, one spelling: the event id depends on it
+        cancelled_at = (
+            parse_timestamp(order.cancelled_at)
+            or parse_timestamp(order.canceled_at)
+            or parse_timestamp(order.updated_at)
+            or received_at
         )
-    except ValidationError as exc:  # e.g. an id longer than MAX_ID
-        first = exc.errors()[0]
-        raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
+        source_reason = (order.cancel_reason or "").strip()[:MAX_TEXT] or None
+        try:
+            return OrderCancelled.create(
+                source=Source.SHOPLAZZA,
+                shop=shop,
+                order_id=order.id,
+                order_number=order.number,
+                reason=canonical_reason(source_reason),
+                source_reason=source_reason,
+                cancelled_at=cancelled_at,
+                received_at=received_at,
+                delivery_id=header(headers, DEDUP_HEADER),
+            )
+        except ValidationError as exc:  # e.g. an id longer than MAX_ID
+            first = exc.errors()[0]
+            raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
+
+
+def source_secret_envs(settings: ShoplazzaSourceSettings) -> dict[str, str]:
+    """None besides the webhook secrets every source names."""
+    del settings
+    return {}
+
+
+def make_source(
+    settings: ShoplazzaSourceSettings, secrets: Mapping[str, SecretStr]
+) -> ShoplazzaSource:
+    """The Shoplazza source from `[sources.shoplazza]`."""
+    del settings, secrets
+    return ShoplazzaSource()
 
 
 # --- target: cancel the order on Shoplazza (PLATFORMS.md section 1, outbound) ---------------
@@ -190,9 +220,11 @@ class ShopSettings(TargetSettings):
 class ShoplazzaTargetSettings(TargetSettings):
     """`[targets.shoplazza]`: cancel orders on Shoplazza stores."""
 
+    OLD_KEYS = MappingProxyType({"timeout_s": OldKey("timeout")})
+
     shops: dict[str, ShopSettings] = Field(min_length=1)
     default_shop: str | None = None  # the store of links that give a bare order id
-    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    timeout: Seconds = Field(default=10.0, gt=0, le=300)  # per call
     rate_per_second: float = Field(default=2.0, gt=0, le=100)  # per store; Shoplazza allows 2
     reasons: dict[CancelReason, str] = Field(default_factory=dict)
 
@@ -221,7 +253,7 @@ def _by_status(
         return Rejected(f"shoplazza credentials refused (HTTP {status})")
     if status == 404:  # noqa: PLR2004 - "Record not found"
         return Rejected(f"shoplazza: order not found ({_errors(body) or 'HTTP 404'})")
-    if status in RETRYABLE_STATUSES or status >= 500:  # noqa: PLR2004 - any 5xx
+    if retryable(status):
         return RetryLater(f"shoplazza answered HTTP {status}", retry_after_seconds(headers, now))
     return None
 
@@ -261,7 +293,7 @@ class _ConfirmRead:
 
 
 @dataclass(frozen=True, slots=True)
-class ShoplazzaCancel:
+class ShoplazzaTarget:
     """The Shoplazza target: `POST /openapi/{version}/orders/{id}/cancel` on the order's store.
 
     The order comes from the order links as `shop domain/order id`, or a bare order id of
@@ -400,16 +432,16 @@ def make_target(settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretS
     """The Shoplazza target from `[targets.shoplazza]` and the stores' tokens."""
     shops = _shops(settings, secrets)
     default = settings.default_shop.lower().rstrip(".") if settings.default_shop else None
-    adapter = ShoplazzaCancel(shops, default, {**DEFAULT_TARGET_REASONS, **settings.reasons})
+    adapter = ShoplazzaTarget(shops, default, {**DEFAULT_TARGET_REASONS, **settings.reasons})
     summary = (
         f"POST https://<store>/openapi/<version>/orders/<id>/cancel for {len(shops)} store(s)"
         f" ({', '.join(sorted(shops))}); order ids from the order links"
         f"{f', default store {default}' if default else ''}; at most"
-        f" {settings.rate_per_second:g} calls/s per store, timeout {settings.timeout_s:g}s"
+        f" {settings.rate_per_second:g} calls/s per store, timeout {settings.timeout:g}s"
     )
     return TargetBuild(
         adapter,
-        settings.timeout_s,
+        settings.timeout,
         link_platform="shoplazza",
         rate=settings.rate_per_second,
         summary=summary,

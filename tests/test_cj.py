@@ -16,7 +16,7 @@ from handlers.base import AlreadyDone, Delivered, HttpCall, Rejected, RetryLater
 
 NOW = datetime(2025, 4, 9, 15, 0, tzinfo=UTC)
 TOKEN = SecretStr("cj-personal-access-token-9x")
-CFG = cj.CJTarget(
+CFG = cj.CJCancelConfig(
     url="https://tracking.api.cj.com/graphql",
     enterprise_id="1234567",
     action_tracker_id=987654,
@@ -41,7 +41,7 @@ def event(**changes: object) -> OrderCancelled:
     return OrderCancelled.create(**fields)  # type: ignore[arg-type]
 
 
-def built(evt: OrderCancelled, cfg: cj.CJTarget = CFG) -> tuple[HttpCall, dict[str, object]]:
+def built(evt: OrderCancelled, cfg: cj.CJCancelConfig = CFG) -> tuple[HttpCall, dict[str, object]]:
     call = cj.build_cancel(evt, cfg, TOKEN, NOW)
     assert isinstance(call, HttpCall), call
     document = orjson.loads(call.body)

@@ -13,7 +13,7 @@ from pydantic import SecretStr, ValidationError
 from contracts.cj import CommissionRecord
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers import cj
-from handlers.base import Rejected, RetryLater
+from handlers.base import Rejected, RetryLater, format_duration, parse_duration, retryable
 
 NOW = datetime(2025, 4, 9, 15, 0, tzinfo=UTC)
 SINCE = datetime(2025, 4, 8, 14, 50, 12, 345678, tzinfo=UTC)
@@ -365,7 +365,7 @@ def test_declined_orders_of_both_kinds_of_tracker_and_not_restated_ones() -> Non
     ],
 )
 def test_durations(text: str, expected: timedelta) -> None:
-    assert cj.parse_duration(text) == expected
+    assert parse_duration(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -373,7 +373,7 @@ def test_durations(text: str, expected: timedelta) -> None:
 )
 def test_what_is_not_a_duration(text: str) -> None:
     with pytest.raises(ValueError, match=r"duration|longer than"):
-        cj.parse_duration(text)
+        parse_duration(text)
 
 
 @pytest.mark.parametrize(
@@ -387,8 +387,8 @@ def test_what_is_not_a_duration(text: str) -> None:
     ],
 )
 def test_durations_read_back(span: timedelta, text: str) -> None:
-    assert cj.format_duration(span) == text
-    assert cj.parse_duration(text) == span
+    assert format_duration(span) == text
+    assert parse_duration(text) == span
 
 
 SECTION = {
@@ -400,7 +400,7 @@ SECTION = {
 
 
 def test_reconciliation_is_off_by_default() -> None:
-    settings = cj.CJSettings.model_validate(SECTION)
+    settings = cj.CJTargetSettings.model_validate(SECTION)
     assert settings.reconcile_every is None
     assert settings.commissions_url == "https://commissions.api.cj.com/query"
     assert (settings.reconcile_window, settings.reconcile_grace) == (
@@ -408,11 +408,11 @@ def test_reconciliation_is_off_by_default() -> None:
         timedelta(hours=2),
     )
     assert not settings.reconcile_requeue
-    assert "reconcile: on demand" in cj.make(settings, {"token_env": TOKEN}).summary
+    assert "reconcile: on demand" in cj.make_target(settings, {"token_env": TOKEN}).summary
 
 
 def test_reconciliation_settings_take_durations_as_text_or_seconds() -> None:
-    settings = cj.CJSettings.model_validate(
+    settings = cj.CJTargetSettings.model_validate(
         {
             **SECTION,
             "advertiser_ids": ["4567890"],
@@ -424,7 +424,7 @@ def test_reconciliation_settings_take_durations_as_text_or_seconds() -> None:
     )
     assert settings.reconcile_every == timedelta(hours=1)
     assert settings.reconcile_window == timedelta(days=2)
-    summary = cj.make(settings, {"token_env": TOKEN}).summary
+    summary = cj.make_target(settings, {"token_env": TOKEN}).summary
     assert "reconcile every 1h over 2d (grace 90m)" in summary
     assert "requeue: yes" in summary
     assert TOKEN.get_secret_value() not in summary
@@ -447,7 +447,7 @@ def test_reconciliation_settings_take_durations_as_text_or_seconds() -> None:
 )
 def test_bad_reconciliation_settings_are_refused(changes: dict[str, object], problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
-        cj.CJSettings.model_validate({**SECTION, **changes})
+        cj.CJTargetSettings.model_validate({**SECTION, **changes})
 
 
 def event(order_number: str | None = "1001") -> OrderCancelled:
@@ -477,5 +477,38 @@ def event(order_number: str | None = "1001") -> OrderCancelled:
 def test_the_order_id_cj_knows(
     order_id_from: str, linked: str | None, order_number: str | None, expected: str | None
 ) -> None:
-    cfg = cj.CJTarget("u", "1234567", 1, open_ended_locking=True, order_id_from=order_id_from)  # type: ignore[arg-type]
+    cfg = cj.CJCancelConfig("u", "1234567", 1, open_ended_locking=True, order_id_from=order_id_from)  # type: ignore[arg-type]
     assert cj.order_id_for(event(order_number), cfg, linked) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.5, "500ms"), (2.5, "2500ms"), (0.2, "200ms"), (10, "10s"), (3600.0, "1h"), (604800, "1w")],
+)
+def test_seconds_are_written_in_the_same_spelling(seconds: float, text: str) -> None:
+    """Settings keep timeouts as seconds; the spelling they are written in reads back."""
+    assert format_duration(seconds) == text
+    assert parse_duration(text).total_seconds() == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (200, False),
+        (400, False),
+        (401, False),
+        (404, False),
+        (406, False),
+        (408, True),
+        (425, True),
+        (429, True),
+        (499, False),
+        (500, True),
+        (501, True),
+        (503, True),
+        (599, True),
+    ],
+)
+def test_retryable_statuses(status: int, expected: bool) -> None:  # noqa: FBT001 - a table
+    """408, 425, 429 and any 5xx may go otherwise later: every platform reads them alike."""
+    assert retryable(status) is expected

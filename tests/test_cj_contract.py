@@ -28,7 +28,7 @@ from handlers.base import Delivered, HttpCall
 
 NOW = datetime(2025, 4, 9, 15, 0, tzinfo=UTC)
 SECRET = SecretStr(TOKEN)
-CFG = handler.CJTarget(
+CFG = handler.CJCancelConfig(
     url="https://tracking.api.cj.com/graphql",
     enterprise_id="1234567",
     action_tracker_id=987654,
@@ -88,7 +88,7 @@ def mutation(*orders: dict[str, object]) -> dict[str, object]:
     ],
 )
 def test_every_cancel_we_build_follows_the_tracking_schema(
-    changes: dict[str, object], cfg: handler.CJTarget
+    changes: dict[str, object], cfg: handler.CJCancelConfig
 ) -> None:
     sent = document(handler.build_cancel(event(**changes), cfg, SECRET, NOW))
     assert isinstance(check_request(load_schema("cj-tracking"), sent), Accepted)

@@ -12,8 +12,15 @@ import pytest
 from pydantic import SecretStr
 
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
-from handlers.base import MalformedPayloadError, SignatureError, SourceOptions
-from handlers.occ import OCCSource, source
+from handlers.base import MalformedPayloadError, SignatureError
+from handlers.occ import OCCSource, OCCSourceSettings, make_source
+
+
+def configured_source(**options: str | None) -> OCCSource:
+    """The source `[sources.occ]` with these keys makes (None: the key left out)."""
+    section = {"secret_env": "OCC_SECRET", **{k: v for k, v in options.items() if v is not None}}
+    return make_source(OCCSourceSettings.model_validate(section), {})
+
 
 # The webhook secret as OCC shows it (base64) and the key it stands for.
 KEY = b"occ-webhook-secret-key-0001"
@@ -55,7 +62,7 @@ def test_the_plain_header_verifies_with_the_algorithm_its_length_shows(
     digest: str, configured: str | None
 ) -> None:
     """`algorithm` no longer decides: a tenant's SHA-1, SHA-256 or SHA-512 all verify."""
-    handler = source(SourceOptions(algorithm=configured))  # type: ignore[arg-type]
+    handler = configured_source(algorithm=configured)
     handler.verify(headers(mac(BODY, KEY, digest)), BODY, SECRETS, NOW)
 
 
@@ -124,7 +131,7 @@ def test_a_sha512_digest_in_the_sha512_header_is_never_read_as_another_algorithm
 def test_only_the_sha512_header_verifies_whatever_algorithm_is_configured(
     configured: str,
 ) -> None:
-    handler = source(SourceOptions(algorithm=configured))  # type: ignore[arg-type]
+    handler = configured_source(algorithm=configured)
     handler.verify(headers(OPENSSL_SHA512, SHA512_HEADER), BODY, SECRETS, NOW)
 
 
@@ -146,7 +153,7 @@ def test_key_rotation_either_secret_in_either_header(plain: str, sha512: str) ->
 
 def test_raw_key_encoding_uses_the_secret_bytes() -> None:
     raw_signature = mac(BODY, SECRET.encode())
-    source(SourceOptions(key_encoding="raw")).verify(headers(raw_signature), BODY, SECRETS, NOW)
+    configured_source(key_encoding="raw").verify(headers(raw_signature), BODY, SECRETS, NOW)
     with pytest.raises(SignatureError):
         OCCSource().verify(headers(raw_signature), BODY, SECRETS, NOW)
 

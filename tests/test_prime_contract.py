@@ -17,13 +17,31 @@ from pydantic import SecretStr
 
 from bridge.graphql_schemas import Accepted, check_request, load_schema
 from contracts.events import CancelReason, OrderCancelled, Source
-from handlers.base import FollowUp, HttpCall, Lookup, Rejected, SourceOptions, Unavailable
-from handlers.prime import PrimeTargetSettings, confirm_read, make_target, source, token_call
+from handlers.base import FollowUp, HttpCall, Lookup, Rejected, Unavailable
+from handlers.prime import (
+    PrimeSource,
+    PrimeSourceSettings,
+    PrimeTargetSettings,
+    confirm_read,
+    make_source,
+    make_target,
+    token_call,
+)
 from tests.fake_prime import FakePrime, FakeRefusal, PrimeOrder
 
 VERSIONS = ("2024-04-01", "2024-11-01")
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
 SECRETS = {"client_id_env": SecretStr("cid"), "client_secret_env": SecretStr("csecret")}
+API = {"client_id_env": "CID", "client_secret_env": "CSECRET"}
+API_SECRETS = {"api.client_id_env": SecretStr("i"), "api.client_secret_env": SecretStr("s")}
+
+
+def prime_source(username: str, **api: str) -> PrimeSource:
+    """The source `[sources.prime]` makes with this user and these `api` keys."""
+    section = {"secret_env": "PRIME_SECRET", "username": username, "api": {**API, **api}}
+    return make_source(PrimeSourceSettings.model_validate(section), API_SECRETS)
+
+
 EVENT = OrderCancelled.create(
     source=Source.SHOPLAZZA,
     shop="demo.myshoplaza.com",
@@ -95,13 +113,7 @@ def test_the_target_mutation_and_confirm_read_are_valid(version: str, order_by: 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_source_order_read_is_valid(version: str) -> None:
-    handler = source(
-        SourceOptions(
-            username="prime-webhooks",
-            api={"api_version": version},
-            api_secrets={"client_id_env": SecretStr("i"), "client_secret_env": SecretStr("s")},
-        )
-    )
+    handler = prime_source("prime-webhooks", api_version=version)
     body = {
         "eventId": "e",
         "eventType": "PACKAGE_DELIVERY_CANCELLED",
@@ -174,7 +186,7 @@ async def test_the_fake_refuses_what_prime_would_and_we_cope(
             "prime order read failed: ValidationError"
             " Cannot query field 'id' on type 'CancellationDetails'."
         )
-        lookup = source(SourceOptions(username="u")).parse(
+        lookup = prime_source("u").parse(
             {},
             orjson.dumps(
                 {

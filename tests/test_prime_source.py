@@ -16,25 +16,30 @@ from handlers.base import (
     Lookup,
     MalformedPayloadError,
     SignatureError,
-    SourceOptions,
     Unavailable,
 )
-from handlers.prime import issue_token, source
+from handlers.prime import PrimeSource, PrimeSourceSettings, issue_token, make_source
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
 SECRETS = (SecretStr("current-password"), SecretStr("previous-password"))
-OPTIONS = SourceOptions(
-    username="prime-webhooks",
-    aliases={"OMS_ORDER_ID": "shoplazza"},
-    api={"api_url": "https://prime.example/graphql"},
-    api_secrets={"client_id_env": SecretStr("id"), "client_secret_env": SecretStr("secret")},
-)
-BASIC_SOURCE = source(OPTIONS)
-OAUTH_SOURCE = source(
-    SourceOptions(
-        auth="oauth", username="prime-webhooks", api=OPTIONS.api, api_secrets=OPTIONS.api_secrets
-    )
-)
+API_SECRETS = {"api.client_id_env": SecretStr("id"), "api.client_secret_env": SecretStr("secret")}
+SECTION: dict[str, Any] = {
+    "secret_env": "PRIME_SECRET",
+    "username": "prime-webhooks",
+    "aliases": {"OMS_ORDER_ID": "shoplazza"},
+    "api": {"client_id_env": "CID", "client_secret_env": "CSECRET"},
+}
+
+
+def configured(**changes: Any) -> PrimeSource:  # noqa: ANN401 - TOML values
+    """The source `[sources.prime]` makes: `SECTION` with `changes`; `api` keys merge."""
+    api = {**SECTION["api"], **changes.pop("api", {})}
+    settings = PrimeSourceSettings.model_validate({**SECTION, **changes, "api": api})
+    return make_source(settings, API_SECRETS)
+
+
+BASIC_SOURCE = configured(api={"api_url": "https://prime.example/graphql"})
+OAUTH_SOURCE = configured(auth="oauth", api={"api_url": "https://prime.example/graphql"})
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -242,13 +247,7 @@ def test_without_a_summary_anything_less_is_ignored_with_its_reason(body: bytes,
 
 
 def test_a_form_token_request_when_configured() -> None:
-    handler = source(
-        SourceOptions(
-            username="prime-webhooks",
-            api={"token_client_auth": "form", "api_version": "2024-04-01"},
-            api_secrets=OPTIONS.api_secrets,
-        )
-    )
+    handler = configured(aliases={}, api={"token_client_auth": "form", "api_version": "2024-04-01"})
     found = handler.parse({}, orjson.dumps(event_body()), NOW)
     assert isinstance(found, Lookup)
     assert found.auth is not None

@@ -10,12 +10,13 @@ import pytest
 
 from bridge.reconcile import reconciler
 from bridge.reconcile import report as reconcile_report
-from bridge.store.deliveries import REOPENED, DeliveredRow
+from bridge.store.lifecycle import StepKind
+from bridge.store.reopens import DeliveredRow
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
-from handlers.cj import CJTarget
+from handlers.cj import CJCancelConfig
 
 NOW = datetime(2025, 4, 9, 15, 0, tzinfo=UTC)
-CFG = CJTarget(
+CFG = CJCancelConfig(
     "https://tracking.api.cj.com/graphql",
     "1234567",
     987654,
@@ -238,7 +239,7 @@ def test_exit_status(
 def test_the_reopen_detail_names_the_order_and_the_accepted_call() -> None:
     detail = reconcile_report.reopen_detail(checked("lost", "missing"), NOW)
     assert detail == (
-        f"{REOPENED}: no decline at CJ for order lost (accepted sub-lost) as of"
+        f"{StepKind.REOPENED.marker}: no decline at CJ for order lost (accepted sub-lost) as of"
         " 2025-04-09T15:00:00Z"
     )
 

@@ -32,7 +32,8 @@ from bridge.reconcile import reconciler
 from bridge.reconcile import report as reconcile_report
 from bridge.settings import Config
 from bridge.store.deliveries import Store
-from bridge.store.tables import DELIVERED, RETRYING, transitions
+from bridge.store.lifecycle import DeliveryState
+from bridge.store.tables import transitions
 from bridge.targets import plan as worker_plan_for
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker
@@ -165,7 +166,8 @@ async def test_a_planted_missing_decline_is_found_and_requeued_once(
     (missing,) = report.missing
     delivery = await pipeline.store.delivery(missing.event_id, "cj")
     assert delivery is not None
-    assert (delivery.state, delivery.attempts) == (DELIVERED, 2)  # attempts kept, one more
+    # attempts kept, one more
+    assert (delivery.state, delivery.attempts) == (DeliveryState.DELIVERED, 2)
 
     again = await once(pipeline)
     assert again.missing == ()
@@ -229,7 +231,12 @@ async def test_the_history_says_the_delivery_was_reopened(
             .order_by(transitions.c.id)
         )
         history = [(row.state, row.detail or "") for row in rows]
-    assert [state for state, _ in history] == ["pending", DELIVERED, RETRYING, DELIVERED]
+    assert [state for state, _ in history] == [
+        "pending",
+        DeliveryState.DELIVERED,
+        DeliveryState.RETRYING,
+        DeliveryState.DELIVERED,
+    ]
     assert history[2][1].startswith(
         f"reopened by reconciliation: no decline at CJ for order {lost}"
     )
@@ -257,7 +264,7 @@ async def test_a_requeue_the_broker_refuses_is_undone(
     assert reconcile_report.exit_status(failed) == reconcile_report.EXIT_ERROR
     delivery = await pipeline.store.delivery(order.event_id, "cj")
     assert delivery is not None
-    assert delivery.state == DELIVERED
+    assert delivery.state == DeliveryState.DELIVERED
     assert await pipeline.store.reopen_counts("cj", [order.event_id]) == {order.event_id: 0}
     assert ids((await once(pipeline)).missing) == ids(report.missing)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.cli.main import main
 from bridge.settings import (
     DEFAULT_AMQP_URL,
     Config,
@@ -18,6 +19,7 @@ from bridge.settings import (
     resolve,
 )
 from contracts.events import Source
+from handlers.registry import TARGETS
 
 SECRET = "shpss_current_Qw7Ht2Lz9"
 PREVIOUS = "shpss_previous_Vb3Nm8Kc4"
@@ -421,3 +423,156 @@ def test_the_grace_period_needs_a_time_zone_and_ends_the_previous_secret() -> No
         "old",
     ]
     assert [s.get_secret_value() for s in config.secrets_now(Source.SHOPLAZZA, after)] == ["new"]
+
+
+# --- one way to write a duration; the old spellings still read, and named -----------------------
+
+CJ_SECTION = {
+    "enterprise_id": "1234567",
+    "action_tracker_id": 987654,
+    "open_ended_locking": True,
+    "order_id_from": "order_id",
+}
+NEW_SPELLING = """\
+[broker]
+confirm_timeout = "2500ms"
+connect_timeout = "5s"
+reconnect_interval = "200ms"
+retry_after = "7s"
+[receiver]
+shutdown_timeout = "10s"
+body_timeout = "30s"
+lookup_timeout = "10s"
+[sources.shoplazza]
+secret_env = "SHOPLAZZA_SECRET"
+[targets.cj]
+enterprise_id = "1234567"
+action_tracker_id = 987654
+open_ended_locking = true
+order_id_from = "order_id"
+timeout = "10s"
+reconcile_window = "24h"
+[routes]
+shoplazza = ["cj"]
+[worker]
+retry_delays = ["5s", "30s", "2m", "10m", "30m", "1h"]
+retry_total = "1d"
+drain_timeout = "10s"
+lease_margin = "30s"
+no_link_window = "1h"
+[store]
+echo_ttl = "7d"
+[metrics]
+queue_interval = "15s"
+"""
+
+
+def test_durations_are_written_with_a_unit(tmp_path: Path) -> None:
+    """Durations such as 500ms, 10s, 24h or 7d are read as seconds; nothing is deprecated."""
+    env = {"SHOPLAZZA_SECRET": SECRET, "CJ_ACCESS_TOKEN": "cj-token"}
+    settings = load(write(tmp_path, NEW_SPELLING), env).settings
+    assert settings.deprecations == ()
+    assert (settings.broker.confirm_timeout, settings.broker.reconnect_interval) == (2.5, 0.2)
+    assert settings.broker.retry_after == 7
+    assert settings.receiver.body_timeout == 30.0
+    assert settings.worker.retry_delays == (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
+    assert (settings.worker.retry_total, settings.worker.no_link_window) == (86400.0, 3600.0)
+    assert settings.store.echo_ttl == 7 * 86400.0
+    assert settings.metrics.queue_interval == 15.0
+    assert settings.targets.cj.timeout == 10.0  # type: ignore[attr-defined]
+
+
+def test_the_old_spellings_still_read_the_same() -> None:
+    """Bare numbers of seconds and the `_s`/`_days` keys give the same settings."""
+    old = parse_settings(
+        {
+            **MINIMAL,
+            "broker": {"confirm_timeout": 2.5, "retry_after": 7},
+            "worker": {"retry_delays": [5, 30], "retry_total": 86400},
+            "store": {"echo_ttl_days": 7},
+            "targets": {"cj": {**CJ_SECTION, "timeout_s": 10, "reconcile_window": 86400}},
+        }
+    )
+    new = parse_settings(
+        {
+            **MINIMAL,
+            "broker": {"confirm_timeout": "2500ms", "retry_after": "7s"},
+            "worker": {"retry_delays": ["5s", "30s"], "retry_total": "1d"},
+            "store": {"echo_ttl": "7d"},
+            "targets": {"cj": {**CJ_SECTION, "timeout": "10s", "reconcile_window": "24h"}},
+        }
+    )
+    assert old.model_dump() == new.model_dump()
+    assert new.deprecations == ()
+
+
+def test_each_old_spelling_is_one_deprecation_line_naming_key_and_new_spelling() -> None:
+    settings = parse_settings(
+        {
+            **MINIMAL,
+            "broker": {"confirm_timeout": 2.5, "reconnect_interval": "1s"},
+            "worker": {"retry_delays": [0.5, "1s", 30]},
+            "store": {"echo_ttl_days": 2},
+            "targets": {"cj": {**CJ_SECTION, "timeout_s": 10, "reconcile_grace": 3600}},
+        }
+    )
+    assert settings.deprecations == (
+        'deprecated: broker.confirm_timeout = 2.5: write confirm_timeout = "2500ms"',
+        (
+            "deprecated: worker.retry_delays = [0.5, '1s', 30]:"
+            ' write retry_delays = ["500ms", "1s", "30s"]'
+        ),
+        'deprecated: store.echo_ttl_days = 2: write echo_ttl = "2d"',
+        'deprecated: targets.cj.timeout_s = 10: write timeout = "10s"',
+        'deprecated: targets.cj.reconcile_grace = 3600: write reconcile_grace = "1h"',
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "key"),
+    [
+        ({**MINIMAL, "store": {"echo_ttl_days": 0}}, "store.echo_ttl_days"),
+        ({**MINIMAL, "store": {"echo_ttl": "0s"}}, "store.echo_ttl"),
+        ({**MINIMAL, "targets": {"cj": {**CJ_SECTION, "timeout_s": 0}}}, "targets.cj.timeout_s"),
+        ({**MINIMAL, "targets": {"cj": {**CJ_SECTION, "timeout": "0s"}}}, "targets.cj.timeout"),
+        ({**MINIMAL, "worker": {"retry_delays": ["5 min"]}}, "worker.retry_delays.0"),
+        ({**MINIMAL, "broker": {"confirm_timeout": "1.5s"}}, "broker.confirm_timeout"),
+        ({**MINIMAL, "broker": {"retry_after": "1500ms"}}, "broker.retry_after"),
+    ],
+)
+def test_a_bad_duration_names_the_key_as_written(document: dict[str, object], key: str) -> None:
+    assert config_error(document).key == key
+
+
+def test_an_old_and_a_new_key_together_are_refused() -> None:
+    error = config_error(
+        {**MINIMAL, "targets": {"cj": {**CJ_SECTION, "timeout_s": 10, "timeout": "10s"}}}
+    )
+    assert error.key == "targets.cj"
+    assert "timeout_s and timeout both given" in error.problem
+
+
+def test_check_config_prints_the_deprecations_and_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        "[broker]\nconfirm_timeout = 2\n[store]\necho_ttl_days = 7\n"
+        '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_SECRET"\n',
+    )
+    monkeypatch.setenv("SHOPLAZZA_SECRET", SECRET)
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+    assert main(["check-config", "--config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"configuration OK: {path}")
+    assert [line for line in out.splitlines() if line.startswith("deprecated:")] == [
+        'deprecated: broker.confirm_timeout = 2: write confirm_timeout = "2s"',
+        'deprecated: store.echo_ttl_days = 7: write echo_ttl = "1w"',
+    ]
+    assert "echoes kept 7 days" in out
+    assert err == ""
+
+
+def test_reconciliation_is_a_capability_targets_declare() -> None:
+    """`run` schedules reconciliation for targets whose registry line says so (CJ's)."""
+    assert [name for name, spec in TARGETS.items() if spec.reconciles] == ["cj"]

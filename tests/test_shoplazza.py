@@ -25,6 +25,8 @@ RECEIVED = datetime(2024, 3, 1, 12, 0, 5, tzinfo=UTC)
 # Known answers computed outside Python, with openssl: the body piped through
 # `printf '%s' BODY | openssl dgst -sha256 -hmac shpss_known_answer -binary | base64`
 # (and `-hex` instead of `-binary | base64` for the hex digest).
+SOURCE = shoplazza.ShoplazzaSource()
+
 KNOWN_SECRET = "shpss_known_answer"
 KNOWN_BODY = b'{"id":"1001","status":"cancelled"}'
 KNOWN_SIGNATURE = "FGqSdFlwEUnL/iryujM+7SeOdDmx1PW/+YN91UBcKMk="
@@ -46,7 +48,7 @@ def reference_signature(body: bytes, secret: str) -> str:
 
 
 def verify(headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = (SECRET,)) -> None:
-    shoplazza.verify(CIMultiDict(headers), body, [SecretStr(secret) for secret in secrets], NOW)
+    SOURCE.verify(CIMultiDict(headers), body, [SecretStr(secret) for secret in secrets], NOW)
 
 
 # --- signature ---------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ def parse(
     document: object, overrides: Mapping[str, str | None] | None = None
 ) -> OrderCancelled | Ignored:
     body = document if isinstance(document, bytes) else orjson.dumps(document)
-    return shoplazza.parse(make_headers(overrides), body, RECEIVED)
+    return SOURCE.parse(make_headers(overrides), body, RECEIVED)
 
 
 def parse_event(

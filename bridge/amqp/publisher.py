@@ -3,6 +3,15 @@
 A publish succeeds only when the broker confirmed it (basic.ack) and did not return it. A nack,
 a return, a timeout or a lost connection raises `BrokerUnavailable`, and the receiver answers 503
 so the platform retries: nothing is acknowledged that the broker does not hold.
+
+The errors of the AMQP side (`bridge/amqp/`), one tree:
+
+    BrokerUnavailable    the broker could not be asked, or does not hold the message: a publish
+                         (nack, return, no confirm in time, connection down or lost), or a move
+                         of parked messages; callers answer 503 / retry later, nothing is lost
+
+aio-pika's and aiormq's own exceptions stay inside `bridge/amqp/` and its direct callers, which
+turn them into `BrokerUnavailable` (the text names the failure's type, never the broker URL).
 """
 
 from __future__ import annotations
@@ -60,7 +69,7 @@ async def open_robust(url: str, settings: BrokerSettings, name: str) -> Abstract
 
 
 class BrokerUnavailable(Exception):  # noqa: N818 - reads as a state, like ConnectionRefused
-    """The broker does not hold the message: answer 503 and let the platform retry."""
+    """The broker could not be asked or does not hold the message: answer 503, retry later."""
 
 
 class Publisher:

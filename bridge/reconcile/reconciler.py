@@ -62,21 +62,22 @@ from bridge.reconcile.report import (
     table,
 )
 from bridge.settings import Config, ConfigError
-from bridge.store.deliveries import DeliveredRow, Store, StoreUnavailable
+from bridge.store.deliveries import Store
+from bridge.store.engine import StoreUnavailable
+from bridge.store.reopens import DeliveredRow
 from bridge.targets import build, target_topology
 from contracts.cj import CommissionRecord
-from handlers.base import Rejected, RetryLater
+from handlers.base import Rejected, RetryLater, parse_duration
 from handlers.cj import (
     MAX_WINDOW,
-    CJAdapter,
+    CJCancelConfig,
     CJCommissions,
-    CJSettings,
     CJTarget,
+    CJTargetSettings,
     CommissionsPage,
     commissions,
     commissions_call,
     declined_orders,
-    parse_duration,
     read_commissions,
 )
 
@@ -99,8 +100,8 @@ class ReconcileError(Exception):
 class Plan:
     """What reconciling CJ needs from the configuration."""
 
-    settings: CJSettings
-    cj: CJTarget
+    settings: CJTargetSettings
+    cj: CJCancelConfig
     token: SecretStr
     commissions: CJCommissions
     timeout: float
@@ -114,7 +115,7 @@ class Plan:
 def plan_for(config: Config) -> Plan:
     """The CJ target's reconciliation settings and token; `ConfigError` names what is missing."""
     section = getattr(config.settings.targets, TARGET, None)
-    if not isinstance(section, CJSettings):
+    if not isinstance(section, CJTargetSettings):
         raise ConfigError("targets.cj", "not configured: reconciliation reads CJ with its token")
     if TARGET not in config.settings.targets_in_use():
         raise ConfigError("routes", "no route sends to cj: there is nothing to reconcile")
@@ -125,7 +126,7 @@ def plan_for(config: Config) -> Plan:
             " the declines",
         )
     made = build(config, TARGET)
-    if not isinstance(made.adapter, CJAdapter):  # pragma: no cover - the registry's own line
+    if not isinstance(made.adapter, CJTarget):  # pragma: no cover - the registry's own line
         raise ConfigError("targets.cj", "not the CJ adapter")
     return Plan(
         section,
@@ -415,7 +416,7 @@ async def scheduled(
     """
     section = getattr(config.settings.targets, TARGET, None)
     if (
-        not isinstance(section, CJSettings)
+        not isinstance(section, CJTargetSettings)
         or section.reconcile_every is None
         or TARGET not in config.settings.targets_in_use()
     ):

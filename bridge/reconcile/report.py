@@ -11,15 +11,18 @@ import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import ValidationError
 
 from bridge.amqp.parked import format_age
-from bridge.store.deliveries import REOPENED, DeliveredRow
+from bridge.store.lifecycle import StepKind
+from bridge.store.reopens import DeliveredRow
 from contracts.events import CancelReason, OrderCancelled, Source
-from handlers.cj import CJTarget, format_duration, order_id_for
+from contracts.timestamps import utc_z
+from handlers.base import format_duration
+from handlers.cj import CJCancelConfig, order_id_for
 
 TARGET = "cj"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING = 0, 1, 2, 3
@@ -97,7 +100,7 @@ def original_event(row: DeliveredRow) -> OrderCancelled:
 def compare(
     rows: Sequence[DeliveredRow],
     declined: frozenset[str],
-    cfg: CJTarget,
+    cfg: CJCancelConfig,
     *,
     now: datetime,
     grace: timedelta,
@@ -148,14 +151,14 @@ def compare(
 def reopen_detail(order: Checked, now: datetime) -> str:
     """What the reopened delivery's history says."""
     return (
-        f"{REOPENED}: no decline at CJ for order {order.cj_order_id}"
+        f"{StepKind.REOPENED.marker}: no decline at CJ for order {order.cj_order_id}"
         f" (accepted {order.reference or 'without a submission id'}) as of {iso(now)}"
     )
 
 
 def iso(moment: datetime) -> str:
     """RFC 3339 UTC, to the second (`2026-11-24T01:00:00Z`)."""
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_z(moment, "seconds")
 
 
 def _describe(order: Checked, grace: timedelta) -> str:

@@ -23,8 +23,10 @@ from bridge.amqp.messages import event_properties, quarantine_message
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
 from bridge.metrics import Metrics
 from bridge.settings import Config
+from bridge.store.arrivals import Arrival, Echo, Seen
 from bridge.store.batching import Batcher
-from bridge.store.deliveries import Arrival, Echo, Seen, Store, StoreUnavailable
+from bridge.store.deliveries import Store
+from bridge.store.engine import StoreUnavailable
 from bridge.targets import target_topology
 from bridge.tracing import Tracing, failed
 from bridge.web import api, console, oauth
@@ -270,7 +272,7 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
         event,
         now,
         tuple(config.settings.routes.get(event.source, ())),
-        echo_since=now - timedelta(days=config.settings.store.echo_ttl_days),
+        echo_since=now - timedelta(seconds=config.settings.store.echo_ttl),
         body=body,
     )
     try:
@@ -408,8 +410,8 @@ def store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[
 
 
 async def _expire_echoes(app: web.Application) -> None:
-    """Forget echo records older than `[store] echo_ttl_days`, hourly (lookups ignore them)."""
-    ttl = timedelta(days=app[CONFIG].settings.store.echo_ttl_days)
+    """Forget echo records older than `[store] echo_ttl`, hourly (lookups ignore them)."""
+    ttl = timedelta(seconds=app[CONFIG].settings.store.echo_ttl)
     while True:
         try:
             gone = await app[STORE].expire_echoes(datetime.now(UTC) - ttl)
