@@ -20,7 +20,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 
-from bench.webhooks import free_port
+from bridge.demo.scenario import free_port
 
 RATE = re.compile(rb"requests/s:\s+([0-9.]+)")
 LATENCY = re.compile(rb"p50 ([0-9.]+)\s+p90 [0-9.]+\s+p99 ([0-9.]+)")

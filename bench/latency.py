@@ -45,13 +45,13 @@ from bench.webhooks import (
     WEBHOOK_PATH,
     BenchError,
     Webhook,
-    free_port,
     percentile,
     spawned,
     wait_ready,
     webhooks,
 )
 from bridge.demo.fake_cj import Call, FakeCJ
+from bridge.demo.scenario import free_port
 
 PERCENTILES = (50, 90, 99, 100)
 HTTP_OK = 200

@@ -51,12 +51,12 @@ from bench.webhooks import (
     WEBHOOK_PATH,
     BenchError,
     drive,
-    free_port,
     spawned,
     wait_ready,
     webhooks,
 )
 from bridge.demo.fake_cj import Call, FakeCJ
+from bridge.demo.scenario import free_port
 
 KIB_PER_MIB = 1024
 IDLE_FIRST = 5.0  # seconds after start before the idle sample

@@ -18,7 +18,6 @@ import math
 import os
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -38,8 +37,10 @@ from aio_pika.exceptions import AMQPError
 
 from bench.scratch_db import scratch_database
 from bridge.amqp import topology
+from bridge.demo.scenario import free_port
 from bridge.settings import DEFAULT_AMQP_URL
 from contracts.events import Source
+from contracts.timestamps import utc_z
 from handlers import shoplazza
 
 WEBHOOK_PATH = "/webhooks/shoplazza"
@@ -179,14 +180,6 @@ def amqp_url() -> str:
     return os.environ.get("AMQP_URL", "").strip() or DEFAULT_AMQP_URL
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the bridge binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def bench_config(port: int, store_path: str, processes: int = 1) -> str:
     """The spawned bridge's configuration: defaults, a free port, our secret variable.
 
@@ -217,7 +210,7 @@ level = "info"
 
 def webhooks(shop: str, secret: str, count: int, first_order: int) -> list[Webhook]:
     """`count` signed `orders/cancelled` webhooks for distinct orders, from `first_order` on."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = utc_z(datetime.now(UTC), "seconds")
     hooks = []
     for n in range(count):
         order_id = first_order + n

@@ -9,38 +9,31 @@ SQLite store, and sends signed Shoplazza webhooks through them: most are deliver
 retried and delivered, one is retried and then parked. The hour before is seeded into the store
 through its own API (arrivals and outcomes at past times), so the overview's chart has an hour
 to show. Debian's Chromium (Playwright) then signs in and saves `docs/images/console-*.png`.
-Like `cancel-bridge demo`, it refuses a broker that already has the CJ queue, and deletes the
-queues it created.
+It runs the demo's scratch bridge (`bridge.demo.scenario.scratch_bridge`): like `cancel-bridge
+demo`, it refuses a broker that already has the CJ queue, and deletes the queues it created.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import secrets
 import sys
-import tempfile
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aio_pika
-import aiohttp
-import orjson
 from playwright.async_api import Page, ViewportSize, async_playwright
 
-from bridge.demo.fake_cj import FakeCJ, Reply, error_in_200
-from bridge.demo.scenario import demo_config, free_port, refuse_live_broker
-from bridge.runtime import StartupError, start_receiver
-from bridge.store.deliveries import Arrival, Result, Store
-from bridge.store.tables import DELIVERED, RETRYING
-from bridge.targets import plan
-from bridge.web.app import PUBLISHER
-from bridge.worker.consumer import Worker
+from bridge.demo.fake_cj import Reply, error_in_200
+from bridge.demo.scenario import Scratch, refuse_live_broker, scratch_bridge, send_webhook
+from bridge.runtime import StartupError
+from bridge.store.arrivals import Arrival
+from bridge.store.claims import Result
+from bridge.store.deliveries import Store
+from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
-from handlers.shoplazza import sign
 
 IMAGES = Path(__file__).parent / "images"
 CHROMIUM = os.environ.get("CB_CHROMIUM", "/usr/bin/chromium")
@@ -95,59 +88,60 @@ async def seed_history(store: Store, now: datetime) -> int:
         key, at = str(arrival.event.event_id), arrival.at
         if rand.random() < 0.06:  # noqa: PLR2004 - a few needed a second try
             results.append(
-                Result(key, "cj", "history", RETRYING, at + timedelta(seconds=1), "HTTP 503")
+                Result(
+                    key,
+                    "cj",
+                    "history",
+                    DeliveryState.RETRYING,
+                    at + timedelta(seconds=1),
+                    "HTTP 503",
+                )
             )
         reference = str(uuid.UUID(int=rand.getrandbits(128)))
         results.append(
-            Result(key, "cj", "history", DELIVERED, at + timedelta(seconds=2), None, reference)
+            Result(
+                key,
+                "cj",
+                "history",
+                DeliveryState.DELIVERED,
+                at + timedelta(seconds=2),
+                None,
+                reference,
+            )
         )
     for start in range(0, len(results), 200):
         await store.finish_many(results[start : start + 200])
     return len(arrivals)
 
 
-async def post(port: int, secret: str, order_id: str, reason: str) -> None:
+async def post(bridge: Scratch, order_id: str, reason: str) -> None:
     """One signed Shoplazza cancellation webhook; it must be accepted."""
-    body = orjson.dumps(
-        {
-            "id": order_id,
-            "number": order_id[-4:],
-            "status": "cancelled",
-            "cancel_reason": reason,
-            "cancelled_at": datetime.now(UTC).isoformat(),
-        }
-    )
-    headers = {
-        "Content-Type": "application/json",
-        "X-Shoplazza-Hmac-Sha256": sign(body, secret),
-        "X-Shoplazza-Topic": "orders/cancelled",
-        "X-Shoplazza-Shop-Domain": LIVE_SHOP,
-        "X-Shoplazza-Deduplication-ID": str(uuid.uuid4()),
+    order = {
+        "id": order_id,
+        "number": order_id[-4:],
+        "status": "cancelled",
+        "cancel_reason": reason,
+        "cancelled_at": datetime.now(UTC).isoformat(),
     }
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"http://127.0.0.1:{port}/webhooks/shoplazza", data=body, headers=headers
-        ) as answer,
-    ):
-        if answer.status != 200:  # noqa: PLR2004 - HTTP OK
-            raise RuntimeError(f"webhook refused: {answer.status} {await answer.text()}")
+    status, answer = await send_webhook(bridge, LIVE_SHOP, order)
+    if status != 200:  # noqa: PLR2004 - HTTP OK
+        raise RuntimeError(f"webhook refused: {status} {answer}")
 
 
-async def live_traffic(port: int, secret: str, cj: FakeCJ, worker: Worker) -> str:
+async def live_traffic(bridge: Scratch) -> str:
     """Webhooks through the bridge; the order id that ends parked."""
     parked = "48213377"
     retried = "48213342"
-    cj.script[retried] = [Reply(status=503, body=b"Service Unavailable")]
-    cj.script[parked] = [
+    bridge.cj.script[retried] = [Reply(status=503, body=b"Service Unavailable")]
+    bridge.cj.script[parked] = [
         Reply(status=503, body=b"Service Unavailable"),
         error_in_200("Invalid actionTrackerId"),
     ]
     for order in ("48213301", "48213318", retried, "48213356", parked, "48213390"):
-        await post(port, secret, order, "Customer changed their mind")
+        await post(bridge, order, "Customer changed their mind")
     async with asyncio.timeout(WAIT_SECONDS):
-        await worker.wait_outcomes("delivered", 5)
-        await worker.wait_outcomes("parked", 1)
+        await bridge.worker.wait_outcomes("delivered", 5)
+        await bridge.worker.wait_outcomes("parked", 1)
     return parked
 
 
@@ -189,35 +183,15 @@ async def main() -> None:
         await refuse_live_broker(url)
     except StartupError as exc:
         sys.exit(str(exc))
-    cj = FakeCJ()
-    await cj.start()
-    secret, token, port = secrets.token_urlsafe(24), secrets.token_urlsafe(24), free_port()
-    scratch = tempfile.TemporaryDirectory(prefix="cancel-bridge-screenshots-")
-    store_path = str(Path(scratch.name) / "state.db")
-    config = demo_config(
-        url, cj.url, port, secret, store_path, retry_delays=(0.5, 1), api_token=token
-    )
-    worker_plan = plan(config, "cj")
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            store = await stack.enter_async_context(Store.open(config.store_url.get_secret_value()))
-            seeded = await seed_history(store, datetime.now(UTC))
-            print(f"seeded {seeded} cancellations of the last hour")  # noqa: T201
-            app = await start_receiver(config, stack, store)
-            worker = await stack.enter_async_context(
-                Worker.running(worker_plan, url, config.settings.broker, store)
-            )
-            async with asyncio.timeout(WAIT_SECONDS):
-                await app[PUBLISHER].wait_ready()
-            parked = await live_traffic(port, secret, cj, worker)
-            await shoot(f"http://127.0.0.1:{port}", token, parked)
-    finally:
-        await cj.stop()
-        scratch.cleanup()
-        async with await aio_pika.connect(url) as connection:
-            channel = await connection.channel()
-            for queue in worker_plan.topology.queues:
-                await channel.queue_delete(queue.name)
+    token = secrets.token_urlsafe(24)
+    async with scratch_bridge(
+        url, retry_delays=(0.5, 1), api_token=token, wait=WAIT_SECONDS
+    ) as bridge:
+        # Store-only (past times, no messages): the same whether before or after the start.
+        seeded = await seed_history(bridge.store, datetime.now(UTC))
+        print(f"seeded {seeded} cancellations of the last hour")  # noqa: T201
+        parked = await live_traffic(bridge)
+        await shoot(f"http://127.0.0.1:{bridge.port}", token, parked)
 
 
 if __name__ == "__main__":

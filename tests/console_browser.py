@@ -16,7 +16,9 @@ import pytest
 from aiohttp import web
 
 from bridge.settings import Config
-from bridge.store.deliveries import Arrival, Store
+from bridge.store.arrivals import Arrival
+from bridge.store.deliveries import Store
+from bridge.store.lifecycle import DeliveryState
 from bridge.web import console
 from bridge.web.app import json_errors
 from bridge.web.keys import CONFIG, STORE
@@ -67,7 +69,7 @@ async def attempt(  # noqa: PLR0913 - one argument per column the worker writes
     store: Store,
     cancelled: OrderCancelled,
     at: datetime,
-    state: str,
+    state: DeliveryState,
     detail: str | None = None,
     *,
     target: str = "cj",

@@ -23,7 +23,8 @@ from bridge.settings import Config, parse_settings, resolve
 from bridge.store.deliveries import Store
 from bridge.targets import plan
 from bridge.web.app import create_app
-from bridge.worker.consumer import Worker, WorkerPlan
+from bridge.worker.consumer import Worker
+from bridge.worker.plan import WorkerPlan
 from tests.conftest import (
     SECRET,
     ClientFactory,

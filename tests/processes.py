@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from collections.abc import Mapping
 
 import orjson
 
+from bridge.demo.scenario import free_port as free_port  # noqa: PLC0414 - re-exported (mypy)
+
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Bridge:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.settings import Config
 from bridge.store.deliveries import Store
-from bridge.store.tables import PARKED
+from bridge.store.lifecycle import DeliveryState
 from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
 from bridge.web.console.session import csrf_token, derive_key, issue
 from tests.conftest import ClientFactory
@@ -225,7 +225,7 @@ async def test_actions_without_csrf_are_refused(client: Client, store: Store) ->
     parked = event()
     now = datetime.now(UTC)
     await arrive(store, parked, now)
-    await attempt(store, parked, now, PARKED, "cj: Order not found")
+    await attempt(store, parked, now, DeliveryState.PARKED, "cj: Order not found")
     await sign_in(client)
     url = f"/console/events/{parked.event_id}/cj/replay"
     refused = await client.post(url, data={"csrf": "forged"}, allow_redirects=False)
@@ -246,7 +246,7 @@ async def test_bearer_header_for_scripts(client: Client, store: Store) -> None:
     parked = event()
     now = datetime.now(UTC)
     await arrive(store, parked, now)
-    await attempt(store, parked, now, PARKED, "cj: Order not found")
+    await attempt(store, parked, now, DeliveryState.PARKED, "cj: Order not found")
     # No CSRF token for bearer callers (a browser never adds the header by itself).
     replay = await client.post(f"/console/events/{parked.event_id}/cj/replay", headers=BEARER)
     assert replay.status == 503

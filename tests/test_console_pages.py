@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from bridge.store.deliveries import Store
-from bridge.store.tables import DELIVERED, PARKED, RETRYING
+from bridge.store.lifecycle import DeliveryState
 from contracts.events import OrderCancelled
 from tests.conftest import ClientFactory
 from tests.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
@@ -51,9 +51,9 @@ async def parked_and_delivered(store: Store) -> tuple[OrderCancelled, OrderCance
     parked, delivered = event("p-1001"), event("d-1002", shop="<b>odd</b>.example")
     for cancelled in (parked, delivered):
         await arrive(store, cancelled, now - timedelta(seconds=2))
-    await attempt(store, parked, now - timedelta(seconds=1), RETRYING, "HTTP 503")
-    await attempt(store, parked, now, PARKED, "cj: Order not found")
-    await attempt(store, delivered, now, DELIVERED)
+    await attempt(store, parked, now - timedelta(seconds=1), DeliveryState.RETRYING, "HTTP 503")
+    await attempt(store, parked, now, DeliveryState.PARKED, "cj: Order not found")
+    await attempt(store, delivered, now, DeliveryState.DELIVERED)
     return parked, delivered
 
 
@@ -141,7 +141,7 @@ async def test_a_retrying_delivery_can_be_replayed_if_the_broker_parked_it(
     crashing = event("r-1003")
     now = datetime.now(UTC)
     await arrive(store, crashing, now - timedelta(seconds=1))
-    await attempt(store, crashing, now, RETRYING, "worker error: KeyError")
+    await attempt(store, crashing, now, DeliveryState.RETRYING, "worker error: KeyError")
     text = await page(client, f"/console/events/{crashing.event_id}")
     assert "If the broker parked it" in text
     assert f"/console/events/{crashing.event_id}/cj/replay" in text

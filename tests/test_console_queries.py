@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.store.deliveries import Store
-from bridge.store.tables import DELIVERED, PARKED, RETRYING
+from bridge.store.lifecycle import DeliveryState
 from bridge.web.console.queries import Search, event_detail, overview, search, window
 from contracts.events import OrderCancelled, Source
 from tests.console_browser import arrive, attempt, event
@@ -41,10 +41,14 @@ async def seeded(store: Store) -> dict[str, OrderCancelled]:
     }
     for name, cancelled in found.items():
         await arrive(store, cancelled, when[name])
-    await attempt(store, found["delivered"], when["delivered"] + MINUTE / 2, DELIVERED)
-    await attempt(store, found["parked"], when["parked"], PARKED, "cj: Order not found")
-    await attempt(store, found["retrying"], when["retrying"], RETRYING, "HTTP 503")
-    await attempt(store, found["old"], when["old"], DELIVERED)
+    await attempt(
+        store, found["delivered"], when["delivered"] + MINUTE / 2, DeliveryState.DELIVERED
+    )
+    await attempt(
+        store, found["parked"], when["parked"], DeliveryState.PARKED, "cj: Order not found"
+    )
+    await attempt(store, found["retrying"], when["retrying"], DeliveryState.RETRYING, "HTTP 503")
+    await attempt(store, found["old"], when["old"], DeliveryState.DELIVERED)
     return found
 
 
@@ -119,10 +123,10 @@ async def test_search_text_is_not_a_pattern(store: Store) -> None:
 async def test_search_filters_by_source_state_and_target(store: Store) -> None:
     await seeded(store)
     assert await order_ids(store, Search(source="occ")) == ["occ-9"]
-    assert await order_ids(store, Search(state=PARKED)) == ["1002"]
-    assert await order_ids(store, Search(state=DELIVERED, text="0")) == ["0999"]
-    assert await order_ids(store, Search(state=PARKED, target="cj")) == ["1002"]
-    assert await order_ids(store, Search(state=PARKED, target="shoplazza")) == []
+    assert await order_ids(store, Search(state=DeliveryState.PARKED)) == ["1002"]
+    assert await order_ids(store, Search(state=DeliveryState.DELIVERED, text="0")) == ["0999"]
+    assert await order_ids(store, Search(state=DeliveryState.PARKED, target="cj")) == ["1002"]
+    assert await order_ids(store, Search(state=DeliveryState.PARKED, target="shoplazza")) == []
     assert await order_ids(store, Search(target="cj", source="occ")) == ["occ-9"]
 
 

@@ -12,6 +12,7 @@ from aio_pika.abc import AbstractMessage, FieldValue
 from pamqp import commands as spec
 
 from contracts.events import SCHEMA_VERSION, OrderCancelled
+from contracts.timestamps import utc_z
 
 JSON = "application/json"
 CE_SPECVERSION = "1.0"
@@ -22,7 +23,7 @@ SEEN_HEADER = "x-cancel-bridge-seen"  # how many times the bridge has received t
 
 def rfc3339(moment: datetime) -> str:
     """UTC timestamp with a `Z`, as in the body."""
-    return moment.isoformat().replace("+00:00", "Z")
+    return utc_z(moment)
 
 
 def ce_source(event: OrderCancelled) -> str:

@@ -3,18 +3,28 @@
 Each command reads the whole parked queue on one channel without acking, acts on the chosen
 messages (replay: publish to the work queue, confirmed, then ack; drop: ack), and closes the
 channel, which returns every other message to the queue untouched.
+
+`replay_or_drop` is the operator's step, from the CLI (`cancel-bridge parked`) and the console
+alike: the move, then a note in each moved pair's history. The note goes to the store, which the
+AMQP side may not import (`tests/test_layering.py`): the caller hands it in as a `History`, with
+the store's history markers, and decides what a store that cannot be written means.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
 
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage, FieldValue
 from rich.progress import track
 
+from bridge.amqp import topology
 from bridge.amqp.messages import (
     ATTEMPTS_HEADER,
     FIRST_ATTEMPT_HEADER,
@@ -161,3 +171,67 @@ async def drop(url: str, parked_queue: str, select: Selector) -> int:
         for message in chosen:
             await message.ack()
         return len(chosen)
+
+
+Action = Literal["replay", "drop"]
+
+
+class History(Protocol):
+    """Where an operator's step is written: the store (`Store.note_parked`)."""
+
+    async def note_parked(self, event_id: str, target: str, now: datetime, detail: str) -> None:
+        """Write `detail` (starting with the step's marker) into the pair's history at `now`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Markers:
+    """The store's words a history step starts with (`REPLAYED`, `DROPPED`): never an attempt."""
+
+    replayed: str
+    dropped: str
+
+
+async def replay_or_drop(  # noqa: PLR0913 - the move, who made it, and where it is written
+    url: str,
+    target: str,
+    action: Action,
+    select: Selector,
+    *,
+    by: str,
+    markers: Markers,
+    history: Callable[[], AbstractAsyncContextManager[History]],
+    timeout: float | None = None,  # noqa: ASYNC109 - bounds the move, not the history note
+) -> int:
+    """Replay or drop `target`'s selected parked messages, then note it in each pair's history.
+
+    The step is dated when it began, before the worker can act on a replayed message. `by` says
+    who moved them (`in the console`); `timeout` bounds the move alone. The history is opened
+    only when something moved, once, and each moved event is noted once; the move stands
+    whatever the history does (the caller's `history` decides what a failure to write means).
+    """
+    moved: dict[str, None] = {}  # each event id once, in the order found
+
+    def chosen(message: AbstractIncomingMessage) -> bool:
+        if not select(message):
+            return False
+        if message.message_id:
+            moved[message.message_id] = None
+        return True
+
+    began = datetime.now(UTC)
+    parked, work = topology.parked_queue(target), topology.work_queue(target)
+    async with asyncio.timeout(timeout):
+        if action == "replay":
+            count = await replay(url, parked, work, chosen)
+        else:
+            count = await drop(url, parked, chosen)
+    detail = (
+        f"{markers.replayed}: {by}, to {work}"
+        if action == "replay"
+        else f"{markers.dropped}: {by}, for good"
+    )
+    if count:
+        async with history() as store:
+            for event_id in moved:
+                await store.note_parked(event_id, target, began, detail)
+    return count

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from bridge.reconcile import reconciler
 from bridge.runtime import StartupError, serve
 from bridge.settings import Config, ConfigError, load, redact_url
 from bridge.store import links, status
-from bridge.store.deliveries import DROPPED, REPLAYED, SCHEMA_HEAD, Store, StoreUnavailable
+from bridge.store.deliveries import Store
+from bridge.store.engine import SCHEMA_HEAD, StoreUnavailable
+from bridge.store.lifecycle import StepKind
 from bridge.targets import build, plan, target_topology
 from contracts.schema import event_json_schema
 from handlers.registry import SOURCES
@@ -137,7 +140,7 @@ def _describe_state(config: Config) -> list[str]:
         else "/api/* off (401): no [receiver] api_token_env"
     )
     return [
-        f"store: {where}; schema upgraded on start; echoes kept {store.echo_ttl_days:g} days",
+        f"store: {where}; schema upgraded on start; echoes kept {store.echo_ttl / 86400:g} days",
         f"api: {api}",
     ]
 
@@ -247,36 +250,36 @@ def _parked(args: argparse.Namespace, config: Config) -> int:
         print("cancel-bridge: parked drop --all deletes them for good: add --yes", file=sys.stderr)  # noqa: T201
         return 2
 
-    chosen: list[str] = []
-
     def select(message: AbstractIncomingMessage) -> bool:
-        if args.all or message.message_id in wanted:
-            chosen.append(message.message_id or "")
-            return True
-        return False
+        return args.all or message.message_id in wanted
 
-    began = datetime.now(UTC)  # the history step is dated before the worker can act on it
-    if args.action == "replay":
-        moved = asyncio.run(parked.replay(url, source_queue, topology.work_queue(target), select))
+    action: parked.Action = "replay" if args.action == "replay" else "drop"
+    moved = asyncio.run(
+        parked.replay_or_drop(
+            url,
+            target,
+            action,
+            select,
+            by=f"with cancel-bridge parked {action}",
+            markers=parked.Markers(
+                replayed=StepKind.REPLAYED.marker, dropped=StepKind.DROPPED.marker
+            ),
+            history=lambda: _history(config),
+        )
+    )
+    if action == "replay":
         print(f"replayed {moved} to {topology.work_queue(target)}")  # noqa: T201 - CLI output
-        detail = f"{REPLAYED}: with cancel-bridge parked replay, to {topology.work_queue(target)}"
     else:
-        moved = asyncio.run(parked.drop(url, source_queue, select))
         print(f"dropped {moved} from {source_queue}")  # noqa: T201 - CLI output
-        detail = f"{DROPPED}: with cancel-bridge parked drop, for good"
-    if moved:
-        asyncio.run(_note_parked(config, target, [i for i in chosen if i], began, detail))
     return 0 if moved or args.all else 1
 
 
-async def _note_parked(
-    config: Config, target: str, event_ids: list[str], now: datetime, detail: str
-) -> None:
-    """Write what was done into each pair's history; the move stands if the store is away."""
+@contextlib.asynccontextmanager
+async def _history(config: Config) -> AsyncIterator[Store]:
+    """The store, for the history of a parked move; the move stands if the store is away."""
     try:
         async with Store.open(config.store_url.get_secret_value()) as store:
-            for event_id in event_ids:
-                await store.note_parked(event_id, target, now, detail)
+            yield store
     except StoreUnavailable as exc:
         print(f"cancel-bridge: not written to the store's history: {exc}", file=sys.stderr)  # noqa: T201
 
@@ -364,7 +367,7 @@ def _check_config(
     args: argparse.Namespace, config: Config, path: Path, env: Mapping[str, str]
 ) -> int:
     """What run would do; with `--online`, a line per platform on whether its wire holds."""
-    print(describe(config, path, env))  # noqa: T201 - CLI output
+    print(describe(config, path, env), *config.settings.deprecations, sep="\n")  # noqa: T201 - CLI output
     if not args.online:
         return 0
     verdicts: list[Verdict] = []

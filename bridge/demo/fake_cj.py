@@ -43,6 +43,7 @@ from bridge.graphql_schemas import (
     refusal_body,
     root_arguments,
 )
+from contracts.timestamps import utc_z
 
 TOKEN = "fake-cj-token-5e1"  # noqa: S105 - the fake's own, public by design
 ADVERTISER_ID = "4567890"  # the fake advertiser's company id (CID), not its enterprise id
@@ -238,7 +239,7 @@ class FakeCJ:
             "original": original,
             "originalActionId": f"action-{order_id}",
             "validationStatus": validation,
-            "postingDate": (posted or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+            "postingDate": utc_z(posted or datetime.now(UTC)),
             # DecimalNumber: strings, as CJ renders them.
             "saleAmountAdvCurrency": str(sale.quantize(CENT)),
             "advCommissionAmountAdvCurrency": str(commission + fee),

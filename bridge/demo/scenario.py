@@ -4,6 +4,9 @@ Starts a fake CJ and the bridge (receiver + CJ worker) against the broker in `AM
 signed Shoplazza `orders/cancelled` webhook as Shoplazza would, and shows the `cancelOrders`
 request arriving at the fake CJ. It refuses to run on a broker that already has the bridge's CJ
 queue (a real deployment), and deletes the queues it created when done.
+
+`scratch_bridge` and `send_webhook` are that scratch bridge and its webhook, shared with the
+README's console screenshots (`docs/screenshots.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import secrets
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import aio_pika
@@ -38,6 +42,10 @@ Say = Callable[[str], None]
 
 
 API_TOKEN_ENV = "CONSOLE_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 def free_port() -> int:
@@ -106,16 +114,46 @@ async def refuse_live_broker(url: str) -> None:
     raise StartupError(msg)
 
 
-async def run_demo(say: Say) -> None:
-    """Run the demo, narrating through `say`."""
-    url = os.environ.get("AMQP_URL", "").strip() or DEFAULT_AMQP_URL
-    await refuse_live_broker(url)
+@dataclass(frozen=True, slots=True)
+class Scratch:
+    """A running scratch bridge: the fake CJ, the receiver's port, the webhook secret, the parts."""
+
+    cj: FakeCJ
+    port: int
+    secret: str
+    store: Store
+    worker: Worker
+
+
+@contextlib.asynccontextmanager
+async def scratch_bridge(
+    url: str,
+    *,
+    say: Say = _silent,
+    retry_delays: tuple[float, ...] = (1, 5),
+    api_token: str | None = None,
+    wait: float = WAIT_SECONDS,
+) -> AsyncIterator[Scratch]:
+    """A fake CJ, the receiver and the CJ worker on `url`, with a scratch SQLite store.
+
+    Ready (the receiver's publisher connected, within `wait` seconds) when it yields; on the way
+    out it stops the fake CJ, deletes the scratch store and the queues the worker declared.
+    Call `refuse_live_broker` first.
+    """
     cj = FakeCJ()
     await cj.start()
     secret = secrets.token_urlsafe(24)
     port = free_port()
     scratch = tempfile.TemporaryDirectory(prefix="cancel-bridge-demo-")
-    config = demo_config(url, cj.url, port, secret, str(Path(scratch.name) / "demo.db"))
+    config = demo_config(
+        url,
+        cj.url,
+        port,
+        secret,
+        str(Path(scratch.name) / "demo.db"),
+        retry_delays=retry_delays,
+        api_token=api_token,
+    )
     worker_plan = plan(config, "cj")
     say(f"broker:   {redact_url(url)}")
     say(f"fake CJ:  {cj.url}")
@@ -127,9 +165,9 @@ async def run_demo(say: Say) -> None:
             worker = await stack.enter_async_context(
                 Worker.running(worker_plan, url, config.settings.broker, store)
             )
-            async with asyncio.timeout(WAIT_SECONDS):
+            async with asyncio.timeout(wait):
                 await app[PUBLISHER].wait_ready()
-            await _send_and_watch(say, port, secret, cj, worker)
+            yield Scratch(cj, port, secret, store, worker)
     finally:
         await cj.stop()
         scratch.cleanup()
@@ -139,36 +177,49 @@ async def run_demo(say: Say) -> None:
                 await channel.queue_delete(queue.name)
 
 
-async def _send_and_watch(say: Say, port: int, secret: str, cj: FakeCJ, worker: Worker) -> None:
-    order_id = f"demo-{uuid.uuid4().hex[:8]}"
-    body = orjson.dumps(
-        {
-            "id": order_id,
-            "number": "1001",
-            "status": "cancelled",
-            "cancel_reason": "Customer changed their mind",
-            "cancelled_at": "2024-05-01T10:00:00+08:00",
-        }
-    )
+async def send_webhook(bridge: Scratch, shop: str, order: Mapping[str, object]) -> tuple[int, str]:
+    """`order` as a signed Shoplazza `orders/cancelled` webhook: the answer's status and text."""
+    body = orjson.dumps(order)
     headers = {
         "Content-Type": "application/json",
-        "X-Shoplazza-Hmac-Sha256": sign(body, secret),
+        "X-Shoplazza-Hmac-Sha256": sign(body, bridge.secret),
         "X-Shoplazza-Topic": "orders/cancelled",
-        "X-Shoplazza-Shop-Domain": "demo.myshoplaza.com",
+        "X-Shoplazza-Shop-Domain": shop,
         "X-Shoplazza-Deduplication-ID": str(uuid.uuid4()),
     }
-    say(f"\n1. Shoplazza -> POST /webhooks/shoplazza: order {order_id} cancelled (signed)")
     timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS)
     async with (
         aiohttp.ClientSession(timeout=timeout) as http,
         http.post(
-            f"http://127.0.0.1:{port}/webhooks/shoplazza", data=body, headers=headers
+            f"http://127.0.0.1:{bridge.port}/webhooks/shoplazza", data=body, headers=headers
         ) as response,
     ):
-        answer = (await response.read()).decode()
-        say(f"   bridge answered {response.status} {answer}")
-    if response.status != 200:  # noqa: PLR2004 - HTTP OK
+        return response.status, (await response.read()).decode()
+
+
+async def run_demo(say: Say) -> None:
+    """Run the demo, narrating through `say`."""
+    url = os.environ.get("AMQP_URL", "").strip() or DEFAULT_AMQP_URL
+    await refuse_live_broker(url)
+    async with scratch_bridge(url, say=say) as bridge:
+        await _send_and_watch(say, bridge)
+
+
+async def _send_and_watch(say: Say, bridge: Scratch) -> None:
+    order_id = f"demo-{uuid.uuid4().hex[:8]}"
+    order = {
+        "id": order_id,
+        "number": "1001",
+        "status": "cancelled",
+        "cancel_reason": "Customer changed their mind",
+        "cancelled_at": "2024-05-01T10:00:00+08:00",
+    }
+    say(f"\n1. Shoplazza -> POST /webhooks/shoplazza: order {order_id} cancelled (signed)")
+    status, answer = await send_webhook(bridge, "demo.myshoplaza.com", order)
+    say(f"   bridge answered {status} {answer}")
+    if status != 200:  # noqa: PLR2004 - HTTP OK
         raise StartupError(f"the bridge did not accept the webhook: {answer}")
+    cj, worker = bridge.cj, bridge.worker
     async with asyncio.timeout(WAIT_SECONDS):
         await worker.wait_outcomes("delivered", 1)
     call = cj.calls_for(order_id)[0]

@@ -5,16 +5,15 @@ With no `[receiver] api_token_env` configured, every `/api/*` request is 401: th
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
 
-from bridge.store.deliveries import StoreUnavailable
+from bridge.store.engine import StoreUnavailable
 from bridge.store.links import LinkError, parse_json
 from bridge.store.status import order_status
-from bridge.web.keys import CONFIG, STORE, error_response, json_response
+from bridge.web.keys import CONFIG, STORE, bearer_ok, error_response, json_response
 
 log = structlog.get_logger(__name__)
 
@@ -29,11 +28,7 @@ def _refusal(request: web.Request) -> web.Response | None:
         return error_response(
             401, "api_disabled", "the API is off: set [receiver] api_token_env", challenge
         )
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    expected = token.get_secret_value().encode()
-    # aiohttp keeps header bytes that are not UTF-8 as surrogates: compare the bytes as sent.
-    sent = given.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(sent, expected):
+    if not bearer_ok(request, token):
         log.warning("api.unauthorized", path=request.path)
         return error_response(401, "unauthorized", "a valid bearer token is required", challenge)
     return None

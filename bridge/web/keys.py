@@ -1,11 +1,13 @@
-"""What every HTTP handler shares: the app keys and the JSON answer shapes."""
+"""What every HTTP handler shares: the app keys, the JSON answer shapes, the bearer check."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 
 import orjson
 from aiohttp import web
+from pydantic import SecretStr
 
 from bridge.metrics import Metrics
 from bridge.settings import Config
@@ -32,3 +34,25 @@ def error_response(
 ) -> web.Response:
     """The error shape every refusal uses: `{"error": code, "detail": text}`."""
     return json_response(status, {"error": code, "detail": detail}, headers)
+
+
+def bearer_of(request: web.Request) -> str | None:
+    """The bearer credential sent, if any (other schemes, say a proxy's Basic, are not ours)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def same_secret(sent: str, secret: SecretStr) -> bool:
+    """Whether `sent` is `secret`, compared in constant time.
+
+    aiohttp keeps header and form bytes that are not UTF-8 as surrogates: compare the bytes as
+    sent.
+    """
+    expected = secret.get_secret_value().encode()
+    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), expected)
+
+
+def bearer_ok(request: web.Request, token: SecretStr) -> bool:
+    """Whether `request` carries `Authorization: Bearer <token>`."""
+    sent = bearer_of(request)
+    return sent is not None and same_secret(sent, token)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 
 import structlog
 from aiohttp import web
 
 from bridge.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.settings import Config
-from bridge.web.keys import CONFIG, METRICS, error_response
+from bridge.web.keys import CONFIG, METRICS, bearer_ok, error_response
 
 log = structlog.get_logger(__name__)
 
@@ -18,18 +17,13 @@ log = structlog.get_logger(__name__)
 async def metrics_page(request: web.Request) -> web.Response:
     """`GET /metrics`: the process's Prometheus metrics (a bearer token when configured)."""
     token = request.app[CONFIG].metrics_token
-    if token is not None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        sent = given.strip().encode("utf-8", "surrogateescape")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            sent, token.get_secret_value().encode()
-        ):
-            return error_response(
-                401,
-                "unauthorized",
-                "a valid bearer token is required ([metrics] token_env)",
-                {"WWW-Authenticate": 'Bearer realm="cancel-bridge metrics"'},
-            )
+    if token is not None and not bearer_ok(request, token):
+        return error_response(
+            401,
+            "unauthorized",
+            "a valid bearer token is required ([metrics] token_env)",
+            {"WWW-Authenticate": 'Bearer realm="cancel-bridge metrics"'},
+        )
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

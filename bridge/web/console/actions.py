@@ -1,13 +1,14 @@
 """Replay or drop one event's parked message of a target, after a confirmation page.
 
-Both go through `bridge.amqp.parked` (read the parked queue unacked, act on the messages whose id is
-the event id, return the rest) on a connection of their own to the configured broker.
+Both go through `bridge.amqp.parked.replay_or_drop`, as `cancel-bridge parked` does (read the
+parked queue unacked, act on the messages whose id is the event id, return the rest, then note the
+step in the pair's history) on a connection of their own to the configured broker.
 """
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import quote
 
 import structlog
@@ -16,8 +17,10 @@ from aiohttp import web
 from aiormq.exceptions import AMQPError, ChannelNotFoundEntity
 
 from bridge.amqp import parked, topology
-from bridge.settings import Config
-from bridge.store.deliveries import DROPPED, REPLAYED, StoreUnavailable
+from bridge.amqp.publisher import BrokerUnavailable
+from bridge.store.deliveries import Store
+from bridge.store.engine import StoreUnavailable
+from bridge.store.lifecycle import StepKind
 from bridge.web.console import queries
 from bridge.web.console.auth import Viewer, guarded
 from bridge.web.console.render import PATH, error_page, html, json_page, redirect
@@ -27,51 +30,48 @@ from bridge.web.keys import CONFIG, STORE
 
 log = structlog.get_logger(__name__)
 
-ACTIONS = ("replay", "drop")
+ACTIONS: dict[str, parked.Action] = {"replay": "replay", "drop": "drop"}  # as in the path
 LOGGED = {"replay": "console.replayed", "drop": "console.dropped"}
 FAILED = {"replay": "console.replay_failed", "drop": "console.drop_failed"}
 BROKER_TIMEOUT = 15.0  # seconds for the whole move (connect, read the parked queue, act)
 BROKER_RETRY_AFTER = "5"
 
 
-class BrokerTrouble(Exception):  # noqa: N818 - a state, like StoreUnavailable
-    """The broker could not be asked; nothing was moved (unacked messages stay parked)."""
+async def move(request: web.Request, action: parked.Action, target: str, event_id: str) -> int:
+    """Replay (to the work queue) or drop `event_id`'s messages in `target`'s parked queue.
 
-
-async def move(config: Config, action: str, target: str, event_id: str) -> int:
-    """Replay (to the work queue) or drop `event_id`'s messages in `target`'s parked queue."""
-    url = config.amqp_url.get_secret_value()
-    source = topology.parked_queue(target)
+    Then the step goes into the pair's history; the move stands even if the store is away.
+    """
+    url = request.app[CONFIG].amqp_url.get_secret_value()
 
     def chosen(message: AbstractIncomingMessage) -> bool:
         return message.message_id == event_id
 
+    @asynccontextmanager
+    async def history() -> AsyncIterator[Store]:
+        try:
+            yield request.app[STORE]
+        except StoreUnavailable as exc:
+            log.warning("console.note_failed", event_id=event_id, target=target, detail=str(exc))
+
     try:
-        async with asyncio.timeout(BROKER_TIMEOUT):
-            if action == "replay":
-                return await parked.replay(url, source, topology.work_queue(target), chosen)
-            return await parked.drop(url, source, chosen)
+        return await parked.replay_or_drop(
+            url,
+            target,
+            action,
+            chosen,
+            by="in the console",
+            markers=parked.Markers(
+                replayed=StepKind.REPLAYED.marker, dropped=StepKind.DROPPED.marker
+            ),
+            history=history,
+            timeout=BROKER_TIMEOUT,
+        )
     except ChannelNotFoundEntity:  # no parked queue yet: nothing was ever parked there
         return 0
     except (AMQPError, OSError, TimeoutError) as exc:
         # The type only: a connection error's text may name the broker URL.
-        raise BrokerTrouble(f"broker unavailable ({type(exc).__name__})") from exc
-
-
-async def _note(
-    request: web.Request, action: str, target: str, event_id: str, began: datetime
-) -> None:
-    """Write the move into the pair's history; the move stands even if the store is away."""
-    marker = REPLAYED if action == "replay" else DROPPED
-    detail = (
-        f"{marker}: in the console, to {topology.work_queue(target)}"
-        if action == "replay"
-        else f"{marker}: in the console, for good"
-    )
-    try:
-        await request.app[STORE].note_parked(event_id, target, began, detail)
-    except StoreUnavailable as exc:
-        log.warning("console.note_failed", event_id=event_id, target=target, detail=str(exc))
+        raise BrokerUnavailable(f"broker unavailable ({type(exc).__name__})") from exc
 
 
 def _what(action: str, target: str, moved: int) -> Flash:
@@ -98,12 +98,12 @@ def _what(action: str, target: str, moved: int) -> Flash:
 
 async def _checked(
     request: web.Request, viewer: Viewer
-) -> tuple[str, str, str, queries.Json] | web.Response:
+) -> tuple[str, str, parked.Action, queries.Json] | web.Response:
     """Event id, target, action and the event; or the page that says why not."""
     event_id = request.match_info["event_id"]
     target = request.match_info["target"]
-    action = request.match_info["action"]
-    if action not in ACTIONS or target not in targets_of(request) or not plausible_id(event_id):
+    action = ACTIONS.get(request.match_info["action"])
+    if action is None or target not in targets_of(request) or not plausible_id(event_id):
         return not_found(request, viewer, "No such action.")
     event = await recorded_event(request, viewer, event_id)
     if isinstance(event, web.Response):
@@ -137,10 +137,9 @@ async def _act(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     if isinstance(checked, web.Response):
         return checked
     event_id, target, action, _ = checked
-    began = datetime.now(UTC)  # the history step is dated before the worker can act on it
     try:
-        moved = await move(request.app[CONFIG], action, target, event_id)
-    except BrokerTrouble as exc:
+        moved = await move(request, action, target, event_id)
+    except BrokerUnavailable as exc:
         log.warning(FAILED[action], event_id=event_id, target=target, detail=str(exc))
         if viewer.bearer:
             return json_page(
@@ -159,8 +158,6 @@ async def _act(request: web.Request, viewer: Viewer) -> web.StreamResponse:
             viewer=viewer,
         )
     log.info(LOGGED[action], event_id=event_id, target=target, moved=moved)
-    if moved:
-        await _note(request, action, target, event_id, began)
     if viewer.bearer:
         return json_page(
             200, {"action": action, "event_id": event_id, "target": target, "moved": moved}

@@ -9,7 +9,6 @@ nonce. The token never appears in a URL, a page or a log line.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 import structlog
 from aiohttp import web
+from pydantic import SecretStr
 
 from bridge.web.console.render import (
     CONSOLE,
@@ -37,7 +37,7 @@ from bridge.web.console.session import (
     same_nonce,
     verify,
 )
-from bridge.web.keys import CONFIG
+from bridge.web.keys import CONFIG, bearer_of, same_secret
 
 log = structlog.get_logger(__name__)
 
@@ -60,27 +60,15 @@ Page = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _token(request: web.Request) -> str | None:
-    token = request.app[CONFIG].api_token
-    return None if token is None else token.get_secret_value()
-
-
-def _same(sent: str, token: str) -> bool:
-    # aiohttp keeps bytes that are not UTF-8 as surrogates: compare the bytes as sent.
-    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), token.encode())
-
-
-def _bearer(request: web.Request) -> str | None:
-    """The bearer credential sent, if any (other schemes, say a proxy's Basic, are not ours)."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return given.strip() if scheme.lower() == "bearer" else None
+def _token(request: web.Request) -> SecretStr | None:
+    return request.app[CONFIG].api_token
 
 
 def wants_json(request: web.Request) -> bool:
     """A script's request (bearer header, JSON accepted, or a `.json` path)."""
     return (
         request.path.endswith(".json")
-        or _bearer(request) is not None
+        or bearer_of(request) is not None
         or "application/json" in request.headers.get("Accept", "")
     )
 
@@ -93,11 +81,11 @@ def console_off(request: web.Request) -> web.Response:
     return html(request, "off.html", 401, CHALLENGE)
 
 
-def viewer_of(request: web.Request, token: str, now: float) -> Viewer | None:
+def viewer_of(request: web.Request, token: SecretStr, now: float) -> Viewer | None:
     """The caller, if its bearer header or session cookie is good; a bad header is no one."""
-    if (given := _bearer(request)) is not None:
-        return Viewer(csrf="", bearer=True) if _same(given, token) else None
-    key = derive_key(token)
+    if (given := bearer_of(request)) is not None:
+        return Viewer(csrf="", bearer=True) if same_secret(given, token) else None
+    key = derive_key(token.get_secret_value())
     session = verify(key, request.cookies.get(SESSION_COOKIE, ""), now)
     if session is None:
         return None
@@ -149,7 +137,7 @@ def guarded(page: Page) -> Handler:
         if request.method == "POST" and not viewer.bearer:
             form = await form_of(request)
             if form is None or not csrf_ok(
-                derive_key(token), _session_id(request), _field(form, "csrf")
+                derive_key(token.get_secret_value()), _session_id(request), _field(form, "csrf")
             ):
                 log.warning("console.csrf_refused", path=request.path)
                 return error_page(
@@ -171,7 +159,7 @@ def _session_id(request: web.Request) -> str:
 
 
 def _unauthorized(request: web.Request) -> web.Response:
-    if _bearer(request) is not None:
+    if bearer_of(request) is not None:
         log.warning("console.unauthorized", path=request.path)
     if wants_json(request):
         detail = "sign in, or send Authorization: Bearer <API token>"
@@ -227,14 +215,14 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not same_nonce(request.cookies.get(LOGIN_COOKIE, ""), _field(form, "csrf")):
         log.warning("console.login_csrf_refused")
         return _login_form(request, 403, "The form expired: sign in again.", next_)
-    if not _same(_field(form, "token").strip(), token):
+    if not same_secret(_field(form, "token").strip(), token):
         log.warning("console.login_failed", remote=request.remote)
         return _login_form(request, 401, "That is not the API token.", next_)
     ttl = request.app[CONSOLE].session_ttl
     response = redirect(request, next_)
     response.set_cookie(
         SESSION_COOKIE,
-        issue(derive_key(token), new_session_id(), time.time(), ttl),
+        issue(derive_key(token.get_secret_value()), new_session_id(), time.time(), ttl),
         path=PATH,
         max_age=ttl,
         httponly=True,

@@ -5,17 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from bridge.store.tables import (
-    ALREADY_DONE,
-    CALLING,
-    DELIVERED,
-    PARKED,
-    PENDING,
-    RETRYING,
-)
+from bridge.store.lifecycle import DeliveryState
 from bridge.web.console.queries import Search
 
-STATES = (PENDING, CALLING, RETRYING, DELIVERED, ALREADY_DONE, PARKED)
+STATES = tuple(DeliveryState)
 MAX_TEXT = 255  # the longest order id or shop the store holds
 MAX_PAGE = 10_000
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # a source or target name

@@ -14,17 +14,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bridge.store.deliveries import NOT_ATTEMPTS, Store, utc
+from bridge.store.deliveries import Store
+from bridge.store.engine import utc
+from bridge.store.lifecycle import SETTLED_STATES, DeliveryState, unmarked
 from bridge.store.status import order_status
 from bridge.store.tables import (
-    ALREADY_DONE,
-    DELIVERED,
-    PARKED,
-    RETRYING,
     deliveries,
     events,
     transitions,
 )
+from contracts.timestamps import utc_z
 
 Json = dict[str, Any]
 MINUTES = 60  # the overview's window, one bar a minute
@@ -44,14 +43,17 @@ class Overview:
     @property
     def parked(self) -> dict[str, int]:
         """Parked deliveries per target (every target, zero included)."""
-        return {target: by_state.get(PARKED, 0) for target, by_state in self.states.items()}
+        return {
+            target: by_state.get(DeliveryState.PARKED, 0)
+            for target, by_state in self.states.items()
+        }
 
     def as_json(self) -> Json:
         """The overview as `/console/overview.json` answers it."""
         last_hour = {source: sum(counts) for source, counts in self.per_minute.items()}
         return {
-            "start": _iso(self.start),
-            "now": _iso(self.now),
+            "start": utc_z(self.start),
+            "now": utc_z(self.now),
             "minutes": MINUTES,
             "events_per_minute": self.per_minute,
             "events_last_hour": last_hour,
@@ -61,16 +63,12 @@ class Overview:
             "totals": {
                 "events": sum(last_hour.values()),
                 "delivered": sum(
-                    by.get(DELIVERED, 0) + by.get(ALREADY_DONE, 0) for by in self.outcomes.values()
+                    by.get(state, 0) for by in self.outcomes.values() for state in SETTLED_STATES
                 ),
-                "retrying": sum(by.get(RETRYING, 0) for by in self.states.values()),
+                "retrying": sum(by.get(DeliveryState.RETRYING, 0) for by in self.states.values()),
                 "parked": sum(self.parked.values()),
             },
         }
-
-
-def _iso(moment: datetime) -> str:
-    return utc(moment).isoformat().replace("+00:00", "Z")
 
 
 def window(now: datetime) -> datetime:
@@ -103,13 +101,7 @@ async def overview(store: Store, now: datetime, targets: Sequence[str] = ()) -> 
         .where(
             transitions.c.at >= start,
             # Attempts only: not reconciliation's reopens nor what an operator did.
-            *[
-                sa.or_(
-                    transitions.c.detail.is_(None),
-                    sa.not_(transitions.c.detail.startswith(marker)),
-                )
-                for marker in NOT_ATTEMPTS
-            ],
+            unmarked(transitions.c.detail),
         )
         .group_by(transitions.c.target, transitions.c.state)
     )

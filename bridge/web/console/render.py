@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from bridge.store.deliveries import utc
+from bridge.store.engine import utc
 from bridge.web.console.session import Flash, derive_key, open_flash, seal_flash
 from bridge.web.keys import CONFIG, json_response
 

@@ -6,22 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bridge.store.deliveries import DROPPED, NOT_ATTEMPTS, REOPENED, REPLAYED
-from bridge.store.tables import (
-    ALREADY_DONE,
-    CALLING,
-    DELIVERED,
-    PARKED,
-    PENDING,
-    RETRYING,
-)
+from bridge.store.lifecycle import DeliveryState, StepKind, step_kind
 
 # Outcomes of one call to the target (the store's history holds outcomes, not the claims).
 ATTEMPTS = {
-    RETRYING: "failed, will retry",
-    DELIVERED: "delivered",
-    ALREADY_DONE: "already done",
-    PARKED: "parked",
+    DeliveryState.RETRYING: "failed, will retry",
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.ALREADY_DONE: "already done",
+    DeliveryState.PARKED: "parked",
 }
 
 
@@ -40,16 +32,6 @@ def _moment(text: str) -> datetime:
     return datetime.fromisoformat(text)  # order_status writes RFC 3339 UTC, `Z` included
 
 
-def _marked_kind(detail: str, state: str) -> str:
-    if detail.startswith(REOPENED):
-        return "reopened"
-    if detail.startswith(REPLAYED):
-        return "replayed"
-    if detail.startswith(DROPPED):
-        return "dropped"
-    return state
-
-
 def timeline(event: dict[str, Any]) -> list[Step]:
     """Oldest first: received, accepted for each target, each attempt with the target's answer."""
     steps = [
@@ -61,21 +43,27 @@ def timeline(event: dict[str, Any]) -> list[Step]:
         for step in delivery["history"]:
             state = step["state"]
             detail = step["detail"] or ""
-            if state == PENDING:
+            kind = step_kind(state, detail)
+            if kind is StepKind.ACCEPTED:
                 steps.append(Step(step["at"], state, f"accepted, queued for {target}", target))
                 continue
-            if detail.startswith(NOT_ATTEMPTS):  # reconciliation or an operator, not a call
-                kind = _marked_kind(detail, state)
-                steps.append(Step(step["at"], kind, detail.split(":", 1)[0], target, detail))
+            if kind is not StepKind.ATTEMPT:  # reconciliation or an operator, not a call
+                style = state if kind is StepKind.REOPEN_UNDONE else kind
+                steps.append(Step(step["at"], style, detail.split(":", 1)[0], target, detail))
                 continue
             attempt += 1
             what = ATTEMPTS.get(state, state)
             steps.append(
                 Step(step["at"], state, f"attempt {attempt}: {what}", target, step["detail"])
             )
-        if delivery["state"] == CALLING:
+        if delivery["state"] == DeliveryState.CALLING:
             steps.append(
-                Step(delivery["updated_at"], CALLING, f"attempt {attempt + 1}: calling", target)
+                Step(
+                    delivery["updated_at"],
+                    DeliveryState.CALLING,
+                    f"attempt {attempt + 1}: calling",
+                    target,
+                )
             )
     if event["times_received"] > 1:
         steps.append(

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from bridge.store.deliveries import StoreUnavailable
-from bridge.store.tables import PARKED
+from bridge.store.engine import StoreUnavailable
+from bridge.store.lifecycle import DeliveryState
 from bridge.web.console import queries
 from bridge.web.console.auth import Viewer, guarded
 from bridge.web.console.chart import bars
@@ -101,7 +101,7 @@ async def _events(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         request,
         "events.html",
         viewer=viewer,
-        nav="parked" if wanted.state == PARKED and not wanted.text else "events",
+        nav="parked" if wanted.state == DeliveryState.PARKED and not wanted.text else "events",
         search=wanted,
         page=page,
         states=STATES,
