@@ -46,6 +46,7 @@ def test_the_guides_configuration_together_is_a_valid_file() -> None:
     """Every key a guide shows exists with a valid value (unknown keys are errors)."""
     settings = parse_settings(merged([b for name in PLATFORMS for b in toml_blocks(name)]))
     assert set(settings.targets_in_use()) == set(PLATFORMS)
+    assert settings.deprecations == ()  # the guides write today's spellings
     cj = settings.targets.cj  # type: ignore[attr-defined]
     assert (cj.open_ended_locking, cj.order_id_from) == (True, "order_id")  # as cj.md shows
 
