@@ -49,6 +49,8 @@ from handlers.base import (
     SourceHandler,
     SourceSettings,
     WholeSeconds,
+    bare_seconds,
+    exact_duration,
     format_duration,
     is_bare_seconds,
 )
@@ -363,7 +365,12 @@ def _models(annotation: object) -> list[type[BaseModel]]:
 
 
 def _spelled(value: object) -> str:
-    return f'"{format_duration(value)}"' if is_bare_seconds(value) else repr(value)  # type: ignore[arg-type]
+    seconds = bare_seconds(value)
+    if seconds is None:
+        return repr(value)
+    if (exact := exact_duration(seconds)) is not None:
+        return f'"{exact}"'
+    return f'"{format_duration(seconds)}" or near it ({value!r} has no exact spelling)'
 
 
 def _old_spellings(model: type[BaseModel], document: object, path: str) -> Iterator[str]:
@@ -375,7 +382,8 @@ def _old_spellings(model: type[BaseModel], document: object, path: str) -> Itera
         where = f"{path}{key}"
         if key in old_keys:
             new = old_keys[key]
-            spelled = value * 86400 if new.unit == "d" and is_bare_seconds(value) else value
+            days = bare_seconds(value) if new.unit == "d" else None
+            spelled = value if days is None else days * 86400
             yield f"deprecated: {where} = {value!r}: write {new.new} = {_spelled(spelled)}"
             continue
         found = model.model_fields.get(key)
@@ -463,8 +471,13 @@ def _platform_section(name: Source, section: SourceSettings) -> SourceSettings:
     if spec is None:
         supported = ", ".join(sorted(source.value for source in SOURCES))
         raise ConfigError(f"sources.{name.value}", f"not supported yet (supported: {supported})")
+    given = section.model_dump(exclude_unset=True)
+    fields = spec.settings.model_fields
+    # An option left empty (`aliases = {}`) says nothing: another platform's empty key passes,
+    # as it always did; one with a value is refused below.
+    given = {k: v for k, v in given.items() if k in fields or v not in (None, {}, [], ())}
     try:
-        return spec.settings.model_validate(section.model_dump(exclude_unset=True))
+        return spec.settings.model_validate(given)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = _key(("sources", name.value, *first["loc"]))

@@ -132,17 +132,48 @@ def format_duration(span: timedelta | float) -> str:
     return f"{round(total * 1000)}ms"
 
 
+_PLAIN_NUMBER = re.compile(r"\s*[0-9]{1,12}(\.[0-9]{1,9})?\s*")
+
+
+def bare_seconds(value: object) -> float | None:
+    """The old spelling of a duration as seconds, else None.
+
+    A number without a unit, or one in a string (lax parsing read `"5"` as 5 before durations
+    had units).
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value.isascii() and _PLAIN_NUMBER.fullmatch(value):
+        return float(value)
+    return None
+
+
 def is_bare_seconds(value: object) -> bool:
     """True for the old spelling of a duration: a number of seconds without a unit."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return bare_seconds(value) is not None
 
 
 def _to_timedelta(value: object) -> object:
-    return parse_duration(value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    seconds = bare_seconds(value)
+    return parse_duration(value) if seconds is None else timedelta(seconds=seconds)
 
 
 def _to_seconds(value: object) -> object:
-    return parse_duration(value).total_seconds() if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    seconds = bare_seconds(value)
+    return parse_duration(value).total_seconds() if seconds is None else seconds
+
+
+def exact_duration(seconds: float) -> str | None:
+    """`format_duration(seconds)` when it reads back as exactly `seconds`, else None."""
+    text = format_duration(seconds)
+    try:
+        return text if parse_duration(text).total_seconds() == seconds else None
+    except ValueError:
+        return None
 
 
 # A duration in a settings file: `"24h"`, `"90m"` (or, deprecated, a number of seconds).
@@ -184,8 +215,8 @@ class Section(BaseModel):
             if key.new in renamed:
                 raise ValueError(f"{old} and {key.new} both given: keep {key.new} only")
             value = renamed.pop(old)
-            if is_bare_seconds(value):
-                value *= _UNIT_SECONDS[key.unit]
+            if (seconds := bare_seconds(value)) is not None:
+                value = seconds * _UNIT_SECONDS[key.unit]
             renamed[key.new] = value
         return renamed
 

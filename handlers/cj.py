@@ -11,7 +11,7 @@ CJ validates an accepted cancellation later, and a failure there is silent: the 
 success is in the Commission Detail API (`advertiserCommissions`), where it leaves a reversal and
 a cancellation record for the order (zero amounts; `validationStatus` DECLINED on open-ended
 trackers, AUTOMATED on others: `is_decline`). `commissions_call` and `read_commissions` are the
-sans-I/O half of reconciling against it (`bridge/reconcile/runner/runner.py` makes the calls).
+sans-I/O half of reconciling against it (`bridge/reconcile/reconciler.py` makes the calls).
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ DEFAULT_TARGET_REASONS: Mapping[CancelReason, str] = MappingProxyType(
 )
 
 
-class ShopSettings(TargetSettings):
+class ShoplazzaShopSettings(TargetSettings):
     """`[targets.shoplazza.shops."<shop domain>"]`: one store's API access."""
 
     token_env: EnvName  # the store's Access-Token (scope write_order)
@@ -222,7 +222,7 @@ class ShoplazzaTargetSettings(TargetSettings):
 
     OLD_KEYS = MappingProxyType({"timeout_s": OldKey("timeout")})
 
-    shops: dict[str, ShopSettings] = Field(min_length=1)
+    shops: dict[str, ShoplazzaShopSettings] = Field(min_length=1)
     default_shop: str | None = None  # the store of links that give a bare order id
     timeout: Seconds = Field(default=10.0, gt=0, le=300)  # per call
     rate_per_second: float = Field(default=2.0, gt=0, le=100)  # per store; Shoplazza allows 2

@@ -6,7 +6,7 @@ channel, which returns every other message to the queue untouched.
 
 `replay_or_drop` is the operator's step, from the CLI (`cancel-bridge parked`) and the console
 alike: the move, then a note in each moved pair's history. The note goes to the store, which the
-AMQP side may not import (`tests/test_layering.py`): the caller hands it in as a `History`, with
+AMQP side may not import (`tests/test_layering.py`): the caller hands it in as a `HistoryWriter`,
 the store's history markers, and decides what a store that cannot be written means.
 """
 
@@ -176,7 +176,7 @@ async def drop(url: str, parked_queue: str, select: Selector) -> int:
 Action = Literal["replay", "drop"]
 
 
-class History(Protocol):
+class HistoryWriter(Protocol):
     """Where an operator's step is written: the store (`Store.note_parked`)."""
 
     async def note_parked(self, event_id: str, target: str, now: datetime, detail: str) -> None:
@@ -199,7 +199,7 @@ async def replay_or_drop(  # noqa: PLR0913 - the move, who made it, and where it
     *,
     by: str,
     markers: Markers,
-    history: Callable[[], AbstractAsyncContextManager[History]],
+    history: Callable[[], AbstractAsyncContextManager[HistoryWriter]],
     timeout: float | None = None,  # noqa: ASYNC109 - bounds the move, not the history note
 ) -> int:
     """Replay or drop `target`'s selected parked messages, then note it in each pair's history.

@@ -274,14 +274,32 @@ def _parked(args: argparse.Namespace, config: Config) -> int:
     return 0 if moved or args.all else 1
 
 
+class _Unwritten:
+    """The history when the store cannot be opened: the move stands, nothing is written."""
+
+    async def note_parked(self, event_id: str, target: str, now: datetime, detail: str) -> None:
+        """Write nothing (the caller already said why)."""
+        del event_id, target, now, detail
+
+
+def _not_written(exc: StoreUnavailable) -> None:
+    print(f"cancel-bridge: not written to the store's history: {exc}", file=sys.stderr)  # noqa: T201
+
+
 @contextlib.asynccontextmanager
-async def _history(config: Config) -> AsyncIterator[Store]:
+async def _history(config: Config) -> AsyncIterator[parked.HistoryWriter]:
     """The store, for the history of a parked move; the move stands if the store is away."""
-    try:
-        async with Store.open(config.store_url.get_secret_value()) as store:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            store = await stack.enter_async_context(Store.open(config.store_url.get_secret_value()))
+        except StoreUnavailable as exc:
+            _not_written(exc)
+            yield _Unwritten()
+            return
+        try:
             yield store
-    except StoreUnavailable as exc:
-        print(f"cancel-bridge: not written to the store's history: {exc}", file=sys.stderr)  # noqa: T201
+        except StoreUnavailable as exc:
+            _not_written(exc)
 
 
 async def _status(args: argparse.Namespace, config: Config) -> int:
