@@ -24,7 +24,7 @@ from bridge.cli.main import main
 from bridge.tracing import TRACE_HEADERS
 from contracts.events import SCHEMA_VERSION, Source
 from contracts.schema import SCHEMA_ID, event_json_schema
-from tests.conftest import ClientFactory
+from tests.harness.receiver import ClientFactory
 
 OFFICIAL_SCHEMA = Path(__file__).parent / "data" / "asyncapi-3.0.0-without-id.json"
 DOCUMENT_URI = "urn:cancel-bridge:test:asyncapi-document"

@@ -13,17 +13,16 @@ from aiohttp.test_utils import TestClient
 from bridge.amqp import asyncapi, messages
 from bridge.amqp.asyncapi import document
 from bridge.settings import parse_settings, resolve
-from tests.conftest import (
+from tests.harness.broker import assert_empty, receive
+from tests.harness.receiver import (
     SECRET,
     ClientFactory,
     Webhook,
-    assert_empty,
-    receive,
-    scratch_store,
     shoplazza_webhook,
     signed,
     started,
 )
+from tests.harness.stores import scratch_store
 from tests.test_asyncapi import (
     JsonObject,
     amqp_properties,

@@ -13,21 +13,18 @@ from aiohttp.test_utils import TestClient
 
 from bridge.amqp import topology
 from bridge.web.app import create_app
-from tests.conftest import (
+from tests.harness.broker import assert_empty, broker_address, receive, via
+from tests.harness.proxy import TcpProxy
+from tests.harness.receiver import (
     READY_TIMEOUT,
     ClientFactory,
-    assert_empty,
-    broker_address,
     make_config,
     publisher_of,
-    receive,
     shoplazza_webhook,
     signed,
     started,
-    via,
     wait_ready,
 )
-from tests.proxy import TcpProxy
 
 Client = TestClient[Any, Any]
 

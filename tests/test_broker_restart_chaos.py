@@ -1,8 +1,9 @@
 """Load plus a broker fault: 2,000 signed cancellations at 32 connections, the broker away mid-run.
 
 A real `python -m bridge run` (receiver and CJ worker in one process, SQLite store) on a private
-RabbitMQ node (`tests/rabbit_nodes.py`: the machine's main broker is shared and must not be
-stopped). The platform (`tests/poster.py`) sends every order again until it gets a 2xx. Mid-run:
+RabbitMQ node (`tests/harness/rabbit_nodes.py`: the machine's main broker is shared and must not
+be stopped). The platform (`tests/harness/poster.py`) sends every order again until it gets a
+2xx. Mid-run:
 - the node is stopped and started again on the same data (a broker restart);
 - or the TCP link between the bridge and the broker is cut by a proxy, then restored.
 
@@ -32,13 +33,11 @@ from pathlib import Path
 import pytest
 
 from bridge.demo.fake_cj import FakeCJ
-from tests.fleet import Child, Fleet
-from tests.poster import CONNECTIONS, Poster, shoplazza_orders
-from tests.proxy import TcpProxy
-from tests.rabbit_nodes import RabbitNode, private_node
-from tests.settlement import Settlement, check, settle
-
-pytestmark = pytest.mark.chaos
+from tests.harness.fleet import Child, Fleet
+from tests.harness.poster import CONNECTIONS, Poster, shoplazza_orders
+from tests.harness.proxy import TcpProxy
+from tests.harness.rabbit_nodes import RabbitNode, private_node
+from tests.harness.settlement import Settlement, check, settle
 
 ORDERS = 2000
 FAULT_AT = ORDERS // 10  # orders with a 2xx before the fault

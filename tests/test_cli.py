@@ -13,7 +13,7 @@ import pytest
 
 from bridge.cli.main import main
 from contracts.schema import SCHEMA_ID, event_json_schema
-from tests.conftest import scratch_store
+from tests.harness.stores import scratch_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_ENV = "CB_TEST_SHOPLAZZA_SECRET"

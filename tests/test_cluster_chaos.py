@@ -1,6 +1,6 @@
 """A three-node RabbitMQ cluster under load loses a node, then another: nothing lost or doubled.
 
-Three private nodes (`tests/rabbit_nodes.py`) joined into one cluster; the bridge's work and
+Three private nodes (`tests/harness/rabbit_nodes.py`) joined into one cluster; the bridge's work and
 delay queues are quorum queues, so each has a replica on every node. Two receivers (`run`) and
 two workers (`worker --target cj`), all processes, share a fresh PostgreSQL store. The bridge
 takes one broker URL (`[broker] url_env`): receiver-1 and worker-1 use node 1, receiver-2 and
@@ -28,12 +28,10 @@ import pytest
 from bridge.amqp import topology
 from bridge.demo.fake_cj import FakeCJ
 from bridge.store.deliveries import Store
-from tests.fleet import Child, Fleet
-from tests.poster import Poster, shoplazza_orders
-from tests.rabbit_nodes import RabbitCluster, RabbitNode, private_cluster
-from tests.settlement import check, settle
-
-pytestmark = pytest.mark.chaos
+from tests.harness.fleet import Child, Fleet
+from tests.harness.poster import Poster, shoplazza_orders
+from tests.harness.rabbit_nodes import RabbitCluster, RabbitNode, private_cluster
+from tests.harness.settlement import check, settle
 
 RATE = 8.0  # orders per second, both receivers together
 SUPPLY = 5000  # orders ready to send; the run ends when the faults are over

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from bridge.settings import parse_settings, resolve
-from tests import dockerfile
+from tests.harness import dockerfile
 
 ROOT = Path(__file__).parent.parent
 COMPOSE = ROOT / "compose.yaml"

@@ -21,9 +21,9 @@ from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
 from bridge.web.console.session import csrf_token, derive_key, issue
-from tests.conftest import ClientFactory
-from tests.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
-from tests.pipeline import API_TOKEN, pipeline_config
+from tests.harness.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
+from tests.harness.pipeline import API_TOKEN, pipeline_config
+from tests.harness.receiver import ClientFactory
 
 Client = TestClient[Any, Any]
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}

@@ -17,8 +17,8 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from bridge.amqp import parked, topology
 from bridge.demo.fake_cj import error_in_200
-from tests.console_browser import CHROMIUM_ARGS, chromium_or_skip
-from tests.pipeline import API_TOKEN, SETTLE_TIMEOUT, Pipeline
+from tests.harness.console_browser import CHROMIUM_ARGS, chromium_or_skip
+from tests.harness.pipeline import API_TOKEN, SETTLE_TIMEOUT, Pipeline
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from yarl import URL
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import OrderCancelled
-from tests.conftest import ClientFactory
-from tests.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
-from tests.pipeline import API_TOKEN, pipeline_config
-from tests.proxy import TcpProxy
+from tests.harness.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
+from tests.harness.pipeline import API_TOKEN, pipeline_config
+from tests.harness.proxy import TcpProxy
+from tests.harness.receiver import ClientFactory
 
 Client = TestClient[Any, Any]
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}

@@ -11,7 +11,7 @@ from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from bridge.web.console.queries import Search, event_detail, overview, search, window
 from contracts.events import OrderCancelled, Source
-from tests.console_browser import arrive, attempt, event
+from tests.harness.console_browser import arrive, attempt, event
 
 NOW = datetime.now(UTC)
 MINUTE = timedelta(minutes=1)

@@ -21,15 +21,11 @@ from bridge.demo.fake_cj import FakeCJ
 from bridge.settings import Config, parse_settings, resolve
 from bridge.worker.consumer import Worker
 from handlers.occ import sign as occ_sign
-from tests.bridges import running_bridge
-from tests.conftest import (
-    ClientFactory,
-    scratch_store,
-    shoplazza_webhook,
-)
-from tests.fake_occ import FakeOCC
-from tests.fake_shoplazza import FakeShoplazza
-from tests.pipeline import API_TOKEN, OCC_SECRET, SETTLE_TIMEOUT, Client
+from tests.fakes.occ import FakeOCC
+from tests.fakes.shoplazza import FakeShoplazza
+from tests.harness.pipeline import API_TOKEN, OCC_SECRET, SETTLE_TIMEOUT, Client, running_bridge
+from tests.harness.receiver import ClientFactory, shoplazza_webhook
+from tests.harness.stores import scratch_store
 
 SHOP = "demo.myshoplaza.com"
 SHOP_TOKEN = "fake-shoplazza-token-42"
@@ -148,8 +144,7 @@ async def fanout(
     config = fanout_config(amqp_url, cj.url, shoplazza.url, occ.url)
     try:
         async with running_bridge(aiohttp_client, amqp_url, amqp, config, TARGETS) as started:
-            client, workers = started
-            yield Fanout(client, workers, cj, shoplazza, occ)
+            yield Fanout(started.client, started.workers, cj, shoplazza, occ)
     finally:
         await shoplazza.stop()
         await occ.stop()

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from bridge.demo.fake_cj import Reply
-from tests.pipeline import Pipeline
-
-pytestmark = pytest.mark.chaos
+from tests.harness.pipeline import Pipeline
 
 ORDERS = 40
 SEED = 20261123

@@ -41,11 +41,9 @@ import pytest
 from aio_pika.abc import AbstractQueue
 
 from handlers.shoplazza import sign
-from tests.conftest import SECRET
-from tests.processes import Bridge, free_port, spawn
-from tests.wire import Answer, chunked, exchange, one, request
-
-pytestmark = pytest.mark.chaos
+from tests.harness.processes import Bridge, free_port, spawn
+from tests.harness.receiver import SECRET
+from tests.harness.wire import Answer, chunked, exchange, one, request
 
 API_TOKEN = "wire-api-token-0123456789"
 BODY_TIMEOUT = 1.5

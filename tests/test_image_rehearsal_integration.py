@@ -43,11 +43,9 @@ import aiohttp
 import orjson
 import pytest
 
-from tests import dockerfile
-from tests.processes import free_port
+from tests.harness import dockerfile
+from tests.harness.processes import free_port
 from tests.test_compose import compose, config_mount, seconds, service_environment
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).parent.parent
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # python:*-slim's

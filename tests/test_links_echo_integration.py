@@ -23,26 +23,26 @@ from aiohttp import web
 
 from bridge.amqp import topology
 from bridge.amqp.messages import PARK_REASON_HEADER, event_message
+from bridge.demo.fake_platform import FakePlatform
 from bridge.settings import WorkerSettings
 from bridge.worker.consumer import Worker
 from bridge.worker.plan import WorkerPlan
 from contracts.events import CancelReason, OrderCancelled, Source
 from handlers.base import Delivered, Headers, HttpCall, Outcome, Rejected, RetryLater
-from tests.bridges import serve
-from tests.conftest import delete_target_queues, receive, shoplazza_webhook
-from tests.pipeline import API_TOKEN, DELAYS, SETTLE_TIMEOUT, SHOP, Pipeline
+from tests.harness.broker import delete_target_queues, receive
+from tests.harness.pipeline import API_TOKEN, DELAYS, SETTLE_TIMEOUT, SHOP, Pipeline
+from tests.harness.receiver import shoplazza_webhook
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 NO_LINK_WINDOW = 1.0  # seconds
 
 
-class FakeStorefront:
+class FakeStorefront(FakePlatform):
     """Accepts `POST /orders/{id}/cancel` and remembers the ids."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.cancelled: list[str] = []
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     async def _cancel(self, request: web.Request) -> web.Response:
         """Cancel: always accepted."""
@@ -50,16 +50,9 @@ class FakeStorefront:
         self.cancelled.append(order_id)
         return web.json_response({"cancellation_id": f"c-{order_id}"})
 
-    async def start(self) -> None:
-        """Serve on an ephemeral loopback port."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The one endpoint."""
         app.router.add_post("/orders/{order_id}/cancel", self._cancel)
-        self._runner, self.url = await serve(app)
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,8 @@ from bridge.demo.fake_cj import Reply, error_in_200
 from bridge.metrics import Metrics
 from bridge.settings import ConfigError, parse_settings, resolve
 from bridge.web.metrics_page import serve_metrics
-from tests.conftest import ClientFactory, make_config, shoplazza_webhook, started
-from tests.pipeline import Client, Pipeline
-
-pytestmark = pytest.mark.integration
+from tests.harness.pipeline import Client, Pipeline
+from tests.harness.receiver import ClientFactory, make_config, shoplazza_webhook, started
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -8,8 +8,8 @@ import orjson
 from aio_pika.abc import AbstractQueue
 
 from handlers.occ import sign
-from tests.conftest import receive
-from tests.pipeline import API_TOKEN, OCC_SECRET, Pipeline
+from tests.harness.broker import receive
+from tests.harness.pipeline import API_TOKEN, OCC_SECRET, Pipeline
 
 
 async def post_occ(

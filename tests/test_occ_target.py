@@ -24,7 +24,7 @@ from handlers.base import (
     Token,
 )
 from handlers.occ import OCCTargetSettings, confirm_read, make_target, read_login
-from tests.fake_occ import FakeOCC
+from tests.fakes.occ import FakeOCC
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
 APP_KEY = "occ-app-key-jwt"

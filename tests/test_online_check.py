@@ -15,11 +15,11 @@ from aiohttp import web
 from bridge.cli.online import Verdict, check_online
 from bridge.demo.fake_cj import TOKEN as CJ_TOKEN
 from bridge.demo.fake_cj import FakeCJ
+from bridge.demo.fake_platform import serve
 from bridge.settings import Config, parse_settings, resolve
-from tests.bridges import serve
-from tests.fake_occ import FakeOCC
-from tests.fake_prime import FakePrime, PrimeOrder
-from tests.fake_shoplazza import FakeShoplazza
+from tests.fakes.occ import FakeOCC
+from tests.fakes.prime import FakePrime, PrimeOrder
+from tests.fakes.shoplazza import FakeShoplazza
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 PRIME_ID, PRIME_SECRET = "prime-client", "prime-secret-value-77"

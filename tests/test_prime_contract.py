@@ -27,7 +27,7 @@ from handlers.prime import (
     make_target,
     token_call,
 )
-from tests.fake_prime import FakePrime, FakeRefusal, PrimeOrder
+from tests.fakes.prime import FakePrime, FakeRefusal, PrimeOrder
 
 VERSIONS = ("2024-04-01", "2024-11-01")
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)

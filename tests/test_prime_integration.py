@@ -24,15 +24,11 @@ from bridge.demo.fake_cj import TOKEN as CJ_TOKEN
 from bridge.demo.fake_cj import FakeCJ
 from bridge.settings import Config, parse_settings, resolve
 from bridge.worker.consumer import Worker
-from tests.bridges import running_bridge
-from tests.conftest import (
-    ClientFactory,
-    scratch_store,
-    shoplazza_webhook,
-)
-from tests.fake_prime import FakePrime, PrimeOrder
-from tests.fake_shoplazza import FakeShoplazza
-from tests.pipeline import API_TOKEN, SETTLE_TIMEOUT, Client
+from tests.fakes.prime import FakePrime, PrimeOrder
+from tests.fakes.shoplazza import FakeShoplazza
+from tests.harness.pipeline import API_TOKEN, SETTLE_TIMEOUT, Client, running_bridge
+from tests.harness.receiver import ClientFactory, shoplazza_webhook
+from tests.harness.stores import scratch_store
 
 BP = "bp-amzn1-123"
 SHOP = "demo.myshoplaza.com"
@@ -198,8 +194,7 @@ async def running(  # noqa: PLR0913 - the fixtures, then how to talk to Prime
     config = prime_config(amqp_url, cj.url, shoplazza.url, prime.url, auth, prime_api=prime_api)
     try:
         async with running_bridge(aiohttp_client, amqp_url, amqp, config, TARGETS) as started:
-            client, workers = started
-            yield Bridge(client, workers, cj, shoplazza, prime)
+            yield Bridge(started.client, started.workers, cj, shoplazza, prime)
         # Every request the bridge sent was valid for the published schema of its version.
         assert prime.refused == []
         assert prime.token_refusals == 0

@@ -11,11 +11,11 @@ from aio_pika.abc import AbstractQueue
 from aiohttp.test_utils import TestClient
 
 from handlers.shoplazza import sign
-from tests.conftest import (
+from tests.harness.broker import receive
+from tests.harness.receiver import (
     SECRET,
     ClientFactory,
     make_config,
-    receive,
     shoplazza_webhook,
     signed,
     started,

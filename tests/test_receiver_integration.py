@@ -15,16 +15,8 @@ from aiohttp.test_utils import TestClient
 
 from bridge.amqp import topology
 from contracts.events import OrderCancelled, Source, event_id_for
-from tests.conftest import (
-    PREVIOUS_SECRET,
-    SECRET,
-    Webhook,
-    assert_empty,
-    purged,
-    receive,
-    shoplazza_webhook,
-    signed,
-)
+from tests.harness.broker import assert_empty, purged, receive
+from tests.harness.receiver import PREVIOUS_SECRET, SECRET, Webhook, shoplazza_webhook, signed
 
 Client = TestClient[Any, Any]
 

@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import SECRET, shoplazza_webhook
-from tests.processes import STARTUP_TIMEOUT, Bridge, free_port, spawn
+from tests.harness.processes import STARTUP_TIMEOUT, Bridge, free_port, spawn
+from tests.harness.receiver import SECRET, shoplazza_webhook
 
 PROCESSES = 3
 HOOKS = 60  # each on a new connection: the kernel spreads connections, not requests

@@ -37,8 +37,9 @@ from bridge.store.tables import transitions
 from bridge.targets import plan as worker_plan_for
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker
-from tests.conftest import ClientFactory, delete_target_queues, fresh_target_queues, wait_ready
-from tests.pipeline import SETTLE_TIMEOUT, Client, Pipeline, pipeline_config
+from tests.harness.broker import delete_target_queues, fresh_target_queues
+from tests.harness.pipeline import SETTLE_TIMEOUT, Client, Pipeline, pipeline_config
+from tests.harness.receiver import ClientFactory, wait_ready
 
 WINDOW = timedelta(hours=1)
 NO_GRACE = timedelta(0)

@@ -17,8 +17,9 @@ from bridge.amqp import topology
 from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.settings import DEFAULT_DELAYS
 from contracts.events import Source
-from tests.conftest import SECRET, delete_target_queues, shoplazza_webhook
-from tests.processes import Bridge, free_port, spawn
+from tests.harness.broker import delete_target_queues
+from tests.harness.processes import Bridge, free_port, spawn
+from tests.harness.receiver import SECRET, shoplazza_webhook
 
 Launcher = Callable[..., Awaitable[Bridge]]
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
 from aio_pika.abc import AbstractRobustConnection
 from yarl import URL
 
@@ -22,10 +21,9 @@ from bridge.amqp import topology
 from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.settings import DEFAULT_DELAYS
 from contracts.events import Source
-from tests.conftest import SECRET, delete_target_queues, shoplazza_webhook
-from tests.processes import free_port, spawn
-
-pytestmark = pytest.mark.chaos
+from tests.harness.broker import delete_target_queues
+from tests.harness.processes import free_port, spawn
+from tests.harness.receiver import SECRET, shoplazza_webhook
 
 OLD_SECRET = "old-shoplazza-secret-a1b2c3"
 API_TOKEN = "api-token-never-logged-9f8e7d"

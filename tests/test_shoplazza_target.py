@@ -27,7 +27,7 @@ from handlers.shoplazza import (
     make_target,
     target_secret_envs,
 )
-from tests.fake_shoplazza import (
+from tests.fakes.shoplazza import (
     ERROR_SHAPES,
     RECANCEL_STATUSES,
     ErrorShape,

@@ -13,21 +13,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import pytest
 
 from bridge.settings import Config, parse_settings, resolve
 from handlers.occ import sign as occ_sign
 from handlers.shoplazza import sign
-from tests.conftest import (
+from tests.harness.receiver import (
     PREVIOUS_SECRET,
     SECRET,
     ClientFactory,
-    scratch_store,
     shoplazza_webhook,
     started,
 )
-
-pytestmark = pytest.mark.chaos
+from tests.harness.stores import scratch_store
 
 OCC_SECRET = base64.b64encode(b"occ-signature-test-key").decode()
 OCC_PREVIOUS = base64.b64encode(b"occ-previous-test-key").decode()

@@ -20,8 +20,10 @@ from bridge.cli.main import main
 from bridge.demo.fake_cj import Reply, accepted
 from bridge.targets import plan
 from bridge.worker.consumer import Worker
-from tests.conftest import ClientFactory, make_config, receive, started, store_section
-from tests.pipeline import API_TOKEN, SETTLE_TIMEOUT, Pipeline, worker_for
+from tests.harness.broker import receive
+from tests.harness.pipeline import API_TOKEN, SETTLE_TIMEOUT, Pipeline, worker_for
+from tests.harness.receiver import ClientFactory, make_config, started
+from tests.harness.stores import store_section
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 DUPLICATES = 5

@@ -24,17 +24,9 @@ from bridge.targets import plan
 from bridge.tracing import Tracing
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker
-from tests.conftest import (
-    ClientFactory,
-    delete_target_queues,
-    fresh_target_queues,
-    receive,
-    shoplazza_webhook,
-    wait_ready,
-)
-from tests.pipeline import SETTLE_TIMEOUT, Client, pipeline_config
-
-pytestmark = pytest.mark.integration
+from tests.harness.broker import delete_target_queues, fresh_target_queues, receive
+from tests.harness.pipeline import SETTLE_TIMEOUT, Client, pipeline_config
+from tests.harness.receiver import ClientFactory, shoplazza_webhook, wait_ready
 
 
 @dataclass

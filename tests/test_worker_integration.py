@@ -25,14 +25,8 @@ from bridge.targets import plan
 from bridge.web.app import create_app
 from contracts.events import OrderCancelled
 from handlers.base import Headers, HttpCall, Outcome, Rejected
-from tests.conftest import (
-    ClientFactory,
-    delete_target_queues,
-    receive,
-    shoplazza_webhook,
-    wait_ready,
-)
-from tests.pipeline import (
+from tests.harness.broker import delete_target_queues, receive
+from tests.harness.pipeline import (
     DELAYS,
     SETTLE_TIMEOUT,
     Client,
@@ -40,6 +34,7 @@ from tests.pipeline import (
     pipeline_config,
     worker_for,
 )
+from tests.harness.receiver import ClientFactory, shoplazza_webhook, wait_ready
 
 
 async def test_webhook_leads_to_exactly_one_cancel_orders_call(pipeline: Pipeline) -> None:

@@ -27,9 +27,10 @@ from bridge.settings import DEFAULT_DELAYS
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
-from tests.conftest import broker_address, delete_target_queues, store_section, via
-from tests.processes import Bridge, spawn
-from tests.proxy import TcpProxy
+from tests.harness.broker import broker_address, delete_target_queues, via
+from tests.harness.processes import Bridge, spawn
+from tests.harness.proxy import TcpProxy
+from tests.harness.stores import store_section
 
 CALL_TIMEOUT = 30.0
 CJ_TIMEOUT = 2.0  # seconds; with LEASE_MARGIN, a dead worker's claim lasts 6 s

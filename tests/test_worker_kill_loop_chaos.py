@@ -24,7 +24,7 @@ from bridge.demo.fake_cj import FakeCJ
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import SETTLED_STATES
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
-from tests.processes import Bridge
+from tests.harness.processes import Bridge
 from tests.test_worker_kill_integration import (
     WORKER_DELAYS,
     Workers,
@@ -32,8 +32,6 @@ from tests.test_worker_kill_integration import (
     killed,
     worker_config,
 )
-
-pytestmark = pytest.mark.chaos
 
 ORDERS = 600
 KILL_EVERY = 150

@@ -21,7 +21,6 @@ reversal and the new, non-zero state): a correction that is no decline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +33,7 @@ import orjson
 from aiohttp import web
 from graphql import GraphQLError, GraphQLResolveInfo, GraphQLSchema, OperationType, graphql_sync
 
+from bridge.demo.fake_platform import ScriptedPlatform
 from bridge.graphql_schemas import (
     Accepted,
     Refusal,
@@ -131,10 +131,11 @@ class Refused:
     refusal: Refusal
 
 
-class FakeCJ:
+class FakeCJ(ScriptedPlatform[Reply]):
     """Records every cancel request; answers from `script[order_id]`, else accepts.
 
-    A request outside CJ's published schema is refused before any of that (`refused`).
+    A request outside CJ's published schema is refused before any of that (`refused`). `url` is
+    the tracking API's `/graphql` once started.
     """
 
     def __init__(
@@ -144,7 +145,7 @@ class FakeCJ:
         on_call: Callable[[Call], None] | None = None,
         invalid_status: int = HTTP_OK,
     ) -> None:
-        self.script: dict[str, list[Reply]] = {}
+        super().__init__()
         self.calls: list[Call] = []
         # With `remember`, an order accepted once is answered "already declined" afterwards,
         # as a real tracker would refuse a second cancellation.
@@ -153,10 +154,6 @@ class FakeCJ:
         # timestamp arrivals with it).
         self.on_call = on_call
         self.accepted: Counter[str] = Counter()
-        self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self._stopping = asyncio.Event()
-        self.url = ""
         self.test_url = ""  # `/graphqltest`: validates, changes nothing
         # Requests outside CJ's published schemas, and the HTTP status of a validation error
         # (CJ's docs show GraphQL errors in HTTP 200; PLATFORMS.md saw a bad enum get 400 too).
@@ -347,10 +344,7 @@ class FakeCJ:
             replies = [self._answer(Call(order, authorization, at)) for order in orders]
             self._changed.notify_all()
         reply = _combine(replies)
-        if reply.delay:  # the scripted slowness itself, cut short when the fake stops
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(reply.delay):
-                    await self._stopping.wait()
+        await self.delay(reply.delay)  # the scripted slowness itself, cut short when it stops
         body = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
         return web.Response(
             status=reply.status, body=body, headers=reply.headers, content_type="application/json"
@@ -362,9 +356,9 @@ class FakeCJ:
         self.calls.append(call)
         if self.on_call is not None:
             self.on_call(call)
-        replies = self.script.get(order_id)
-        if replies:
-            reply = replies.pop(0)
+        scripted = self.scripted(order_id)
+        if scripted is not None:
+            reply = scripted
         elif self.remember and self.accepted[order_id]:
             reply = error_in_200(f"Order {order_id} is already declined")
         else:
@@ -450,35 +444,23 @@ class FakeCJ:
 
     async def wait_calls(self, count: int) -> None:
         """Return once `count` calls have arrived."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self.calls) >= count)
+        await self.wait_until(lambda: len(self.calls) >= count)
 
     async def wait_accepted(self, orders: int) -> None:
         """Return once `orders` distinct orders have been accepted."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self.accepted) >= orders)
+        await self.wait_until(lambda: len(self.accepted) >= orders)
 
-    async def start(self) -> str:
-        """Serve on an ephemeral loopback port; returns the GraphQL URL."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The tracking API, its validate-only twin, the Commission Detail API."""
         app.router.add_post("/graphql", self._graphql)
         app.router.add_post("/graphqltest", self._graphqltest)
         app.router.add_post("/query", self._query)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/graphql"
-        self.test_url = f"http://127.0.0.1:{port}/graphqltest"
-        self.commissions_url = f"http://127.0.0.1:{port}/query"
-        return self.url
 
-    async def stop(self) -> None:
-        """Stop serving (scripted delays end at once)."""
-        self._stopping.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
+    def served(self) -> None:
+        """`url` is the tracking API's endpoint; the other two beside it."""
+        self.url = f"{self.base_url}/graphql"
+        self.test_url = f"{self.base_url}/graphqltest"
+        self.commissions_url = f"{self.base_url}/query"
 
 
 def _json(status: int, body: object) -> web.Response:

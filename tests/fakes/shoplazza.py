@@ -31,7 +31,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from tests.bridges import serve
+from bridge.demo.fake_platform import FakePlatform
 
 RATE_WINDOW = 0.95  # seconds: two requests per store within this are allowed, a third is 429
 RATE_LIMIT = 2
@@ -43,7 +43,7 @@ ERROR_SHAPES: tuple[ErrorShape, ...] = ("errors", "code")
 
 
 @dataclass
-class FakeShoplazza:
+class FakeShoplazza(FakePlatform):
     """Orders by (shop, id) with their status; tokens by shop; every request recorded."""
 
     tokens: dict[str, str]
@@ -53,10 +53,10 @@ class FakeShoplazza:
     cancels: list[tuple[str, str]] = field(default_factory=list)
     reads: list[tuple[str, str]] = field(default_factory=list)
     too_fast: int = 0
-    url: str = ""
     _recent: dict[str, list[float]] = field(default_factory=dict)
-    _runner: web.AppRunner | None = None
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def __post_init__(self) -> None:
+        FakePlatform.__init__(self)
 
     def _error(self, status: int, code: str, message: str) -> web.Response:
         if self.error_shape == "code":
@@ -91,9 +91,7 @@ class FakeShoplazza:
         if status == "finished":
             return self._error(406, "InvalidParameter", "order can not be cancelled")
         self.orders[(shop, order_id)] = "cancelled"
-        async with self._changed:
-            self.cancels.append((shop, order_id))
-            self._changed.notify_all()
+        await self.record(self.cancels, (shop, order_id))
         return web.json_response(self._order(shop, order_id))
 
     async def _read(self, request: web.Request) -> web.Response:
@@ -121,19 +119,11 @@ class FakeShoplazza:
 
     async def wait_cancels(self, count: int) -> None:
         """Return once `count` orders were cancelled."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self.cancels) >= count)
+        await self.wait_until(lambda: len(self.cancels) >= count)
 
-    async def start(self) -> None:
-        """Serve on an ephemeral loopback port."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """Cancel, read and list orders, under each store's path prefix."""
         prefix = "/{shop}/openapi/{version}/orders/{order_id}"
         app.router.add_post(prefix + "/cancel", self._cancel)
         app.router.add_get(prefix, self._read)
         app.router.add_get("/{shop}/openapi/{version}/orders", self._list)
-        self._runner, self.url = await serve(app)
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()

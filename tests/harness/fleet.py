@@ -1,7 +1,7 @@
 """Bridge processes for load and fault tests: configs, children whose logs are read as they come.
 
-`tests/processes.py` reads a child's log lines only while a test waits for one; under load a
-child prints thousands of lines, and an unread pipe would block it. A `Child` reads every line
+`tests/harness/processes.py` reads a child's log lines only while a test waits for one; under load
+a child prints thousands of lines, and an unread pipe would block it. A `Child` reads every line
 from the start, counts events, keeps the last lines and the error lines for failure messages,
 and lets a test await an event (or its n-th occurrence).
 """
@@ -21,8 +21,9 @@ from pathlib import Path
 import orjson
 
 from bridge.demo.fake_cj import TOKEN
-from tests.conftest import SECRET, store_section
-from tests.processes import free_port
+from tests.harness.processes import free_port
+from tests.harness.receiver import SECRET
+from tests.harness.stores import store_section
 
 START_TIMEOUT = 60.0  # seconds for a child to log that it is ready (a busy machine)
 STOP_TIMEOUT = 30.0  # SIGTERM, then this long to drain and exit

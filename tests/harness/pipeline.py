@@ -1,14 +1,18 @@
-"""The whole pipeline in one process, as `cancel-bridge run` wires it: receiver, worker, store.
+"""The whole bridge in one test process, as `cancel-bridge run` wires it.
 
-Registered as a pytest plugin by `conftest.py`: the `pipeline` fixture runs on both store
-engines (a SQLite file, and PostgreSQL when DATABASE_URL is set).
+`running_bridge` is the one way to do it: one store, the receiver (a ready test client), one
+worker per target, one metrics registry, the targets' queues fresh before and deleted after.
+The `pipeline` fixture is that bridge with the CJ target (`pipeline_config`) and the fake CJ;
+registered as a pytest plugin by `conftest.py`, it runs on both store engines (a SQLite file,
+and PostgreSQL when DATABASE_URL is set). `worker_for` adds a worker with its own store
+connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,16 +29,9 @@ from bridge.targets import plan
 from bridge.web.app import create_app
 from bridge.worker.consumer import Worker
 from bridge.worker.plan import WorkerPlan
-from tests.conftest import (
-    SECRET,
-    ClientFactory,
-    delete_target_queues,
-    fresh_target_queues,
-    scratch_store,
-    shoplazza_webhook,
-    store_section,
-    wait_ready,
-)
+from tests.harness.broker import delete_target_queues, fresh_target_queues
+from tests.harness.receiver import SECRET, ClientFactory, shoplazza_webhook, wait_ready
+from tests.harness.stores import scratch_store, store_section
 
 SHOP = "pipeline.myshoplaza.com"
 OCC_SECRET = "b2NjLXBpcGVsaW5lLXNlY3JldC0wMDE="  # base64, as OCC shows webhook secrets
@@ -48,6 +45,7 @@ Client = TestClient[Any, Any]
 
 
 def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None) -> Config:
+    """Sources Shoplazza and OCC routed to the CJ target at `cj_url`; fast retries."""
     store, store_env = store_section(database_url or scratch_store())
     settings = parse_settings(
         {
@@ -81,6 +79,49 @@ def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None)
         **store_env,
     }
     return resolve(settings, env)
+
+
+@dataclass
+class RunningBridge:
+    """What `running_bridge` started: the receiver's client, the workers by target, the store."""
+
+    client: Client
+    workers: dict[str, Worker]
+    store: Store
+    metrics: Metrics
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(
+    aiohttp_client: ClientFactory,
+    amqp_url: str,
+    amqp: AbstractRobustConnection,
+    config: Config,
+    targets: Sequence[str],
+) -> AsyncIterator[RunningBridge]:
+    """The receiver's test client and the workers, as `cancel-bridge run` wires them."""
+    plans = {target: plan(config, target) for target in targets}
+    channel = await amqp.channel()
+    for worker_plan in plans.values():
+        await fresh_target_queues(channel, worker_plan.topology)
+    metrics = Metrics()  # one registry for the receiver and the workers, as in `run`
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            store = await stack.enter_async_context(Store.open(config.store_url.get_secret_value()))
+            client: Client = await aiohttp_client(create_app(config, store, metrics))
+            await wait_ready(client)
+            workers = {
+                target: await stack.enter_async_context(
+                    Worker.running(
+                        worker_plan, amqp_url, config.settings.broker, store, metrics=metrics
+                    )
+                )
+                for target, worker_plan in plans.items()
+            }
+            yield RunningBridge(client, workers, store, metrics)
+    finally:
+        for worker_plan in plans.values():
+            await delete_target_queues(channel, worker_plan.topology)
 
 
 @contextlib.asynccontextmanager
@@ -132,17 +173,11 @@ async def pipeline(
     cj: FakeCJ,
     database_url: str,
 ) -> AsyncIterator[Pipeline]:
+    """The bridge with the CJ target and the fake CJ, on each store engine."""
     config = pipeline_config(amqp_url, cj.url, database_url)
-    worker_plan = plan(config, "cj")
-    channel = await amqp.channel()
-    await fresh_target_queues(channel, worker_plan.topology)
-    parked = await channel.get_queue(worker_plan.topology.parked.name)
-    metrics = Metrics()  # one registry for the receiver and the worker, as in `run`
-    async with Store.open(config.store_url.get_secret_value()) as store:
-        client: Client = await aiohttp_client(create_app(config, store, metrics))
-        await wait_ready(client)
-        async with Worker.running(
-            worker_plan, amqp_url, config.settings.broker, store, metrics=metrics
-        ) as worker:
-            yield Pipeline(client, worker, cj, parked, store, config, metrics)
-    await delete_target_queues(channel, worker_plan.topology)
+    parked_name = plan(config, "cj").topology.parked.name
+    async with running_bridge(aiohttp_client, amqp_url, amqp, config, ["cj"]) as bridge:
+        parked = await (await amqp.channel()).get_queue(parked_name)
+        yield Pipeline(
+            bridge.client, bridge.workers["cj"], cj, parked, bridge.store, config, bridge.metrics
+        )

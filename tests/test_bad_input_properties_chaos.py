@@ -12,14 +12,11 @@ import string
 from typing import Any
 
 import orjson
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handlers.shoplazza import sign
-from tests.conftest import SECRET, ClientFactory, make_config, started
-
-pytestmark = pytest.mark.chaos
+from tests.harness.receiver import SECRET, ClientFactory, make_config, started
 
 PROFILE = settings(
     max_examples=150,

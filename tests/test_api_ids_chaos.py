@@ -13,17 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
 import sqlalchemy as sa
 
 from bridge.store.deliveries import Store
 from bridge.store.tables import deliveries, echoes, events, links, transitions
-from tests import wire
-from tests.conftest import shoplazza_webhook
-from tests.pipeline import API_TOKEN, Pipeline
-from tests.wire import Answer, one
-
-pytestmark = pytest.mark.chaos
+from tests.harness import wire
+from tests.harness.pipeline import API_TOKEN, Pipeline
+from tests.harness.receiver import shoplazza_webhook
+from tests.harness.wire import Answer, one
 
 TOKEN = [("Authorization", f"Bearer {API_TOKEN}")]
 WRONG_TOKENS: list[bytes | None] = [

@@ -20,7 +20,6 @@ unknown order. `unavailable` makes the next N calls 503.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ from typing import Any, Literal
 from aiohttp import web
 from graphql import ExecutionResult, GraphQLError, GraphQLResolveInfo, execute, parse
 
+from bridge.demo.fake_platform import FakePlatform
 from bridge.graphql_schemas import Accepted, check_request, load_schema
 from handlers.prime import API_VERSIONS
-from tests.bridges import serve
 
 
 @dataclass
@@ -87,7 +86,7 @@ class _PrimeError(GraphQLError):
 
 
 @dataclass
-class FakePrime:
+class FakePrime(FakePlatform):
     """The fake API; `orders` by order id, every token request and mutation recorded."""
 
     client_id: str
@@ -96,7 +95,6 @@ class FakePrime:
     token_requests: int = 0
     cancels: list[dict[str, Any]] = field(default_factory=list)
     unavailable: int = 0
-    url: str = ""
     token_client_auth: Literal["basic", "form"] = "basic"
     token_lifetime: int = 900
     invalid_status: int = 200  # HTTP status of a schema refusal (undocumented)
@@ -104,8 +102,9 @@ class FakePrime:
     refused: list[FakeRefusal] = field(default_factory=list)
     token_refusals: int = 0  # token requests refused with invalid_client
     _tokens: set[str] = field(default_factory=set)
-    _runner: web.AppRunner | None = None
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def __post_init__(self) -> None:
+        FakePlatform.__init__(self)
 
     def expire_all(self) -> None:
         """Every token issued so far stops working."""
@@ -266,19 +265,10 @@ class FakePrime:
         if not isinstance(result, ExecutionResult):  # the resolvers are synchronous
             raise TypeError(result)
         if cancels:
-            async with self._changed:
-                self.cancels.extend(cancels)
-                self._changed.notify_all()
+            await self.record(self.cancels, *cancels)
         return web.json_response(result.formatted)
 
-    async def start(self) -> None:
-        """Serve on an ephemeral loopback port."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """The token endpoint and the GraphQL API."""
         app.router.add_post("/token", self._token)
         app.router.add_post("/graphql", self._graphql)
-        self._runner, self.url = await serve(app)
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()

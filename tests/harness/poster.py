@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from tests.conftest import Webhook, signed
+from tests.harness.receiver import Webhook, signed
 
 CONNECTIONS = 32
 REQUEST_TIMEOUT = 30.0  # seconds for one request

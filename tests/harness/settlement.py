@@ -21,8 +21,8 @@ from bridge.store.deliveries import Store
 from bridge.store.lifecycle import SETTLED_STATES
 from bridge.store.tables import deliveries
 from contracts.events import Source, event_id_for
-from tests.poster import Poster
-from tests.rabbit_nodes import QueueCount, RabbitCtlError, RabbitNode
+from tests.harness.poster import Poster
+from tests.harness.rabbit_nodes import QueueCount, RabbitCtlError, RabbitNode
 
 POLL = 0.25  # seconds between looks at state that cannot notify (store rows, queue depths)
 NO_ROW = "no row"

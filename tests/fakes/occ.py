@@ -31,12 +31,11 @@ It answers only what Oracle documents, and where Oracle is silent the most conse
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tests.bridges import serve
+from bridge.demo.fake_platform import FakePlatform
 
 CANCEL_REASONS = frozenset(
     {"changeOfMind", "cannotProcessOrder", "paymentNotReceived", "noLongerNeeded"}
@@ -62,7 +61,7 @@ def _error(code: str | None, message: str, status: int = 400) -> web.Response:
 
 
 @dataclass
-class FakeOCC:
+class FakeOCC(FakePlatform):
     """Orders by (site, id) with their state; every cancel and login recorded."""
 
     app_key: str
@@ -71,10 +70,10 @@ class FakeOCC:
     logins: int = 0
     login_expires_in: int | None = None  # undocumented: omitted unless set
     inactive_reasons: set[str] = field(default_factory=set)  # listed, `active: false`
-    url: str = ""
     _tokens: set[str] = field(default_factory=set)
-    _runner: web.AppRunner | None = None
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def __post_init__(self) -> None:
+        FakePlatform.__init__(self)
 
     def expire_all(self) -> None:
         """Every token issued so far stops working."""
@@ -110,9 +109,7 @@ class FakeOCC:
         if (refused := self._uncancellable(site, order_id, reason)) is not None:
             return refused
         self.orders[(site, order_id)] = "REMOVED"
-        async with self._changed:
-            self.cancels.append((site, order_id, reason))
-            self._changed.notify_all()
+        await self.record(self.cancels, (site, order_id, reason))
         return web.json_response({"result": "success"})
 
     def _uncancellable(self, site: str, order_id: str, reason: str) -> web.Response | None:
@@ -163,16 +160,9 @@ class FakeOCC:
             ]
         )
 
-    async def start(self) -> None:
-        """Serve on an ephemeral loopback port."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
+        """Login, cancel, order read and the reasons list of the admin API."""
         app.router.add_post("/ccadmin/v1/login", self._login)
         app.router.add_post("/ccadmin/v1/orders/cancel", self._cancel)
         app.router.add_get("/ccadmin/v1/orders/{order_id}", self._read)
         app.router.add_get("/ccadmin/v1/reasons", self._reasons)
-        self._runner, self.url = await serve(app)
-
-    async def stop(self) -> None:
-        """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
