@@ -33,7 +33,7 @@ from bridge.runtime import StartupError, start_receiver
 from bridge.settings import DEFAULT_AMQP_URL, Config, parse_settings, redact_url, resolve
 from bridge.store.deliveries import Store
 from bridge.targets import plan
-from bridge.web.app import PUBLISHER
+from bridge.web.webhooks import PUBLISHER
 from bridge.worker.consumer import Worker
 from handlers.shoplazza import sign
 

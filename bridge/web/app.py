@@ -1,7 +1,6 @@
-"""The aiohttp receiver: verify, parse, publish confirmed, then answer.
+"""The aiohttp receiver app: its middleware, health answers, lifecycles and routes.
 
-Every answer is JSON. 200 means the broker holds the message (or there was nothing to hold);
-503 with `Retry-After` means it does not, and the platform must send it again.
+Every answer is JSON. The webhooks themselves are `bridge/web/webhooks.py`.
 """
 
 from __future__ import annotations
@@ -14,48 +13,29 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import sqlalchemy as sa
 import structlog
-from aiohttp import HttpVersion11, web
-from multidict import CIMultiDictProxy
-from pamqp import commands as spec
+from aiohttp import web
 
-from bridge.amqp import asyncapi, topology
-from bridge.amqp.messages import event_properties, quarantine_message
-from bridge.amqp.publisher import BrokerUnavailable, Publisher
+from bridge.amqp import asyncapi
+from bridge.amqp.publisher import Publisher
 from bridge.metrics import Metrics
 from bridge.settings import Config
-from bridge.store.arrivals import Arrival, Echo, Seen
 from bridge.store.batching import Batcher
 from bridge.store.deliveries import Store
 from bridge.store.engine import StoreUnavailable
 from bridge.targets import target_topology
-from bridge.tracing import Tracing, failed
+from bridge.tracing import Tracing
 from bridge.web import api, console, oauth
 from bridge.web.keys import CONFIG, METRICS, STORE, TRACING, error_response, json_response
-from bridge.web.lookups import LOOKUPS, lookups_ctx
+from bridge.web.lookups import lookups_ctx
 from bridge.web.metrics_page import metrics_page
-from contracts.events import OrderCancelled, Source
-from handlers.base import (
-    Ignored,
-    Lookup,
-    MalformedPayloadError,
-    Unavailable,
-    WebhookError,
-    clean_text,
-)
+from bridge.web.webhooks import ARRIVALS, PUBLISHER, WEBHOOKS_PREFIX, expect_continue, webhook
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["CONFIG", "METRICS", "PUBLISHER", "STORE", "create_app"]
-
-PUBLISHER = web.AppKey("publisher", Publisher)
-ARRIVALS = web.AppKey("arrivals", Batcher[Arrival, Seen | Echo])
+__all__ = ["create_app"]
 
 ECHO_HOUSEKEEPING_INTERVAL = 3600.0  # seconds
-KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
-KEPT_HEADER_CHARS = 1024
-KEPT_HEADER_NAME_CHARS = 100  # AMQP field names are short strings; x-http- is prefixed
 STORE_CHECK_TIMEOUT = 2.0  # seconds `/readyz` waits for the store's answer
-WEBHOOKS_PREFIX = "/webhooks/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -121,228 +101,6 @@ def _outcome(response: web.StreamResponse) -> str:
         if isinstance(word, str) and word.isidentifier() and len(word) <= 40:  # noqa: PLR2004
             return word
     return "other"
-
-
-def _platform_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    """The platform's `X-` headers to keep beside a quarantined body, bounded and clean.
-
-    Signatures are left out: a stored body with its valid signature could be replayed.
-    """
-    kept: dict[str, str] = {}
-    for name, value in headers.items():
-        lowered = clean_text(name).lower()
-        if (
-            lowered.startswith("x-")
-            and len(lowered) <= KEPT_HEADER_NAME_CHARS
-            and not any(word in lowered for word in ("hmac", "signature"))
-            and lowered not in kept
-            and len(kept) < KEPT_HEADERS
-        ):
-            kept[lowered] = clean_text(value)[:KEPT_HEADER_CHARS]
-    return kept
-
-
-def _try_again(config: Config, code: str, detail: str) -> web.Response:
-    """503 with `Retry-After`: nothing was published, the platform sends it again later."""
-    retry_after = str(config.settings.broker.retry_after)
-    return error_response(503, code, detail, {"Retry-After": retry_after})
-
-
-def _unavailable(config: Config, exc: BrokerUnavailable, **context: object) -> web.Response:
-    log.warning("webhook.unavailable", detail=str(exc), **context)
-    return _try_again(config, "broker_unavailable", str(exc))
-
-
-async def _read_body(request: web.Request, config: Config) -> bytes | web.Response:
-    """The raw body as sent, or the refusal: too large, compressed, or too slow to arrive."""
-    receiver = config.settings.receiver
-    limit = receiver.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return error_response(413, "body_too_large", f"body exceeds {limit} bytes")
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        # Platforms send webhooks uncompressed; an encoded body cannot be read as JSON.
-        return error_response(
-            415, "unsupported_content_encoding", "send the body uncompressed (identity)"
-        )
-    if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
-        return await request.read()
-    try:
-        # aiohttp stops at client_max_size (== limit): 413 via the middleware.
-        async with asyncio.timeout(receiver.body_timeout):
-            body = await request.read()
-    except TimeoutError:
-        return error_response(
-            408, "body_timeout", f"body not received within {receiver.body_timeout:g}s"
-        )
-    return body
-
-
-async def expect_continue(request: web.Request) -> web.StreamResponse | None:
-    """`Expect: 100-continue`: refuse an oversize body before the client sends it; JSON 417s."""
-    expect = request.headers.get("Expect", "").strip().lower()
-    if request.version != HttpVersion11 or not expect:
-        return None
-    if expect != "100-continue":
-        return error_response(417, "expectation_failed", "only Expect: 100-continue is supported")
-    limit = request.app[CONFIG].settings.receiver.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return error_response(413, "body_too_large", f"body exceeds {limit} bytes")
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # the 100 is not part of the response proper
-    return None
-
-
-async def webhook(request: web.Request) -> web.StreamResponse:
-    """`POST /webhooks/{source}`: one platform's cancellation webhook (in a span when tracing)."""
-    tracing = request.app[TRACING]
-    if not tracing.on:
-        return await _webhook(request)
-    name = request.match_info["source"]
-    known = any(s.value == name for s in request.app[CONFIG].source_secrets)
-    attributes = {"http.request.method": request.method, "http.route": "/webhooks/{source}"}
-    with tracing.span("POST /webhooks/{source}", "server", attributes) as span:
-        response = await _webhook(request)
-        if span is not None:
-            span.set_attribute("cancel_bridge.source", name if known else "unknown")
-            span.set_attribute("http.response.status_code", response.status)
-        return response
-
-
-async def _webhook(request: web.Request) -> web.StreamResponse:
-    config = request.app[CONFIG]
-    name = request.match_info["source"]
-    source = next((s for s in config.source_secrets if s.value == name), None)
-    handler = config.source_handlers.get(source) if source is not None else None
-    if source is None or handler is None:
-        return error_response(404, "unknown_source", f"no source {name!r} is configured")
-    body = await _read_body(request, config)
-    if isinstance(body, web.Response):
-        return body
-
-    received_at = datetime.now(UTC)
-    try:
-        handler.verify(request.headers, body, config.secrets_now(source, received_at), received_at)
-    except WebhookError as exc:
-        log.warning("webhook.rejected", source=name, error=exc.code, detail=exc.detail)
-        return error_response(exc.status, exc.code, exc.detail)
-
-    try:
-        result = handler.parse(request.headers, body, received_at)
-    except MalformedPayloadError as exc:
-        return await _quarantine(request, source, body, exc.reason, received_at)
-    return await _settle(request, source, body, result, received_at)
-
-
-async def _settle(
-    request: web.Request,
-    source: Source,
-    body: bytes,
-    result: OrderCancelled | Ignored | Lookup,
-    received_at: datetime,
-) -> web.Response:
-    """Publish the event, after completing a thin webhook; or say why not."""
-    if isinstance(result, Lookup):  # a thin webhook: the platform's API completes it
-        try:
-            completed = await request.app[LOOKUPS].complete(source, result)
-        except MalformedPayloadError as exc:
-            return await _quarantine(request, source, body, exc.reason, received_at)
-        if isinstance(completed, Unavailable):
-            log.warning("webhook.lookup_unavailable", source=source.value, detail=completed.reason)
-            return _try_again(request.app[CONFIG], "platform_unavailable", completed.reason)
-        result = completed
-    if isinstance(result, Ignored):
-        log.info("webhook.ignored", source=source.value, reason=result.reason)
-        return json_response(200, {"status": "ignored", "reason": result.reason})
-    return await _publish(request, result)
-
-
-async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
-    config = request.app[CONFIG]
-    context = {
-        "event_id": str(event.event_id),
-        "source": event.source.value,
-        "shop": event.shop,
-        "order_id": event.order_id,
-        "delivery_id": event.delivery_id,
-    }
-    now = datetime.now(UTC)
-    body = event.to_json()  # once: the store keeps the bytes the broker gets
-    arrival = Arrival(
-        event,
-        now,
-        tuple(config.settings.routes.get(event.source, ())),
-        echo_since=now - timedelta(seconds=config.settings.store.echo_ttl),
-        body=body,
-    )
-    try:
-        arrived = await request.app[ARRIVALS].submit(arrival)
-    except StoreUnavailable as exc:
-        log.warning("webhook.store_unavailable", detail=str(exc), **context)
-        return _try_again(config, "store_unavailable", str(exc))
-    if isinstance(arrived, Echo):
-        # The bridge cancelled this order here itself: fanning it out again would loop.
-        log.info("webhook.echo", cause=arrived.cause, **context)
-        return json_response(
-            200, {"status": "echo", "event_id": context["event_id"], "echo_of": arrived.cause}
-        )
-    seen = arrived.count
-    properties = event_properties(event, app_id=config.settings.broker.app_id, seen=seen)
-    tracing = request.app[TRACING]
-    try:
-        if tracing.on:
-            await _publish_traced(request, tracing, event, body, properties)
-        else:
-            await request.app[PUBLISHER].publish_event(event, body, properties)
-    except BrokerUnavailable as exc:
-        return _unavailable(config, exc, **context)
-    log.info("webhook.accepted", seen=seen, **context)
-    return json_response(200, {"status": "accepted", "event_id": context["event_id"]})
-
-
-async def _publish_traced(
-    request: web.Request,
-    tracing: Tracing,
-    event: OrderCancelled,
-    body: bytes,
-    properties: spec.Basic.Properties,
-) -> None:
-    """Publish in a producer span whose `traceparent` travels in the message's headers."""
-    attributes = {
-        "messaging.system": "rabbitmq",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": topology.ORDERS.name,
-        "messaging.message.id": str(event.event_id),
-    }
-    with tracing.span(f"send {topology.ORDERS.name}", "producer", attributes) as span:
-        if properties.headers is not None:
-            tracing.inject(properties.headers)
-        try:
-            await request.app[PUBLISHER].publish_event(event, body, properties)
-        except BrokerUnavailable as exc:
-            failed(span, str(exc))
-            raise
-
-
-async def _quarantine(
-    request: web.Request, source: Source, body: bytes, reason: str, received_at: datetime
-) -> web.Response:
-    config = request.app[CONFIG]
-    message = quarantine_message(
-        body,
-        content_type=request.headers.get("Content-Type"),
-        reason=reason,
-        source=source.value,
-        received_at=received_at,
-        platform_headers=_platform_headers(request.headers),
-        app_id=config.settings.broker.app_id,
-    )
-    try:
-        await request.app[PUBLISHER].quarantine(message)
-    except BrokerUnavailable as exc:
-        return _unavailable(config, exc, source=source.value, quarantine_reason=reason)
-    log.warning("webhook.quarantined", source=source.value, reason=reason, id=message.message_id)
-    return json_response(200, {"status": "quarantined", "reason": reason})
 
 
 async def healthz(_: web.Request) -> web.Response:

@@ -14,7 +14,8 @@ from aiohttp.web import Application
 
 from bridge.amqp.publisher import Publisher
 from bridge.settings import Config, parse_settings, resolve
-from bridge.web.app import PUBLISHER, create_app
+from bridge.web.app import create_app
+from bridge.web.webhooks import PUBLISHER
 from handlers.shoplazza import sign
 from tests.harness.stores import scratch_store
 
