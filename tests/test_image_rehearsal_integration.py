@@ -332,7 +332,7 @@ async def _wait_ready(port: int, process: asyncio.subprocess.Process, lines: lis
                         return
             except aiohttp.ClientConnectionError:
                 pass
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # paced: another process's port, nothing here to await
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT + 120)

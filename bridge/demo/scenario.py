@@ -35,6 +35,7 @@ from bridge.store.deliveries import Store
 from bridge.targets import plan
 from bridge.web.webhooks import PUBLISHER
 from bridge.worker.consumer import Worker
+from handlers.base import format_duration
 from handlers.shoplazza import sign
 
 WAIT_SECONDS = 30.0
@@ -89,7 +90,7 @@ def demo_config(  # noqa: PLR0913 - where things are, and the two optional diffe
                 }
             },
             "routes": {"shoplazza": ["cj"]},
-            "worker": {"retry_delays": list(retry_delays)},
+            "worker": {"retry_delays": [format_duration(delay) for delay in retry_delays]},
             "store": {"path": store},
         }
     )

@@ -61,7 +61,7 @@ def pipeline_config(amqp_url: str, cj_url: str, database_url: str | None = None)
                     "action_tracker_id": 987654,
                     "open_ended_locking": True,
                     "order_id_from": "order_id",
-                    "timeout_s": 1.0,
+                    "timeout": "1s",
                 }
             },
             "routes": {"shoplazza": ["cj"], "occ": ["cj"]},
