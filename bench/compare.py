@@ -2,11 +2,13 @@
 
     AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ python -m bench.compare --rounds 3 --requests 20000
     ... --processes 1 2   # also the bridge with [receiver] processes = 2, in the same rounds
+    ... --faststream      # also bench/faststream_peer.py: the minimum, FastStream publishing
 
-Each round runs `bench.webhooks` against the minimum, then against the bridge (which it starts
-itself, once per `--processes` value), 64 connections, the same signed bodies. Prints
-requests/s and p50/p99 per run, the medians, and the ratio bridge/minimum (>= 1.0 means the
-bridge is not slower).
+Each round runs `bench.webhooks` against the minimum, then (with `--faststream`) against the
+FastStream peer, then against the bridge (which it starts itself, once per `--processes` value),
+64 connections, the same signed bodies. Prints requests/s and p50/p99 per run, the medians, and
+the ratio bridge/minimum (>= 1.0 means the bridge is not slower); with `--faststream` also the
+ratios faststream/minimum and bridge/faststream.
 """
 
 from __future__ import annotations
@@ -38,10 +40,25 @@ async def one_run(args: list[str], env: dict[str, str]) -> tuple[float, float, f
     return float(rate.group(1)), float(latency.group(1)), float(latency.group(2))
 
 
-async def run(rounds: int, requests: int, processes: Sequence[int], *, postgresql: bool) -> None:
-    """Interleave the minimum and the bridge; print the table."""
+Runs = list[tuple[float, float, float]]  # requests/s, p50 ms, p99 ms per round
+
+
+def free_ports(names: Sequence[str]) -> dict[str, int]:
+    """A distinct free port on 127.0.0.1 for each name."""
+    ports: dict[str, int] = {}
+    for name in names:
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[name] = port
+    return ports
+
+
+async def run(
+    rounds: int, requests: int, processes: Sequence[int], *, postgresql: bool, faststream: bool
+) -> None:
+    """Interleave the minimum, the FastStream peer (if asked) and the bridge; print the table."""
     secret = secrets.token_urlsafe(24)
-    port = free_port()
     env = {**os.environ, "SHOPLAZZA_CLIENT_SECRET": secret}
     if not postgresql:
         env.pop("DATABASE_URL", None)  # the bridge's default store: SQLite
@@ -49,33 +66,60 @@ async def run(rounds: int, requests: int, processes: Sequence[int], *, postgresq
         raise SystemExit(
             "--postgresql needs DATABASE_URL (a server where a scratch database can go)"
         )
-    minimum = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.minimum", "--port", str(port), env=env
-    )
+    # The servers started once for all rounds, by name: their module, each on its own port.
+    modules = {"minimum": "bench.minimum"}
+    if faststream:
+        modules["faststream"] = "bench.faststream_peer"
+    ports = free_ports(list(modules))
+    servers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, "--port", str(ports[name]), env=env
+        )
+        for name, module in modules.items()
+    ]
     common = ["--requests", str(requests), "--connections", "64"]
     bridges = {f"bridge x{n}" if len(processes) > 1 or n > 1 else "bridge": n for n in processes}
-    results: dict[str, list[tuple[float, float, float]]] = {"minimum": []}
-    results.update({name: [] for name in bridges})
+    results: dict[str, Runs] = {name: [] for name in [*modules, *bridges]}
     try:
         for _ in range(rounds):
-            url = f"http://127.0.0.1:{port}"
-            results["minimum"].append(
-                await one_run([*common, "--url", url, "--secret", secret], env)
-            )
+            for name, port in ports.items():
+                url = f"http://127.0.0.1:{port}"
+                results[name].append(
+                    await one_run([*common, "--url", url, "--secret", secret], env)
+                )
             for name, n in bridges.items():
                 results[name].append(await one_run([*common, "--processes", str(n)], env))
     finally:
-        minimum.terminate()
-        await minimum.wait()
+        for server in servers:
+            server.terminate()
+            await server.wait()
     print(f"{requests} requests per run, 64 connections, {rounds} rounds, interleaved")
+    report(results, list(bridges), faststream=faststream)
+
+
+def report(results: dict[str, Runs], bridges: Sequence[str], *, faststream: bool) -> None:
+    """Every run, the medians and the ratios."""
+    width = max(len(name) for name in results)
     for name, runs in results.items():
         for n, (rate, p50, p99) in enumerate(runs, 1):
-            print(f"  {name:8} round {n}: {rate:7.0f} req/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms")
+            print(
+                f"  {name:{width}} round {n}: {rate:7.0f} req/s"
+                f"  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms"
+            )
     medians = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
     print(f"median: minimum {medians['minimum']:.0f} req/s")
+    if faststream:
+        ratio = medians["faststream"] / medians["minimum"]
+        print(
+            f"median: faststream {medians['faststream']:.0f} req/s;"
+            f" ratio faststream/minimum {ratio:.2f}"
+        )
     for name in bridges:
         ratio = medians[name] / medians["minimum"]
-        print(f"median: {name} {medians[name]:.0f} req/s; ratio {name}/minimum {ratio:.2f}")
+        line = f"median: {name} {medians[name]:.0f} req/s; ratio {name}/minimum {ratio:.2f}"
+        if faststream:
+            line += f", {name}/faststream {medians[name] / medians['faststream']:.2f}"
+        print(line)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,8 +139,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the bridge's store in a scratch database on DATABASE_URL's server (default: SQLite)",
     )
+    parser.add_argument(
+        "--faststream",
+        action="store_true",
+        help="also the minimum publishing through FastStream's RabbitBroker"
+        " (bench/faststream_peer.py), in the same rounds",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(run(args.rounds, args.requests, args.processes, postgresql=args.postgresql))
+    asyncio.run(
+        run(
+            args.rounds,
+            args.requests,
+            args.processes,
+            postgresql=args.postgresql,
+            faststream=args.faststream,
+        )
+    )
     return 0
 
 
