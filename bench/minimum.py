@@ -14,7 +14,7 @@ import base64
 import hashlib
 import hmac
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aio_pika
 import orjson
@@ -28,8 +28,8 @@ CHANNEL = web.AppKey("channel", aio_pika.abc.AbstractChannel)
 SECRET = web.AppKey("secret", bytes)
 
 
-async def webhook(request: web.Request) -> web.Response:
-    """Verify, parse, publish (confirmed), answer."""
+async def verified_event(request: web.Request) -> tuple[str, bytes] | web.Response:
+    """Check the HMAC and parse the body: the order id and the event to publish, or the answer."""
     body = await request.read()
     secret = request.app[SECRET]
     sent = request.headers.get("X-Shoplazza-Hmac-Sha256", "").encode()
@@ -40,11 +40,19 @@ async def webhook(request: web.Request) -> web.Response:
     except ValidationError:
         return web.json_response({"error": "bad_body"}, status=400)
     shop = request.headers.get("X-Shoplazza-Shop-Domain", "")
-    event = orjson.dumps({"shop": shop, "order_id": order.id, "status": order.status})
+    return order.id, orjson.dumps({"shop": shop, "order_id": order.id, "status": order.status})
+
+
+async def webhook(request: web.Request) -> web.Response:
+    """Verify, parse, publish (confirmed), answer."""
+    verified = await verified_event(request)
+    if isinstance(verified, web.Response):
+        return verified
+    order_id, event = verified
     exchange = await request.app[CHANNEL].get_exchange(topology.ORDERS.name, ensure=False)
     await exchange.publish(
         aio_pika.Message(
-            event, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=order.id
+            event, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=order_id
         ),
         routing_key="order.cancelled.shoplazza",
     )
@@ -68,18 +76,38 @@ async def broker(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m bench.minimum", description=__doc__)
-    parser.add_argument("--port", type=int, default=8090)
+def serve(  # noqa: PLR0913 - what differs between the minimum and its peers
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str | None,
+    port: int,
+    lifecycle: Callable[[web.Application], AsyncIterator[None]],
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> int:
+    """Parse `--port`, serve `handler` on the webhook path with `lifecycle`, until interrupted."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--port", type=int, default=port)
     args = parser.parse_args(argv)
     app = web.Application()
     app[SECRET] = os.environ["SHOPLAZZA_CLIENT_SECRET"].encode()
-    app.cleanup_ctx.append(broker)
-    app.router.add_post("/webhooks/shoplazza", webhook)
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_post("/webhooks/shoplazza", handler)
     app.router.add_get("/readyz", healthz)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until interrupted."""
+    return serve(
+        argv,
+        prog="python -m bench.minimum",
+        description=__doc__,
+        port=8090,
+        lifecycle=broker,
+        handler=webhook,
+    )
 
 
 if __name__ == "__main__":
