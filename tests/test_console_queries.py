@@ -13,7 +13,8 @@ from bridge.web.console.queries import Search, event_detail, overview, search, w
 from contracts.events import OrderCancelled, Source
 from tests.harness.console_browser import arrive, attempt, event
 
-NOW = datetime.now(UTC)
+# Mid-minute, a minute ago: seeded times a second apart share their minute whatever the clock says.
+NOW = datetime.now(UTC).replace(second=30, microsecond=0) - timedelta(minutes=1)
 MINUTE = timedelta(minutes=1)
 
 
