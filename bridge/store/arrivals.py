@@ -9,9 +9,11 @@ meanwhile) redoes the batch one by one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +33,9 @@ from bridge.store.statements import (
 )
 from bridge.store.tables import deliveries, events, transitions
 from contracts.events import OrderCancelled
+
+if TYPE_CHECKING:
+    from bridge.store.hot.sqlite import HotSqlite
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,8 @@ class Echo:
 
 class Arrivals(OrderLinks, Echoes):
     """The receiver's writes: events and their pending pairs."""
+
+    _hot_sqlite: HotSqlite | None = None
 
     async def record_event(
         self, event: OrderCancelled, now: datetime, targets: tuple[str, ...] = ()
@@ -93,13 +100,34 @@ class Arrivals(OrderLinks, Echoes):
         events meanwhile) each arrival is redone alone.
         """
         try:
-            results = await self._transaction(lambda connection: _arrive(connection, arrivals))
-        except IntegrityError:
+            results = await self._arrive_hot(arrivals)
+            if results is None:
+                results = await self._transaction(lambda connection: _arrive(connection, arrivals))
+        except (IntegrityError, sqlite3.IntegrityError):
             return [await self._arrive_one(arrival) for arrival in arrivals]
         for arrival, result in zip(arrivals, results, strict=True):
             if arrival.event.aliases and isinstance(result, Seen):
                 await self._link_aliases(arrival.event, arrival.at)
         return results
+
+    async def _arrive_hot(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo] | None:
+        """The batch through the driver (`hot/`), or None: take the SQLAlchemy path."""
+        if self._sqlite_path is None:
+            return None
+        if self._hot_sqlite is None:
+            from bridge.store.hot.sqlite import HotSqlite  # noqa: PLC0415 - it imports us
+
+            try:
+                self._hot_sqlite = HotSqlite(self._sqlite_path)
+            except sqlite3.Error:
+                return None
+            self._closers.append(self._hot_sqlite.close)
+        try:
+            return self._hot_sqlite.arrive(arrivals)
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error:  # the SQLAlchemy path says what it means (StoreUnavailable...)
+            return None
 
     async def _link_aliases(self, event: OrderCancelled, now: datetime) -> None:
         ids: dict[str, str] = {event.source.value: event.order_id}
@@ -114,42 +142,76 @@ class Arrivals(OrderLinks, Echoes):
         return Seen(await self.record_event(event, arrival.at, arrival.targets))
 
 
-def _arrive(connection: sa.Connection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
-    found = connection.execute(ECHOES_OF, {"orders": sorted({a.event.order_id for a in arrivals})})
-    echoed = {(row.platform, row.order_id): (row.event_id, utc(row.created_at)) for row in found}
+@dataclass(frozen=True, slots=True)
+class ArrivalPlan:
+    """What a batch of arrivals writes: new events (with their pending pairs), counts added."""
+
+    results: list[Seen | Echo]
+    new: dict[str, Arrival]  # event id -> its first arrival in the batch
+    more: dict[str, int]  # event id (already recorded) -> arrivals to add to its count
+    now: datetime  # the latest arrival's time: `last_seen` of the events counted again
+
+    def pending(self) -> list[tuple[str, str, datetime]]:
+        """(event id, target, time) of each `pending` pair the new events get."""
+        return [(key, target, a.at) for key, a in self.new.items() for target in a.targets]
+
+
+def plan_arrivals(
+    arrivals: Sequence[Arrival],
+    echoed: Mapping[tuple[str, str], tuple[str, datetime]],
+    counts: Mapping[str, int],
+) -> ArrivalPlan:
+    """Decide a batch from what the store holds (pure).
+
+    `echoed` maps (platform, order id) to the echo record's (event id, time); `counts` maps the
+    event ids already recorded to their arrival counts.
+    """
     results: list[Seen | Echo] = []
-    recorded: list[Arrival] = []
+    counted = dict(counts)
+    new: dict[str, Arrival] = {}
+    more: dict[str, int] = {}
     for arrival in arrivals:
         cause = echoed.get((arrival.event.source.value, arrival.event.order_id))
         if cause is not None and cause[1] >= arrival.echo_since:
-            results.append(Echo(str(cause[0])))
+            results.append(Echo(cause[0]))
+            continue
+        key = str(arrival.event.event_id)
+        if key not in counted and key not in new:
+            new[key] = arrival
+            counted[key] = 1
         else:
-            recorded.append(arrival)
-            results.append(Seen(0))  # counted below
-    keys = sorted({str(a.event.event_id) for a in recorded})
+            counted[key] += 1
+            more[key] = more.get(key, 0) + 1  # a new event seen twice in the batch too
+        results.append(Seen(counted[key]))
+    now = max((a.at for a in arrivals), default=datetime.min.replace(tzinfo=UTC))
+    return ArrivalPlan(results, new, more, now)
+
+
+def arrival_orders(arrivals: Sequence[Arrival]) -> list[str]:
+    """The order ids whose echo records a batch needs."""
+    return sorted({a.event.order_id for a in arrivals})
+
+
+def arrival_keys(arrivals: Sequence[Arrival]) -> list[str]:
+    """The event ids whose counts a batch needs."""
+    return sorted({str(a.event.event_id) for a in arrivals})
+
+
+def _arrive(connection: sa.Connection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+    found = connection.execute(ECHOES_OF, {"orders": arrival_orders(arrivals)})
+    echoed = {
+        (row.platform, row.order_id): (str(row.event_id), utc(row.created_at)) for row in found
+    }
     counts = {
         row.event_id: int(row.delivery_count)
-        for row in connection.execute(COUNTS_OF, {"keys": keys})
+        for row in connection.execute(COUNTS_OF, {"keys": arrival_keys(arrivals)})
     }
-    new: dict[str, Arrival] = {}
-    more: dict[str, int] = {}
-    for n, result in enumerate(results):
-        if isinstance(result, Echo):
-            continue
-        arrival = arrivals[n]
-        key = str(arrival.event.event_id)
-        if key not in counts and key not in new:
-            new[key] = arrival
-            counts[key] = 1
-        else:
-            counts[key] += 1
-            more[key] = more.get(key, 0) + 1
-        results[n] = Seen(counts[key])
-    if new:
+    plan = plan_arrivals(arrivals, echoed, counts)
+    if plan.new:
         connection.execute(
-            events.insert(), [event_row(a.event, a.at, a.body) for a in new.values()]
+            events.insert(), [event_row(a.event, a.at, a.body) for a in plan.new.values()]
         )
-        pending = [(key, target, a.at) for key, a in new.items() for target in a.targets]
+        pending = plan.pending()
         if pending:
             connection.execute(
                 deliveries.insert(),
@@ -171,7 +233,8 @@ def _arrive(connection: sa.Connection, arrivals: Sequence[Arrival]) -> list[Seen
                     for key, target, at in pending
                 ],
             )
-    if more:
-        now = max(a.at for a in arrivals)
-        connection.execute(SEEN_MORE, [{"k": key, "n": n, "now": now} for key, n in more.items()])
-    return results
+    if plan.more:
+        connection.execute(
+            SEEN_MORE, [{"k": key, "n": n, "now": plan.now} for key, n in plan.more.items()]
+        )
+    return plan.results

@@ -136,8 +136,13 @@ class Engines:
     The base of `deliveries.Store`: each part of the store reaches the database through these.
     """
 
-    def __init__(self, engine: AsyncEngine, local: sa.Engine | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, local: sa.Engine | None = None, sqlite_path: str | None = None
+    ) -> None:
         self._engine = engine
+        # SQLite: the file, for the hot statements' own `sqlite3` connection (`hot/sqlite.py`).
+        self._sqlite_path = sqlite_path
+        self._closers: list[Callable[[], None]] = []  # what the parts opened beside the engines
         # SQLite: the same file through the blocking driver, used from one thread of our own.
         self._local = local
         self._thread = (
@@ -155,13 +160,16 @@ class Engines:
                     parents=True, exist_ok=True
                 )
         engine, local = _engines(full)
-        store = cls(engine, local)
+        path = full.removeprefix("sqlite+aiosqlite:///") if local is not None else None
+        store = cls(engine, local, path if path and not path.startswith(":memory:") else None)
         try:
             with _unavailable():
                 async with engine.begin() as connection:
                     await connection.run_sync(upgrade)
             yield store
         finally:
+            for close in store._closers:
+                close()
             await engine.dispose()
             if local is not None:
                 local.dispose()

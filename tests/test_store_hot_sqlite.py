@@ -1,0 +1,151 @@
+"""The receiver's arrivals through `sqlite3` (`bridge/store/hot/sqlite.py`) against SQLAlchemy's."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from bridge.store.arrivals import Arrival, Echo, Seen, _arrive
+from bridge.store.deliveries import Store
+from bridge.store.hot.sqlite import HotSqlite, stamp
+from bridge.store.lifecycle import DeliveryState
+from contracts.events import CancelReason, OrderCancelled, Source
+
+NOW = datetime(2026, 12, 4, 21, 30, 5, 120000, tzinfo=UTC)
+SINCE = NOW - timedelta(days=7)
+
+
+def event(order_id: str) -> OrderCancelled:
+    return OrderCancelled.create(
+        source=Source.SHOPLAZZA,
+        shop="demo.myshoplaza.com",
+        order_id=order_id,
+        order_number=None,
+        reason=CancelReason.OTHER,
+        source_reason=None,
+        cancelled_at=NOW,
+        received_at=NOW,
+        delivery_id=None,
+    )
+
+
+def batches() -> list[list[Arrival]]:
+    """Three batches: new events (one twice), counted again, an echo, no routes."""
+    one, two, echoed = event("1001"), event("1002"), event("echoed")
+    return [
+        [
+            Arrival(one, NOW, ("cj", "prime"), SINCE),
+            Arrival(two, NOW, ("cj",), SINCE),
+            Arrival(one, NOW + timedelta(seconds=1), ("cj", "prime"), SINCE),
+        ],
+        [
+            Arrival(two, NOW + timedelta(minutes=1), ("cj",), SINCE),
+            Arrival(echoed, NOW + timedelta(minutes=1), ("cj",), SINCE),
+        ],
+        [Arrival(event("1003"), NOW + timedelta(minutes=2), (), SINCE)],
+    ]
+
+
+def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row the arrivals write, in a stable order (transitions without their ids)."""
+    with sqlite3.connect(path) as db:
+        return {
+            "events": db.execute("SELECT * FROM events ORDER BY event_id").fetchall(),
+            "deliveries": db.execute(
+                "SELECT * FROM deliveries ORDER BY event_id, target"
+            ).fetchall(),
+            "transitions": db.execute(
+                "SELECT event_id, target, state, at, detail FROM transitions"
+                " ORDER BY event_id, target, at"
+            ).fetchall(),
+        }
+
+
+async def with_an_echo(store: Store) -> None:
+    """The bridge cancelled order `echoed` on Shoplazza itself."""
+    cause = event("cause")
+    await store.claim(cause, "shoplazza", "w", NOW, NOW + timedelta(seconds=30))
+    await store.finish(
+        str(cause.event_id),
+        "shoplazza",
+        "w",
+        DeliveryState.DELIVERED,
+        NOW,
+        echo=("shoplazza", "echoed"),
+    )
+
+
+async def test_the_driver_and_sqlalchemy_write_the_same_rows_and_answers(tmp_path: Path) -> None:
+    hot_path, cold_path = tmp_path / "hot.db", tmp_path / "cold.db"
+    answers: dict[str, list[list[Seen | Echo]]] = {"hot": [], "cold": []}
+    async with Store.open(str(hot_path)) as hot, Store.open(str(cold_path)) as cold:
+        await with_an_echo(hot)
+        await with_an_echo(cold)
+        for batch in batches():
+            answers["hot"].append(await hot.arrive_many(batch))
+            answers["cold"].append(
+                await cold._transaction(lambda connection, b=batch: _arrive(connection, b))  # type: ignore[misc]
+            )
+        assert hot._hot_sqlite is not None  # the hot store took the driver's path
+    cause = str(event("cause").event_id)
+    assert answers["hot"] == [
+        [Seen(1), Seen(1), Seen(2)],
+        [Seen(2), Echo(cause)],
+        [Seen(1)],
+    ]
+    assert answers["hot"] == answers["cold"]
+    written = rows(hot_path)
+    assert written == rows(cold_path)
+    assert len(written["deliveries"]) == 4  # 1001 x (cj, prime), 1002 x cj, the echo's cause
+    # SQLAlchemy reads what the driver wrote: times, counts, the published JSON.
+    async with Store.open(str(hot_path)) as store:
+        found = await store.delivery(str(event("1001").event_id), "prime")
+        assert found is not None
+        assert found.state == DeliveryState.PENDING
+
+
+def test_a_time_is_stored_as_sqlalchemy_stores_it() -> None:
+    dialect = sqlite.dialect()
+    process = sa.DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert process is not None
+    plus_two = timezone(timedelta(hours=2))
+    for moment in (NOW, NOW.replace(microsecond=0), datetime(2027, 1, 2, 3, 4, 5, 6, tzinfo=UTC)):
+        assert stamp(moment) == process(moment)
+        assert stamp(moment.astimezone(plus_two)) == process(moment)  # kept in UTC
+
+
+async def test_a_held_lock_sends_the_batch_to_the_store_thread(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with Store.open(str(path)) as store:
+        await store.arrive_many([Arrival(event("first"), NOW, ("cj",), SINCE)])
+        hot = store._hot_sqlite
+        assert hot is not None
+        written = hot._db.total_changes
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds SQLite's lock
+        batch = [Arrival(event("second"), NOW, ("cj",), SINCE)]
+        assert hot.arrive(batch) is None  # the driver does not wait on the loop
+        # The task runs first (FIFO): the driver finds the lock taken and hands the batch to
+        # the store's thread, which waits in SQLite's busy handler until the blocker commits.
+        task = asyncio.create_task(store.arrive_many(batch))
+        asyncio.get_running_loop().call_soon(blocker.execute, "COMMIT")
+        assert await task == [Seen(1)]
+        blocker.close()
+        assert hot._db.total_changes == written  # written by the SQLAlchemy path
+        found = await store.delivery(str(event("second").event_id), "cj")
+        assert found is not None
+        assert found.state == DeliveryState.PENDING
+
+
+def test_a_file_that_is_no_database_is_refused_not_taken_for_a_busy_one(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-store.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as refused:
+        HotSqlite(str(path))
+    assert refused.value.sqlite_errorcode == sqlite3.SQLITE_NOTADB
