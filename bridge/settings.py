@@ -161,6 +161,8 @@ class StoreSettings(Section):
     url_env: EnvName | None = None
     # How long "we cancelled order X on platform P" suppresses P's echo of it.
     echo_ttl: Seconds = Field(default=7 * DAY, gt=0, le=365 * DAY)
+    # How long the receiver's batch of arrivals waits for the other webhooks in flight.
+    arrival_linger: Seconds = Field(default=0.005, ge=0, le=1)
 
 
 class LogSettings(Section):

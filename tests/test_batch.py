@@ -88,3 +88,37 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
     assert await first == 2
     assert await stayer == 6
     assert quitter.cancelled()
+
+
+async def test_a_lingering_batch_waits_for_the_items_in_flight_until_it_is_full() -> None:
+    recorder = Recorder()
+    asked: list[int] = []
+
+    def busy(size: int) -> bool:
+        asked.append(size)
+        return True  # more are always said to be coming: only a full batch ends the wait
+
+    batcher = Batcher(recorder.flush, max_size=3, linger=3600, busy=busy)
+    async with asyncio.timeout(30):  # a batch that waited out its linger would fail here
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0)  # the first submit starts the drain, which lingers
+        rest = [asyncio.ensure_future(batcher.submit(n)) for n in (2, 3)]
+        assert await asyncio.gather(first, *rest) == [2, 4, 6]
+    assert recorder.batches == [[1, 2, 3]]
+    assert asked == [1]
+
+
+async def test_a_lone_item_does_not_linger_when_nothing_else_is_in_flight() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder.flush, linger=3600, busy=lambda size: size < 1)
+    async with asyncio.timeout(30):
+        assert await batcher.submit(21) == 42
+    assert recorder.batches == [[21]]
+
+
+async def test_a_linger_ends_with_what_it_has() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder.flush, linger=0.001, busy=lambda _: True)
+    async with asyncio.timeout(30):
+        assert await batcher.submit(4) == 8
+    assert recorder.batches == [[4]]

@@ -28,7 +28,15 @@ from bridge.web import api, console, oauth
 from bridge.web.keys import CONFIG, METRICS, STORE, TRACING, error_response, json_response
 from bridge.web.lookups import lookups_ctx
 from bridge.web.metrics_page import metrics_page
-from bridge.web.webhooks import ARRIVALS, PUBLISHER, WEBHOOKS_PREFIX, expect_continue, webhook
+from bridge.web.webhooks import (
+    ARRIVALS,
+    IN_FLIGHT,
+    PUBLISHER,
+    WEBHOOKS_PREFIX,
+    InFlight,
+    expect_continue,
+    webhook,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -154,8 +162,14 @@ def store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[
                 app[STORE] = await stack.enter_async_context(Store.open(url))
             else:
                 app[STORE] = store
-            # Webhooks arriving together are recorded together: one transaction for many.
-            app[ARRIVALS] = Batcher(app[METRICS].timed_batch("arrive", app[STORE].arrive_many))
+            # Webhooks arriving together are recorded together: one transaction for many,
+            # lingering for the webhooks in flight (a lone one is recorded at once).
+            in_flight = app[IN_FLIGHT]
+            app[ARRIVALS] = Batcher(
+                app[METRICS].timed_batch("arrive", app[STORE].arrive_many),
+                linger=app[CONFIG].settings.store.arrival_linger,
+                busy=lambda size: in_flight.count > size,
+            )
             housekeeping = asyncio.create_task(_expire_echoes(app))
             try:
                 yield
@@ -198,6 +212,7 @@ def create_app(
     app[CONFIG] = config
     app[METRICS] = metrics or Metrics()
     app[TRACING] = tracing or Tracing()
+    app[IN_FLIGHT] = InFlight()
     app.cleanup_ctx.append(store_ctx(store))
     app.cleanup_ctx.append(publisher_ctx)
     app.cleanup_ctx.append(lookups_ctx)

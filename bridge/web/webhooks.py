@@ -40,6 +40,15 @@ log = structlog.get_logger(__name__)
 PUBLISHER = web.AppKey("publisher", Publisher)
 ARRIVALS = web.AppKey("arrivals", Batcher[Arrival, Seen | Echo])
 
+
+class InFlight:
+    """How many webhooks this process is handling: the arrivals' batch lingers for them."""
+
+    count: int = 0
+
+
+IN_FLIGHT = web.AppKey("webhooks_in_flight", InFlight)
+
 KEPT_HEADERS = 32  # platform headers copied onto a quarantined message, at most
 KEPT_HEADER_CHARS = 1024
 KEPT_HEADER_NAME_CHARS = 100  # AMQP field names are short strings; x-http- is prefixed
@@ -118,6 +127,15 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 async def webhook(request: web.Request) -> web.StreamResponse:
     """`POST /webhooks/{source}`: one platform's cancellation webhook (in a span when tracing)."""
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.count += 1
+    try:
+        return await _traced(request)
+    finally:
+        in_flight.count -= 1
+
+
+async def _traced(request: web.Request) -> web.StreamResponse:
     tracing = request.app[TRACING]
     if not tracing.on:
         return await _webhook(request)
