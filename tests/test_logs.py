@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp.http_exceptions import BadHttpMessage
 from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 
-from bridge.logs import BrokerOutagesAreWarnings, MalformedRequestsAreNotErrors
+from bridge.logs import (
+    PIPE_BUF,
+    BrokerOutagesAreWarnings,
+    MalformedRequestsAreNotErrors,
+    TurnBufferedLogger,
+)
 
 
 def record_for(
@@ -50,3 +56,53 @@ def test_other_library_errors_stay_errors() -> None:
     record = record_for(RuntimeError("a real bug"), "aio_pika.tools", "Callback failed")
     assert BrokerOutagesAreWarnings().filter(record)
     assert record.levelno == logging.ERROR
+
+
+class Writes:
+    """A binary file that records each write (one `write` call is one system call for stdout)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        """Record one write."""
+        self.writes.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is held here."""
+
+
+def test_outside_a_loop_each_line_is_written_at_once() -> None:
+    out = Writes()
+    logger = TurnBufferedLogger(out)  # type: ignore[arg-type]
+    logger.msg(b'{"event":"one"}')
+    assert out.writes == [b'{"event":"one"}\n']
+
+
+async def test_the_lines_of_one_loop_turn_leave_in_one_write_after_it() -> None:
+    out = Writes()
+    logger = TurnBufferedLogger(out)  # type: ignore[arg-type]
+    for n in range(5):
+        logger.info(f'{{"n":{n}}}'.encode())
+    assert out.writes == []  # still this turn
+    turn_over = asyncio.Event()
+    asyncio.get_running_loop().call_soon(turn_over.set)  # queued after the logger's flush
+    await turn_over.wait()
+    assert out.writes == [b"".join(f'{{"n":{n}}}\n'.encode() for n in range(5))]
+
+
+async def test_writes_hold_whole_lines_of_at_most_pipe_buf_bytes() -> None:
+    out = Writes()
+    logger = TurnBufferedLogger(out)  # type: ignore[arg-type]
+    lines = [bytes([65 + n % 26]) * 999 for n in range(20)] + [b"L" * (PIPE_BUF * 2)]
+    for line in lines:  # one busy turn
+        logger.msg(line)
+    turn_over = asyncio.Event()
+    asyncio.get_running_loop().call_soon(turn_over.set)
+    await turn_over.wait()
+    assert b"".join(out.writes) == b"".join(line + b"\n" for line in lines)
+    assert all(write.endswith(b"\n") for write in out.writes)
+    assert all(len(write) <= PIPE_BUF for write in out.writes[:-1])
+    assert out.writes[-1] == b"L" * (PIPE_BUF * 2) + b"\n"  # too long to share: alone
+    assert len(out.writes) == 6  # four 1,000-byte lines a write, then the long one
