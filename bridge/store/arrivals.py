@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -103,7 +104,7 @@ class Arrivals(OrderLinks, Echoes):
             results = await self._arrive_hot(arrivals)
             if results is None:
                 results = await self._transaction(lambda connection: _arrive(connection, arrivals))
-        except (IntegrityError, sqlite3.IntegrityError):
+        except (IntegrityError, sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError):
             return [await self._arrive_one(arrival) for arrival in arrivals]
         for arrival, result in zip(arrivals, results, strict=True):
             if arrival.event.aliases and isinstance(result, Seen):
@@ -112,6 +113,10 @@ class Arrivals(OrderLinks, Echoes):
 
     async def _arrive_hot(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo] | None:
         """The batch through the driver (`hot/`), or None: take the SQLAlchemy path."""
+        if self._engine.dialect.driver == "asyncpg":
+            from bridge.store.hot import postgres  # noqa: PLC0415 - it imports us
+
+            return await postgres.arrive(self._engine, arrivals)
         if self._sqlite_path is None:
             return None
         if self._hot_sqlite is None:
