@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from bridge.amqp import topology
 from bridge.amqp.messages import event_message
-from bridge.demo.fake_cj import TOKEN, FakeCJ, Reply, accepted, error_in_200
+from bridge.demo.fake_cj import TOKEN, FakeCJ, Reply, error_in_200
 from bridge.settings import DEFAULT_DELAYS
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
+from bridge.store.tables import deliveries
 from contracts.events import CancelReason, OrderCancelled, Source
 from tests.harness.broker import broker_address, delete_target_queues, via
 from tests.harness.processes import Bridge, spawn
@@ -34,7 +35,7 @@ from tests.harness.stores import store_section
 
 CALL_TIMEOUT = 30.0
 CJ_TIMEOUT = 2.0  # seconds; with LEASE_MARGIN, a dead worker's claim lasts 6 s
-LEASE_MARGIN = 4.0  # longer than a worker process takes to start on a loaded machine
+LEASE_MARGIN = 4.0
 WORKER_DELAYS = (0.5, 1.0)
 
 
@@ -113,6 +114,19 @@ async def publish(channel: AbstractChannel, event: OrderCancelled) -> None:
     )
 
 
+async def claimant(database_url: str, event: OrderCancelled, workers: list[Bridge]) -> Bridge:
+    """The worker holding `event`'s CJ claim (a worker claims as `host:pid:random`)."""
+    async with Store.open(database_url) as store, store.reading() as connection:
+        holder = await connection.scalar(
+            sa.select(deliveries.c.claimed_by).where(
+                deliveries.c.event_id == str(event.event_id), deliveries.c.target == "cj"
+            )
+        )
+    assert holder is not None, "the call was made without a claim"
+    (found,) = [w for w in workers if str(holder).split(":")[-2] == str(w.process.pid)]
+    return found
+
+
 async def killed(worker: Bridge) -> None:
     worker.process.send_signal(signal.SIGKILL)
     assert await worker.process.wait() == -signal.SIGKILL
@@ -131,14 +145,15 @@ async def test_killed_after_the_answer_was_recorded_no_second_call(
     workers = Workers(config, store_env)
     proxy = TcpProxy(*broker_address(amqp_url))
     port = await proxy.start()
-    cj.script[order] = [dataclasses.replace(accepted(order), delay=1.0)]
+    # Stalled before CJ answers (the fake calls `on_call` first): the worker's ack goes nowhere,
+    # however late this test gets to run again.
+    cj.on_call = lambda _: proxy.blackhole()
     try:
         async with cj_queues(amqp) as channel:
             first = await workers.start(via(amqp_url, port))
             await publish(channel, an_event(order))
             async with asyncio.timeout(CALL_TIMEOUT):
                 await cj.wait_calls(1)
-            proxy.blackhole()  # CJ answers in 1 s; the worker's ack will go nowhere
             await first.wait_for("cancel.delivered")
             await killed(first)
             proxy.cut()  # the broker sees the consumer's connection close: it requeues
@@ -174,13 +189,16 @@ async def test_killed_mid_call_the_lease_runs_out_and_cj_settles_it(
     cj.script[order] = [Reply(delay=CALL_TIMEOUT * 2), error_in_200("Order is already declined")]
     try:
         async with cj_queues(amqp) as channel:
-            first = await workers.start(amqp_url)
+            # Both consume before the claim: the lease (CJ_TIMEOUT + LEASE_MARGIN from the claim)
+            # need not outlast a process start; the broker hands the message over at the kill.
+            both = [await workers.start(amqp_url), await workers.start(amqp_url)]
             await publish(channel, an_event(order))
             async with asyncio.timeout(CALL_TIMEOUT):
                 await cj.wait_calls(1)
+            first = await claimant(database_url, an_event(order), both)
+            (second,) = [worker for worker in both if worker is not first]
             await killed(first)
 
-            second = await workers.start(amqp_url)
             await second.wait_for("cancel.already_done")
             status, _ = await second.stop()
             assert status == 0
