@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from bridge.store.arrivals import Arrival, Echo, Seen, _arrive
+from bridge.store.claims import Claimed, Result, _finish_all, _take_many
 from bridge.store.deliveries import Store
 from bridge.store.hot.sqlite import HotSqlite, stamp
+from bridge.store.hot.sqlite_claims import finish_all, take_many
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
 
@@ -149,3 +151,115 @@ def test_a_file_that_is_no_database_is_refused_not_taken_for_a_busy_one(tmp_path
     with pytest.raises(sqlite3.DatabaseError) as refused:
         HotSqlite(str(path))
     assert refused.value.sqlite_errorcode == sqlite3.SQLITE_NOTADB
+
+
+def all_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the pair and echo tables, the arrivals' too."""
+    with sqlite3.connect(path) as db:
+        return rows(path) | {
+            "echoes": db.execute("SELECT * FROM echoes ORDER BY platform, order_id").fetchall()
+        }
+
+
+async def claims_and_outcomes(store: Store, *, hot: bool) -> list[object]:
+    """One scenario of claims and outcomes, through the driver (`hot`) or SQLAlchemy."""
+    lease = NOW + timedelta(seconds=30)
+    pending, foreign, settled, held = event("p1"), event("f1"), event("s1"), event("h1")
+    await store.arrive_many([Arrival(e, NOW, ("cj",), SINCE) for e in (pending, settled, held)])
+    answers: list[object] = []
+
+    async def take(events: list[OrderCancelled], worker: str, now: datetime) -> None:
+        by_key = {str(e.event_id): e for e in events}
+        params = {"keys": sorted(by_key), "t": "cj", "w": worker, "now": now, "lease": lease}
+        if hot:
+            found = store._sqlite_hot()
+            assert found is not None
+            answers.append(
+                found.write(
+                    lambda db: take_many(
+                        db, by_key, target="cj", worker=worker, now=now, lease_until=lease
+                    )
+                )
+            )
+        else:
+            answers.append(await store._transaction(lambda c: _take_many(c, by_key, params)))
+
+    async def finish(results: list[Result]) -> None:
+        if hot:
+            found = store._sqlite_hot()
+            assert found is not None
+            answers.append(found.write(lambda db: finish_all(db, results)))
+        else:
+            answers.append(await store._transaction(lambda c: _finish_all(c, results)))
+
+    def key(e: OrderCancelled) -> str:
+        return str(e.event_id)
+
+    await take([settled, held], "w0", NOW)
+    await finish([Result(key(settled), "cj", "w0", DeliveryState.DELIVERED, NOW, None, "sub-1")])
+    later = NOW + timedelta(seconds=5)
+    # pending: taken; foreign: no rows (published elsewhere); settled: refused; held: w0's lease
+    await take([pending, foreign, settled, held], "w1", later)
+    done = later + timedelta(seconds=1)
+    await finish(
+        [
+            Result(key(pending), "cj", "w1", DeliveryState.RETRYING, done, "HTTP 503"),
+            Result(
+                key(foreign),
+                "cj",
+                "w1",
+                DeliveryState.ALREADY_DONE,
+                done,
+                "cj: already",
+                None,
+                ("shoplazza", "f1"),
+            ),
+            # w1 never held these: a settling outcome still lands on the unsettled pair
+            Result(key(held), "cj", "w1", DeliveryState.DELIVERED, done, None, "sub-2"),
+            Result(key(settled), "cj", "w1", DeliveryState.PARKED, done, "late", None),
+        ]
+    )
+    await take([pending], "w2", done)  # retrying: claimable again, attempt 2
+    return answers
+
+
+async def test_claims_and_outcomes_through_the_driver_match_sqlalchemys(tmp_path: Path) -> None:
+    hot_path, cold_path = tmp_path / "hot.db", tmp_path / "cold.db"
+    async with Store.open(str(hot_path)) as hot, Store.open(str(cold_path)) as cold:
+        hot_answers = await claims_and_outcomes(hot, hot=True)
+        cold_answers = await claims_and_outcomes(cold, hot=False)
+    assert hot_answers == cold_answers
+    p1, f1, s1, h1 = (str(event(o).event_id) for o in ("p1", "f1", "s1", "h1"))
+    assert hot_answers == [
+        {s1: 1, h1: 1},
+        [True],
+        {p1: 1, f1: 1},  # settled refused, held still leased to w0
+        [True, True, False, False],
+        {p1: 2},
+    ]
+    written = all_rows(hot_path)
+    assert written == all_rows(cold_path)
+    states = {row[0]: row[2] for row in written["deliveries"]}
+    assert states == {p1: "calling", f1: "already_done", s1: "delivered", h1: "delivered"}
+    assert written["echoes"][0][:3] == ("shoplazza", "f1", f1)
+
+
+async def test_the_worker_claims_and_finishes_through_the_driver(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with Store.open(str(path)) as store:
+        one, two = event("w1"), event("w2")
+        await store.arrive_many([Arrival(one, NOW, ("cj",), SINCE)])
+        hot = store._sqlite_hot()
+        assert hot is not None
+        before = hot._db.total_changes
+        claims = await store.claim_many([one, two], "cj", "w", timedelta(seconds=30))
+        assert claims == [Claimed(1), Claimed(1)]
+        done = datetime.now(UTC)
+        held = await store.finish_many(
+            [Result(str(e.event_id), "cj", "w", DeliveryState.DELIVERED, done) for e in (one, two)]
+        )
+        assert held == [True, True]
+        assert hot._db.total_changes > before  # written on the driver's connection
+        found = await store.delivery(str(two.event_id), "cj")
+        assert found is not None
+        assert found.state == DeliveryState.DELIVERED

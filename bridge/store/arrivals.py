@@ -13,7 +13,6 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import asyncpg
 import sqlalchemy as sa
@@ -34,9 +33,6 @@ from bridge.store.statements import (
 )
 from bridge.store.tables import deliveries, events, transitions
 from contracts.events import OrderCancelled
-
-if TYPE_CHECKING:
-    from bridge.store.hot.sqlite import HotSqlite
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +62,6 @@ class Echo:
 
 class Arrivals(OrderLinks, Echoes):
     """The receiver's writes: events and their pending pairs."""
-
-    _hot_sqlite: HotSqlite | None = None
 
     async def record_event(
         self, event: OrderCancelled, now: datetime, targets: tuple[str, ...] = ()
@@ -117,18 +111,11 @@ class Arrivals(OrderLinks, Echoes):
             from bridge.store.hot import postgres  # noqa: PLC0415 - it imports us
 
             return await postgres.arrive(self._engine, arrivals)
-        if self._sqlite_path is None:
+        hot = self._sqlite_hot()
+        if hot is None:
             return None
-        if self._hot_sqlite is None:
-            from bridge.store.hot.sqlite import HotSqlite  # noqa: PLC0415 - it imports us
-
-            try:
-                self._hot_sqlite = HotSqlite(self._sqlite_path)
-            except sqlite3.Error:
-                return None
-            self._closers.append(self._hot_sqlite.close)
         try:
-            return self._hot_sqlite.arrive(arrivals)
+            return hot.arrive(arrivals)
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error:  # the SQLAlchemy path says what it means (StoreUnavailable...)

@@ -11,6 +11,7 @@ claimable pair, new pairs inserted in the same transaction, the rest one by one)
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -115,11 +116,13 @@ class Claims(Engines):
             "lease": now + lease,
         }
         try:
-            taken = await self._transaction(
-                lambda connection: _take_many(connection, by_key, params)
-            )
-        except IntegrityError:  # another worker wrote one of the new rows first: one by one
-            taken = {}
+            taken = self._take_many_hot(by_key, params)
+            if taken is None:
+                taken = await self._transaction(
+                    lambda connection: _take_many(connection, by_key, params)
+                )
+        except (IntegrityError, sqlite3.IntegrityError):  # another worker wrote a new row first
+            taken = {}  # one by one
         claims: list[Claim] = []
         for event in events_:
             attempt = taken.pop(str(event.event_id), None)
@@ -128,6 +131,47 @@ class Claims(Engines):
             else:
                 claims.append(await self.claim(event, target, worker, now, now + lease))
         return claims
+
+    def _take_many_hot(
+        self, by_key: Mapping[str, OrderCancelled], params: Mapping[str, Any]
+    ) -> dict[str, int] | None:
+        """`_take_many` through `sqlite3` on the loop (`hot/`), or None: the SQLAlchemy path."""
+        hot = self._sqlite_hot()
+        if hot is None:
+            return None
+        from bridge.store.hot.sqlite_claims import take_many  # noqa: PLC0415 - it imports us
+
+        try:
+            return hot.write(
+                lambda db: take_many(
+                    db,
+                    by_key,
+                    target=params["t"],
+                    worker=params["w"],
+                    now=params["now"],
+                    lease_until=params["lease"],
+                )
+            )
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.Error:  # the SQLAlchemy path says what it means (StoreUnavailable...)
+            return None
+
+    def _finish_all_hot(self, results: Sequence[Result]) -> list[bool] | None:
+        """`_finish_all` through `sqlite3` on the loop (`hot/`), or None: the SQLAlchemy path.
+
+        A key conflict (another worker recorded the same echo first) goes to that path too,
+        which tries again.
+        """
+        hot = self._sqlite_hot()
+        if hot is None:
+            return None
+        from bridge.store.hot.sqlite_claims import finish_all  # noqa: PLC0415 - it imports us
+
+        try:
+            return hot.write(lambda db: finish_all(db, results))
+        except sqlite3.Error:
+            return None
 
     async def _insert_claim(
         self, event: OrderCancelled, target: str, worker: str, now: datetime, lease_until: datetime
@@ -209,6 +253,9 @@ class Claims(Engines):
 
     async def finish_many(self, results: Sequence[Result]) -> list[bool]:
         """`finish` for many claims in one transaction (one commit for all)."""
+        held = self._finish_all_hot(results)
+        if held is not None:
+            return held
         for attempt in range(2):
             try:
                 return await self._transaction(lambda connection: _finish_all(connection, results))

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -41,6 +42,9 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from bridge.store.hot.sqlite import HotSqlite
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA_HEAD = "0003"  # the newest migration's revision
@@ -143,6 +147,7 @@ class Engines:
         # SQLite: the file, for the hot statements' own `sqlite3` connection (`hot/sqlite.py`).
         self._sqlite_path = sqlite_path
         self._closers: list[Callable[[], None]] = []  # what the parts opened beside the engines
+        self._hot_sqlite: HotSqlite | None = None
         # SQLite: the same file through the blocking driver, used from one thread of our own.
         self._local = local
         self._thread = (
@@ -175,6 +180,23 @@ class Engines:
                 local.dispose()
             if store._thread is not None:
                 store._thread.shutdown()
+
+    def _sqlite_hot(self) -> HotSqlite | None:
+        """The hot statements' `sqlite3` connection (opened on first use), or None.
+
+        None off SQLite, or when the file cannot be opened so (the SQLAlchemy path reports it).
+        """
+        if self._sqlite_path is None:
+            return None
+        if self._hot_sqlite is None:
+            from bridge.store.hot.sqlite import HotSqlite  # noqa: PLC0415 - it imports the store
+
+            try:
+                self._hot_sqlite = HotSqlite(self._sqlite_path)
+            except sqlite3.Error:
+                return None
+            self._closers.append(self._hot_sqlite.close)
+        return self._hot_sqlite
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:

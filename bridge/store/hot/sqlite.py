@@ -1,9 +1,12 @@
-"""Arrivals through `sqlite3`, on the event loop, in one short transaction per batch.
+"""The hot statements through `sqlite3`, on the event loop, in one short transaction per batch.
 
-The connection never waits for SQLite's lock (`busy_timeout=0`): when another connection
-(a worker, another receiver process) holds it, `arrive` answers `None` and the caller takes the
-SQLAlchemy path in the store's thread, which waits up to its busy timeout. So the loop never
-blocks on a lock, only for the statements themselves (tens of microseconds per row).
+One connection per process (`HotSqlite`), used from the event loop only: the receiver's arrivals
+(here) and the worker's claims and outcomes (`sqlite_claims.py`) take turns on it, so they never
+wait for each other's lock. It never waits for SQLite's lock either (`busy_timeout=0`): when
+another connection (another process, or the store's own SQLAlchemy thread) holds it, `write`
+answers `None` and the caller takes the SQLAlchemy path in the store's thread, which waits up to
+its busy timeout. So the loop never blocks on a lock, only for the statements themselves (tens
+of microseconds per row).
 
 `synchronous=NORMAL` (WAL): a commit is durable against a crash of the process; a power loss
 may take back the last commits before it. An arrival is only a record: the broker holds the
@@ -13,9 +16,10 @@ confirmed message, and the worker's claim writes the event row when it finds non
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from bridge.store.arrivals import (
     Arrival,
@@ -31,6 +35,7 @@ from bridge.store.lifecycle import DeliveryState
 # SQLAlchemy's text form of a time on SQLite (its DateTime storage format), in UTC.
 STAMP = "%Y-%m-%d %H:%M:%S.%f"
 PENDING = DeliveryState.PENDING.value
+R = TypeVar("R")
 INSERT_EVENT = (
     "INSERT INTO events (event_id, source, shop, order_id, reason, first_seen, last_seen,"
     " delivery_count, event_json) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)"
@@ -52,13 +57,13 @@ def stamp(moment: datetime) -> str:
     return utc(moment).strftime(STAMP)
 
 
-def _in(column: str, n: int) -> str:
+def in_list(column: str, n: int) -> str:
     """`column IN (?, ?, ...)` for `n` bound values (no value is ever spliced in)."""
     return f"{column} IN ({', '.join('?' * n)})"
 
 
 class HotSqlite:
-    """One `sqlite3` connection to the store's file for the receiver's arrivals."""
+    """One `sqlite3` connection to the store's file for the hot statements."""
 
     def __init__(self, path: str) -> None:
         self._db = sqlite3.connect(
@@ -73,11 +78,11 @@ class HotSqlite:
         """Close the connection."""
         self._db.close()
 
-    def arrive(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo] | None:
-        """`Arrivals.arrive_many`'s batch in one transaction; None if the lock is taken.
+    def write(self, body: Callable[[sqlite3.Connection], R]) -> R | None:
+        """`body` in one write transaction; None (nothing done) if another holds the lock.
 
-        Raises `sqlite3.IntegrityError` (a key conflict: the caller redoes it one by one) or
-        another `sqlite3.Error` (the caller's SQLAlchemy path decides what it means).
+        Raises what `body` raises, after rolling back: `sqlite3.IntegrityError` (a key conflict)
+        or another `sqlite3.Error` (the caller's SQLAlchemy path decides what it means).
         """
         db = self._db
         try:
@@ -87,58 +92,62 @@ class HotSqlite:
                 return None
             raise
         try:
-            results = self._arrive(arrivals)
+            result = body(db)
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        return results
+        return result
 
-    def _arrive(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
-        db = self._db
-        orders = arrival_orders(arrivals)
-        found = db.execute(
-            "SELECT platform, order_id, event_id, created_at FROM echoes"  # noqa: S608 - markers only
-            f" WHERE {_in('order_id', len(orders))}",
-            orders,
-        )
-        echoed = {
-            (platform, order): (str(event_id), utc(datetime.fromisoformat(at)))
-            for platform, order, event_id, at in found
-        }
-        keys = arrival_keys(arrivals)
-        counts = dict(
-            db.execute(
-                "SELECT event_id, delivery_count FROM events"  # noqa: S608 - markers only
-                f" WHERE {_in('event_id', len(keys))}",
-                keys,
-            ).fetchall()
-        )
-        plan = plan_arrivals(arrivals, echoed, counts)
-        if plan.new:
-            rows = []
-            for key, a in plan.new.items():
-                at = stamp(a.at)
-                event = a.event
-                body = (a.body or event.to_json()).decode()
-                rows.append(
-                    (
-                        key,
-                        event.source.value,
-                        event.shop,
-                        event.order_id,
-                        event.reason.value,
-                        at,
-                        at,
-                        body,
-                    )
+    def arrive(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo] | None:
+        """`Arrivals.arrive_many`'s batch in one transaction; None if the lock is taken."""
+        return self.write(lambda db: _arrive(db, arrivals))
+
+
+def _arrive(db: sqlite3.Connection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+    orders = arrival_orders(arrivals)
+    found = db.execute(
+        "SELECT platform, order_id, event_id, created_at FROM echoes"  # noqa: S608 - markers only
+        f" WHERE {in_list('order_id', len(orders))}",
+        orders,
+    )
+    echoed = {
+        (platform, order): (str(event_id), utc(datetime.fromisoformat(at)))
+        for platform, order, event_id, at in found
+    }
+    keys = arrival_keys(arrivals)
+    counts = dict(
+        db.execute(
+            "SELECT event_id, delivery_count FROM events"  # noqa: S608 - markers only
+            f" WHERE {in_list('event_id', len(keys))}",
+            keys,
+        ).fetchall()
+    )
+    plan = plan_arrivals(arrivals, echoed, counts)
+    if plan.new:
+        rows = []
+        for key, a in plan.new.items():
+            at = stamp(a.at)
+            event = a.event
+            body = (a.body or event.to_json()).decode()
+            rows.append(
+                (
+                    key,
+                    event.source.value,
+                    event.shop,
+                    event.order_id,
+                    event.reason.value,
+                    at,
+                    at,
+                    body,
                 )
-            db.executemany(INSERT_EVENT, rows)
-            pending = [(key, target, stamp(at)) for key, target, at in plan.pending()]
-            if pending:
-                db.executemany(INSERT_PENDING, [(k, t, PENDING, at, at) for k, t, at in pending])
-                db.executemany(INSERT_STEP, [(k, t, PENDING, at) for k, t, at in pending])
-        if plan.more:
-            now = stamp(plan.now)
-            db.executemany(SEEN_MORE, [(now, n, key) for key, n in plan.more.items()])
-        return plan.results
+            )
+        db.executemany(INSERT_EVENT, rows)
+        pending = [(key, target, stamp(at)) for key, target, at in plan.pending()]
+        if pending:
+            db.executemany(INSERT_PENDING, [(k, t, PENDING, at, at) for k, t, at in pending])
+            db.executemany(INSERT_STEP, [(k, t, PENDING, at) for k, t, at in pending])
+    if plan.more:
+        now = stamp(plan.now)
+        db.executemany(SEEN_MORE, [(now, n, key) for key, n in plan.more.items()])
+    return plan.results

@@ -1,0 +1,126 @@
+"""The worker's claims and outcomes through `sqlite3` (`HotSqlite.write`), one transaction each.
+
+The same statements as `claims._take_many` and `claims._finish_all` (built from
+`statements.TAKE_MANY`, `PAIRS_OF`, `COUNTS_OF`, `FINISH_CLAIM`, `FINISH_UNSETTLED` and
+`echoes.remember_echo`), written out for the driver: the tests run both paths on the same
+operations and compare every row they leave.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from bridge.store.claims import Result
+from bridge.store.hot.sqlite import INSERT_EVENT, in_list, stamp
+from bridge.store.lifecycle import CLAIMABLE_STATES, SETTLED_STATES, DeliveryState
+from contracts.events import OrderCancelled
+
+CALLING = DeliveryState.CALLING.value
+_CLAIMABLE = ", ".join(f"'{state.value}'" for state in CLAIMABLE_STATES)
+_SETTLED = ", ".join(f"'{state.value}'" for state in SETTLED_STATES)
+_OUTCOME = (
+    "UPDATE deliveries SET state = ?, updated_at = ?, claimed_by = NULL, lease_until = NULL,"
+    " last_error = ?, reference = coalesce(?, reference)"
+)
+FINISH_CLAIM = (
+    f"{_OUTCOME} WHERE event_id = ? AND target = ? AND state = '{CALLING}' AND claimed_by = ?"
+)
+FINISH_UNSETTLED = f"{_OUTCOME} WHERE event_id = ? AND target = ? AND state NOT IN ({_SETTLED})"
+ECHO_AGAIN = "UPDATE echoes SET event_id = ?, created_at = ? WHERE platform = ? AND order_id = ?"
+ECHO_NEW = "INSERT INTO echoes (platform, order_id, event_id, created_at) VALUES (?, ?, ?, ?)"
+INSERT_CLAIM = (
+    "INSERT INTO deliveries (event_id, target, state, attempts, created_at, updated_at,"  # noqa: S608 - a constant state
+    f" claimed_by, lease_until) VALUES (?, ?, '{CALLING}', 1, ?, ?, ?, ?)"
+)
+INSERT_STEP = "INSERT INTO transitions (event_id, target, state, at, detail) VALUES (?, ?, ?, ?, ?)"
+
+
+def take_many(  # noqa: PLR0913 - the claim's parts
+    db: sqlite3.Connection,
+    by_key: Mapping[str, OrderCancelled],
+    *,
+    target: str,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+) -> dict[str, int]:
+    """Take every claimable pair; claim those with no row yet. The attempt number by event."""
+    keys = sorted(by_key)
+    at, lease = stamp(now), stamp(lease_until)
+    taken = dict(
+        db.execute(
+            f"UPDATE deliveries SET state = '{CALLING}', claimed_by = ?, lease_until = ?,"  # noqa: S608 - markers only
+            " attempts = attempts + 1, updated_at = ?"
+            f" WHERE target = ? AND {in_list('event_id', len(keys))}"
+            f" AND (state IN ({_CLAIMABLE}) OR (state = '{CALLING}' AND lease_until < ?))"
+            " RETURNING event_id, attempts",
+            [worker, lease, at, target, *keys, at],
+        ).fetchall()
+    )
+    rest = [key for key in keys if key not in taken]
+    if not rest:
+        return taken
+    have = {
+        row[0]
+        for row in db.execute(
+            "SELECT event_id FROM deliveries"  # noqa: S608 - markers only
+            f" WHERE target = ? AND {in_list('event_id', len(rest))}",
+            [target, *rest],
+        )
+    }
+    fresh = [key for key in rest if key not in have]
+    if not fresh:
+        return taken
+    known = {
+        row[0]
+        for row in db.execute(
+            f"SELECT event_id FROM events WHERE {in_list('event_id', len(fresh))}",  # noqa: S608 - markers only
+            fresh,
+        )
+    }
+    unknown = [_event_row(by_key[key], at) for key in fresh if key not in known]
+    if unknown:
+        db.executemany(INSERT_EVENT, unknown)
+    db.executemany(INSERT_CLAIM, [(key, target, at, at, worker, lease) for key in fresh])
+    taken.update((key, 1) for key in fresh)
+    return taken
+
+
+def _event_row(event: OrderCancelled, at: str) -> tuple[str, ...]:
+    return (
+        str(event.event_id),
+        event.source.value,
+        event.shop,
+        event.order_id,
+        event.reason.value,
+        at,
+        at,
+        event.to_json().decode(),
+    )
+
+
+def finish_all(db: sqlite3.Connection, results: Sequence[Result]) -> list[bool]:
+    """Each outcome on the pair its claim holds (or, settled, on any unsettled pair); history."""
+    held: list[bool] = []
+    steps: list[tuple[str, str, str, str, str | None]] = []
+    for result in results:
+        settled = result.state in SETTLED_STATES
+        at = stamp(result.at)
+        values = (result.state.value, at, None if settled else result.detail, result.reference)
+        pair = (result.event_id, result.target)
+        mine = db.execute(FINISH_CLAIM, (*values, *pair, result.worker)).rowcount == 1
+        if not mine and settled:
+            db.execute(FINISH_UNSETTLED, (*values, *pair))
+        if result.echo is not None and settled:
+            platform, order_id = result.echo
+            echo = (result.event_id, at, platform, order_id)
+            if db.execute(ECHO_AGAIN, echo).rowcount == 0:
+                db.execute(ECHO_NEW, (platform, order_id, result.event_id, at))
+        held.append(mine)
+        if mine or settled:
+            steps.append((*pair, result.state.value, at, result.detail or result.reference))
+    if steps:
+        db.executemany(INSERT_STEP, steps)
+    return held
