@@ -12,6 +12,12 @@ pre-filled queue to the fake CJ with its store on SQLite (a scratch file) and, w
 is set, on PostgreSQL (a scratch database created and dropped on that server). Each worker
 figure is given as a ratio to the LOWER of the two bare loops (the worker does both jobs, so it
 cannot beat the slower one). The fake CJ runs in this process: compare runs on one machine.
+
+A third baseline is the bare worker of issue 16: (3) an aio-pika consumer (the same prefetch)
+that reads each message's event, makes its one CJ call (the adapter's body, over one aiohttp
+ClientSession) and acks after the answer, no store. Each worker figure is also given as a ratio
+to it. The worker may batch orders into one call (`[targets.cj] batch_size`) where the bare
+loops make one call per order: that is the point of batching, and both ratios show it.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ TARGET = "bench-cj"
 BATCH = 500
 BARE_CONSUME = "bare consume+ack"
 BARE_HTTP = "bare aiohttp client"
+BARE_WORKER = "bare worker"
+BARE = (BARE_CONSUME, BARE_HTTP, BARE_WORKER)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -131,6 +139,48 @@ async def bare_http(adapter: cj.CJTarget, url: str, count: int, in_flight: int) 
     return seconds
 
 
+async def bare_worker(  # noqa: PLR0913, PLR0917 - the queue, the target, the run's size
+    url: str, queue_name: str, adapter: cj.CJTarget, cj_url: str, count: int, prefetch: int
+) -> float:
+    """Seconds for a bare worker to drain `count` messages: consume, one CJ call each, ack.
+
+    No store, no retries: each message's event is read, the adapter builds its call, the call
+    is made over one ClientSession, and the message is acked once CJ answered 200.
+    """
+    async with (
+        await aio_pika.connect(url) as connection,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session,
+    ):
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(queue_name)
+        done = asyncio.Event()
+        seen = 0
+        failed: list[int] = []
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            nonlocal seen
+            call = adapter.build(OrderCancelled.from_json(message.body), datetime.now(UTC))
+            if not isinstance(call, HttpCall):
+                raise SystemExit(f"bare worker: no call built: {call}")
+            async with session.post(cj_url, data=call.body, headers=dict(call.headers)) as answer:
+                await answer.read()
+                if answer.status != 200:  # noqa: PLR2004 - CJ's success
+                    failed.append(answer.status)
+            await message.ack()
+            seen += 1
+            if seen >= count:
+                done.set()
+
+        started = time.perf_counter()
+        await queue.consume(on_message)
+        await done.wait()
+        seconds = time.perf_counter() - started
+    if failed:
+        raise SystemExit(f"bare worker: {len(failed)} calls not answered 200: {failed[:5]}")
+    return seconds
+
+
 async def timed_worker(
     plan: WorkerPlan, url: str, store_url: str, channel: AbstractChannel, count: int
 ) -> float:
@@ -140,7 +190,13 @@ async def timed_worker(
         started = time.perf_counter()
         async with Worker.running(plan, url, BrokerSettings(), store) as worker:
             await worker.wait_outcomes("delivered", count)
-            return time.perf_counter() - started
+            seconds = time.perf_counter() - started
+        calls = worker.metrics.registry.get_sample_value(
+            "cancel_bridge_target_call_seconds_count", {"target": TARGET, "result": "2xx"}
+        )
+        where = "postgresql" if "://" in store_url else "sqlite"
+        print(f"worker on {where}: {count} orders in {calls or 0:.0f} CJ calls")
+        return seconds
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -153,7 +209,13 @@ async def run(args: argparse.Namespace) -> None:
     spec = topology.target_topology(TARGET, (), DEFAULT_DELAYS, delivery_limit=5)
     adapter = cj.CJTarget(
         cj.CJCancelConfig(
-            fake.url, "1234567", 987654, open_ended_locking=True, order_id_from="order_id"
+            fake.url,
+            "1234567",
+            987654,
+            open_ended_locking=True,
+            order_id_from="order_id",
+            batch_size=cj.BATCH_SIZE,  # the recommended batching (off by default)
+            batch_linger=cj.BATCH_LINGER,
         ),
         SecretStr(TOKEN),
     )
@@ -168,6 +230,10 @@ async def run(args: argparse.Namespace) -> None:
                 await fill(channel, spec.work.name, n)
                 results[BARE_CONSUME] = await bare_consume(url, spec.work.name, n, args.prefetch)
                 results[BARE_HTTP] = await bare_http(adapter, fake.url, n, args.prefetch)
+                await fill(channel, spec.work.name, n)
+                results[BARE_WORKER] = await bare_worker(
+                    url, spec.work.name, adapter, fake.url, n, args.prefetch
+                )
                 sqlite = str(Path(scratch) / "bench.db")
                 results["worker, SQLite"] = await timed_worker(plan, url, sqlite, channel, n)
                 if server:
@@ -184,18 +250,28 @@ async def run(args: argparse.Namespace) -> None:
         print(
             "PostgreSQL skipped: set DATABASE_URL to a server the benchmark may create databases on"
         )
-    print(f"fake CJ calls: {len(fake.calls)} (expected {n * (len(results) - 1)})")
+    print(f"fake CJ calls: {len(fake.calls)} orders (expected {n * (len(results) - 1)})")
 
 
 def report(results: dict[str, float], n: int, prefetch: int) -> None:
-    """The table: messages/s of each run; each worker's ratio to the slower bare loop."""
+    """The table: messages/s of each run; each worker's ratios to the bare loops.
+
+    To the slower of the bare consume+ack and bare aiohttp client loops, and to the bare worker.
+    """
     slower = max(results[BARE_CONSUME], results[BARE_HTTP])  # seconds: more is slower
     floor = BARE_CONSUME if slower == results[BARE_CONSUME] else BARE_HTTP
+    bare = results[BARE_WORKER]
     print(f"messages: {n} per run ({prefetch} in flight, log level warning)")
-    print(f"{'run':22} {'msg/s':>8} {'seconds':>8}  ratio to the slower bare loop ({floor})")
+    print(
+        f"{'run':22} {'msg/s':>8} {'seconds':>8}  {'ratio to slower bare loop':>25}"
+        f"  ratio to bare worker"
+    )
+    print(f"{'':22} {'':>8} {'':>8}  {'(' + floor + ')':>25}")
     for name, seconds in results.items():
-        ratio = f"{slower / seconds:.2f}" if name not in (BARE_CONSUME, BARE_HTTP) else "-"
-        print(f"{name:22} {n / seconds:8.0f} {seconds:8.2f}  {ratio}")
+        ratios = (
+            ("-", "-") if name in BARE else (f"{slower / seconds:.2f}", f"{bare / seconds:.2f}")
+        )
+        print(f"{name:22} {n / seconds:8.0f} {seconds:8.2f}  {ratios[0]:>25}  {ratios[1]:>20}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
@@ -417,6 +417,59 @@ class TargetAdapter(Protocol):
         self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
     ) -> Outcome | FollowUp:
         """What the platform's answer to `call` means (or which call settles it)."""
+
+
+# --- the optional batch hook: one call carrying many cancellations ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Unattributed:
+    """A batched answer does not say what became of this cancellation: send it alone."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCall:
+    """One call carrying several cancellations (`BatchingTarget.build_many`).
+
+    `sent` are the indexes (into the items given) of the cancellations the call carries, in the
+    call's order, and `keys` the platform's name for each (e.g. CJ's orderId); `refused` the
+    items no call can be built for, and why. `call` is None when every item was refused.
+    """
+
+    call: HttpCall | None
+    sent: tuple[int, ...] = ()
+    keys: tuple[str, ...] = ()
+    refused: Mapping[int, Rejected] = field(default_factory=dict)
+
+
+@runtime_checkable
+class BatchingTarget(Protocol):
+    """A target whose cancel call takes a list (CJ's `cancelOrders`): it opts in with these.
+
+    The worker gathers up to `batch_size` claimed cancellations, waiting `batch_linger` seconds
+    at most for more, makes one call, and settles each from `interpret_many`; an `Unattributed`
+    one is sent again alone (`TargetAdapter.build`). `batch_size` 1 turns batching off.
+    """
+
+    @property
+    def batch_size(self) -> int:
+        """At most this many cancellations per call."""
+
+    @property
+    def batch_linger(self) -> float:
+        """Seconds to wait for more cancellations before a call that is not full is made."""
+
+    def build_many(
+        self, items: Sequence[tuple[OrderCancelled, str | None]], now: datetime
+    ) -> BatchCall:
+        """One call for `items` (each an event and its linked order id, if any)."""
+
+    def interpret_many(
+        self, batch: BatchCall, status: int, headers: Headers, body: bytes, now: datetime
+    ) -> tuple[Outcome | Unattributed, ...]:
+        """What the answer to `batch.call` means for each cancellation in `batch.sent`, in order."""
 
 
 @dataclass(frozen=True, slots=True)

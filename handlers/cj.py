@@ -1,11 +1,14 @@
 """CJ Affiliate: decline the commission of a cancelled order (PLATFORMS.md section 4).
 
-`cancelOrders` takes a list of cancel requests as GraphQL variables. CJ reports failures inside
-HTTP 200 (`cancelOrders.errors`); texts are undocumented, so "already done" is recognised by
-configurable substrings (default `already`, `locked`). `updateTime` may not be in the future:
-min(cancelled_at, now - 60 s). `status: Declined` is sent only for trackers with open-ended
-locking (seeds/cj-cancel-orders-parameters.txt: "conditional"); CJ silently does not process a
-status sent for other trackers, so the setting has no default.
+`cancelOrders` takes a list of cancel requests as GraphQL variables: one order per call
+(`build_cancel`, `interpret`), or many (`build_cancels`, `interpret_cancels`: the worker's batch
+hook, `[targets.cj] batch_size`), each order's answer attributed by the `orderId` CJ echoes and
+sent again alone where it cannot be (docs/platforms/assumptions.md#cj-batch). CJ reports
+failures inside HTTP 200 (`cancelOrders.errors`); texts are undocumented, so "already done" is
+recognised by configurable substrings (default `already`, `locked`). `updateTime` may not be in
+the future: min(cancelled_at, now - 60 s). `status: Declined` is sent only for trackers with
+open-ended locking (seeds/cj-cancel-orders-parameters.txt: "conditional"); CJ silently does not
+process a status sent for other trackers, so the setting has no default.
 
 CJ validates an accepted cancellation later, and a failure there is silent: the only trace of a
 success is in the Commission Detail API (`advertiserCommissions`), where it leaves a reversal and
@@ -16,7 +19,8 @@ sans-I/O half of reconciling against it (`bridge/reconcile/reconciler.py` makes 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -26,7 +30,9 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 
 from contracts.cj import (
     AdvertiserCommissions,
+    CancelledOrder,
     CancelOrdersResponse,
+    CancelOrdersResult,
     CommissionRecord,
     CommissionsResponse,
     GraphQLError,
@@ -35,6 +41,7 @@ from contracts.events import CancelReason, OrderCancelled, Source
 from contracts.timestamps import utc_z
 from handlers.base import (
     AlreadyDone,
+    BatchCall,
     Delivered,
     Duration,
     EnvName,
@@ -48,6 +55,7 @@ from handlers.base import (
     Seconds,
     TargetBuild,
     TargetSettings,
+    Unattributed,
     format_duration,
     graphql_post,
     introspection_call,
@@ -62,6 +70,16 @@ MUTATION = (
     " orders { submissionId orderId status } errors { message fields } } }"
 )
 CLOCK_MARGIN = timedelta(seconds=60)
+# Batching (`[targets.cj] batch_size`, `batch_linger`), off unless set: with it, a failure of
+# the whole call (5xx, timeout, 429) is every order's in it. CJ takes up to 10,000 orders per
+# submission (docs.cj.com/docs/restatements-api; PLATFORMS.md section 4). 50 (recommended)
+# amortises a call's fixed cost (a round trip, CJ's parsing and validation of the document)
+# over many orders, while an answer naming no order costs at most 50 calls alone; 20 ms is little
+# beside a call's round trip and far below any webhook deadline, and the worker sends sooner
+# when no message it holds can still join (`bridge/worker/batch_call.py`).
+MAX_BATCH = 10_000
+BATCH_SIZE = 50
+BATCH_LINGER = 0.02
 HTTP_OK = 200
 
 OrderIdFrom = Literal["order_id", "order_number", "link"]
@@ -104,6 +122,9 @@ class CJCancelConfig:
     reasons: Mapping[CancelReason, str] = field(default_factory=lambda: DEFAULT_REASONS)
     # "locked", not "lock": "required for open-ended locking" must not read as done.
     already_done_markers: tuple[str, ...] = ("already", "locked")
+    # Orders per `cancelOrders` call, and how long the worker waits to fill one (seconds).
+    batch_size: int = 1
+    batch_linger: float = BATCH_LINGER
 
 
 def update_time(event: OrderCancelled, now: datetime) -> str:
@@ -170,6 +191,143 @@ def build_cancel(
     if isinstance(request, Rejected):
         return request
     return graphql_call(cfg.url, token, MUTATION, {"orders": [request]})
+
+
+def build_cancels(
+    items: Sequence[tuple[OrderCancelled, str | None]],
+    cfg: CJCancelConfig,
+    token: SecretStr,
+    now: datetime,
+) -> BatchCall:
+    """One `cancelOrders` call for many cancellations: a request per item, in the list.
+
+    `items` are events and their linked CJ order ids (`order_id_from = "link"`). An item no
+    request can be built for is refused (as `build_cancel` would); the call carries the others,
+    in order, and `keys` are their CJ order ids (what `interpret_cancels` attributes by).
+    """
+    requests: list[dict[str, object]] = []
+    sent: list[int] = []
+    keys: list[str] = []
+    refused: dict[int, Rejected] = {}
+    for index, (event, linked) in enumerate(items):
+        request = cancel_request(event, cfg, now, linked)
+        if isinstance(request, Rejected):
+            refused[index] = request
+            continue
+        requests.append(request)
+        sent.append(index)
+        keys.append(str(request["orderId"]))
+    call = graphql_call(cfg.url, token, MUTATION, {"orders": requests}) if requests else None
+    return BatchCall(call, tuple(sent), tuple(keys), refused)
+
+
+def interpret_cancels(  # noqa: PLR0911, PLR0913, PLR0917 - `interpret`'s, plus the orders
+    status: int,
+    headers: Headers,
+    body: bytes,
+    keys: Sequence[str],
+    cfg: CJCancelConfig,
+    now: datetime,
+) -> tuple[Outcome | Unattributed, ...]:
+    """What CJ's answer to a `cancelOrders` of the orders `keys` means for each, in order.
+
+    One order: `interpret`, as when sent alone. Several: what concerns the whole request
+    applies to each (401/403: credentials; 408/425/429/5xx: retry; a 200 that is not CJ's JSON
+    or has no `data.cancelOrders`: retry). What one order may have caused is not blamed on the
+    others: top-level GraphQL errors (a value CJ refuses) or another status leave every order
+    `Unattributed`, to be sent again alone. Otherwise each order is settled by `attribute`.
+    """
+    count = len(keys)
+    if count == 1:
+        return (interpret(status, headers, body, cfg, now),)
+    if (early := _by_status(status, headers, now)) is not None:
+        return (early,) * count
+    try:
+        answer = CancelOrdersResponse.model_validate_json(body)
+    except ValidationError:
+        if status == HTTP_OK:
+            return (RetryLater("cj answered 200 with a body that is not its JSON"),) * count
+        return (Unattributed(f"cj answered HTTP {status} to {count} orders"),) * count
+    if answer.errors:
+        why = f"cj graphql refused {count} orders together: {_messages(answer.errors)}"
+        return (Unattributed(why),) * count
+    if status != HTTP_OK:
+        return (Unattributed(f"cj answered HTTP {status} to {count} orders"),) * count
+    result = answer.data.cancelOrders if answer.data else None
+    if result is None:
+        return (RetryLater("cj answered 200 without data.cancelOrders"),) * count
+    return attribute(result, keys, cfg)
+
+
+def attribute(
+    result: CancelOrdersResult, keys: Sequence[str], cfg: CJCancelConfig
+) -> tuple[Outcome | Unattributed, ...]:
+    """Each order's outcome from `cancelOrders` of several orders (`keys`), in order.
+
+    CJ publishes neither whether `orders` echoes each `orderId` as sent (the live schema makes
+    `orderId` non-null; CJ's example does not select it) nor which order an entry of `errors`
+    concerns (`{message, fields}` only). So (docs/platforms/assumptions.md#cj-batch):
+
+    - an order named by exactly one entry of `orders`, with a `submissionId`, is Delivered with
+      it (an order sent twice in one call cannot be told apart: both are sent again alone);
+    - when no entry names an order, `errors` is empty and there are as many entries, each with
+      a `submissionId`, as orders, every order was accepted: Delivered, without a reference
+      (CJ does not say the entries come in the request's order);
+    - the orders no entry names, when `errors` came back (assumed: an order CJ does not accept
+      has an error): one such order has them all, read as if it was sent alone; several, as
+      many as the errors, get the errors' outcome when every error reads alike (all "already
+      done" by `already_done_markers`: AlreadyDone; one text, not done: Rejected with it);
+    - any other order is `Unattributed`: sent again alone, its own answer settles it (one CJ
+      had accepted answers "already": AlreadyDone).
+    """
+    entries = result.orders or []
+    sent = Counter(keys)
+    named = Counter(entry.orderId for entry in entries if entry.orderId is not None)
+    by_id: dict[str, CancelledOrder] = {
+        entry.orderId: entry for entry in entries if entry.orderId is not None
+    }
+    anonymous = not named and not result.errors and len(entries) == len(keys)
+    if anonymous and all(entry.submissionId for entry in entries):
+        return (Delivered(),) * len(keys)
+    outcomes: list[Outcome | None] = []
+    for key in keys:
+        entry = by_id.get(key)
+        if entry is not None and entry.submissionId and sent[key] == 1 and named[key] == 1:
+            outcomes.append(Delivered(reference=entry.submissionId))
+        else:
+            outcomes.append(None)
+    left = [key for key, outcome in zip(keys, outcomes, strict=True) if outcome is None]
+    # Elimination holds only if every order left was sent once and named by no entry.
+    alike = all(sent[key] == 1 and not named[key] for key in left)
+    shared = _shared_outcome(result.errors or [], len(left), cfg) if left and alike else None
+    why = (
+        f"cj answered errors that name no order: {_messages(result.errors)}"
+        if result.errors
+        else "cj's answer does not name this order"
+    )
+    return tuple(
+        (shared or Unattributed(why)) if outcome is None else outcome for outcome in outcomes
+    )
+
+
+def _shared_outcome(
+    errors: list[GraphQLError], unnamed: int, cfg: CJCancelConfig
+) -> Outcome | None:
+    """What `errors` mean for each of `unnamed` orders no entry named, if it is the same for all.
+
+    One order: the errors are its own. Several: one error each, all "already done", or all the
+    same text (an order CJ does not accept is assumed to have an error, one per order here).
+    """
+    if not errors:
+        return None
+    if unnamed == 1:
+        return _classify(errors, cfg)
+    if len(errors) != unnamed:
+        return None
+    if len({error.message for error in errors}) == 1:
+        return _classify(errors[:1], cfg)
+    outcome = _classify(errors, cfg)
+    return outcome if isinstance(outcome, AlreadyDone) else None
 
 
 def _messages(errors: list[GraphQLError]) -> str:
@@ -248,6 +406,30 @@ class CJTarget:
         """`interpret` with this adapter's settings."""
         del call  # one call per cancellation: the answer says it all
         return interpret(status, headers, body, self.cfg, now)
+
+    # The batch hook (`handlers.base.BatchingTarget`): `cancelOrders` takes a list.
+
+    @property
+    def batch_size(self) -> int:
+        """Orders per call (`[targets.cj] batch_size`)."""
+        return self.cfg.batch_size
+
+    @property
+    def batch_linger(self) -> float:
+        """Seconds to wait for a fuller call (`[targets.cj] batch_linger`)."""
+        return self.cfg.batch_linger
+
+    def build_many(
+        self, items: Sequence[tuple[OrderCancelled, str | None]], now: datetime
+    ) -> BatchCall:
+        """`build_cancels` with this adapter's settings and token."""
+        return build_cancels(items, self.cfg, self.token, now)
+
+    def interpret_many(
+        self, batch: BatchCall, status: int, headers: Headers, body: bytes, now: datetime
+    ) -> tuple[Outcome | Unattributed, ...]:
+        """`interpret_cancels` for the orders `batch` carries."""
+        return interpret_cancels(status, headers, body, batch.keys, self.cfg, now)
 
 
 # --- reconciliation: what CJ's Commission Detail API recorded ---------------------------------
@@ -448,6 +630,9 @@ class CJTargetSettings(TargetSettings):
     timeout: Seconds = Field(default=10.0, gt=0, le=300)  # per call
     reasons: dict[CancelReason, str] = Field(default_factory=dict)
     already_done_markers: tuple[str, ...] = ("already", "locked")
+    # Orders per cancelOrders call (1: each alone), and the wait to fill a call.
+    batch_size: int = Field(default=1, ge=1, le=MAX_BATCH)
+    batch_linger: Seconds = Field(default=BATCH_LINGER, ge=0, le=1.0)
     # Reconciliation (`cancel-bridge reconcile cj`, and on a schedule inside `run`).
     commissions_url: str = COMMISSIONS_URL
     advertiser_ids: tuple[CompanyId, ...] = ()  # CJ company ids (CIDs) to read records of
@@ -499,6 +684,15 @@ def _describe_reconcile(settings: CJTargetSettings) -> str:
     )
 
 
+def _describe_batching(settings: CJTargetSettings) -> str:
+    if settings.batch_size == 1:
+        return "one order per call"
+    return (
+        f"up to {settings.batch_size} orders per call"
+        f" (linger {format_duration(settings.batch_linger)})"
+    )
+
+
 def target_secret_envs(settings: CJTargetSettings) -> dict[str, str]:
     """The variables `[targets.cj]` names: the personal access token."""
     return {"token_env": settings.token_env}
@@ -514,6 +708,8 @@ def cancel_config(settings: CJTargetSettings) -> CJCancelConfig:
         order_id_from=settings.order_id_from,
         reasons={**DEFAULT_REASONS, **settings.reasons},
         already_done_markers=settings.already_done_markers,
+        batch_size=settings.batch_size,
+        batch_linger=settings.batch_linger,
     )
 
 
@@ -524,7 +720,8 @@ def make_target(settings: CJTargetSettings, secrets: Mapping[str, SecretStr]) ->
         f"POST {settings.url}; token from {settings.token_env} (set); enterprise"
         f" {settings.enterprise_id}, action tracker {settings.action_tracker_id}, orderId from"
         f" {settings.order_id_from}, status Declined:"
-        f" {'yes' if settings.open_ended_locking else 'no'}, timeout {settings.timeout:g}s;"
+        f" {'yes' if settings.open_ended_locking else 'no'}, timeout {settings.timeout:g}s,"
+        f" {_describe_batching(settings)};"
         f" {_describe_reconcile(settings)}"
     )
     return TargetBuild(

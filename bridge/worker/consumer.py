@@ -140,7 +140,9 @@ class Worker:
         self._tracing = tracing or Tracing()
         self._publisher = publisher
         self._store = store
-        self._target = TargetCaller(plan, executor, self.metrics, self._tracing)
+        self._target = TargetCaller(
+            plan, executor, self.metrics, self._tracing, nothing_more=self._nothing_more
+        )
         self.tokens = self._target.tokens
         self._depths = DepthWatcher(plan, self.metrics, depth_interval)
         self.id = worker_id()
@@ -165,6 +167,9 @@ class Worker:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._in_hand: set[asyncio.Task[None]] = set()
+        # Messages in hand that have not reached the target call yet (and may never: a
+        # duplicate, a busy pair). None left: a waiting batch can grow no more, it goes now.
+        self._before_call: set[asyncio.Task[None]] = set()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -254,6 +259,7 @@ class Worker:
         for work in list(self._in_hand):  # past the drain timeout: unsettled, redelivered later
             work.cancel()
         await asyncio.gather(*self._in_hand, return_exceptions=True)
+        await self._target.stop()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aiormq cancels consumer callbacks when their channel closes (a broker restart, a cut
@@ -263,8 +269,23 @@ class Worker:
         # and the store says it is settled.
         work = asyncio.create_task(self._work(message))
         self._in_hand.add(work)
-        work.add_done_callback(self._in_hand.discard)
+        self._before_call.add(work)
+        work.add_done_callback(self._done)
         await asyncio.shield(work)
+
+    def _done(self, work: asyncio.Task[None]) -> None:
+        self._in_hand.discard(work)
+        if work in self._before_call:  # settled without a call: a batch may not wait for it
+            self._before_call.discard(work)
+            self._target.poke()
+
+    def _nothing_more(self) -> bool:
+        """No message in hand can still join a batched call.
+
+        A batch is made of what is in hand together: under a backlog the messages the broker
+        delivers together go together; arriving one by one, each goes alone, at once.
+        """
+        return not self._before_call
 
     async def _work(self, message: AbstractIncomingMessage) -> None:
         if self._tracing.on:
@@ -386,7 +407,9 @@ class Worker:
             )
             park_as, total, linked = NO_LINK, self._plan.settings.no_link_window, None
         else:
-            outcome = await self._target.attempt(event, linked)
+            self._before_call.discard(asyncio.current_task())  # this message's `_work` task
+            # A retry travels alone: its last call failed, and a batch's failure is each order's.
+            outcome = await self._target.attempt(event, linked, alone=attempt > 1)
         match outcome:
             case Delivered(reference=reference, order_id=target_order):
                 # Cancelled on a platform by us: its own webhook for the order is an echo.

@@ -6,21 +6,39 @@ timeout, a client span, the `target_seconds` metric), and the adapter interprets
 outcome, or a follow-up call (a confirm-read) whose answer it interprets in turn. Nothing here
 raises for a target's trouble: a failed call is `RetryLater`, a refused token the token
 endpoint's outcome.
+
+A target that opts in to batching (`handlers.base.BatchingTarget`, a `batch_size` above 1) has
+its cancellations gathered into calls of many (`batch_call.py`); one whose batched answer does
+not say what became of it is sent again alone, as a target without batching always is.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+
+import structlog
 
 from bridge.executor import Executor, HttpAnswer
 from bridge.metrics import Metrics, status_class
 from bridge.tokens import NoToken, TokenCache, call_with_token
 from bridge.tracing import Tracing, failed
+from bridge.worker.batch_call import CallBatcher
 from bridge.worker.pacing import Pacer
 from bridge.worker.plan import WorkerPlan
 from contracts.events import OrderCancelled
-from handlers.base import FollowUp, HttpCall, Outcome, Rejected, RetryLater
+from handlers.base import (
+    BatchingTarget,
+    FollowUp,
+    HttpCall,
+    Outcome,
+    Rejected,
+    RetryLater,
+    Unattributed,
+)
+
+log = structlog.get_logger(__name__)
 
 MAX_FOLLOW_UPS = 3  # calls after the first that an adapter may ask for (a confirm-read is one)
 
@@ -29,7 +47,13 @@ class TargetCaller:
     """Makes one target's calls: its adapter, pacer, token and executor."""
 
     def __init__(
-        self, plan: WorkerPlan, executor: Executor, metrics: Metrics, tracing: Tracing
+        self,
+        plan: WorkerPlan,
+        executor: Executor,
+        metrics: Metrics,
+        tracing: Tracing,
+        *,
+        nothing_more: Callable[[], bool] = lambda: False,
     ) -> None:
         self._plan = plan
         self._executor = executor
@@ -37,8 +61,42 @@ class TargetCaller:
         self._tracing = tracing
         self._pacer = Pacer(plan.rate) if plan.rate else None
         self.tokens = TokenCache(plan.auth, executor, plan.timeout) if plan.auth else None
+        adapter = plan.adapter
+        self._batcher = (
+            CallBatcher(adapter, self._call, nothing_more)
+            if isinstance(adapter, BatchingTarget) and adapter.batch_size > 1
+            else None
+        )
 
-    async def attempt(self, event: OrderCancelled, order_id: str | None) -> Outcome:
+    async def attempt(
+        self, event: OrderCancelled, order_id: str | None, *, alone: bool = False
+    ) -> Outcome:
+        """`event`'s outcome: from a batched call where the target batches, else alone.
+
+        With `alone` (a retry), or when a batched answer does not say, the call carries `event`
+        only.
+        """
+        if self._batcher is not None:
+            if alone:
+                self._batcher.poke()  # this one will not join: a waiting batch may go now
+            else:
+                result = await self._batcher.submit(event, order_id)
+                if not isinstance(result, Unattributed):
+                    return result
+                log.info("cancel.sent_alone", reason=result.reason)
+        return await self.attempt_alone(event, order_id)
+
+    def poke(self) -> None:
+        """A message in hand settled without a call: a waiting batch may have to go now."""
+        if self._batcher is not None:
+            self._batcher.poke()
+
+    async def stop(self) -> None:
+        """Cancel batched calls still waiting or under way (the worker is stopping)."""
+        if self._batcher is not None:
+            await self._batcher.stop()
+
+    async def attempt_alone(self, event: OrderCancelled, order_id: str | None) -> Outcome:
         """Build the call for `event`, make it (and any follow-ups), interpret the answers."""
         adapter = self._plan.adapter
         call = adapter.build(event, datetime.now(UTC), order_id)
