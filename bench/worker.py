@@ -63,6 +63,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__)
     parser.add_argument("--messages", type=int, default=20000, help="queue size (default 20000)")
     parser.add_argument("--prefetch", type=int, default=64, help="worker prefetch (default 64)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=cj.BATCH_SIZE,
+        help=f"the worker's [targets.cj] batch_size (default {cj.BATCH_SIZE}, the recommended"
+        " batching; 1: one order a call, the shipped default)",
+    )
     return parser.parse_args(argv)
 
 
@@ -214,7 +221,7 @@ async def run(args: argparse.Namespace) -> None:
             987654,
             open_ended_locking=True,
             order_id_from="order_id",
-            batch_size=cj.BATCH_SIZE,  # the recommended batching (off by default)
+            batch_size=args.batch_size,  # default: the recommended batching (off when shipped)
             batch_linger=cj.BATCH_LINGER,
         ),
         SecretStr(TOKEN),
