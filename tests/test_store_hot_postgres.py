@@ -1,4 +1,7 @@
-"""The receiver's arrivals through asyncpg (`bridge/store/hot/postgres.py`) against SQLAlchemy's."""
+"""The store's hot statements through asyncpg (`bridge/store/hot/`) against SQLAlchemy's.
+
+The receiver's arrivals (`postgres.py`), the worker's claims and outcomes (`postgres_claims.py`).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from sqlalchemy.pool import QueuePool
 
 from bench.scratch_db import scratch_database
 from bridge.store.arrivals import Arrival, Echo, Seen, _arrive
+from bridge.store.claims import Busy, Claimed, Result, _finish_all, _take_many
 from bridge.store.deliveries import Store
 from bridge.store.engine import StoreUnavailable
-from bridge.store.hot import postgres
+from bridge.store.hot import postgres, postgres_claims
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
 from tests.harness.stores import postgres_server
@@ -241,4 +245,296 @@ async def test_lost_connections_are_store_unavailable_and_leave_the_pool() -> No
         # The lost connection left the pool, and its twin is known stale: the next batch gets
         # a new connection.
         assert await store.arrive_many(batch) == [Seen(1)]
+        await pooled_connection_is_clean(store, url)
+
+
+async def all_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the pair and echo tables, the arrivals' too."""
+    db = await asyncpg.connect(url)
+    try:
+        query = "SELECT * FROM echoes ORDER BY platform, order_id"
+        echoes = [tuple(row) for row in await db.fetch(query)]
+    finally:
+        await db.close()
+    return await rows(url) | {"echoes": echoes}
+
+
+def key(e: OrderCancelled) -> str:
+    return str(e.event_id)
+
+
+async def claims_and_outcomes(store: Store, *, hot: bool) -> list[object]:
+    """One scenario of claims and outcomes, through the driver (`hot`) or SQLAlchemy.
+
+    Beside `test_store_hot_sqlite`'s: an event with no pair for the target yet, a pair finished
+    twice in one batch, an echo recorded twice in one batch and one recorded before.
+    """
+    lease = NOW + timedelta(seconds=30)
+    pending, foreign, settled, held = event("p1"), event("f1"), event("s1"), event("h1")
+    known = event("k1")
+    await with_an_echo(store)  # order `echoed`: its record is updated below
+    await store.arrive_many([Arrival(e, NOW, ("cj",), SINCE) for e in (pending, settled, held)])
+    await store.arrive_many([Arrival(known, NOW, ("prime",), SINCE)])  # no pair with cj
+    answers: list[object] = []
+
+    async def take(events: list[OrderCancelled], worker: str, now: datetime) -> None:
+        by_key = {key(e): e for e in events}
+        if hot:
+            answers.append(
+                await postgres_claims.take_many(
+                    store._engine, by_key, target="cj", worker=worker, now=now, lease_until=lease
+                )
+            )
+        else:
+            params = {"keys": sorted(by_key), "t": "cj", "w": worker, "now": now, "lease": lease}
+            answers.append(await store._transaction(lambda c: _take_many(c, by_key, params)))
+
+    async def finish(results: list[Result]) -> None:
+        if hot:
+            answers.append(await postgres_claims.finish_all(store._engine, results))
+        else:
+            answers.append(await store._transaction(lambda c: _finish_all(c, results)))
+
+    await take([settled, held], "w0", NOW)
+    await finish([Result(key(settled), "cj", "w0", DeliveryState.DELIVERED, NOW, None, "sub-1")])
+    later = NOW + timedelta(seconds=5)
+    # pending: taken; foreign: no rows (published elsewhere); settled: refused; held: w0's
+    # lease; known: its event recorded, no pair with cj
+    await take([pending, foreign, settled, held, known], "w1", later)
+    done, again = later + timedelta(seconds=1), later + timedelta(seconds=2)
+    await finish(
+        [
+            Result(key(pending), "cj", "w1", DeliveryState.RETRYING, done, "HTTP 503"),
+            Result(
+                key(foreign),
+                "cj",
+                "w1",
+                DeliveryState.ALREADY_DONE,
+                done,
+                "cj: already",
+                None,
+                ("shoplazza", "f1"),
+            ),
+            # w1 never held these: a settling outcome still lands on the unsettled pair
+            Result(
+                key(held),
+                "cj",
+                "w1",
+                DeliveryState.DELIVERED,
+                done,
+                None,
+                "sub-2",
+                ("shoplazza", "echoed"),
+            ),
+            Result(key(settled), "cj", "w1", DeliveryState.PARKED, done, "late", None),
+            Result(key(known), "cj", "w1", DeliveryState.RETRYING, done, "HTTP 500"),
+            # the same pair again: no longer w1's claim, but not settled either
+            Result(
+                key(known),
+                "cj",
+                "w1",
+                DeliveryState.DELIVERED,
+                again,
+                None,
+                "sub-3",
+                ("shoplazza", "f1"),
+            ),
+        ]
+    )
+    await take([pending], "w2", done)  # retrying: claimable again, attempt 2
+    return answers
+
+
+async def test_claims_and_outcomes_through_the_driver_match_sqlalchemys() -> None:
+    async with scratch_store() as (hot_url, hot), scratch_store() as (cold_url, cold):
+        queries: list[str] = []
+        with driver_queries(hot, queries.append):
+            hot_answers = await claims_and_outcomes(hot, hot=True)
+        cold_answers = await claims_and_outcomes(cold, hot=False)
+        # `with_an_echo`'s, the first batch's, the last batch's in two rounds (k1 twice)
+        assert queries.count(postgres_claims.FINISH_CLAIMS) == 4
+        assert queries.count(postgres_claims.FINISH_UNSETTLED) == 2  # h1, then k1 again
+        assert queries.count(postgres_claims.ECHOES_NEW) == 2  # `echoed`, then f1's
+        assert hot_answers == cold_answers
+        p1, f1, s1, h1, k1 = (str(event(o).event_id) for o in ("p1", "f1", "s1", "h1", "k1"))
+        assert hot_answers == [
+            {s1: 1, h1: 1},
+            [True],
+            {p1: 1, f1: 1, k1: 1},  # settled refused, held still leased to w0
+            [True, True, False, False, True, False],
+            {p1: 2},
+        ]
+        written = await all_rows(hot_url)
+        assert written == await all_rows(cold_url)
+        states = {(row[0], row[1]): row[2] for row in written["deliveries"]}
+        cause = str(event("cause").event_id)
+        assert states == {
+            (p1, "cj"): "calling",
+            (f1, "cj"): "already_done",
+            (s1, "cj"): "delivered",
+            (h1, "cj"): "delivered",
+            (k1, "cj"): "delivered",
+            (k1, "prime"): "pending",
+            (cause, "shoplazza"): "delivered",
+        }
+        again = NOW + timedelta(seconds=7)
+        assert [row[:4] for row in written["echoes"]] == [
+            ("shoplazza", "echoed", h1, NOW + timedelta(seconds=6)),
+            ("shoplazza", "f1", k1, again),  # the last one recorded wins
+        ]
+        k1_steps = [row[2:] for row in written["transitions"] if row[:2] == (k1, "cj")]
+        assert k1_steps == [
+            ("retrying", NOW + timedelta(seconds=6), "HTTP 500"),
+            ("delivered", again, "sub-3"),
+        ]
+        await pooled_connection_is_clean(hot, hot_url)
+
+
+async def test_the_worker_claims_and_finishes_through_the_driver() -> None:
+    queries: list[str] = []
+    async with scratch_store() as (url, store):
+        one, two = event("w1"), event("w2")
+        await store.arrive_many([Arrival(one, NOW, ("cj",), SINCE)])
+        with driver_queries(store, queries.append):
+            claims = await store.claim_many([one, two], "cj", "w", timedelta(seconds=30))
+            assert claims == [Claimed(1), Claimed(1)]  # two: no rows yet, inserted
+            done = datetime.now(UTC)
+            held = await store.finish_many(
+                [
+                    Result(key(e), "cj", "w", DeliveryState.DELIVERED, done, None, "ref")
+                    for e in (one, two)
+                ]
+            )
+            assert held == [True, True]
+        for query in (
+            postgres_claims.TAKE_MANY,
+            postgres_claims.INSERT_CLAIMS,
+            postgres_claims.FINISH_CLAIMS,
+            postgres_claims.INSERT_STEPS,
+        ):
+            assert queries.count(query) == 1
+        found = await store.delivery(key(two), "cj")  # SQLAlchemy reads what the driver wrote
+        assert found is not None
+        assert (found.state, found.attempts, found.reference) == (DeliveryState.DELIVERED, 1, "ref")
+        await pooled_connection_is_clean(store, url)
+
+
+async def test_a_pair_claimed_meanwhile_sends_the_batch_one_by_one() -> None:
+    taken, fresh = event("taken"), event("fresh")
+    pairs_read = asyncio.Event()
+
+    def seen(query: str) -> None:
+        if query == postgres_claims.PAIRS_OF:
+            pairs_read.set()
+
+    async with scratch_store() as (url, store):
+        await store.arrive_many([Arrival(taken, NOW, ("prime",), SINCE)])  # no pair with cj
+        lease = datetime.now(UTC) + timedelta(hours=1)
+        other = await asyncpg.connect(url)  # another worker, claiming (taken, cj)
+        try:
+            commit = other.transaction()
+            await commit.start()
+            await other.execute(
+                "INSERT INTO deliveries (event_id, target, state, attempts, created_at,"
+                " updated_at, claimed_by, lease_until) VALUES ($1, 'cj', 'calling', 1, $2, $2,"
+                " 'other', $3)",
+                key(taken),
+                NOW,
+                lease,
+            )
+            with driver_queries(store, seen):
+                claiming = asyncio.create_task(
+                    store.claim_many([taken, fresh], "cj", "w", timedelta(seconds=30))
+                )
+                # The batch has read the pairs without `taken`'s (not committed yet): it inserts
+                # it as new, and that insert meets the key once the other one commits.
+                await pairs_read.wait()
+                await commit.commit()
+                assert await claiming == [Busy("other", lease), Claimed(1)]
+        finally:
+            await other.close()
+        found = await store.delivery(key(fresh), "cj")
+        assert found is not None
+        assert (found.state, found.attempts) == (DeliveryState.CALLING, 1)
+        await pooled_connection_is_clean(store, url)
+
+
+async def test_an_echo_recorded_meanwhile_sends_the_outcomes_to_sqlalchemys_retry() -> None:
+    done = event("done")
+    echoes_read = asyncio.Event()
+    queries: list[str] = []
+
+    def seen(query: str) -> None:
+        queries.append(query)
+        if query == postgres_claims.ECHOES_AGAIN:
+            echoes_read.set()
+
+    async with scratch_store() as (url, store):
+        assert await store.claim_many([done], "cj", "w", timedelta(seconds=30)) == [Claimed(1)]
+        other = await asyncpg.connect(url)  # another worker, recording the same echo
+        try:
+            commit = other.transaction()
+            await commit.start()
+            await other.execute(
+                "INSERT INTO echoes (platform, order_id, event_id, created_at)"
+                " VALUES ('shoplazza', 'raced', 'someone-else', $1)",
+                NOW,
+            )
+            result = Result(
+                key(done),
+                "cj",
+                "w",
+                DeliveryState.DELIVERED,
+                NOW,
+                None,
+                "ref",
+                ("shoplazza", "raced"),
+            )
+            with driver_queries(store, seen):
+                finishing = asyncio.create_task(store.finish_many([result]))
+                # The batch found no record to update (not committed yet): its insert meets
+                # the key once the other one commits.
+                await echoes_read.wait()
+                await commit.commit()
+                assert await finishing == [True]
+            assert queries.count(postgres_claims.ECHOES_AGAIN) == 1  # then SQLAlchemy's path
+            echo = await other.fetchrow("SELECT event_id, created_at FROM echoes")
+            assert tuple(echo) == (key(done), NOW)  # updated by the retry
+            steps = await other.fetch(
+                "SELECT state FROM transitions WHERE event_id = $1", key(done)
+            )
+            assert [row["state"] for row in steps] == ["delivered"]  # once: the first undone
+        finally:
+            await other.close()
+        await pooled_connection_is_clean(store, url)
+
+
+async def lose_connections(url: str) -> None:
+    """The server ends every other connection to the database (a restart would), and waits."""
+    admin = await asyncpg.connect(url)
+    try:
+        ended = await admin.fetch(
+            "SELECT pg_terminate_backend(pid, 5000) AS ended FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert ended  # the store's pooled connections
+        assert all(row["ended"] for row in ended)
+    finally:
+        await admin.close()
+
+
+async def test_lost_connections_fail_claims_and_outcomes_as_store_unavailable() -> None:
+    one = event("one")
+    lease = timedelta(seconds=30)
+    async with scratch_store() as (url, store):
+        await store.arrive_many([Arrival(one, NOW, ("cj",), SINCE)])
+        await lose_connections(url)
+        with pytest.raises(StoreUnavailable, match=r"^store unavailable \(\w+\)$"):
+            await store.claim_many([one], "cj", "w", lease)
+        assert await store.claim_many([one], "cj", "w", lease) == [Claimed(1)]
+        result = Result(key(one), "cj", "w", DeliveryState.DELIVERED, NOW)
+        await lose_connections(url)
+        with pytest.raises(StoreUnavailable, match=r"^store unavailable \(\w+\)$"):
+            await store.finish_many([result])
+        assert await store.finish_many([result]) == [True]  # the failed one wrote nothing
         await pooled_connection_is_clean(store, url)

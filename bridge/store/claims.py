@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -116,13 +117,17 @@ class Claims(Engines):
             "lease": now + lease,
         }
         try:
-            taken = self._take_many_hot(by_key, params)
+            taken = await self._take_many_hot(by_key, params)
             if taken is None:
                 taken = await self._transaction(
                     lambda connection: _take_many(connection, by_key, params)
                 )
-        except (IntegrityError, sqlite3.IntegrityError):  # another worker wrote a new row first
-            taken = {}  # one by one
+        except (  # another worker wrote a new row first: one by one
+            IntegrityError,
+            sqlite3.IntegrityError,
+            asyncpg.IntegrityConstraintViolationError,
+        ):
+            taken = {}
         claims: list[Claim] = []
         for event in events_:
             attempt = taken.pop(str(event.event_id), None)
@@ -132,10 +137,26 @@ class Claims(Engines):
                 claims.append(await self.claim(event, target, worker, now, now + lease))
         return claims
 
-    def _take_many_hot(
+    async def _take_many_hot(
         self, by_key: Mapping[str, OrderCancelled], params: Mapping[str, Any]
     ) -> dict[str, int] | None:
-        """`_take_many` through `sqlite3` on the loop (`hot/`), or None: the SQLAlchemy path."""
+        """`_take_many` through the driver (`hot/`), or None: the SQLAlchemy path.
+
+        On PostgreSQL through `asyncpg`, whose errors are final (`hot/postgres.py`): a key
+        conflict is raised, anything else is `StoreUnavailable`. On SQLite through `sqlite3`
+        on the loop, which leaves any error but a key conflict to the SQLAlchemy path.
+        """
+        if self._engine.dialect.driver == "asyncpg":
+            from bridge.store.hot import postgres_claims  # noqa: PLC0415 - it imports us
+
+            return await postgres_claims.take_many(
+                self._engine,
+                by_key,
+                target=params["t"],
+                worker=params["w"],
+                now=params["now"],
+                lease_until=params["lease"],
+            )
         hot = self._sqlite_hot()
         if hot is None:
             return None
@@ -157,12 +178,20 @@ class Claims(Engines):
         except sqlite3.Error:  # the SQLAlchemy path says what it means (StoreUnavailable...)
             return None
 
-    def _finish_all_hot(self, results: Sequence[Result]) -> list[bool] | None:
-        """`_finish_all` through `sqlite3` on the loop (`hot/`), or None: the SQLAlchemy path.
+    async def _finish_all_hot(self, results: Sequence[Result]) -> list[bool] | None:
+        """`_finish_all` through the driver (`hot/`), or None: the SQLAlchemy path.
 
-        A key conflict (another worker recorded the same echo first) goes to that path too,
-        which tries again.
+        A key conflict (another worker recorded the same echo first) goes to that path, which
+        tries again. Any other error is `StoreUnavailable` on PostgreSQL (`asyncpg`); on SQLite
+        (`sqlite3` on the loop) it goes to that path too.
         """
+        if self._engine.dialect.driver == "asyncpg":
+            from bridge.store.hot import postgres_claims  # noqa: PLC0415 - it imports us
+
+            try:
+                return await postgres_claims.finish_all(self._engine, results)
+            except asyncpg.IntegrityConstraintViolationError:
+                return None
         hot = self._sqlite_hot()
         if hot is None:
             return None
@@ -253,7 +282,7 @@ class Claims(Engines):
 
     async def finish_many(self, results: Sequence[Result]) -> list[bool]:
         """`finish` for many claims in one transaction (one commit for all)."""
-        held = self._finish_all_hot(results)
+        held = await self._finish_all_hot(results)
         if held is not None:
             return held
         for attempt in range(2):

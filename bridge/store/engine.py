@@ -1,9 +1,10 @@
 """The store's engines and connections: opening SQLite or PostgreSQL, migrating, and the errors.
 
 One code path for two engines through SQLAlchemy 2 Core: SQLite (a file, WAL mode; the
-embedded default) and PostgreSQL (scale-out). On SQLite the batched hot paths run in the
-store's own thread through the blocking driver, in a single hop per transaction (a hop per
-statement costs more than the statements); on PostgreSQL through the async driver. The schema
+embedded default) and PostgreSQL (scale-out). The batched hot statements (the receiver's
+arrivals, the worker's claims and outcomes) run through the drivers themselves (`hot/`:
+sqlite3 on the event loop, asyncpg on a pool connection), with SQLAlchemy's path as their
+reference and, on SQLite, their fallback in the store's own thread (one hop per transaction). The schema
 is versioned with Alembic and upgraded on open.
 
 The store's errors:
@@ -19,7 +20,7 @@ The store's errors:
     │                               inside (re-read, or redone one by one). It escapes only
     │                               after retries: `link` (three tries; so `record_event` and
     │                               `arrive_many` with aliases too) and `finish`/`finish_many`
-    │                               (two).
+    │                               (two on SQLAlchemy's path, after the driver's own try).
     └── ValueError
         └── links.LinkError         order links that cannot be recorded (parsing, before any
                                     store call)

@@ -1,13 +1,15 @@
 """Arrivals through `asyncpg`, on a connection of the store's pool, in one transaction per batch.
 
-The connection is one of SQLAlchemy's pool (`AsyncConnection.get_raw_connection()`, its
-`driver_connection`): no second pool, the same size limit and checkout timeout. SQLAlchemy's
-adapter never sees the transaction (`driver.transaction()`, not the adapter's), so its state
-stays as the pool left it; but the pool's rollback on return undoes only what the adapter began,
-so a connection still in a transaction after the block (a rollback that failed), or closed, is
-invalidated instead of going back, and a closed one also marks the pool's older connections
-stale, as SQLAlchemy does on a disconnect. Each statement has the store's command timeout
-(`PG_COMMAND_TIMEOUT`), as BEGIN and COMMIT have through the connection's own.
+`driver_transaction` is that transaction; the worker's claims and outcomes use it too
+(`postgres_claims.py`). The connection is one of SQLAlchemy's pool
+(`AsyncConnection.get_raw_connection()`, its `driver_connection`): no second pool, the same size
+limit and checkout timeout. SQLAlchemy's adapter never sees the transaction
+(`driver.transaction()`, not the adapter's), so its state stays as the pool left it; but the
+pool's rollback on return undoes only what the adapter began, so a connection still in a
+transaction after the block (a rollback that failed), or closed, is invalidated instead of going
+back, and a closed one also marks the pool's older connections stale, as SQLAlchemy does on a
+disconnect. Each statement has the store's command timeout (`PG_COMMAND_TIMEOUT`), as BEGIN and
+COMMIT have through the connection's own.
 
 Errors mean what they mean on SQLAlchemy's path: a key conflict
 (`asyncpg.IntegrityConstraintViolationError`, SQLAlchemy's `IntegrityError`: another receiver
@@ -24,7 +26,8 @@ when it finds none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -77,13 +80,24 @@ async def arrive(engine: AsyncEngine, arrivals: Sequence[Arrival]) -> list[Seen 
     Raises `asyncpg.IntegrityConstraintViolationError` (a key conflict: the caller redoes it
     one by one) or `StoreUnavailable`.
     """
+    async with driver_transaction(engine) as driver:
+        return await _arrive(driver, arrivals)
+
+
+@contextlib.asynccontextmanager
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection's driver, in one transaction committed when the block ends.
+
+    Raises `asyncpg.IntegrityConstraintViolationError` (a key conflict) as it is, any other
+    failure as `StoreUnavailable`; a connection left closed or in a transaction leaves the pool.
+    """
     with _unavailable():  # the pool's: no connection in time, the server refusing one
         async with engine.connect() as connection:
             raw = await connection.get_raw_connection()
             driver: asyncpg.Connection = raw.driver_connection  # never None once checked out
             try:
                 async with driver.transaction():
-                    return await _arrive(driver, arrivals)
+                    yield driver
             except asyncpg.IntegrityConstraintViolationError:
                 raise
             except DRIVER_ERRORS as exc:
