@@ -4,8 +4,8 @@ One code path for two engines through SQLAlchemy 2 Core: SQLite (a file, WAL mod
 embedded default) and PostgreSQL (scale-out). The batched hot statements (the receiver's
 arrivals, the worker's claims and outcomes) run through the drivers themselves (`hot/`:
 sqlite3 on the event loop, asyncpg on a pool connection), with SQLAlchemy's path as their
-reference and, on SQLite, their fallback in the store's own thread (one hop per transaction). The schema
-is versioned with Alembic and upgraded on open.
+reference and, on SQLite, their fallback in the store's own thread (one hop per transaction).
+The schema is versioned with Alembic and upgraded on open.
 
 The store's errors:
 
