@@ -150,6 +150,8 @@ class WorkerSettings(Section):
     lease_margin: Seconds = Field(default=30.0, gt=0, le=3600)
     # How long a target waits for an order link that is missing before parking (`no_link`).
     no_link_window: Seconds = Field(default=3600.0, gt=0)
+    # How long a batch of claims waits for the other messages in hand (one store transaction).
+    claim_linger: Seconds = Field(default=0.005, ge=0, le=1)
 
 
 class StoreSettings(Section):

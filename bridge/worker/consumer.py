@@ -147,12 +147,16 @@ class Worker:
         self._depths = DepthWatcher(plan, self.metrics, depth_interval)
         self.id = worker_id()
         # Claims and outcomes of the messages in hand go to the store in batches: one
-        # transaction for whatever arrived while the previous one ran.
+        # transaction for whatever arrived while the previous one ran. A batch of claims waits
+        # up to `claim_linger` for the messages in hand that have not asked yet.
         lease = timedelta(seconds=plan.timeout + plan.settings.lease_margin)
+        self._before_claim: set[asyncio.Task[None]] = set()
         self._claims: Batcher[OrderCancelled, Claim] = Batcher(
             self.metrics.timed_batch(
                 "claim", lambda batch: store.claim_many(batch, plan.target, self.id, lease)
-            )
+            ),
+            linger=plan.settings.claim_linger,
+            busy=lambda _: bool(self._before_claim),
         )
         self._finishes: Batcher[Result, bool] = Batcher(
             self.metrics.timed_batch("finish", store.finish_many)
@@ -269,12 +273,14 @@ class Worker:
         # and the store says it is settled.
         work = asyncio.create_task(self._work(message))
         self._in_hand.add(work)
+        self._before_claim.add(work)
         self._before_call.add(work)
         work.add_done_callback(self._done)
         await asyncio.shield(work)
 
     def _done(self, work: asyncio.Task[None]) -> None:
         self._in_hand.discard(work)
+        self._before_claim.discard(work)
         if work in self._before_call:  # settled without a call: a batch may not wait for it
             self._before_call.discard(work)
             self._target.poke()
@@ -376,6 +382,7 @@ class Worker:
     async def _claim(self, event: OrderCancelled) -> Claimed | Settled | Busy:
         """Claim the pair; a copy of an event this worker is calling waits for that call."""
         key = str(event.event_id)
+        self._before_claim.discard(asyncio.current_task())  # this message's `_work` task
         while True:
             claim = await self._claims.submit(event)
             in_hand = self._calling.get(key)
