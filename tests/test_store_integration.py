@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -362,3 +364,25 @@ async def test_arrive_many_counts_records_and_spots_echoes(database_url: str) ->
         assert await store.delivery(str(echoed.event_id), "cj") is None  # echoes are not recorded
         later = await store.arrive_many([Arrival(echoed, NOW, (), NOW + timedelta(seconds=1))])
         assert later == [Seen(1)]  # an echo record older than `echo_since` no longer counts
+
+
+async def test_a_new_sqlite_store_opens_while_another_process_holds_the_file(
+    tmp_path: Path,
+) -> None:
+    # A receiver and a worker started together on a fresh file: switching it to WAL answers
+    # "database is locked" at once (no busy handler) while the other holds a transaction.
+    path = tmp_path / "fresh.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE other_process (x)")
+    release = threading.Timer(0.5, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        async with Store.open(str(path)) as store:
+            await store.record_event(event(), NOW)
+            assert await store.record_event(event(), NOW) == 2
+    finally:
+        release.join()
+        holder.close()
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

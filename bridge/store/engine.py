@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ SCHEMA_HEAD = "0003"  # the newest migration's revision
 R = TypeVar("R")
 
 BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for the file lock
+WAL_RETRY = 0.05  # SQLite: seconds between tries to switch a new file to WAL
 PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as failed
 CONNECT_TIMEOUT = 5.0
 
@@ -79,10 +81,33 @@ def _sqlite_connect(dbapi_connection: Any, _: object) -> None:  # noqa: ANN401 -
     # transactions (and savepoints) mean what they say.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    _wal(cursor)
+    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _wal(cursor: Any) -> None:  # noqa: ANN401 - a DBAPI cursor
+    """Put the file in WAL mode (once per file; then it stays).
+
+    Switching a new file to WAL answers "database is locked" at once, without the busy handler,
+    while another process has it open in a transaction: two processes started together on a
+    fresh store (a receiver and a worker) met that. Tried again for up to the busy timeout; an
+    open at startup only ever waits here.
+    """
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:  # aiosqlite raises sqlite3's own errors
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(WAL_RETRY)
+        else:
+            return
 
 
 def _sqlite_begin(connection: sa.Connection) -> None:
