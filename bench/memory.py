@@ -95,20 +95,26 @@ def status_kib(pid: int, field: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def bridge_processes(
-    layout: str, directory: Path, port: int, cj_url: str, env: dict[str, str]
+async def bridge_processes(  # noqa: PLR0913 - the layout and what it runs against
+    layout: str,
+    directory: Path,
+    port: int,
+    cj_url: str,
+    env: dict[str, str],
+    *,
+    cj_batch: int = 1,
 ) -> AsyncIterator[dict[str, int]]:
     """Start the layout's processes, ready to take webhooks; their names and PIDs."""
     store = directory / "bench.db"
-    routed = write_config(directory / "run.toml", port, store, cj_url)
+    routed = write_config(directory / "run.toml", port, store, cj_url, cj_batch)
     await delete_cj_queues(routed, env)
     try:
         async with contextlib.AsyncExitStack() as stack:
             pids: dict[str, int] = {}
             if layout == "split":  # one configuration file each: each has its own output file
-                alone = write_config(directory / "receiver.toml", port, store, cj_url)
+                alone = write_config(directory / "receiver.toml", port, store, cj_url, cj_batch)
                 receiver = await stack.enter_async_context(spawned(alone, ["receiver"], env))
-                alone = write_config(directory / "worker.toml", port, store, cj_url)
+                alone = write_config(directory / "worker.toml", port, store, cj_url, cj_batch)
                 worker = await stack.enter_async_context(
                     spawned(alone, ["worker", "--target", CJ], env)
                 )

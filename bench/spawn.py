@@ -28,8 +28,11 @@ CJ = "cj"
 SQLITE, POSTGRESQL = "SQLite", "PostgreSQL"
 
 
-def cj_sections(cj_url: str) -> str:
-    """`[targets.cj]` at the fake CJ (its token in CJ_ACCESS_TOKEN) and Shoplazza routed to it."""
+def cj_sections(cj_url: str, batch_size: int = 1) -> str:
+    """`[targets.cj]` at the fake CJ (its token in CJ_ACCESS_TOKEN) and Shoplazza routed to it.
+
+    `batch_size` orders per `cancelOrders` call (1, the shipped default: each alone).
+    """
     return f"""
 [targets.cj]
 url = "{cj_url}"
@@ -37,15 +40,19 @@ enterprise_id = "1234567"
 action_tracker_id = 987654
 open_ended_locking = true
 order_id_from = "order_id"
+batch_size = {batch_size}
 
 [routes]
 shoplazza = ["{CJ}"]
 """
 
 
-def write_config(path: Path, port: int, store_path: Path, cj_url: str | None) -> Path:
+def write_config(
+    path: Path, port: int, store_path: Path, cj_url: str | None, cj_batch: int = 1
+) -> Path:
     """Write the benchmark's bridge configuration to `path`; with `cj_url`, CJ is routed."""
-    path.write_text(bench_config(port, str(store_path)) + (cj_sections(cj_url) if cj_url else ""))
+    routed = cj_sections(cj_url, cj_batch) if cj_url else ""
+    path.write_text(bench_config(port, str(store_path)) + routed)
     return path
 
 

@@ -4,6 +4,7 @@
     ... --layout one        # `cancel-bridge run` alone (default: both layouts, one after the other)
     ... --engine PostgreSQL # a scratch database on the server in DATABASE_URL (default SQLite)
     ... --rate 600          # offer this many webhooks/s instead of half the measured maximum
+    ... --cj-batch-size 50  # the recommended CJ batching (default 1, as shipped)
 
 For each layout (`one`: `cancel-bridge run`, receiver and CJ worker in one process; `split`:
 `cancel-bridge receiver` and `cancel-bridge worker --target cj`) it starts the bridge routed to a
@@ -165,7 +166,9 @@ async def measure(
     url = f"http://127.0.0.1:{port}{WEBHOOK_PATH}"
     async with store_env(args.engine) as env:
         env[SECRET_ENV] = secret
-        async with bridge_processes(layout, directory, port, fake.url, env):
+        async with bridge_processes(
+            layout, directory, port, fake.url, env, cj_batch=args.cj_batch_size
+        ):
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -270,7 +273,7 @@ async def run_all(args: argparse.Namespace) -> int:
             return 1
         finally:
             await fake.stop()
-        print(f"== layout {layout}, store {args.engine}")
+        print(f"== layout {layout}, store {args.engine}, CJ batch_size {args.cj_batch_size}")
         print("\n".join(curve(run, arrivals, args.window)))
         lines, ok = verdict(run, arrivals)
         print("\n".join(lines))
@@ -292,6 +295,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=10, help="seconds per row of the curve")
     parser.add_argument("--layout", choices=("one", "split", "both"), default="both")
     parser.add_argument("--engine", choices=(SQLITE, POSTGRESQL), default=SQLITE)
+    parser.add_argument(
+        "--cj-batch-size",
+        type=int,
+        default=1,
+        help="[targets.cj] batch_size (default 1, as shipped; 50 is the recommended batching)",
+    )
     return parser.parse_args(argv)
 
 
