@@ -17,41 +17,8 @@ from bridge.store.deliveries import Store
 from bridge.store.hot.sqlite import HotSqlite, stamp
 from bridge.store.hot.sqlite_claims import finish_all, take_many
 from bridge.store.lifecycle import DeliveryState
-from contracts.events import CancelReason, OrderCancelled, Source
-
-NOW = datetime(2026, 12, 4, 21, 30, 5, 120000, tzinfo=UTC)
-SINCE = NOW - timedelta(days=7)
-
-
-def event(order_id: str) -> OrderCancelled:
-    return OrderCancelled.create(
-        source=Source.SHOPLAZZA,
-        shop="demo.myshoplaza.com",
-        order_id=order_id,
-        order_number=None,
-        reason=CancelReason.OTHER,
-        source_reason=None,
-        cancelled_at=NOW,
-        received_at=NOW,
-        delivery_id=None,
-    )
-
-
-def batches() -> list[list[Arrival]]:
-    """Three batches: new events (one twice), counted again, an echo, no routes."""
-    one, two, echoed = event("1001"), event("1002"), event("echoed")
-    return [
-        [
-            Arrival(one, NOW, ("cj", "prime"), SINCE),
-            Arrival(two, NOW, ("cj",), SINCE),
-            Arrival(one, NOW + timedelta(seconds=1), ("cj", "prime"), SINCE),
-        ],
-        [
-            Arrival(two, NOW + timedelta(minutes=1), ("cj",), SINCE),
-            Arrival(echoed, NOW + timedelta(minutes=1), ("cj",), SINCE),
-        ],
-        [Arrival(event("1003"), NOW + timedelta(minutes=2), (), SINCE)],
-    ]
+from contracts.events import OrderCancelled
+from tests.harness.hot_store import NOW, SINCE, batches, event, with_an_echo
 
 
 def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -67,20 +34,6 @@ def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
                 " ORDER BY event_id, target, at"
             ).fetchall(),
         }
-
-
-async def with_an_echo(store: Store) -> None:
-    """The bridge cancelled order `echoed` on Shoplazza itself."""
-    cause = event("cause")
-    await store.claim(cause, "shoplazza", "w", NOW, NOW + timedelta(seconds=30))
-    await store.finish(
-        str(cause.event_id),
-        "shoplazza",
-        "w",
-        DeliveryState.DELIVERED,
-        NOW,
-        echo=("shoplazza", "echoed"),
-    )
 
 
 async def test_the_driver_and_sqlalchemy_write_the_same_rows_and_answers(tmp_path: Path) -> None:
