@@ -25,7 +25,15 @@ from bridge.store.engine import StoreUnavailable
 from bridge.store.hot import postgres, postgres_claims
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import OrderCancelled
-from tests.harness.hot_store import NOW, SINCE, batches, event, with_an_echo
+from tests.harness.hot_store import (
+    NOW,
+    SINCE,
+    batches,
+    claims_and_outcomes,
+    event,
+    key,
+    with_an_echo,
+)
 from tests.harness.stores import postgres_server
 
 
@@ -212,98 +220,33 @@ async def all_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
     return await rows(url) | {"echoes": echoes}
 
 
-def key(e: OrderCancelled) -> str:
-    return str(e.event_id)
+async def scenario(store: Store, *, hot: bool) -> list[object]:
+    """`claims_and_outcomes` through asyncpg (`hot`) or SQLAlchemy's path."""
 
-
-async def claims_and_outcomes(store: Store, *, hot: bool) -> list[object]:
-    """One scenario of claims and outcomes, through the driver (`hot`) or SQLAlchemy.
-
-    Beside `test_store_hot_sqlite`'s: an event with no pair for the target yet, a pair finished
-    twice in one batch, an echo recorded twice in one batch and one recorded before.
-    """
-    lease = NOW + timedelta(seconds=30)
-    pending, foreign, settled, held = event("p1"), event("f1"), event("s1"), event("h1")
-    known = event("k1")
-    await with_an_echo(store)  # order `echoed`: its record is updated below
-    await store.arrive_many([Arrival(e, NOW, ("cj",), SINCE) for e in (pending, settled, held)])
-    await store.arrive_many([Arrival(known, NOW, ("prime",), SINCE)])  # no pair with cj
-    answers: list[object] = []
-
-    async def take(events: list[OrderCancelled], worker: str, now: datetime) -> None:
-        by_key = {key(e): e for e in events}
+    async def take(
+        by_key: dict[str, OrderCancelled], worker: str, now: datetime, lease: datetime
+    ) -> object:
         if hot:
-            answers.append(
-                await postgres_claims.take_many(
-                    store._engine, by_key, target="cj", worker=worker, now=now, lease_until=lease
-                )
+            return await postgres_claims.take_many(
+                store._engine, by_key, target="cj", worker=worker, now=now, lease_until=lease
             )
-        else:
-            params = {"keys": sorted(by_key), "t": "cj", "w": worker, "now": now, "lease": lease}
-            answers.append(await store._transaction(lambda c: _take_many(c, by_key, params)))
+        params = {"keys": sorted(by_key), "t": "cj", "w": worker, "now": now, "lease": lease}
+        return await store._transaction(lambda c: _take_many(c, by_key, params))
 
-    async def finish(results: list[Result]) -> None:
+    async def finish(results: list[Result]) -> object:
         if hot:
-            answers.append(await postgres_claims.finish_all(store._engine, results))
-        else:
-            answers.append(await store._transaction(lambda c: _finish_all(c, results)))
+            return await postgres_claims.finish_all(store._engine, results)
+        return await store._transaction(lambda c: _finish_all(c, results))
 
-    await take([settled, held], "w0", NOW)
-    await finish([Result(key(settled), "cj", "w0", DeliveryState.DELIVERED, NOW, None, "sub-1")])
-    later = NOW + timedelta(seconds=5)
-    # pending: taken; foreign: no rows (published elsewhere); settled: refused; held: w0's
-    # lease; known: its event recorded, no pair with cj
-    await take([pending, foreign, settled, held, known], "w1", later)
-    done, again = later + timedelta(seconds=1), later + timedelta(seconds=2)
-    await finish(
-        [
-            Result(key(pending), "cj", "w1", DeliveryState.RETRYING, done, "HTTP 503"),
-            Result(
-                key(foreign),
-                "cj",
-                "w1",
-                DeliveryState.ALREADY_DONE,
-                done,
-                "cj: already",
-                None,
-                ("shoplazza", "f1"),
-            ),
-            # w1 never held these: a settling outcome still lands on the unsettled pair
-            Result(
-                key(held),
-                "cj",
-                "w1",
-                DeliveryState.DELIVERED,
-                done,
-                None,
-                "sub-2",
-                ("shoplazza", "echoed"),
-            ),
-            Result(key(settled), "cj", "w1", DeliveryState.PARKED, done, "late", None),
-            Result(key(known), "cj", "w1", DeliveryState.RETRYING, done, "HTTP 500"),
-            # the same pair again: no longer w1's claim, but not settled either
-            Result(
-                key(known),
-                "cj",
-                "w1",
-                DeliveryState.DELIVERED,
-                again,
-                None,
-                "sub-3",
-                ("shoplazza", "f1"),
-            ),
-        ]
-    )
-    await take([pending], "w2", done)  # retrying: claimable again, attempt 2
-    return answers
+    return await claims_and_outcomes(store, take, finish)
 
 
 async def test_claims_and_outcomes_through_the_driver_match_sqlalchemys() -> None:
     async with scratch_store() as (hot_url, hot), scratch_store() as (cold_url, cold):
         queries: list[str] = []
         with driver_queries(hot, queries.append):
-            hot_answers = await claims_and_outcomes(hot, hot=True)
-        cold_answers = await claims_and_outcomes(cold, hot=False)
+            hot_answers = await scenario(hot, hot=True)
+        cold_answers = await scenario(cold, hot=False)
         # `with_an_echo`'s, the first batch's, the last batch's in two rounds (k1 twice)
         assert queries.count(postgres_claims.FINISH_CLAIMS) == 4
         assert queries.count(postgres_claims.FINISH_UNSETTLED) == 2  # h1, then k1 again

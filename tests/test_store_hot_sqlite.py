@@ -18,7 +18,15 @@ from bridge.store.hot.sqlite import HotSqlite, stamp
 from bridge.store.hot.sqlite_claims import finish_all, take_many
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import OrderCancelled
-from tests.harness.hot_store import NOW, SINCE, batches, event, with_an_echo
+from tests.harness.hot_store import (
+    NOW,
+    SINCE,
+    batches,
+    claims_and_outcomes,
+    event,
+    key,
+    with_an_echo,
+)
 
 
 def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -114,87 +122,64 @@ def all_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
-async def claims_and_outcomes(store: Store, *, hot: bool) -> list[object]:
-    """One scenario of claims and outcomes, through the driver (`hot`) or SQLAlchemy."""
-    lease = NOW + timedelta(seconds=30)
-    pending, foreign, settled, held = event("p1"), event("f1"), event("s1"), event("h1")
-    await store.arrive_many([Arrival(e, NOW, ("cj",), SINCE) for e in (pending, settled, held)])
-    answers: list[object] = []
+async def scenario(store: Store, *, hot: bool) -> list[object]:
+    """`claims_and_outcomes` through sqlite3 (`hot`) or SQLAlchemy's path."""
 
-    async def take(events: list[OrderCancelled], worker: str, now: datetime) -> None:
-        by_key = {str(e.event_id): e for e in events}
-        params = {"keys": sorted(by_key), "t": "cj", "w": worker, "now": now, "lease": lease}
+    async def take(
+        by_key: dict[str, OrderCancelled], worker: str, now: datetime, lease: datetime
+    ) -> object:
         if hot:
             found = store._sqlite_hot()
             assert found is not None
-            answers.append(
-                found.write(
-                    lambda db: take_many(
-                        db, by_key, target="cj", worker=worker, now=now, lease_until=lease
-                    )
+            return found.write(
+                lambda db: take_many(
+                    db, by_key, target="cj", worker=worker, now=now, lease_until=lease
                 )
             )
-        else:
-            answers.append(await store._transaction(lambda c: _take_many(c, by_key, params)))
+        params = {"keys": sorted(by_key), "t": "cj", "w": worker, "now": now, "lease": lease}
+        return await store._transaction(lambda c: _take_many(c, by_key, params))
 
-    async def finish(results: list[Result]) -> None:
+    async def finish(results: list[Result]) -> object:
         if hot:
             found = store._sqlite_hot()
             assert found is not None
-            answers.append(found.write(lambda db: finish_all(db, results)))
-        else:
-            answers.append(await store._transaction(lambda c: _finish_all(c, results)))
+            return found.write(lambda db: finish_all(db, results))
+        return await store._transaction(lambda c: _finish_all(c, results))
 
-    def key(e: OrderCancelled) -> str:
-        return str(e.event_id)
-
-    await take([settled, held], "w0", NOW)
-    await finish([Result(key(settled), "cj", "w0", DeliveryState.DELIVERED, NOW, None, "sub-1")])
-    later = NOW + timedelta(seconds=5)
-    # pending: taken; foreign: no rows (published elsewhere); settled: refused; held: w0's lease
-    await take([pending, foreign, settled, held], "w1", later)
-    done = later + timedelta(seconds=1)
-    await finish(
-        [
-            Result(key(pending), "cj", "w1", DeliveryState.RETRYING, done, "HTTP 503"),
-            Result(
-                key(foreign),
-                "cj",
-                "w1",
-                DeliveryState.ALREADY_DONE,
-                done,
-                "cj: already",
-                None,
-                ("shoplazza", "f1"),
-            ),
-            # w1 never held these: a settling outcome still lands on the unsettled pair
-            Result(key(held), "cj", "w1", DeliveryState.DELIVERED, done, None, "sub-2"),
-            Result(key(settled), "cj", "w1", DeliveryState.PARKED, done, "late", None),
-        ]
-    )
-    await take([pending], "w2", done)  # retrying: claimable again, attempt 2
-    return answers
+    return await claims_and_outcomes(store, take, finish)
 
 
 async def test_claims_and_outcomes_through_the_driver_match_sqlalchemys(tmp_path: Path) -> None:
     hot_path, cold_path = tmp_path / "hot.db", tmp_path / "cold.db"
     async with Store.open(str(hot_path)) as hot, Store.open(str(cold_path)) as cold:
-        hot_answers = await claims_and_outcomes(hot, hot=True)
-        cold_answers = await claims_and_outcomes(cold, hot=False)
+        hot_answers = await scenario(hot, hot=True)
+        cold_answers = await scenario(cold, hot=False)
     assert hot_answers == cold_answers
-    p1, f1, s1, h1 = (str(event(o).event_id) for o in ("p1", "f1", "s1", "h1"))
+    p1, f1, s1, h1, k1 = (key(event(o)) for o in ("p1", "f1", "s1", "h1", "k1"))
     assert hot_answers == [
         {s1: 1, h1: 1},
         [True],
-        {p1: 1, f1: 1},  # settled refused, held still leased to w0
-        [True, True, False, False],
+        {p1: 1, f1: 1, k1: 1},  # settled refused, held still leased to w0
+        [True, True, False, False, True, False],
         {p1: 2},
     ]
     written = all_rows(hot_path)
     assert written == all_rows(cold_path)
-    states = {row[0]: row[2] for row in written["deliveries"]}
-    assert states == {p1: "calling", f1: "already_done", s1: "delivered", h1: "delivered"}
-    assert written["echoes"][0][:3] == ("shoplazza", "f1", f1)
+    states = {(row[0], row[1]): row[2] for row in written["deliveries"]}
+    assert states == {
+        (p1, "cj"): "calling",
+        (f1, "cj"): "already_done",
+        (s1, "cj"): "delivered",
+        (h1, "cj"): "delivered",
+        (k1, "cj"): "delivered",
+        (k1, "prime"): "pending",
+        (key(event("cause")), "shoplazza"): "delivered",
+    }
+    # the last echo recorded for an order wins
+    assert [row[:3] for row in written["echoes"]] == [
+        ("shoplazza", "echoed", h1),
+        ("shoplazza", "f1", k1),
+    ]
 
 
 async def test_the_worker_claims_and_finishes_through_the_driver(tmp_path: Path) -> None:

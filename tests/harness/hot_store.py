@@ -6,9 +6,11 @@ the driver and through SQLAlchemy's path and compare what each leaves.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from bridge.store.arrivals import Arrival
+from bridge.store.claims import Result
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
@@ -61,3 +63,81 @@ async def with_an_echo(store: Store) -> None:
         NOW,
         echo=("shoplazza", "echoed"),
     )
+
+
+def key(e: OrderCancelled) -> str:
+    return str(e.event_id)
+
+
+Take = Callable[[dict[str, OrderCancelled], str, datetime, datetime], Awaitable[object]]
+Finish = Callable[[list[Result]], Awaitable[object]]
+
+
+async def claims_and_outcomes(store: Store, take_many: Take, finish_all: Finish) -> list[object]:
+    """One scenario through `take_many` and `finish_all`; their answers in order.
+
+    The two are a driver's or SQLAlchemy's path. Claims of pending, foreign (no rows), settled, held and known (event, no pair) events; a
+    pair finished twice in one batch; an echo recorded twice in one batch and one recorded before.
+    """
+    lease = NOW + timedelta(seconds=30)
+    pending, foreign, settled, held = event("p1"), event("f1"), event("s1"), event("h1")
+    known = event("k1")
+    await with_an_echo(store)  # order `echoed`: its record is updated below
+    await store.arrive_many([Arrival(e, NOW, ("cj",), SINCE) for e in (pending, settled, held)])
+    await store.arrive_many([Arrival(known, NOW, ("prime",), SINCE)])  # no pair with cj
+    answers: list[object] = []
+
+    async def take(events: list[OrderCancelled], worker: str, now: datetime) -> None:
+        answers.append(await take_many({key(e): e for e in events}, worker, now, lease))
+
+    async def finish(results: list[Result]) -> None:
+        answers.append(await finish_all(results))
+
+    await take([settled, held], "w0", NOW)
+    await finish([Result(key(settled), "cj", "w0", DeliveryState.DELIVERED, NOW, None, "sub-1")])
+    later = NOW + timedelta(seconds=5)
+    # pending: taken; foreign: no rows (published elsewhere); settled: refused; held: w0's
+    # lease; known: its event recorded, no pair with cj
+    await take([pending, foreign, settled, held, known], "w1", later)
+    done, again = later + timedelta(seconds=1), later + timedelta(seconds=2)
+    await finish(
+        [
+            Result(key(pending), "cj", "w1", DeliveryState.RETRYING, done, "HTTP 503"),
+            Result(
+                key(foreign),
+                "cj",
+                "w1",
+                DeliveryState.ALREADY_DONE,
+                done,
+                "cj: already",
+                None,
+                ("shoplazza", "f1"),
+            ),
+            # w1 never held these: a settling outcome still lands on the unsettled pair
+            Result(
+                key(held),
+                "cj",
+                "w1",
+                DeliveryState.DELIVERED,
+                done,
+                None,
+                "sub-2",
+                ("shoplazza", "echoed"),
+            ),
+            Result(key(settled), "cj", "w1", DeliveryState.PARKED, done, "late", None),
+            Result(key(known), "cj", "w1", DeliveryState.RETRYING, done, "HTTP 500"),
+            # the same pair again: no longer w1's claim, but not settled either
+            Result(
+                key(known),
+                "cj",
+                "w1",
+                DeliveryState.DELIVERED,
+                again,
+                None,
+                "sub-3",
+                ("shoplazza", "f1"),
+            ),
+        ]
+    )
+    await take([pending], "w2", done)  # retrying: claimable again, attempt 2
+    return answers
