@@ -76,8 +76,9 @@ Finish = Callable[[list[Result]], Awaitable[object]]
 async def claims_and_outcomes(store: Store, take_many: Take, finish_all: Finish) -> list[object]:
     """One scenario through `take_many` and `finish_all`; their answers in order.
 
-    The two are a driver's or SQLAlchemy's path. Claims of pending, foreign (no rows), settled, held and known (event, no pair) events; a
-    pair finished twice in one batch; an echo recorded twice in one batch and one recorded before.
+    The two are a driver's or SQLAlchemy's path. Claims of pending, foreign (no rows), settled,
+    held and known (event, no pair) events; a pair finished twice in one batch; an echo recorded
+    twice in one batch and one recorded before.
     """
     lease = NOW + timedelta(seconds=30)
     pending, foreign, settled, held = event("p1"), event("f1"), event("s1"), event("h1")
