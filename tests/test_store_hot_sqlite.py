@@ -14,7 +14,7 @@ from sqlalchemy.dialects import sqlite
 from bridge.store.arrivals import Arrival, Echo, Seen, _arrive
 from bridge.store.claims import Claimed, Result, _finish_all, _take_many
 from bridge.store.deliveries import Store
-from bridge.store.hot.sqlite import HotSqlite, stamp
+from bridge.store.hot.sqlite import HotSqlite, LockTaken, arrive, stamp
 from bridge.store.hot.sqlite_claims import finish_all, take_many
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import OrderCancelled
@@ -83,7 +83,7 @@ def test_a_time_is_stored_as_sqlalchemy_stores_it() -> None:
         assert stamp(moment.astimezone(plus_two)) == process(moment)  # kept in UTC
 
 
-async def test_a_held_lock_sends_the_batch_to_the_store_thread(tmp_path: Path) -> None:
+async def test_a_held_lock_makes_the_batch_wait_on_the_loop_not_in_it(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     async with Store.open(str(path)) as store:
         await store.arrive_many([Arrival(event("first"), NOW, ("cj",), SINCE)])
@@ -93,14 +93,24 @@ async def test_a_held_lock_sends_the_batch_to_the_store_thread(tmp_path: Path) -
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds SQLite's lock
         batch = [Arrival(event("second"), NOW, ("cj",), SINCE)]
-        assert hot.arrive(batch) is None  # the driver does not wait on the loop
-        # The task runs first (FIFO): the driver finds the lock taken and hands the batch to
-        # the store's thread, which waits in SQLite's busy handler until the blocker commits.
+        with pytest.raises(LockTaken):  # the driver does not wait inside SQLite
+            hot.write(lambda db: arrive(db, batch))
+        assert hot._db.total_changes == written  # nothing done
+        # The batch finds the lock taken and waits on the loop, which meanwhile runs the
+        # blocker's commit (a loop blocked in SQLite's busy handler could not), then writes.
         task = asyncio.create_task(store.arrive_many(batch))
-        asyncio.get_running_loop().call_soon(blocker.execute, "COMMIT")
+        committed = asyncio.Event()
+
+        def commit() -> None:
+            assert not task.done()  # the batch is still waiting for the lock
+            blocker.execute("COMMIT")
+            committed.set()
+
+        asyncio.get_running_loop().call_soon(commit)
         assert await task == [Seen(1)]
+        assert committed.is_set()
         blocker.close()
-        assert hot._db.total_changes == written  # written by the SQLAlchemy path
+        assert hot._db.total_changes > written  # written on the driver's connection
         found = await store.delivery(str(event("second").event_id), "cj")
         assert found is not None
         assert found.state == DeliveryState.PENDING

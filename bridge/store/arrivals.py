@@ -111,15 +111,9 @@ class Arrivals(OrderLinks, Echoes):
             from bridge.store.hot import postgres  # noqa: PLC0415 - it imports us
 
             return await postgres.arrive(self._engine, arrivals)
-        hot = self._sqlite_hot()
-        if hot is None:
-            return None
-        try:
-            return hot.arrive(arrivals)
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.Error:  # the SQLAlchemy path says what it means (StoreUnavailable...)
-            return None
+        from bridge.store.hot import sqlite  # noqa: PLC0415 - it imports us
+
+        return await self._sqlite_write(lambda db: sqlite.arrive(db, arrivals))
 
     async def _link_aliases(self, event: OrderCancelled, now: datetime) -> None:
         ids: dict[str, str] = {event.source.value: event.order_id}

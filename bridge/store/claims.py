@@ -157,26 +157,18 @@ class Claims(Engines):
                 now=params["now"],
                 lease_until=params["lease"],
             )
-        hot = self._sqlite_hot()
-        if hot is None:
-            return None
         from bridge.store.hot.sqlite_claims import take_many  # noqa: PLC0415 - it imports us
 
-        try:
-            return hot.write(
-                lambda db: take_many(
-                    db,
-                    by_key,
-                    target=params["t"],
-                    worker=params["w"],
-                    now=params["now"],
-                    lease_until=params["lease"],
-                )
+        return await self._sqlite_write(
+            lambda db: take_many(
+                db,
+                by_key,
+                target=params["t"],
+                worker=params["w"],
+                now=params["now"],
+                lease_until=params["lease"],
             )
-        except sqlite3.IntegrityError:
-            raise
-        except sqlite3.Error:  # the SQLAlchemy path says what it means (StoreUnavailable...)
-            return None
+        )
 
     async def _finish_all_hot(self, results: Sequence[Result]) -> list[bool] | None:
         """`_finish_all` through the driver (`hot/`), or None: the SQLAlchemy path.
@@ -192,14 +184,11 @@ class Claims(Engines):
                 return await postgres_claims.finish_all(self._engine, results)
             except asyncpg.IntegrityConstraintViolationError:
                 return None
-        hot = self._sqlite_hot()
-        if hot is None:
-            return None
         from bridge.store.hot.sqlite_claims import finish_all  # noqa: PLC0415 - it imports us
 
         try:
-            return hot.write(lambda db: finish_all(db, results))
-        except sqlite3.Error:
+            return await self._sqlite_write(lambda db: finish_all(db, results))
+        except sqlite3.IntegrityError:  # an echo recorded by another worker first
             return None
 
     async def _insert_claim(

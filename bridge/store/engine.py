@@ -54,6 +54,7 @@ R = TypeVar("R")
 
 BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for the file lock
 WAL_RETRY = 0.05  # SQLite: seconds between tries to switch a new file to WAL
+HOT_RETRY_FIRST, HOT_RETRY_MAX = 0.0005, 0.02  # SQLite: the hot path's waits for a taken lock
 PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as failed
 CONNECT_TIMEOUT = 5.0
 
@@ -223,6 +224,34 @@ class Engines:
                 return None
             self._closers.append(self._hot_sqlite.close)
         return self._hot_sqlite
+
+    async def _sqlite_write(self, body: Callable[[sqlite3.Connection], R]) -> R | None:
+        """`body` through the hot `sqlite3` connection, waiting on the loop for a taken lock.
+
+        None (take the SQLAlchemy path) off SQLite, when the lock stayed taken past the busy
+        timeout (that path waits its own, then says StoreUnavailable), or when the driver raised
+        anything but a key conflict (that path says what it means). A key conflict is raised.
+        """
+        hot = self._sqlite_hot()
+        if hot is None:
+            return None
+        from bridge.store.hot.sqlite import LockTaken  # noqa: PLC0415 - it imports the store
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+        delay = HOT_RETRY_FIRST
+        while True:
+            try:
+                return hot.write(body)
+            except LockTaken:
+                if loop.time() > deadline:
+                    return None
+            except sqlite3.IntegrityError:
+                raise
+            except sqlite3.Error:
+                return None
+            await asyncio.sleep(delay)  # another connection's transaction: milliseconds
+            delay = min(delay * 2, HOT_RETRY_MAX)
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:

@@ -2,11 +2,14 @@
 
 One connection per process (`HotSqlite`), used from the event loop only: the receiver's arrivals
 (here) and the worker's claims and outcomes (`sqlite_claims.py`) take turns on it, so they never
-wait for each other's lock. It never waits for SQLite's lock either (`busy_timeout=0`): when
-another connection (another process, or the store's own SQLAlchemy thread) holds it, `write`
-answers `None` and the caller takes the SQLAlchemy path in the store's thread, which waits up to
-its busy timeout. So the loop never blocks on a lock, only for the statements themselves (tens
-of microseconds per row).
+wait for each other's lock. It never waits for SQLite's lock inside SQLite either
+(`busy_timeout=0`): when another connection (another process, or the store's own SQLAlchemy
+thread) holds it, `write` raises `LockTaken` and the caller (`Engines._sqlite_write`) tries again
+from the loop a moment later. So the loop never blocks on a lock, only for the statements
+themselves (tens of microseconds per row). Handing a busy batch to the SQLAlchemy path instead
+made things worse under load: that path's transactions, slower, held the lock longer, so more
+batches found it taken and followed them (a receiver and a worker on one file stalled for
+seconds).
 
 `synchronous=NORMAL` (WAL): a commit is durable against a crash of the process; a power loss
 may take back the last commits before it. An arrival is only a record: the broker holds the
@@ -62,6 +65,10 @@ def in_list(column: str, n: int) -> str:
     return f"{column} IN ({', '.join('?' * n)})"
 
 
+class LockTaken(Exception):  # noqa: N818 - a state, like the store's other answers
+    """Another connection holds SQLite's write lock: nothing was done, try again shortly."""
+
+
 class HotSqlite:
     """One `sqlite3` connection to the store's file for the hot statements."""
 
@@ -78,8 +85,8 @@ class HotSqlite:
         """Close the connection."""
         self._db.close()
 
-    def write(self, body: Callable[[sqlite3.Connection], R]) -> R | None:
-        """`body` in one write transaction; None (nothing done) if another holds the lock.
+    def write(self, body: Callable[[sqlite3.Connection], R]) -> R:
+        """`body` in one write transaction; `LockTaken` (nothing done) if another holds the lock.
 
         Raises what `body` raises, after rolling back: `sqlite3.IntegrityError` (a key conflict)
         or another `sqlite3.Error` (the caller's SQLAlchemy path decides what it means).
@@ -89,7 +96,7 @@ class HotSqlite:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return None
+                raise LockTaken from None
             raise
         try:
             result = body(db)
@@ -99,12 +106,9 @@ class HotSqlite:
         db.execute("COMMIT")
         return result
 
-    def arrive(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo] | None:
-        """`Arrivals.arrive_many`'s batch in one transaction; None if the lock is taken."""
-        return self.write(lambda db: _arrive(db, arrivals))
 
-
-def _arrive(db: sqlite3.Connection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+def arrive(db: sqlite3.Connection, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
+    """`Arrivals.arrive_many`'s batch, inside `HotSqlite.write`'s transaction."""
     orders = arrival_orders(arrivals)
     found = db.execute(
         "SELECT platform, order_id, event_id, created_at FROM echoes"  # noqa: S608 - markers only
