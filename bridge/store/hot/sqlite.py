@@ -34,6 +34,7 @@ from bridge.store.arrivals import (
 )
 from bridge.store.engine import utc
 from bridge.store.lifecycle import DeliveryState
+from contracts.events import OrderCancelled
 
 # SQLAlchemy's text form of a time on SQLite (its DateTime storage format), in UTC.
 STAMP = "%Y-%m-%d %H:%M:%S.%f"
@@ -58,6 +59,20 @@ SEEN_MORE = (
 def stamp(moment: datetime) -> str:
     """A time as SQLAlchemy stores it on SQLite (UTC, no offset)."""
     return utc(moment).strftime(STAMP)
+
+
+def event_values(event: OrderCancelled, at: str, body: bytes | None = None) -> tuple[str, ...]:
+    """`INSERT_EVENT`'s values: a new event first seen `at` (its JSON, else serialised again)."""
+    return (
+        str(event.event_id),
+        event.source.value,
+        event.shop,
+        event.order_id,
+        event.reason.value,
+        at,
+        at,
+        (body or event.to_json()).decode(),
+    )
 
 
 def in_list(column: str, n: int) -> str:
@@ -129,24 +144,9 @@ def arrive(db: sqlite3.Connection, arrivals: Sequence[Arrival]) -> list[Seen | E
     )
     plan = plan_arrivals(arrivals, echoed, counts)
     if plan.new:
-        rows = []
-        for key, a in plan.new.items():
-            at = stamp(a.at)
-            event = a.event
-            body = (a.body or event.to_json()).decode()
-            rows.append(
-                (
-                    key,
-                    event.source.value,
-                    event.shop,
-                    event.order_id,
-                    event.reason.value,
-                    at,
-                    at,
-                    body,
-                )
-            )
-        db.executemany(INSERT_EVENT, rows)
+        db.executemany(
+            INSERT_EVENT, [event_values(a.event, stamp(a.at), a.body) for a in plan.new.values()]
+        )
         pending = [(key, target, stamp(at)) for key, target, at in plan.pending()]
         if pending:
             db.executemany(INSERT_PENDING, [(k, t, PENDING, at, at) for k, t, at in pending])

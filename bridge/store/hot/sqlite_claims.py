@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from bridge.store.claims import Result
-from bridge.store.hot.sqlite import INSERT_EVENT, in_list, stamp
+from bridge.store.hot.sqlite import INSERT_EVENT, event_values, in_list, stamp
 from bridge.store.lifecycle import CLAIMABLE_STATES, SETTLED_STATES, DeliveryState
 from contracts.events import OrderCancelled
 
@@ -80,25 +80,12 @@ def take_many(  # noqa: PLR0913 - the claim's parts
             fresh,
         )
     }
-    unknown = [_event_row(by_key[key], at) for key in fresh if key not in known]
+    unknown = [event_values(by_key[key], at) for key in fresh if key not in known]
     if unknown:
         db.executemany(INSERT_EVENT, unknown)
     db.executemany(INSERT_CLAIM, [(key, target, at, at, worker, lease) for key in fresh])
     taken.update((key, 1) for key in fresh)
     return taken
-
-
-def _event_row(event: OrderCancelled, at: str) -> tuple[str, ...]:
-    return (
-        str(event.event_id),
-        event.source.value,
-        event.shop,
-        event.order_id,
-        event.reason.value,
-        at,
-        at,
-        event.to_json().decode(),
-    )
 
 
 def finish_all(db: sqlite3.Connection, results: Sequence[Result]) -> list[bool]:
