@@ -434,3 +434,14 @@ async def test_lost_connections_fail_claims_and_outcomes_as_store_unavailable() 
             await store.finish_many([result])
         assert await store.finish_many([result]) == [True]  # the failed one wrote nothing
         await pooled_connection_is_clean(store, url)
+
+
+async def test_statements_are_planned_for_their_parameters_as_tables_grow() -> None:
+    # A generic plan made while `events` was small (a sequential scan) was kept as it grew,
+    # with no ANALYZE to replace it (autovacuum off): each batch of arrivals read every row.
+    async with scratch_store() as (_, store), store.reading() as connection:
+        mode = await connection.scalar(sa.text("SHOW plan_cache_mode"))
+        assert mode == "force_custom_plan"
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        assert await driver.fetchval("SHOW plan_cache_mode") == "force_custom_plan"

@@ -137,7 +137,14 @@ def _engines(full: str) -> tuple[AsyncEngine, sa.Engine | None]:
             full,
             pool_size=10,
             max_overflow=20,
-            connect_args={"timeout": CONNECT_TIMEOUT, "command_timeout": PG_COMMAND_TIMEOUT},
+            connect_args={
+                "timeout": CONNECT_TIMEOUT,
+                "command_timeout": PG_COMMAND_TIMEOUT,
+                # Prepared statements planned for their parameters each time: a generic plan
+                # made while a table was small (a sequential scan) was kept as it grew, until
+                # an ANALYZE (never, with autovacuum off): arrivals slowed with every event.
+                "server_settings": {"plan_cache_mode": "force_custom_plan"},
+            },
         )
         return engine, None
     # One connection per process: SQLite has one writer at a time anyway, and queueing
