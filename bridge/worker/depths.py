@@ -27,14 +27,23 @@ class DepthWatcher:
         self._plan = plan
         self._metrics = metrics
         self.interval = interval  # seconds between looks at the queue depths
-        self._seen = asyncio.Event()
         self._wanted = asyncio.Event()
+        # `wait` calls made, and how many of them a read begun after them has answered: a read
+        # already under way when `wait` is called may predate what the caller wants to see.
+        self._asked = 0
+        self._answered = 0
+        self._read = asyncio.Condition()
 
     async def wait(self) -> None:
-        """Have the queue depths read into the metrics now; return once they were."""
-        self._seen.clear()
+        """Have the queue depths read into the metrics now; return once they are there.
+
+        Only a read begun after this call answers it.
+        """
+        self._asked += 1
+        mine = self._asked
         self._wanted.set()
-        await self._seen.wait()
+        async with self._read:
+            await self._read.wait_for(lambda: self._answered >= mine)
 
     async def watch(self, connection: AbstractRobustConnection) -> None:
         """Read the depths now and then over `connection`, until cancelled."""
@@ -49,6 +58,8 @@ class DepthWatcher:
         read_at = self._metrics.queue_read.labels(target)
         channel: AbstractChannel | None = None
         while True:
+            asked = self._asked  # the calls this read answers
+            self._wanted.clear()  # a `wait` from now on asks for the next read
             try:
                 if channel is None or channel.is_closed:
                     channel = await connection.channel()
@@ -60,10 +71,11 @@ class DepthWatcher:
                         total += declared.message_count or 0
                     gauges[kind].set(total)
                 read_at.set_to_current_time()
-                self._seen.set()
+                self._answered = asked
+                async with self._read:
+                    self._read.notify_all()
             except CONNECTION_EXCEPTIONS as exc:
                 log.info("worker.depths_unknown", error=type(exc).__name__)
-            self._wanted.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
                     await self._wanted.wait()
