@@ -112,6 +112,7 @@ async def bridge_processes(  # noqa: PLR0913 - the layout and what it runs again
         async with contextlib.AsyncExitStack() as stack:
             pids: dict[str, int] = {}
             if layout == "split":  # one configuration file each: each has its own output file
+                await migrate(routed, env)  # as an operator does before starting processes
                 alone = write_config(directory / "receiver.toml", port, store, cj_url, cj_batch)
                 receiver = await stack.enter_async_context(spawned(alone, ["receiver"], env))
                 alone = write_config(directory / "worker.toml", port, store, cj_url, cj_batch)
@@ -131,6 +132,18 @@ async def bridge_processes(  # noqa: PLR0913 - the layout and what it runs again
             yield pids
     finally:
         await delete_cj_queues(routed, env)
+
+
+async def migrate(config: Path, env: dict[str, str]) -> None:
+    """`cancel-bridge db upgrade` once, so processes started together find the schema made.
+
+    (Two processes creating a fresh PostgreSQL schema at the same moment race; the loser exits.)
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "db", "upgrade", "--config", str(config), env=env
+    )
+    if await process.wait():
+        raise BenchError(f"cancel-bridge db upgrade exited {process.returncode}")
 
 
 def sampler(counter: CallCounter, pids: dict[str, int]) -> Callable[[str, int], Sample]:
