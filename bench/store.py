@@ -21,28 +21,13 @@ from pathlib import Path
 
 from bench.scratch_db import scratch_database
 from bench.spawn import run_main
+from bench.worker import bench_event
 from bridge.store.arrivals import Arrival
 from bridge.store.claims import Result
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
-from contracts.events import CancelReason, OrderCancelled, Source
 
 LEASE = timedelta(seconds=30)
-
-
-def event(n: int, now: datetime) -> OrderCancelled:
-    """The n-th distinct cancellation."""
-    return OrderCancelled.create(
-        source=Source.SHOPLAZZA,
-        shop="bench.myshoplaza.com",
-        order_id=str(n),
-        order_number=None,
-        reason=CancelReason.OTHER,
-        source_reason=None,
-        cancelled_at=now,
-        received_at=now,
-        delivery_id=None,
-    )
 
 
 async def measure(store: Store, sizes: Sequence[int], messages: int) -> None:
@@ -52,7 +37,7 @@ async def measure(store: Store, sizes: Sequence[int], messages: int) -> None:
     first = 0
     for size in sizes:
         batches = [
-            [event(first + b * size + i, now) for i in range(size)]
+            [bench_event(first + b * size + i, now) for i in range(size)]
             for b in range(max(1, messages // size))
         ]
         first += messages + size
