@@ -9,17 +9,15 @@ meanwhile) redoes the batch one by one.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bridge.store.echoes import Echoes
-from bridge.store.engine import utc
+from bridge.store.engine import KEY_CONFLICTS, utc
 from bridge.store.history import insert_delivery
 from bridge.store.lifecycle import DeliveryState
 from bridge.store.links import OrderLinks
@@ -98,7 +96,7 @@ class Arrivals(OrderLinks, Echoes):
             results = await self._arrive_hot(arrivals)
             if results is None:
                 results = await self._transaction(lambda connection: _arrive(connection, arrivals))
-        except (IntegrityError, sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError):
+        except KEY_CONFLICTS:
             return [await self._arrive_one(arrival) for arrival in arrivals]
         for arrival, result in zip(arrivals, results, strict=True):
             if arrival.event.aliases and isinstance(result, Seen):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bridge.store.echoes import remember_echo
-from bridge.store.engine import Engines, utc
+from bridge.store.engine import KEY_CONFLICTS, Engines, utc
 from bridge.store.history import insert_delivery
 from bridge.store.lifecycle import SETTLED_STATES, DeliveryState
 from bridge.store.statements import (
@@ -122,11 +122,7 @@ class Claims(Engines):
                 taken = await self._transaction(
                     lambda connection: _take_many(connection, by_key, params)
                 )
-        except (  # another worker wrote a new row first: one by one
-            IntegrityError,
-            sqlite3.IntegrityError,
-            asyncpg.IntegrityConstraintViolationError,
-        ):
+        except KEY_CONFLICTS:  # another worker wrote a new row first: one by one
             taken = {}
         claims: list[Claim] = []
         for event in events_:
@@ -146,29 +142,19 @@ class Claims(Engines):
         conflict is raised, anything else is `StoreUnavailable`. On SQLite through `sqlite3`
         on the loop, which leaves any error but a key conflict to the SQLAlchemy path.
         """
+        claim: dict[str, Any] = {
+            "target": params["t"],
+            "worker": params["w"],
+            "now": params["now"],
+            "lease_until": params["lease"],
+        }
         if self._engine.dialect.driver == "asyncpg":
             from bridge.store.hot import postgres_claims  # noqa: PLC0415 - it imports us
 
-            return await postgres_claims.take_many(
-                self._engine,
-                by_key,
-                target=params["t"],
-                worker=params["w"],
-                now=params["now"],
-                lease_until=params["lease"],
-            )
+            return await postgres_claims.take_many(self._engine, by_key, **claim)
         from bridge.store.hot.sqlite_claims import take_many  # noqa: PLC0415 - it imports us
 
-        return await self._sqlite_write(
-            lambda db: take_many(
-                db,
-                by_key,
-                target=params["t"],
-                worker=params["w"],
-                now=params["now"],
-                lease_until=params["lease"],
-            )
-        )
+        return await self._sqlite_write(lambda db: take_many(db, by_key, **claim))
 
     async def _finish_all_hot(self, results: Sequence[Result]) -> list[bool] | None:
         """`_finish_all` through the driver (`hot/`), or None: the SQLAlchemy path.

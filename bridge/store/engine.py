@@ -15,6 +15,9 @@ The store's errors:
     │                               did not happen. Every driver error, pool timeout, OSError
     │                               or TimeoutError becomes one (`_unavailable`), its text
     │                               naming the type only (a URL may hold a password).
+    ├── LockTaken                   SQLite's write lock held by another connection, as the
+    │                               hot path's `sqlite3` finds it: waited out inside the store
+    │                               (`_sqlite_write`), never raised to callers.
     ├── sqlalchemy.exc.DBAPIError
     │   └── IntegrityError          a key conflict: the answer of a portable write, handled
     │                               inside (re-read, or redone one by one). It escapes only
@@ -38,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -59,8 +63,20 @@ PG_COMMAND_TIMEOUT = 10.0  # PostgreSQL: seconds before a statement counts as fa
 CONNECT_TIMEOUT = 5.0
 
 
+# A key conflict, as SQLAlchemy and each driver raise it: the answer of a portable write.
+KEY_CONFLICTS = (IntegrityError, sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+
+
 class StoreUnavailable(Exception):  # noqa: N818 - a state, like BrokerUnavailable
     """The store did not answer (down, locked, unreachable); the operation did not happen."""
+
+
+class LockTaken(Exception):  # noqa: N818 - a state, like the store's other answers
+    """Another connection holds SQLite's write lock: nothing was done, try again shortly.
+
+    Raised by the hot path's `sqlite3` connection (`hot/sqlite.py`) and answered inside the
+    store (`Engines._sqlite_write` waits and tries again): it never leaves the store.
+    """
 
 
 def async_url(url: str) -> str:
@@ -242,8 +258,6 @@ class Engines:
         hot = self._sqlite_hot()
         if hot is None:
             return None
-        from bridge.store.hot.sqlite import LockTaken  # noqa: PLC0415 - it imports the store
-
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
         delay = HOT_RETRY_FIRST

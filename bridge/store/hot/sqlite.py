@@ -32,7 +32,7 @@ from bridge.store.arrivals import (
     arrival_orders,
     plan_arrivals,
 )
-from bridge.store.engine import utc
+from bridge.store.engine import LockTaken, utc
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import OrderCancelled
 
@@ -78,10 +78,6 @@ def event_values(event: OrderCancelled, at: str, body: bytes | None = None) -> t
 def in_list(column: str, n: int) -> str:
     """`column IN (?, ?, ...)` for `n` bound values (no value is ever spliced in)."""
     return f"{column} IN ({', '.join('?' * n)})"
-
-
-class LockTaken(Exception):  # noqa: N818 - a state, like the store's other answers
-    """Another connection holds SQLite's write lock: nothing was done, try again shortly."""
 
 
 class HotSqlite:
