@@ -93,15 +93,17 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
 async def test_a_lingering_batch_waits_for_the_items_in_flight_until_it_is_full() -> None:
     recorder = Recorder()
     asked: list[int] = []
+    lingering = asyncio.Event()
 
     def busy(size: int) -> bool:
         asked.append(size)
+        lingering.set()
         return True  # more are always said to be coming: only a full batch ends the wait
 
     batcher = Batcher(recorder.flush, max_size=3, linger=3600, busy=busy)
     async with asyncio.timeout(30):  # a batch that waited out its linger would fail here
         first = asyncio.ensure_future(batcher.submit(1))
-        await asyncio.sleep(0)  # the first submit starts the drain, which lingers
+        await lingering.wait()  # the drain asked whether more may come: it lingers with [1]
         rest = [asyncio.ensure_future(batcher.submit(n)) for n in (2, 3)]
         assert await asyncio.gather(first, *rest) == [2, 4, 6]
     assert recorder.batches == [[1, 2, 3]]

@@ -142,3 +142,29 @@ async def claims_and_outcomes(store: Store, take_many: Take, finish_all: Finish)
     )
     await take([pending], "w2", done)  # retrying: claimable again, attempt 2
     return answers
+
+
+def scenario_answers() -> list[object]:
+    """What `claims_and_outcomes` answers, in order, on every path."""
+    p1, f1, s1, h1, k1 = (key(event(o)) for o in ("p1", "f1", "s1", "h1", "k1"))
+    return [
+        {s1: 1, h1: 1},
+        [True],
+        {p1: 1, f1: 1, k1: 1},  # settled refused, held still leased to w0
+        [True, True, False, False, True, False],
+        {p1: 2},
+    ]
+
+
+def scenario_states() -> dict[tuple[str, str], str]:
+    """The state of each pair `claims_and_outcomes` leaves, by (event id, target)."""
+    p1, f1, s1, h1, k1 = (key(event(o)) for o in ("p1", "f1", "s1", "h1", "k1"))
+    return {
+        (p1, "cj"): "calling",
+        (f1, "cj"): "already_done",
+        (s1, "cj"): "delivered",
+        (h1, "cj"): "delivered",
+        (k1, "cj"): "delivered",
+        (k1, "prime"): "pending",
+        (key(event("cause")), "shoplazza"): "delivered",
+    }
