@@ -27,7 +27,7 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,26 +108,42 @@ async def fill(
         )
 
 
+async def consume(
+    connection: aio_pika.abc.AbstractConnection,
+    queue_name: str,
+    count: int,
+    prefetch: int,
+    work: Callable[[AbstractIncomingMessage], Awaitable[None]],
+) -> float:
+    """Seconds to drain `count` messages from `queue_name`: `work` on each, then its ack."""
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=prefetch)
+    queue = await channel.get_queue(queue_name)
+    done = asyncio.Event()
+    seen = 0
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        nonlocal seen
+        await work(message)
+        await message.ack()
+        seen += 1
+        if seen >= count:
+            done.set()
+
+    started = time.perf_counter()
+    await queue.consume(on_message)
+    await done.wait()
+    return time.perf_counter() - started
+
+
 async def bare_consume(url: str, queue_name: str, count: int, prefetch: int) -> float:
     """Seconds for a bare consume-and-ack loop to drain `count` messages."""
+
+    async def nothing(_: AbstractIncomingMessage) -> None:
+        """Only the ack."""
+
     async with await aio_pika.connect(url) as connection:
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(queue_name)
-        done = asyncio.Event()
-        seen = 0
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            nonlocal seen
-            await message.ack()
-            seen += 1
-            if seen >= count:
-                done.set()
-
-        started = time.perf_counter()
-        await queue.consume(on_message)
-        await done.wait()
-        return time.perf_counter() - started
+        return await consume(connection, queue_name, count, prefetch, nothing)
 
 
 async def bare_http(adapter: cj.CJTarget, url: str, count: int, in_flight: int) -> float:
@@ -154,19 +170,13 @@ async def bare_worker(  # noqa: PLR0913, PLR0917 - the queue, the target, the ru
     No store, no retries: each message's event is read, the adapter builds its call, the call
     is made over one ClientSession, and the message is acked once CJ answered 200.
     """
+    failed: list[int] = []
     async with (
         await aio_pika.connect(url) as connection,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session,
     ):
-        channel = await connection.channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(queue_name)
-        done = asyncio.Event()
-        seen = 0
-        failed: list[int] = []
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            nonlocal seen
+        async def call_cj(message: AbstractIncomingMessage) -> None:
             call = adapter.build(OrderCancelled.from_json(message.body), datetime.now(UTC))
             if not isinstance(call, HttpCall):
                 raise SystemExit(f"bare worker: no call built: {call}")
@@ -174,15 +184,8 @@ async def bare_worker(  # noqa: PLR0913, PLR0917 - the queue, the target, the ru
                 await answer.read()
                 if answer.status != 200:  # noqa: PLR2004 - CJ's success
                     failed.append(answer.status)
-            await message.ack()
-            seen += 1
-            if seen >= count:
-                done.set()
 
-        started = time.perf_counter()
-        await queue.consume(on_message)
-        await done.wait()
-        seconds = time.perf_counter() - started
+        seconds = await consume(connection, queue_name, count, prefetch, call_cj)
     if failed:
         raise SystemExit(f"bare worker: {len(failed)} calls not answered 200: {failed[:5]}")
     return seconds
