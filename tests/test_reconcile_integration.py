@@ -324,6 +324,20 @@ async def run_command(config: Config, *argv: str) -> int:
     return await asyncio.to_thread(reconciler.command, parse(*argv), config)
 
 
+def report_of(out: str) -> dict[str, Any]:
+    """The command's JSON report in captured standard output.
+
+    The command sends its own log lines to stderr, but the bridge running in this test process
+    logs to standard output meanwhile (the worker settling the requeued order): the report is
+    the indented object from a line `{` to its line `}`.
+    """
+    lines = out.splitlines()
+    start = lines.index("{")
+    end = lines.index("}", start)
+    found: dict[str, Any] = orjson.loads("\n".join(lines[start : end + 1]))
+    return found
+
+
 async def test_the_command_reports_requeues_and_then_finds_none(
     pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -337,11 +351,11 @@ async def test_the_command_reports_requeues_and_then_finds_none(
     assert "3 delivered in the last 1h: 2 declined at CJ, 1 missing" in out
 
     assert await run_command(config, "--since", "1h", "--grace", "0s", "--json") == 3
-    found: dict[str, Any] = orjson.loads(capsys.readouterr().out)
+    found = report_of(capsys.readouterr().out)
     assert (found["missing"], found["orders"][0]["cj_order_id"]) == (1, lost)
 
     assert await run_command(config, "--since", "1h", "--grace", "0s", "--requeue", "--json") == 3
-    found = orjson.loads(capsys.readouterr().out)  # only the report: log lines go to stderr
+    found = report_of(capsys.readouterr().out)
     assert (found["requeued"], found["orders"][0]["action"]) == (1, "requeued")
     await pipeline.settled("delivered", 4)
     assert await run_command(config, "--since", "1h", "--grace", "0s") == reconcile_report.EXIT_OK
