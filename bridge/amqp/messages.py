@@ -11,6 +11,7 @@ from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractMessage, FieldValue
 from pamqp import commands as spec
 
+from bridge.amqp.encoded import FastProperties
 from contracts.events import SCHEMA_VERSION, OrderCancelled
 from contracts.timestamps import utc_z
 
@@ -56,9 +57,9 @@ def event_properties(event: OrderCancelled, *, app_id: str, seen: int = 1) -> sp
     """The persistent message's properties for `event`, as the receiver publishes them.
 
     The same properties as `event_message` carries, built without aio-pika's `Message` (a
-    tenth of the cost, on the receiver's hot path).
+    tenth of the cost, on the receiver's hot path) and encoded in one pass (`FastProperties`).
     """
-    return spec.Basic.Properties(
+    return FastProperties(
         content_type=JSON,
         delivery_mode=DeliveryMode.PERSISTENT.value,
         message_id=str(event.event_id),
