@@ -3,6 +3,7 @@
     AMQP_URL=amqp://guest:guest@127.0.0.1:5672/ python -m bench.compare --rounds 3 --requests 20000
     ... --processes 1 2   # also the bridge with [receiver] processes = 2, in the same rounds
     ... --faststream      # also bench/faststream_peer.py: the minimum, FastStream publishing
+    ... --lean            # also bench/lean.py: the minimum plus the bridge's additions, no store
 
 Each round runs `bench.webhooks` against the minimum, then (with `--faststream`) against the
 FastStream peer, then against the bridge (which it starts itself, once per `--processes` value),
@@ -55,9 +56,18 @@ def free_ports(names: Sequence[str]) -> dict[str, int]:
 
 
 async def run(
-    rounds: int, requests: int, processes: Sequence[int], *, postgresql: bool, faststream: bool
+    rounds: int,
+    requests: int,
+    processes: Sequence[int],
+    *,
+    postgresql: bool,
+    peers: Sequence[str] = (),
 ) -> None:
-    """Interleave the minimum, the FastStream peer (if asked) and the bridge; print the table."""
+    """Interleave the minimum, the peers asked for and the bridge; print the table.
+
+    `peers`: "faststream" (`bench.faststream_peer`), "lean" (`bench.lean`).
+    """
+    faststream = "faststream" in peers
     secret = secrets.token_urlsafe(24)
     env = {**os.environ, "SHOPLAZZA_CLIENT_SECRET": secret}
     if not postgresql:
@@ -70,10 +80,19 @@ async def run(
     modules = {"minimum": "bench.minimum"}
     if faststream:
         modules["faststream"] = "bench.faststream_peer"
+    if "lean" in peers:
+        modules["lean"] = "bench.lean"
     ports = free_ports(list(modules))
+    # Their output (the lean peer logs a line per webhook, as the bridge does) is not ours.
     servers = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, "--port", str(ports[name]), env=env
+            sys.executable,
+            "-m",
+            module,
+            "--port",
+            str(ports[name]),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
         )
         for name, module in modules.items()
     ]
@@ -108,6 +127,9 @@ def report(results: dict[str, Runs], bridges: Sequence[str], *, faststream: bool
             )
     medians = {name: statistics.median(r[0] for r in runs) for name, runs in results.items()}
     print(f"median: minimum {medians['minimum']:.0f} req/s")
+    if "lean" in medians:
+        ratio = medians["lean"] / medians["minimum"]
+        print(f"median: lean {medians['lean']:.0f} req/s; ratio lean/minimum {ratio:.2f}")
     if faststream:
         ratio = medians["faststream"] / medians["minimum"]
         print(
@@ -145,6 +167,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also the minimum publishing through FastStream's RabbitBroker"
         " (bench/faststream_peer.py), in the same rounds",
     )
+    parser.add_argument(
+        "--lean",
+        action="store_true",
+        help="also the minimum plus the bridge's per-webhook additions without a store"
+        " (bench/lean.py), in the same rounds",
+    )
     args = parser.parse_args(argv)
     asyncio.run(
         run(
@@ -152,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.requests,
             args.processes,
             postgresql=args.postgresql,
-            faststream=args.faststream,
+            peers=[p for p in ("faststream", "lean") if getattr(args, p)],
         )
     )
     return 0
