@@ -100,6 +100,27 @@ class Metrics:
             ["target"],
             registry=registry,
         )
+        self.spooled = Counter(
+            "cancel_bridge_spooled",
+            "Events the receiver held in the spool because the broker was away, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.spool_forwarded = Counter(
+            "cancel_bridge_spool_forwarded",
+            "Spooled events published (confirmed) and removed from the spool.",
+            registry=registry,
+        )
+        self.spool_depth = Gauge(
+            "cancel_bridge_spool_depth",
+            "Events waiting in the spool, as this process last read it.",
+            registry=registry,
+        )
+        self.spool_oldest = Gauge(
+            "cancel_bridge_spool_oldest_seconds",
+            "Age of the oldest event waiting in the spool (0 when it is empty).",
+            registry=registry,
+        )
         self.worker_problems = Counter(
             "cancel_bridge_worker_problems",
             "Times a worker could not go on: store_unavailable, declare_failed.",

@@ -86,6 +86,10 @@ class ReceiverSettings(Section):
     api_token_env: EnvName | None = None  # `/api/*` answers 401 to everyone while unset
     lookup_timeout: Seconds = Field(default=10.0, gt=0, le=60)  # thin webhooks: the order fetch
     processes: int = Field(default=1, ge=1, le=64)  # receiver processes sharing the port
+    # While the broker is away, verified events are held in the store and answered 2xx; false:
+    # answer 503 + Retry-After instead (the platform retries).
+    spool: bool = True
+    spool_max: int = Field(default=100_000, ge=1, le=100_000_000)  # when full: 503 again
 
 
 def _optional(fields: list[FieldInfo]) -> tuple[Any, None]:

@@ -1,4 +1,8 @@
-"""The receiver when the broker is cut off, refuses or returns: 503 with Retry-After, never 200."""
+"""The receiver when the broker is cut off, refuses or returns: 503 with Retry-After, never 200.
+
+With the spool off (`[receiver] spool = false`) for the broker away; a broker that refuses (nack,
+return) gets 503 with the spool on too. The spool itself: `test_spool_integration.py`.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from tests.harness.receiver import (
 )
 
 Client = TestClient[Any, Any]
+NO_SPOOL: dict[str, float | bool] = {"spool": False}
 
 
 @pytest.fixture
@@ -55,7 +60,7 @@ async def test_cut_link_answers_503_then_recovers(
     aiohttp_client: ClientFactory, proxy: TcpProxy, proxied_url: str, subscriber: AbstractQueue
 ) -> None:
     """Link cut: 503 + Retry-After and /readyz 503; link back: 200 with no restart."""
-    client = await started(aiohttp_client, make_config(proxied_url))
+    client = await started(aiohttp_client, make_config(proxied_url, NO_SPOOL))
     status, answer, _ = await post(client)
     assert status == 200
     assert (await receive(subscriber)).message_id == answer["event_id"]
@@ -82,7 +87,9 @@ async def test_unconfirmed_publish_times_out_to_503(
     aiohttp_client: ClientFactory, proxy: TcpProxy, proxied_url: str
 ) -> None:
     """A broker that stops answering: no confirm within the timeout is a 503, never a 200."""
-    client = await started(aiohttp_client, make_config(proxied_url, confirm_timeout=0.5))
+    client = await started(
+        aiohttp_client, make_config(proxied_url, NO_SPOOL, confirm_timeout=0.5)
+    )
     proxy.blackhole()
     status, answer, retry_after = await post(client)
     assert status == 503, answer
@@ -96,7 +103,7 @@ async def test_starts_while_broker_is_away(
 ) -> None:
     """The receiver starts without a broker, answers 503, and becomes ready when it appears."""
     proxy.cut()
-    client: Client = await aiohttp_client(create_app(make_config(proxied_url)))
+    client: Client = await aiohttp_client(create_app(make_config(proxied_url, NO_SPOOL)))
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 503
     status, _, retry_after = await post(client)

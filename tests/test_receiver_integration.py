@@ -229,7 +229,8 @@ async def test_health_and_readiness(bridge: Client) -> None:
     assert (await bridge.get("/healthz")).status == 200
     ready = await bridge.get("/readyz")
     assert ready.status == 200
-    assert orjson.loads(await ready.read()) == {"status": "ready", "broker": "up", "store": "up"}
+    expected = {"status": "ready", "broker": "up", "store": "up", "spooled": 0}
+    assert orjson.loads(await ready.read()) == expected
 
 
 async def test_logs_carry_event_id_and_no_secret(bridge: Client, subscriber: AbstractQueue) -> None:

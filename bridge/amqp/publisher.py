@@ -7,8 +7,12 @@ so the platform retries: nothing is acknowledged that the broker does not hold.
 The errors of the AMQP side (`bridge/amqp/`), one tree:
 
     BrokerUnavailable    the broker could not be asked, or does not hold the message: a publish
-                         (nack, return, no confirm in time, connection down or lost), or a move
-                         of parked messages; callers answer 503 / retry later, nothing is lost
+    │                    (no confirm in time, connection down or lost), or a move of parked
+    │                    messages; callers answer 503 / retry later (the receiver may spool the
+    │                    event instead: `bridge/store/spool.py`), nothing is lost
+    └── BrokerRefused    the broker answered and did not take it: a nack (a queue full with
+                         reject-publish) or a return (no queue bound). Spooling would only
+                         publish it again into the same refusal: callers answer 503
 
 aio-pika's and aiormq's own exceptions stay inside `bridge/amqp/` and its direct callers, which
 turn them into `BrokerUnavailable` (the text names the failure's type, never the broker URL).
@@ -70,6 +74,10 @@ async def open_robust(url: str, settings: BrokerSettings, name: str) -> Abstract
 
 class BrokerUnavailable(Exception):  # noqa: N818 - reads as a state, like ConnectionRefused
     """The broker could not be asked or does not hold the message: answer 503, retry later."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """The broker answered and refused the message (nack or return): not a broker away."""
 
 
 class Publisher:
@@ -134,6 +142,11 @@ class Publisher:
             and self._connection is not None
             and self._connection.connected.is_set()
         )
+
+    @property
+    def confirm_timeout(self) -> float:
+        """Seconds a publish waits for the broker's confirm."""
+        return self._settings.confirm_timeout
 
     async def wait_ready(self) -> None:
         """Return once the publisher is (again) ready."""
@@ -232,10 +245,10 @@ class Publisher:
             result = "confirmed"
         except PublishError:
             result = "returned"
-            raise BrokerUnavailable("broker returned the message as unroutable") from None
+            raise BrokerRefused("broker returned the message as unroutable") from None
         except DeliveryError:
             result = "nacked"
-            raise BrokerUnavailable("broker refused the message (nack)") from None
+            raise BrokerRefused("broker refused the message (nack)") from None
         except TimeoutError:
             result = "timeout"
             raise BrokerUnavailable(f"broker did not confirm within {timeout:g}s") from None

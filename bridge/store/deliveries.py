@@ -9,6 +9,7 @@ of this folder:
 - `reopens`: reconciliation's reads and moves of delivered pairs.
 - `history`: a pair's row and history steps; the operator's steps.
 - `links`, `echoes`: order links and echo records.
+- `spool`: events the broker could not take, held until the forwarder publishes them.
 - `statements`: the prebuilt hot statements; `lifecycle`: states, settled, step kinds.
 
 Writes are portable: a conditional UPDATE checked by its row count, or an INSERT whose key
@@ -21,7 +22,8 @@ from bridge.store.arrivals import Arrivals
 from bridge.store.claims import Claims
 from bridge.store.history import History
 from bridge.store.reopens import Reopens
+from bridge.store.spool import Spool
 
 
-class Store(Arrivals, Claims, Reopens, History):
+class Store(Arrivals, Claims, Reopens, History, Spool):
     """The bridge's state, on SQLite or PostgreSQL (`Store.open(url)`)."""

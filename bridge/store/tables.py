@@ -76,3 +76,18 @@ echoes = sa.Table(
     sa.Column("created_at", When, nullable=False),
     sa.Index("echoes_by_age", "created_at"),
 )
+
+# Events the broker could not take (link down, no confirm in time), held for the forwarder: it
+# publishes them oldest first once the broker is back and deletes each after its confirm.
+spool = sa.Table(
+    "spool",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("event_json", sa.Text, nullable=False),
+    sa.Column("seen", sa.Integer, nullable=False),
+    sa.Column("spooled_at", When, nullable=False),
+    sa.Column("claimed_by", sa.String(100)),
+    sa.Column("lease_until", When),
+)

@@ -25,11 +25,13 @@ from bridge.store.engine import StoreUnavailable
 from bridge.targets import target_topology
 from bridge.tracing import Tracing
 from bridge.web import api, console, oauth
+from bridge.web.forwarder import Forwarder
 from bridge.web.keys import CONFIG, METRICS, STORE, TRACING, error_response, json_response
 from bridge.web.lookups import lookups_ctx
 from bridge.web.metrics_page import metrics_page
 from bridge.web.webhooks import (
     ARRIVALS,
+    FORWARDER,
     IN_FLIGHT,
     PUBLISHER,
     WEBHOOKS_PREFIX,
@@ -117,18 +119,23 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """`GET /readyz`: 200 only while the broker channel is open and the store answers.
+    """`GET /readyz`: 200 while webhooks can be taken: published, or spooled.
 
     The broker is up once its channel is open and the topology declared; the store, once it
-    answers `SELECT 1` within `STORE_CHECK_TIMEOUT`.
+    answers `SELECT 1` within `STORE_CHECK_TIMEOUT`. `spooling` (200): the spool takes webhooks
+    while the broker is away ([receiver] spool), or holds events not yet forwarded.
     """
     broker = "up" if request.app[PUBLISHER].ready else "down"
     store = await _store_state(request.app[STORE])
-    ready = broker == "up" and store == "up"
-    return json_response(
-        200 if ready else 503,
-        {"status": "ready" if ready else "not_ready", "broker": broker, "store": store},
-    )
+    spooled = request.app[FORWARDER].state.depth
+    spool_on = request.app[CONFIG].settings.receiver.spool
+    if store == "up" and (broker == "up" or spool_on):
+        status = "spooling" if broker == "down" or spooled else "ready"
+        code = 200
+    else:
+        status, code = "not_ready", 503
+    answer = {"status": status, "broker": broker, "store": store, "spooled": spooled}
+    return json_response(code, answer)
 
 
 async def _store_state(store: Store) -> str:
@@ -141,14 +148,20 @@ async def _store_state(store: Store) -> str:
 
 
 async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Own the publisher for the app's lifetime."""
+    """Own the publisher, and the spool's forwarder that publishes through it."""
     config = app[CONFIG]
     url = config.amqp_url.get_secret_value()
     targets = tuple(target_topology(config, t) for t in config.settings.targets_in_use())
-    async with Publisher.running(
-        url, config.settings.broker, targets=targets, metrics=app[METRICS]
-    ) as publisher:
+    async with (
+        Publisher.running(
+            url, config.settings.broker, targets=targets, metrics=app[METRICS]
+        ) as publisher,
+        Forwarder.running(
+            app[STORE], publisher, config.settings.broker.app_id, app[METRICS]
+        ) as forwarder,
+    ):
         app[PUBLISHER] = publisher
+        app[FORWARDER] = forwarder
         yield
 
 

@@ -1,8 +1,9 @@
 """`POST /webhooks/<source>`: verify, parse, complete (lookups), record, publish confirmed, answer.
 
-200 means the broker holds the message (or there was nothing to hold); 503 with `Retry-After`
-means it does not, and the platform must send it again. A signed body that cannot be parsed is
-published, confirmed, to the quarantine queue.
+200 means the broker holds the message, or (`"status": "spooled"`) the store holds it until the
+broker is back (`[receiver] spool`: the broker away, link down or no confirm in time), or there
+was nothing to hold; 503 with `Retry-After` means neither does, and the platform must send it
+again. A signed body that cannot be parsed is published, confirmed, to the quarantine queue.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pamqp import commands as spec
 
 from bridge.amqp import topology
 from bridge.amqp.messages import event_properties, quarantine_message
-from bridge.amqp.publisher import BrokerUnavailable, Publisher
+from bridge.amqp.publisher import BrokerRefused, BrokerUnavailable, Publisher
 from bridge.settings import Config
 from bridge.store.arrivals import Arrival, Echo, Seen
 from bridge.store.batching import Batcher
 from bridge.store.engine import StoreUnavailable
 from bridge.tracing import Tracing, failed
-from bridge.web.keys import CONFIG, TRACING, error_response, json_response
+from bridge.web.forwarder import Forwarder
+from bridge.web.keys import CONFIG, METRICS, STORE, TRACING, error_response, json_response
 from bridge.web.lookups import LOOKUPS
 from contracts.events import OrderCancelled, Source
 from handlers.base import (
@@ -38,6 +40,7 @@ from handlers.base import (
 log = structlog.get_logger(__name__)
 
 PUBLISHER = web.AppKey("publisher", Publisher)
+FORWARDER = web.AppKey("forwarder", Forwarder)
 ARRIVALS = web.AppKey("arrivals", Batcher[Arrival, Seen | Echo])
 
 
@@ -236,9 +239,40 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
         else:
             await request.app[PUBLISHER].publish_event(event, body, properties)
     except BrokerUnavailable as exc:
-        return _unavailable(config, exc, **context)
+        spooled = await _spool(request, event, body, seen, exc)
+        return spooled or _unavailable(config, exc, **context)
     log.info("webhook.accepted", seen=seen, **context)
     return json_response(200, {"status": "accepted", "event_id": context["event_id"]})
+
+
+async def _spool(
+    request: web.Request, event: OrderCancelled, body: bytes, seen: int, exc: BrokerUnavailable
+) -> web.Response | None:
+    """Hold the event in the store while the broker is away; None: answer 503 as without a spool.
+
+    A broker that answered and refused (nack, return) is not away: spooling would publish into
+    the same refusal. A full spool is a 503 of its own (`spool_full`).
+    """
+    config = request.app[CONFIG]
+    receiver = config.settings.receiver
+    if not receiver.spool or isinstance(exc, BrokerRefused):
+        return None
+    event_id, source = str(event.event_id), event.source.value
+    try:
+        held = await request.app[STORE].spool_event(
+            event_id, source, body, seen=seen, now=datetime.now(UTC), limit=receiver.spool_max
+        )
+    except StoreUnavailable as store_exc:
+        log.warning("webhook.spool_unavailable", event_id=event_id, detail=str(store_exc))
+        return None
+    if not held:
+        log.warning("webhook.spool_full", event_id=event_id, spool_max=receiver.spool_max)
+        detail = f"{exc}; the spool is full ({receiver.spool_max} events)"
+        return _try_again(config, "spool_full", detail)
+    request.app[FORWARDER].spooled()
+    request.app[METRICS].spooled.labels(source).inc()
+    log.warning("webhook.spooled", event_id=event_id, source=source, detail=str(exc))
+    return json_response(200, {"status": "spooled", "event_id": event_id})
 
 
 async def _publish_traced(

@@ -26,7 +26,9 @@ READY_TIMEOUT = 20.0
 ClientFactory = Callable[[Application], Any]
 
 
-def make_config(amqp_url: str, receiver: dict[str, float] | None = None, **broker: float) -> Config:
+def make_config(
+    amqp_url: str, receiver: dict[str, float | bool] | None = None, **broker: float
+) -> Config:
     """A receiver config for tests: fast timeouts, both secrets set, a scratch store."""
     settings = parse_settings(
         {
