@@ -87,9 +87,7 @@ async def test_unconfirmed_publish_times_out_to_503(
     aiohttp_client: ClientFactory, proxy: TcpProxy, proxied_url: str
 ) -> None:
     """A broker that stops answering: no confirm within the timeout is a 503, never a 200."""
-    client = await started(
-        aiohttp_client, make_config(proxied_url, NO_SPOOL, confirm_timeout=0.5)
-    )
+    client = await started(aiohttp_client, make_config(proxied_url, NO_SPOOL, confirm_timeout=0.5))
     proxy.blackhole()
     status, answer, retry_after = await post(client)
     assert status == 503, answer
