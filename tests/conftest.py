@@ -20,8 +20,9 @@ from aiohttp.test_utils import TestClient
 from bench.scratch_db import scratch_database
 from bridge.amqp import topology
 from bridge.demo.fake_cj import FakeCJ
-from tests.harness.broker import purged
+from tests.harness.broker import broker_address, purged, via
 from tests.harness.markers import marker_for
+from tests.harness.proxy import TcpProxy
 from tests.harness.receiver import ClientFactory, make_config, started
 from tests.harness.stores import postgres_server
 
@@ -85,6 +86,21 @@ async def subscriber(amqp: AbstractRobustConnection) -> AbstractQueue:
 async def quarantine(amqp: AbstractRobustConnection) -> AbstractQueue:
     """`orders.quarantine`, emptied."""
     return await purged(amqp, topology.QUARANTINE_QUEUE)
+
+
+@pytest.fixture
+async def proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
+    """A cuttable link to the real broker."""
+    link = TcpProxy(*broker_address(amqp_url))
+    link.port = await link.start()
+    yield link
+    await link.stop()
+
+
+@pytest.fixture
+async def proxied_url(amqp_url: str, proxy: TcpProxy) -> str:
+    """The broker URL through the proxy."""
+    return via(amqp_url, proxy.port)
 
 
 @pytest.fixture

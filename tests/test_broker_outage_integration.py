@@ -7,24 +7,22 @@ return) gets 503 with the spool on too. The spool itself: `test_spool_integratio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from aiohttp.test_utils import TestClient
 
 from bridge.amqp import topology
 from bridge.web.app import create_app
-from tests.harness.broker import assert_empty, broker_address, receive, via
+from tests.harness.broker import assert_empty, receive
 from tests.harness.proxy import TcpProxy
 from tests.harness.receiver import (
     READY_TIMEOUT,
     ClientFactory,
     make_config,
+    post_fresh,
     publisher_of,
-    shoplazza_webhook,
     signed,
     started,
     wait_ready,
@@ -34,41 +32,19 @@ Client = TestClient[Any, Any]
 NO_SPOOL: dict[str, float | bool] = {"spool": False}
 
 
-@pytest.fixture
-async def proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
-    """A cuttable link to the real broker."""
-    link = TcpProxy(*broker_address(amqp_url))
-    link.port = await link.start()
-    yield link
-    await link.stop()
-
-
-@pytest.fixture
-async def proxied_url(amqp_url: str, proxy: TcpProxy) -> str:
-    """The broker URL through the proxy."""
-    return via(amqp_url, proxy.port)
-
-
-async def post(client: Client) -> tuple[int, dict[str, Any], str | None]:
-    """Post a fresh cancellation; status, JSON answer and Retry-After."""
-    hook = shoplazza_webhook()
-    response = await client.post("/webhooks/shoplazza", data=hook.body, headers=hook.headers)
-    return response.status, orjson.loads(await response.read()), response.headers.get("Retry-After")
-
-
 async def test_cut_link_answers_503_then_recovers(
     aiohttp_client: ClientFactory, proxy: TcpProxy, proxied_url: str, subscriber: AbstractQueue
 ) -> None:
     """Link cut: 503 + Retry-After and /readyz 503; link back: 200 with no restart."""
     client = await started(aiohttp_client, make_config(proxied_url, NO_SPOOL))
-    status, answer, _ = await post(client)
+    status, answer, _ = await post_fresh(client)
     assert status == 200
     assert (await receive(subscriber)).message_id == answer["event_id"]
 
     proxy.cut()
     async with asyncio.timeout(READY_TIMEOUT):
         await publisher_of(client).wait_down()
-    status, answer, retry_after = await post(client)
+    status, answer, retry_after = await post_fresh(client)
     assert status == 503, answer
     assert answer["error"] == "broker_unavailable"
     assert retry_after == "5"
@@ -77,7 +53,7 @@ async def test_cut_link_answers_503_then_recovers(
     proxy.restore()
     await wait_ready(client)
     assert (await client.get("/readyz")).status == 200
-    status, answer, _ = await post(client)
+    status, answer, _ = await post_fresh(client)
     assert status == 200, answer
     assert (await receive(subscriber)).message_id == answer["event_id"]
     await assert_empty(subscriber)  # the refused one was never published
@@ -89,7 +65,7 @@ async def test_unconfirmed_publish_times_out_to_503(
     """A broker that stops answering: no confirm within the timeout is a 503, never a 200."""
     client = await started(aiohttp_client, make_config(proxied_url, NO_SPOOL, confirm_timeout=0.5))
     proxy.blackhole()
-    status, answer, retry_after = await post(client)
+    status, answer, retry_after = await post_fresh(client)
     assert status == 503, answer
     assert answer["detail"] == "broker did not confirm within 0.5s"
     assert retry_after is not None
@@ -104,12 +80,12 @@ async def test_starts_while_broker_is_away(
     client: Client = await aiohttp_client(create_app(make_config(proxied_url, NO_SPOOL)))
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 503
-    status, _, retry_after = await post(client)
+    status, _, retry_after = await post_fresh(client)
     assert (status, retry_after) == (503, "5")
 
     proxy.restore()
     await wait_ready(client)
-    status, answer, _ = await post(client)
+    status, answer, _ = await post_fresh(client)
     assert status == 200
     assert (await receive(subscriber)).message_id == answer["event_id"]
 
@@ -123,11 +99,11 @@ async def test_broker_nack_answers_503(
         exclusive=True, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
     )
     await full.bind(topology.ORDERS.name, f"{topology.ROUTING_KEY_PREFIX}.#")
-    status, answer, retry_after = await post(bridge)
+    status, answer, retry_after = await post_fresh(bridge)
     assert (status, answer["detail"]) == (503, "broker refused the message (nack)")
     assert retry_after == "5"
     await full.delete(if_unused=False, if_empty=False)
-    status, answer, _ = await post(bridge)
+    status, answer, _ = await post_fresh(bridge)
     assert status == 200, answer
     # The subscriber got a copy of the nacked one too: the broker routes before it nacks, and the
     # platform will send it again. At-least-once, never at-most-once.

@@ -48,6 +48,7 @@ class Forwarder:
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._lease = timedelta(seconds=max(LEASE_MIN, 4 * publisher.confirm_timeout))
         self.state = SpoolState(0, None)
+        self._empty = asyncio.Event()  # set when a read found the spool empty
         metrics.spool_oldest.set_function(self._oldest_age)
 
     @classmethod
@@ -69,7 +70,12 @@ class Forwarder:
         """An event was just spooled here: count it in the state, and look again."""
         self.state = SpoolState(self.state.depth + 1, self.state.oldest or datetime.now(UTC))
         self._metrics.spool_depth.set(self.state.depth)
+        self._empty.clear()
         self._wake.set()
+
+    async def wait_empty(self) -> None:
+        """Return once the forwarder has found the spool empty (after its last `spooled`)."""
+        await self._empty.wait()
 
     def _oldest_age(self) -> float:
         oldest = self.state.oldest
@@ -101,6 +107,10 @@ class Forwarder:
     async def _read_state(self) -> None:
         self.state = await self._store.spool_state()
         self._metrics.spool_depth.set(self.state.depth)
+        if self.state.depth == 0:
+            self._empty.set()
+        else:
+            self._empty.clear()
 
     async def _forward_batch(self) -> int:
         """Lease, publish and remove one batch; how many were forwarded."""

@@ -15,7 +15,8 @@ from aiohttp.web import Application
 from bridge.amqp.publisher import Publisher
 from bridge.settings import Config, parse_settings, resolve
 from bridge.web.app import create_app
-from bridge.web.webhooks import PUBLISHER
+from bridge.web.forwarder import Forwarder
+from bridge.web.webhooks import FORWARDER, PUBLISHER
 from handlers.shoplazza import sign
 from tests.harness.stores import scratch_store
 
@@ -109,6 +110,21 @@ async def started(client_factory: ClientFactory, config: Config) -> TestClient[A
     client: TestClient[Any, Any] = await client_factory(create_app(config))
     await wait_ready(client)
     return client
+
+
+def forwarder_of(client: TestClient[Any, Any]) -> Forwarder:
+    """The receiver's spool forwarder (to await the spool emptied)."""
+    app = client.app
+    assert app is not None
+    forwarder: Forwarder = app[FORWARDER]
+    return forwarder
+
+
+async def post_fresh(client: TestClient[Any, Any]) -> tuple[int, dict[str, Any], str | None]:
+    """Post a fresh signed cancellation; status, JSON answer and Retry-After."""
+    hook = shoplazza_webhook()
+    response = await client.post("/webhooks/shoplazza", data=hook.body, headers=hook.headers)
+    return response.status, orjson.loads(await response.read()), response.headers.get("Retry-After")
 
 
 def publisher_of(client: TestClient[Any, Any]) -> Publisher:
