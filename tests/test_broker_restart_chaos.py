@@ -6,6 +6,9 @@ be stopped). The platform (`tests/harness/poster.py`) sends every order again un
 2xx. Mid-run:
 - the node is stopped and started again on the same data (a broker restart);
 - or the TCP link between the bridge and the broker is cut by a proxy, then restored.
+These two run with the spool off (`[receiver] spool = false`: 503 while the broker is away, the
+platform retries). With the spool on, the link cut: no webhook is refused at all, the spooled
+ones are published once the link is back, and the spool is empty at the end.
 
 Then: every order got a 2xx; every order with a 2xx was declined at the fake CJ exactly once
 (CJ remembers declines: a second call would be answered "already", and is counted); every
@@ -33,6 +36,8 @@ from pathlib import Path
 import pytest
 
 from bridge.demo.fake_cj import FakeCJ
+from bridge.store.deliveries import Store
+from bridge.store.spool import SpoolState
 from tests.harness.fleet import Child, Fleet
 from tests.harness.poster import CONNECTIONS, Poster, shoplazza_orders
 from tests.harness.proxy import TcpProxy
@@ -44,6 +49,7 @@ FAULT_AT = ORDERS // 10  # orders with a 2xx before the fault
 POST_TIMEOUT = 120.0  # seconds for the platform to get a 2xx for every order
 SETTLE_TIMEOUT = 60.0
 FAULT_TIMEOUT = 30.0  # seconds for the outage to show at the platform
+SPOOLED = 500  # webhooks held in the spool before the link comes back
 
 
 @pytest.fixture
@@ -63,7 +69,7 @@ async def outage_seen(poster: Poster, refusals: int) -> None:
 
 
 async def load_through(
-    fault: Fault, *, folder: Path, amqp_url: str, node: RabbitNode
+    fault: Fault, *, folder: Path, amqp_url: str, node: RabbitNode, spool: bool = False
 ) -> tuple[Poster, Settlement, str, int]:
     """Post ORDERS orders through `fault`; the poster, what settled, the fault's note, exit."""
     cj = FakeCJ(remember=True)
@@ -73,7 +79,7 @@ async def load_through(
     store_url = str(folder / "state.db")
     try:
         bridge = await fleet.run_bridge(
-            "bridge", amqp_url=amqp_url, store_url=store_url, cj_url=cj.url
+            "bridge", amqp_url=amqp_url, store_url=store_url, cj_url=cj.url, spool=spool
         )
         poster = Poster([bridge.url], shoplazza_orders(ORDERS, shop), timeout=POST_TIMEOUT)
         posting = asyncio.create_task(poster.run())
@@ -149,3 +155,38 @@ async def test_broker_link_cut_under_load_loses_and_doubles_nothing(
     finally:
         await proxy.stop()
     check(poster, seen, note, {"bridge": status})
+
+
+@pytest.mark.timeout(300)
+async def test_broker_link_cut_with_the_spool_refuses_nothing(
+    tmp_path: Path, node: RabbitNode
+) -> None:
+    """Every webhook answered 2xx the first time; each declined at CJ once; the spool emptied."""
+    proxy = TcpProxy("127.0.0.1", node.amqp_port)
+    port = await proxy.start()
+
+    async def cut(poster: Poster, bridge: Child) -> str:
+        at = len(poster.tally.accepted)
+        began = time.monotonic()
+        proxy.cut()
+        await bridge.wait_for("broker.lost", count=2, within=FAULT_TIMEOUT)
+        await bridge.wait_for("webhook.spooled", count=SPOOLED, within=FAULT_TIMEOUT)
+        proxy.restore()
+        return (
+            f"link cut after {at} orders had a 2xx, restored after {time.monotonic() - began:.1f} s"
+        )
+
+    try:
+        poster, seen, note, status = await load_through(
+            cut,
+            folder=tmp_path,
+            amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/",
+            node=node,
+            spool=True,
+        )
+    finally:
+        await proxy.stop()
+    assert poster.tally.attempts == ORDERS, poster.summary()  # nobody had to send one again
+    check(poster, seen, note, {"bridge": status}, refusals=False)
+    async with Store.open(str(tmp_path / "state.db")) as store:
+        assert await store.spool_state() == SpoolState(0, None), note

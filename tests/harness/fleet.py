@@ -41,11 +41,13 @@ def write_config(  # noqa: PLR0913 - one argument per section a test may want
     cj_url: str | None = None,
     confirm_timeout: float = 2.0,
     retry_delays: tuple[float, ...] = (0.5, 1.0),
+    spool: bool = True,
 ) -> dict[str, str]:
     """Write a bridge config to `path`; return the environment it needs besides AMQP_URL.
 
-    With `receiver_port`: the receiver and the Shoplazza source. With `cj_url`: the CJ target
-    and the route shoplazza -> cj (so `run` also starts a worker; `worker --target cj` works).
+    With `receiver_port`: the receiver and the Shoplazza source (`spool`: `[receiver] spool`).
+    With `cj_url`: the CJ target and the route shoplazza -> cj (so `run` also starts a worker;
+    `worker --target cj` works).
     """
     store, env = store_section(store_url)
     lines = [
@@ -62,6 +64,7 @@ def write_config(  # noqa: PLR0913 - one argument per section a test may want
         lines += [
             "[receiver]",
             f"port = {receiver_port}",
+            f"spool = {'true' if spool else 'false'}",
             "[sources.shoplazza]",
             'secret_env = "SHOPLAZZA_CLIENT_SECRET"',
         ]
@@ -217,12 +220,14 @@ class Fleet:
         return child
 
     async def run_bridge(
-        self, name: str, *, amqp_url: str, store_url: str, cj_url: str | None
+        self, name: str, *, amqp_url: str, store_url: str, cj_url: str | None, spool: bool = True
     ) -> Child:
         """`run`: a receiver (and a CJ worker when `cj_url` is given), ready to serve."""
         port = free_port()
         config = self.folder / f"{name}.toml"
-        env = write_config(config, store_url=store_url, receiver_port=port, cj_url=cj_url)
+        env = write_config(
+            config, store_url=store_url, receiver_port=port, cj_url=cj_url, spool=spool
+        )
         child = await self.start(
             name, ["run", "--config", str(config)], amqp_url=amqp_url, env=env, port=port
         )
