@@ -75,7 +75,13 @@ async def test_without_a_token_configured_the_console_is_off(
     off: Client = await aiohttp_client(
         console_app(dataclasses.replace(config, api_token=None), store)
     )
-    for path in ("/console", "/console/login", "/console/events", "/console/events/x/cj/replay"):
+    for path in (
+        "/console",
+        "/console/login",
+        "/console/events",
+        "/console/events/x/cj/replay",
+        "/console/spool",
+    ):
         response = await off.get(path, allow_redirects=False)
         assert response.status == 401, path
         assert "The console is off" in await response.text()
@@ -174,6 +180,24 @@ async def test_signed_out_callers_are_sent_to_the_form(client: Client) -> None:
     posted = await client.post("/console/events/x/cj/replay", data={"csrf": "x"})
     assert posted.status == 401
     assert 'name="token"' in await posted.text()
+
+
+async def test_the_spool_page_needs_a_signed_in_caller(client: Client, store: Store) -> None:
+    """Spooled events are shown as every console page is: only to the token's holders."""
+    held = event()
+    await store.spool_event(
+        str(held.event_id), "shoplazza", held.to_json(), seen=1, now=datetime.now(UTC), limit=10
+    )
+    page = await client.get("/console/spool", allow_redirects=False)
+    assert page.status == 303
+    assert page.headers["Location"] == "/console/login?next=%2Fconsole%2Fspool"
+    wrong = await client.get("/console/spool", headers={"Authorization": "Bearer wrong-token"})
+    assert wrong.status == 401
+    assert str(held.event_id) not in await wrong.text()
+    await sign_in(client, next_="/console/spool")
+    signed_in = await client.get("/console/spool")
+    assert signed_in.status == 200
+    assert str(held.event_id) in await signed_in.text()
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,17 @@
-"""The console's pure parts: bar geometry, search parameters, an event's timeline."""
+"""The console's pure parts: bar geometry, search parameters, an event's timeline, the spool."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
+from bridge.store.spool import Spooled, SpoolState
 from bridge.web.console.chart import HEIGHT, WIDTH, bars
 from bridge.web.console.filters import SearchError, parse_search, query_string
 from bridge.web.console.queries import Search
+from bridge.web.console.spooled import age, spool_json, spool_page, spool_row
 from bridge.web.console.timeline import timeline
 
 START = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
@@ -170,3 +173,81 @@ def test_the_timeline_in_time_order_with_each_answer() -> None:
             None,
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "says"),
+    [
+        (0, "0 s"),
+        (59.9, "59 s"),
+        (60, "1 min 0 s"),
+        (3599, "59 min 59 s"),
+        (3600, "1 h 0 min"),
+        (86399, "23 h 59 min"),
+        (90000, "1 d 1 h"),
+        (-5, "0 s"),  # a clock stepped back: not a negative age
+    ],
+)
+def test_ages_read_at_a_glance(seconds: float, says: str) -> None:
+    assert age(START, START + timedelta(seconds=seconds)) == says
+
+
+def spooled(row_id: int, body: bytes, at: datetime, seen: int = 1) -> Spooled:
+    return Spooled(row_id, f"e-{row_id}", "shoplazza", body, seen, at)
+
+
+BODY = orjson.dumps(
+    {
+        "event_id": "e-1",
+        "source": "shoplazza",
+        "shop": "demo.myshoplaza.com",
+        "order_id": "1001",
+        "reason": "payment_declined",
+    }
+)
+
+
+def test_a_spooled_event_shows_its_order_from_the_body() -> None:
+    row = spool_row(spooled(1, BODY, START, seen=3), START + timedelta(seconds=75))
+    assert (row.event_id, row.source, row.seen, row.spooled_at) == ("e-1", "shoplazza", 3, START)
+    assert (row.shop, row.order_id) == ("demo.myshoplaza.com", "1001")
+    assert row.reason == "payment_declined"
+    assert row.age == "1 min 15 s"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1, 2]", b'{"shop": 7, "order_id": ""}', b"", b"\xff"],
+)
+def test_an_unreadable_body_shows_blanks_not_an_error(body: bytes) -> None:
+    row = spool_row(spooled(2, body, START), START)
+    assert (row.event_id, row.shop, row.order_id, row.reason) == ("e-2", None, None, None)
+
+
+def test_the_spool_page_keeps_the_order_and_counts_what_is_not_listed() -> None:
+    later = START + timedelta(minutes=2)
+    events = [spooled(1, BODY, START), spooled(2, BODY, later)]
+    page = spool_page(SpoolState(5, START), events, START + timedelta(hours=2, minutes=3))
+    assert [row.event_id for row in page.rows] == ["e-1", "e-2"]
+    assert (page.depth, page.more, page.oldest, page.oldest_age) == (5, 3, START, "2 h 3 min")
+    # Read apart, the depth may lag the rows: it never shows fewer than are listed.
+    lagging = spool_page(SpoolState(0, None), events, later)
+    assert (lagging.depth, lagging.more, lagging.oldest) == (2, 0, START)
+    empty = spool_page(SpoolState(0, None), [], START)
+    assert (empty.depth, empty.rows, empty.oldest, empty.oldest_age) == (0, (), None, None)
+
+
+def test_the_overview_says_how_long_the_oldest_has_waited() -> None:
+    now = START + timedelta(seconds=42)
+    assert spool_json(SpoolState(2, START), now) == {
+        "depth": 2,
+        "oldest": "2026-11-23T20:00:00Z",
+        "oldest_age_seconds": 42,
+        "waiting": "oldest 42 s ago",
+    }
+    assert spool_json(SpoolState(0, None), now) == {
+        "depth": 0,
+        "oldest": None,
+        "oldest_age_seconds": None,
+        "waiting": "",
+    }

@@ -16,7 +16,7 @@ from yarl import URL
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import OrderCancelled
-from tests.harness.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
+from tests.harness.console_browser import DEAD_BROKER, SHOP, arrive, attempt, console_app, event
 from tests.harness.pipeline import API_TOKEN, pipeline_config
 from tests.harness.proxy import TcpProxy
 from tests.harness.receiver import ClientFactory
@@ -159,6 +159,56 @@ async def test_the_confirmation_page_says_what_will_happen(client: Client, store
     assert "Drop for good" in drop
 
 
+async def spool(store: Store, order_id: str, at: datetime, shop: str = SHOP) -> OrderCancelled:
+    """Hold an event in the spool as the receiver does while the broker is away."""
+    cancelled = event(order_id, shop=shop)
+    body = cancelled.to_json()
+    held = await store.spool_event(
+        str(cancelled.event_id), cancelled.source.value, body, seen=1, now=at, limit=100
+    )
+    assert held
+    return cancelled
+
+
+async def test_the_spool_lists_what_waits_for_the_broker_oldest_first(
+    client: Client, store: Store
+) -> None:
+    now = datetime.now(UTC)
+    older = await spool(store, "s-2001", now - timedelta(minutes=3), shop="<b>odd</b>.example")
+    newer = await spool(store, "s-2002", now - timedelta(seconds=20))
+    text = await page(client, "/console/spool")
+    assert "<strong>2</strong> events waiting, oldest 3 min" in text
+    assert text.index(str(older.event_id)) < text.index(str(newer.event_id))
+    assert f'<a class="order" href="/console/events/{older.event_id}">s-2001</a>' in text
+    assert '<a href="/console/spool" aria-current="page">Spool</a>' in text
+    raw = await (await client.get("/console/spool", headers=BEARER)).text()
+    assert "&lt;b&gt;odd&lt;/b&gt;.example" in raw
+    assert "<b>odd</b>" not in raw
+    overview = await page(client, "/console")
+    assert 'data-count="spool.depth">2<' in overview
+    assert 'data-count="spool.waiting">oldest 3 min' in overview
+    assert 'class="tile alarm" data-alarm="spool.depth"' in overview
+    data = orjson.loads(await (await client.get("/console/overview.json", headers=BEARER)).read())
+    assert data["spool"]["depth"] == 2
+    assert data["spool"]["oldest_age_seconds"] >= 180
+
+
+async def test_an_empty_spool_says_so(client: Client) -> None:
+    text = await page(client, "/console/spool")
+    assert "The spool is empty" in text
+    assert "<table" not in text
+    overview = await page(client, "/console")
+    assert 'data-count="spool.depth">0<' in overview
+    assert 'class="tile" data-alarm="spool.depth"' in overview
+    data = orjson.loads(await (await client.get("/console/overview.json", headers=BEARER)).read())
+    assert data["spool"] == {
+        "depth": 0,
+        "oldest": None,
+        "oldest_age_seconds": None,
+        "waiting": "",
+    }
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -198,6 +248,7 @@ async def test_without_the_store_pages_are_503(
                 "/console/events?q=1",
                 f"/console/events/{parked.event_id}",
                 f"/console/events/{parked.event_id}/cj/replay",
+                "/console/spool",
             ):
                 text = await page(client, path, 503)
                 assert "Store unavailable" in text

@@ -1,4 +1,4 @@
-"""The console's store reads on both engines: overview counts, event search, one event."""
+"""The console's store reads on both engines: overview counts, event search, one event, spool."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
-from bridge.web.console.queries import Search, event_detail, overview, search, window
+from bridge.web.console.queries import Search, event_detail, overview, search, spool, window
 from contracts.events import OrderCancelled, Source
+from contracts.timestamps import utc_z
 from tests.harness.console_browser import arrive, attempt, event
 
 # Mid-minute, a minute ago: seeded times a second apart share their minute whatever the clock says.
@@ -84,6 +85,9 @@ async def test_overview_of_an_empty_store(store: Store) -> None:
     assert found.per_minute == {}
     assert found.states == {"cj": {}}
     assert found.as_json()["totals"] == {"events": 0, "delivered": 0, "retrying": 0, "parked": 0}
+    assert found.as_json()["spool"]["depth"] == 0
+    page = await spool(store, NOW)
+    assert (page.depth, page.rows, page.oldest) == (0, (), None)
 
 
 async def order_ids(store: Store, wanted: Search, per_page: int = 50) -> list[str]:
@@ -157,3 +161,47 @@ async def test_one_event_with_its_history(store: Store) -> None:
     assert [step["state"] for step in delivery["history"]] == ["pending", "parked"]
     assert delivery["history"][1]["detail"] == "cj: Order not found"
     assert await event_detail(store, "00000000-0000-5000-8000-000000000000") is None
+
+
+async def spooled(store: Store, cancelled: OrderCancelled, at: datetime, seen: int = 1) -> None:
+    """Hold the event in the spool as the receiver does while the broker is away."""
+    held = await store.spool_event(
+        str(cancelled.event_id),
+        cancelled.source.value,
+        cancelled.to_json(),
+        seen=seen,
+        now=at,
+        limit=100,
+    )
+    assert held
+
+
+async def test_the_spool_oldest_first_bounded_with_its_depth(store: Store) -> None:
+    first, second, third = event("s-1", shop="alpha.myshoplaza.com"), event("s-2"), event("s-3")
+    await spooled(store, first, NOW - 10 * MINUTE, seen=2)
+    await spooled(store, second, NOW - 5 * MINUTE)
+    await spooled(store, third, NOW - MINUTE)
+    page = await spool(store, NOW, limit=2)
+    assert [row.order_id for row in page.rows] == ["s-1", "s-2"]
+    assert (page.depth, page.more, page.oldest, page.oldest_age) == (
+        3,
+        1,
+        NOW - 10 * MINUTE,
+        "10 min 0 s",
+    )
+    oldest = page.rows[0]
+    assert (oldest.event_id, oldest.source, oldest.shop, oldest.reason, oldest.seen) == (
+        str(first.event_id),
+        "shoplazza",
+        "alpha.myshoplaza.com",
+        "inventory",
+        2,
+    )
+    assert oldest.spooled_at == NOW - 10 * MINUTE
+    spool_now = (await overview(store, NOW, ("cj",))).as_json()["spool"]
+    assert spool_now == {
+        "depth": 3,
+        "oldest": utc_z(NOW - 10 * MINUTE),
+        "oldest_age_seconds": 600,
+        "waiting": "oldest 10 min 0 s ago",
+    }

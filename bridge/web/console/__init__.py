@@ -1,5 +1,8 @@
 """The web console at `/console`: see cancellations flow, find stuck ones, replay or drop them.
 
+Also what waits in the spool (held in the store while the broker is away): a tile on the
+overview, the list at `/console/spool`.
+
 Server-rendered pages (jinja2, autoescaped) behind the API token; a little plain JavaScript
 refreshes the overview. Nothing is fetched from elsewhere.
 """
@@ -27,6 +30,7 @@ def add_routes(app: web.Application, *, session_ttl: int = SESSION_TTL) -> None:
     router.add_post(f"{PATH}/logout", auth.logout)
     router.add_get(f"{PATH}/events", views.events)
     router.add_get(f"{PATH}/events/{{event_id}}", views.event)
+    router.add_get(f"{PATH}/spool", views.spool)
     action = f"{PATH}/events/{{event_id}}/{{target}}/{{action}}"
     router.add_get(action, actions.confirm)
     router.add_post(action, actions.act)

@@ -1,7 +1,8 @@
-"""What the console reads from the store: the overview's counts, event search, one event.
+"""What the console reads from the store: the overview's counts, event search, one event, spool.
 
-Every read goes through `Store.reading()`, so a store that does not answer is
-`StoreUnavailable` (the pages say 503). Statements are portable Core: no dialect switches.
+Every read goes through `Store.reading()` (the spool's through the store's own reads, which fail
+alike), so a store that does not answer is `StoreUnavailable` (the pages say 503). Statements are
+portable Core: no dialect switches.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import sqlalchemy as sa
 from bridge.store.deliveries import Store
 from bridge.store.engine import utc
 from bridge.store.lifecycle import SETTLED_STATES, DeliveryState, unmarked
+from bridge.store.spool import SpoolState
 from bridge.store.status import order_status
 from bridge.store.tables import (
     deliveries,
     events,
     transitions,
 )
+from bridge.web.console.spooled import LIMIT, SpoolPage, spool_json, spool_page
 from contracts.timestamps import utc_z
 
 Json = dict[str, Any]
@@ -39,6 +42,7 @@ class Overview:
     per_minute: dict[str, list[int]]  # source -> new events in each minute, oldest first
     states: dict[str, dict[str, int]]  # target -> state -> deliveries in it now
     outcomes: dict[str, dict[str, int]]  # target -> state -> transitions in the last hour
+    spool: SpoolState  # events held in the store while the broker is away
 
     @property
     def parked(self) -> dict[str, int]:
@@ -68,6 +72,7 @@ class Overview:
                 "retrying": sum(by.get(DeliveryState.RETRYING, 0) for by in self.states.values()),
                 "parked": sum(self.parked.values()),
             },
+            "spool": spool_json(self.spool, self.now),
         }
 
 
@@ -115,6 +120,7 @@ async def overview(store: Store, now: datetime, targets: Sequence[str] = ()) -> 
         per_minute={row[0]: [int(count) for count in row[1:]] for row in sources},
         states=_nested(states, targets),
         outcomes=_nested(outcomes, targets),
+        spool=await store.spool_state(),
     )
 
 
@@ -232,3 +238,9 @@ async def event_detail(store: Store, event_id: str) -> Json | None:
         return None
     found = await order_status(store, row.order_id, row.source)
     return next((event for event in found if event["event_id"] == event_id), None)
+
+
+async def spool(store: Store, now: datetime, limit: int = LIMIT) -> SpoolPage:
+    """The spool's depth and oldest, and its `limit` oldest events as the page lists them."""
+    state = await store.spool_state()
+    return spool_page(state, await store.spooled_events(limit), now)

@@ -1,4 +1,4 @@
-"""The console's pages: overview (and its JSON), the events list, one event."""
+"""The console's pages: overview (and its JSON), the events list, one event, the spool."""
 
 from __future__ import annotations
 
@@ -147,6 +147,14 @@ async def _event(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     )
 
 
+async def _spool(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+    try:
+        found = await queries.spool(request.app[STORE], datetime.now(UTC))
+    except StoreUnavailable as exc:
+        return store_down(request, viewer, exc)
+    return html(request, "spool.html", viewer=viewer, nav="spool", spool=found)
+
+
 async def _elsewhere(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     return not_found(request, viewer, f"The console has no page at {request.path}.")
 
@@ -160,4 +168,5 @@ overview = guarded(_overview)
 overview_json = guarded(_overview_json)
 events = guarded(_events)
 event = guarded(_event)
+spool = guarded(_spool)
 elsewhere = guarded(_elsewhere)
