@@ -127,6 +127,7 @@ async def test_readyz_reports_broker_and_store(pipeline: Pipeline) -> None:
         "status": "ready",
         "broker": "up",
         "store": "up",
+        "spooled": 0,
     }
 
 

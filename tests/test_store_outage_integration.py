@@ -94,7 +94,8 @@ async def test_receiver_answers_503_without_the_store_and_recovers(
     assert "127.0.0.1" not in detail  # no address (nor credentials) of the database
     ready = await setup.client.get("/readyz")
     assert ready.status == 503
-    assert await ready.json() == {"status": "not_ready", "broker": "up", "store": "down"}
+    expected = {"status": "not_ready", "broker": "up", "store": "down", "spooled": 0}
+    assert await ready.json() == expected
 
     setup.proxy.restore()
     ready = await setup.client.get("/readyz")
