@@ -35,20 +35,39 @@ _SHARED: list[Processor] = [
 
 
 class MalformedRequestsAreNotErrors(logging.Filter):
-    """aiohttp logs every malformed HTTP request at error level with a traceback.
+    """aiohttp logs every malformed HTTP request at error level, with the offending line.
 
     On an endpoint open to the internet that is noise any client can make (and alerts on error
-    lines would fire), so such records become one info line without the traceback.
+    lines would fire), so such records become one info line without the traceback. The line
+    aiohttp quotes is the client's raw bytes (an `Authorization` header with a NUL, a DEL, a bare
+    CR or a folded continuation brings its token or Basic credentials along): only the parser's
+    reason is kept, never the quoted bytes.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Downgrade records about `BadHttpMessage`; keep everything else as it is."""
+        """Downgrade records about `BadHttpMessage` to their reason; keep everything else."""
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, BadHttpMessage):
             record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg, record.args = "malformed HTTP request: %s", (exc.message,)
+            record.msg, record.args = "malformed HTTP request: %s", (parser_reason(exc.message),)
             record.exc_info = record.exc_text = None
         return True
+
+
+MAX_REASON = 80
+
+
+def parser_reason(message: str) -> str:
+    """The parser's reason for refusing a request, without any of the request's bytes.
+
+    aiohttp's messages are the reason on the first line, then the raw line quoted (C parser),
+    or the raw value quoted after the reason on one line (the pure-Python parser).
+    """
+    reason = message.strip().split("\n", 1)[0]
+    for quote in ("'", '"', "b'"):
+        reason = reason.split(quote, 1)[0]
+    reason = "".join(c for c in reason if c.isprintable()).strip().rstrip(":").strip()
+    return reason[:MAX_REASON] or "unreadable request"
 
 
 class BrokerOutagesAreWarnings(logging.Filter):

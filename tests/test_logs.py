@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiohttp import http_parser
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.http_exceptions import BadHttpMessage
 from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 
@@ -13,6 +15,7 @@ from bridge.logs import (
     BrokerOutagesAreWarnings,
     MalformedRequestsAreNotErrors,
     TurnBufferedLogger,
+    parser_reason,
 )
 
 
@@ -106,3 +109,43 @@ async def test_writes_hold_whole_lines_of_at_most_pipe_buf_bytes() -> None:
     assert all(len(write) <= PIPE_BUF for write in out.writes[:-1])
     assert out.writes[-1] == b"L" * (PIPE_BUF * 2) + b"\n"  # too long to share: alone
     assert len(out.writes) == 6  # four 1,000-byte lines a write, then the long one
+
+
+SECRET_LINE_VALUE = "Bearer api-token-never-logged-9f8e7d"
+# Each a malformed line that carries a credential (issue 17's probe): NUL, DEL, a bare CR, a
+# folded continuation of the Authorization header, and a bad header name after Basic credentials.
+MALFORMED = [
+    f"Authorization: {SECRET_LINE_VALUE}\x00x\r\n".encode(),
+    f"Authorization: {SECRET_LINE_VALUE}\x7fx\r\n".encode(),
+    f"Authorization: {SECRET_LINE_VALUE}\rx\r\n".encode(),
+    f"Authorization: {SECRET_LINE_VALUE}\r\n  {SECRET_LINE_VALUE}\r\n".encode(),
+    f"Authorization: {SECRET_LINE_VALUE}\r\nBad\x00{SECRET_LINE_VALUE}: v\r\n".encode(),
+]
+PARSERS = (http_parser.HttpRequestParser, http_parser.HttpRequestParserPy)  # C, and pure Python
+
+
+def parser_error(parser: type[http_parser.HttpRequestParserPy], line: bytes) -> BadHttpMessage:
+    """What aiohttp's `parser` raises for a request with the header `line`."""
+    loop = asyncio.new_event_loop()
+    try:
+        feeder = parser(BaseProtocol(loop), loop, 2**16, max_line_size=8190, max_field_size=8190)
+        try:
+            feeder.feed_data(b"GET / HTTP/1.1\r\nHost: bridge\r\n" + line + b"\r\n")
+        except BadHttpMessage as exc:
+            return exc
+    finally:
+        loop.close()
+    raise AssertionError(f"{parser.__name__} accepted {line!r}")
+
+
+def test_a_malformed_header_line_never_brings_its_credentials_to_the_log() -> None:
+    for parser in PARSERS:
+        for line in MALFORMED:
+            exc = parser_error(parser, line)
+            assert "api-token" in str(exc)  # aiohttp quotes the raw line ...
+            record = record_for(exc)
+            MalformedRequestsAreNotErrors().filter(record)
+            logged = record.getMessage()
+            assert "api-token" not in logged, (parser.__name__, line)  # ... we never do
+            assert logged.startswith("malformed HTTP request: ")
+            assert parser_reason(exc.message)  # a reason is left to read

@@ -1,13 +1,16 @@
 """Secrets never appear in logs, errors or `check-config` output (the whole output is grepped).
 
 A `run` process with every kind of secret set (webhook secrets current and previous, the CJ
-token, the API token, a store URL with a password) serves good and bad requests; then its output,
-its error answers and `check-config`'s output are searched for each secret value.
+token, the API token, a store URL with a password) serves good and bad requests, and requests
+whose malformed `Authorization` line (NUL, DEL, bare CR, folded) aiohttp's parser refuses; then
+its output, its error answers and `check-config`'s output are searched for each secret value.
+(aiohttp's own 400 for a malformed request quotes the line back to its sender: not searched.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 from pathlib import Path
@@ -28,6 +31,32 @@ from tests.harness.receiver import SECRET, shoplazza_webhook
 OLD_SECRET = "old-shoplazza-secret-a1b2c3"
 API_TOKEN = "api-token-never-logged-9f8e7d"
 STORE_PASSWORD = "store-password-never-logged-5d4c"
+
+
+def basic(secret: str) -> str:
+    """Basic credentials with `secret` as the password, as Prime sends them."""
+    return base64.b64encode(f"prime:{secret}".encode()).decode()
+
+
+def malformed_lines(token: str, basic_credentials: str) -> list[bytes]:
+    """Header lines aiohttp refuses, each carrying a credential: NUL, DEL, bare CR, folded."""
+    return [
+        f"Authorization: Bearer {token}\x00x\r\n".encode(),
+        f"Authorization: Bearer {token}\x7fx\r\n".encode(),
+        f"Authorization: {basic_credentials}\rx\r\n".encode(),
+        f"Authorization: Bearer {token}\r\n  folded\r\n".encode(),
+        f"Authorization: {basic_credentials}\r\n\tfolded\r\n".encode(),
+    ]
+
+
+async def send_raw(port: int, line: bytes) -> None:
+    """A GET with the header `line`, written as it is; read the answer to its end."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: bridge\r\n" + line + b"\r\n")
+    await writer.drain()
+    await reader.read()  # aiohttp answers 400 and closes
+    writer.close()
+    await writer.wait_closed()
 
 
 async def test_no_secret_leaks_anywhere(
@@ -55,7 +84,7 @@ async def test_no_secret_leaks_anywhere(
         "CB_API_TOKEN": API_TOKEN,
         "CB_STORE_URL": store_url,
     }
-    secrets = (SECRET, OLD_SECRET, TOKEN, API_TOKEN, STORE_PASSWORD)
+    secrets = (SECRET, OLD_SECRET, TOKEN, API_TOKEN, basic(API_TOKEN), STORE_PASSWORD)
     answers: list[bytes] = []
     channel = await amqp.channel()
     bridge = await spawn(["run", "--config", str(config)], env, port)
@@ -74,6 +103,8 @@ async def test_no_secret_leaks_anywhere(
             ]:
                 async with http.post(url, data=data, headers=headers) as response:
                     answers.append(await response.read())
+            for line in malformed_lines(API_TOKEN, f"Basic {basic(API_TOKEN)}"):
+                await send_raw(port, line)  # aiohttp's own 400 (it quotes the line to its sender)
             order = orjson.loads(good.body)["id"]
             async with http.get(
                 f"{base}/api/orders/shoplazza/{order}",
