@@ -456,8 +456,28 @@ def _store_url(store: StoreSettings, env: Mapping[str, str]) -> SecretStr:
             raise ConfigError(
                 "store.url_env", f"{store.url_env} must be a postgresql:// or sqlite:/// URL"
             )
+        if not url.startswith("sqlite:///"):
+            _check_url(url, "store.url_env", store.url_env)
         return SecretStr(url)
     return SecretStr(store.path)
+
+
+def _check_url(url: str, key: str, name: str) -> None:
+    """A server URL that will connect: parseable, a host, a port that is a number.
+
+    The error names the variable and what is wrong, never the URL (it may hold a password).
+    """
+    try:
+        parsed = URL(url)
+        port = parsed.port
+    except ValueError as exc:
+        port_trouble = "port" in str(exc).lower()
+        reason = "the port is not a number from 1 to 65535" if port_trouble else "unparsable"
+        raise ConfigError(key, f"{name} is not a valid URL ({reason})") from None
+    if not parsed.host:
+        raise ConfigError(key, f"{name} is not a valid URL (no host)")
+    if port is not None and not 0 < port < 65536:  # noqa: PLR2004 - TCP's port range
+        raise ConfigError(key, f"{name} is not a valid URL (port {port})")
 
 
 def _secrets_named(
@@ -548,6 +568,7 @@ def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
         raise ConfigError(
             "broker.url_env", f"{settings.broker.url_env} must be an amqp:// or amqps:// URL"
         )
+    _check_url(url, "broker.url_env", settings.broker.url_env)
     if not settings.sources and not settings.routes:
         raise ConfigError("sources", "nothing to do: add a [sources.<name>] or [routes] section")
     source_settings, source_handlers = _sources(settings, env)

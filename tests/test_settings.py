@@ -229,6 +229,35 @@ def test_non_amqp_url_is_refused(url: str) -> None:
     assert_no_secret(str(caught.value))
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (f"amqp://bridge:{PASSWORD}@rabbit.internal:notaport/", "port"),
+        (f"amqp://bridge:{PASSWORD}@rabbit.internal:99999/", "port"),
+        (f"amqp://bridge:{PASSWORD}@:5672/", "no host"),
+        ("amqp:///", "no host"),
+    ],
+)
+def test_a_broker_url_that_cannot_connect_is_refused(url: str, reason: str) -> None:
+    """Found by a probe: `...:notaport/` passed check-config, then `run` never connected."""
+    with pytest.raises(ConfigError) as caught:
+        resolve(parse_settings(MINIMAL), {"SHOPLAZZA_SECRET": SECRET, "AMQP_URL": url})
+    assert caught.value.key == "broker.url_env"
+    assert "AMQP_URL is not a valid URL" in str(caught.value)
+    assert reason in str(caught.value)
+    assert_no_secret(str(caught.value))
+
+
+def test_a_store_url_that_cannot_connect_is_refused() -> None:
+    url = f"postgresql://bridge:{PASSWORD}@db.internal:notaport/cb"
+    env = {"SHOPLAZZA_SECRET": SECRET, "CB_DB": url}
+    with pytest.raises(ConfigError) as caught:
+        resolve(parse_settings({**MINIMAL, "store": {"url_env": "CB_DB"}}), env)
+    assert caught.value.key == "store.url_env"
+    assert "CB_DB is not a valid URL" in str(caught.value)
+    assert_no_secret(str(caught.value))
+
+
 @pytest.mark.parametrize("scheme", ["amqp", "amqps", "AMQPS"])
 def test_amqp_schemes_are_accepted(scheme: str) -> None:
     url = f"{scheme}://bridge:{PASSWORD}@rabbit.internal/"
