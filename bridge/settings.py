@@ -169,6 +169,8 @@ class StoreSettings(Section):
     echo_ttl: Seconds = Field(default=7 * DAY, gt=0, le=365 * DAY)
     # How long the receiver's batch of arrivals waits for the other webhooks in flight.
     arrival_linger: Seconds = Field(default=0.005, ge=0, le=1)
+    # How long a webhook waits for the store (its record, or the spool) before a 503.
+    request_timeout: Seconds = Field(default=3.0, gt=0, le=60)
 
 
 class LogSettings(Section):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 import pytest
@@ -23,6 +23,7 @@ from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from bridge.targets import plan
 from bridge.web.app import create_app
+from bridge.web.keys import CONFIG
 from bridge.worker.consumer import Worker
 from tests.harness.broker import delete_target_queues, fresh_target_queues, receive
 from tests.harness.pipeline import SETTLE_TIMEOUT, SHOP, Client, pipeline_config
@@ -110,6 +111,34 @@ async def test_receiver_answers_503_without_the_store_and_recovers(
     # The refused attempt was neither published nor counted: the retry is the first sighting.
     assert [orjson.loads(m.body)["order_id"] for m in published] == [order, sentinel]
     assert REDELIVERY_HEADER not in (published[0].headers or {})
+
+
+async def test_a_stalled_store_is_a_503_within_the_request_timeout(
+    setup: Setup, aiohttp_client: ClientFactory
+) -> None:
+    """Found by a probe: a stalled PostgreSQL link held webhooks 12-24 s before a 503.
+
+    `[store] request_timeout` (0.5 s here) bounds the wait: the platform gets its 503 long before
+    the driver's own command timeout (10 s), which this client would not wait for.
+    """
+    config = setup.client.app[CONFIG] if setup.client.app is not None else None
+    assert config is not None
+    settings = config.settings
+    quick = settings.model_copy(
+        update={"store": settings.store.model_copy(update={"request_timeout": 0.5})}
+    )
+    client: Client = await aiohttp_client(create_app(replace(config, settings=quick), setup.store))
+    await wait_ready(client)
+    setup.proxy.blackhole()
+    hook = shoplazza_webhook({"id": f"stalled-{uuid.uuid4().hex[:6]}"}, shop=SHOP)
+    async with asyncio.timeout(5):
+        response = await client.post("/webhooks/shoplazza", data=hook.body, headers=hook.headers)
+        answer = orjson.loads(await response.read())
+    assert (response.status, answer["error"]) == (503, "store_unavailable"), answer
+    assert answer["detail"] == "store did not answer within 0.5s"
+    assert response.headers["Retry-After"] == "5"
+    setup.proxy.cut()  # the stalled links go; the next ones work
+    setup.proxy.restore()
 
 
 async def test_worker_holds_its_message_until_the_store_returns(

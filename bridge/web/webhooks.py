@@ -219,11 +219,18 @@ async def _publish(request: web.Request, event: OrderCancelled) -> web.Response:
         echo_since=now - timedelta(seconds=config.settings.store.echo_ttl),
         body=body,
     )
+    deadline = config.settings.store.request_timeout
     try:
-        arrived = await request.app[ARRIVALS].submit(arrival)
+        # A stalled store link must not hold the platform's request: a 503 it retries.
+        async with asyncio.timeout(deadline):
+            arrived = await request.app[ARRIVALS].submit(arrival)
     except StoreUnavailable as exc:
         log.warning("webhook.store_unavailable", detail=str(exc), **context)
         return _try_again(config, "store_unavailable", str(exc))
+    except TimeoutError:
+        detail = f"store did not answer within {deadline:g}s"
+        log.warning("webhook.store_unavailable", detail=detail, **context)
+        return _try_again(config, "store_unavailable", detail)
     if isinstance(arrived, Echo):
         # The bridge cancelled this order here itself: fanning it out again would loop.
         log.info("webhook.echo", cause=arrived.cause, **context)
@@ -259,11 +266,13 @@ async def _spool(
         return None
     event_id, source = str(event.event_id), event.source.value
     try:
-        held = await request.app[STORE].spool_event(
-            event_id, source, body, seen=seen, now=datetime.now(UTC), limit=receiver.spool_max
-        )
-    except StoreUnavailable as store_exc:
-        log.warning("webhook.spool_unavailable", event_id=event_id, detail=str(store_exc))
+        async with asyncio.timeout(config.settings.store.request_timeout):
+            held = await request.app[STORE].spool_event(
+                event_id, source, body, seen=seen, now=datetime.now(UTC), limit=receiver.spool_max
+            )
+    except (StoreUnavailable, TimeoutError) as store_exc:
+        detail = str(store_exc) or "no answer in time"
+        log.warning("webhook.spool_unavailable", event_id=event_id, detail=detail)
         return None
     if not held:
         log.warning("webhook.spool_full", event_id=event_id, spool_max=receiver.spool_max)
