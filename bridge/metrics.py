@@ -100,6 +100,12 @@ class Metrics:
             ["target"],
             registry=registry,
         )
+        self.connections_refused = Counter(
+            "cancel_bridge_connections_refused",
+            "Connections the receiver answered 503 and closed at once: [receiver] max_connections"
+            " were open.",
+            registry=registry,
+        )
         self.spooled = Counter(
             "cancel_bridge_spooled",
             "Events the receiver held in the spool because the broker was away, by source.",

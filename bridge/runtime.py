@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from bridge.limits import connection_cap, raise_open_files
 from bridge.metrics import Metrics
 from bridge.reconcile import reconciler
 from bridge.settings import Config, redact_url
@@ -21,6 +22,8 @@ from bridge.targets import plan
 from bridge.tracing import Tracing, TracingUnavailable
 from bridge.web import processes
 from bridge.web.app import create_app
+from bridge.web.connections import CappedSite
+from bridge.web.keys import METRICS
 from bridge.web.metrics_page import serve_metrics
 from bridge.worker.consumer import Worker
 from handlers.registry import TARGETS
@@ -126,16 +129,33 @@ async def start_receiver(
         shutdown_timeout=receiver.shutdown_timeout,
         # aiohttp has no header timeout: its keep-alive timer, armed when a client connects, is
         # the only bound on one that dribbles its headers (aiohttp's default is an hour).
-        keepalive_timeout=receiver.body_timeout,
+        keepalive_timeout=receiver.header_timeout,
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
+    soft, _ = raise_open_files()
+    cap = connection_cap(receiver.max_connections, soft)
+    refused = app[METRICS].connections_refused
     # Several receiver processes share the port; the kernel spreads connections over them.
-    site = web.TCPSite(runner, receiver.host, receiver.port, reuse_port=receiver.processes > 1)
+    site = CappedSite(
+        runner,
+        receiver.host,
+        receiver.port,
+        cap=cap,
+        retry_after=config.settings.broker.retry_after,
+        on_refused=refused.inc,
+        reuse_port=receiver.processes > 1,
+    )
     try:
         await site.start()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise StartupError(f"cannot listen on {receiver.host}:{receiver.port}: {reason}") from None
-    log.info("receiver.listening", host=receiver.host, port=receiver.port)
+    log.info(
+        "receiver.listening",
+        host=receiver.host,
+        port=receiver.port,
+        max_connections=cap,
+        open_files=soft,
+    )
     return app

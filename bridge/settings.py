@@ -83,6 +83,12 @@ class ReceiverSettings(Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     shutdown_timeout: Seconds = Field(default=10.0, gt=0, le=300)
     body_timeout: Seconds = Field(default=30.0, gt=0, le=300)
+    # A connection that has not sent a whole request's headers by then (or sits idle between
+    # requests that long) is closed.
+    header_timeout: Seconds = Field(default=10.0, gt=0, le=300)
+    # Connections held at once; past it (or past the open-file limit less a reserve) new ones
+    # are answered 503 and closed.
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000)
     api_token_env: EnvName | None = None  # `/api/*` answers 401 to everyone while unset
     lookup_timeout: Seconds = Field(default=10.0, gt=0, le=60)  # thin webhooks: the order fetch
     processes: int = Field(default=1, ge=1, le=64)  # receiver processes sharing the port
