@@ -70,6 +70,13 @@ class SignatureError(WebhookError):
     code = "bad_signature"
 
 
+class UnknownShopError(WebhookError):
+    """Correctly signed, for a shop outside the source's allowlist (`[sources.<name>] shops`)."""
+
+    status = 401
+    code = "unknown_shop"
+
+
 class MalformedPayloadError(HandlerError):
     """Correctly signed, but not an event we can build: the body goes to quarantine."""
 

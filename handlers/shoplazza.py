@@ -19,7 +19,7 @@ from types import MappingProxyType
 from urllib.parse import quote, unquote
 
 import orjson
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from contracts.events import MAX_TEXT, CancelReason, OrderCancelled, Source
 from contracts.shoplazza import ShoplazzaOrder, error_text, unwrap_order
@@ -42,6 +42,8 @@ from handlers.base import (
     SourceSettings,
     TargetBuild,
     TargetSettings,
+    UnknownShopError,
+    clean_text,
     header,
     parse_timestamp,
     retry_after_seconds,
@@ -54,6 +56,7 @@ SHOP_HEADER = "X-Shoplazza-Shop-Domain"
 DEDUP_HEADER = "X-Shoplazza-Deduplication-ID"
 API_VERSION_HEADER = "X-Shoplazza-Api-Version"
 
+MAX_SHOWN = 100  # characters of a refused shop name an answer repeats
 CANCELLED_TOPIC = "orders/cancelled"
 UPDATED_TOPIC = "orders/updated"
 CANCELLED_STATUS = "cancelled"
@@ -107,13 +110,32 @@ def _order(body: bytes) -> ShoplazzaOrder:
         raise MalformedPayloadError(f"order.{where}: {first['msg']}") from None
 
 
+def shop_domain(value: str) -> str:
+    """A shop as the bridge spells it: one spelling per shop (the event id depends on it)."""
+    return value.lower().rstrip(".")
+
+
 class ShoplazzaSourceSettings(SourceSettings):
-    """`[sources.shoplazza]`: the app's client secret(s); Shoplazza takes no other key."""
+    """`[sources.shoplazza]`: the app's client secret(s), and the shops it serves."""
+
+    # `X-Shoplazza-Shop-Domain` is not covered by the signature: one signed body sent with other
+    # shop names would be other orders. When set, any other shop is refused (401 unknown_shop).
+    shops: tuple[str, ...] = ()
+
+    @field_validator("shops")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        shops = tuple(shop_domain(shop.strip()) for shop in value)
+        if any(not shop for shop in shops):
+            raise ValueError("a shop domain is empty")
+        return shops
 
 
 @dataclass(frozen=True, slots=True)
 class ShoplazzaSource:
-    """The Shoplazza source: nothing to configure besides the secrets."""
+    """The Shoplazza source; `shops`: the allowlist (empty: any shop)."""
+
+    shops: frozenset[str] = frozenset()
 
     def verify(
         self, headers: Headers, body: bytes, secrets: Sequence[SecretStr], now: datetime
@@ -127,8 +149,18 @@ class ShoplazzaSource:
         for secret in secrets:
             mac = hmac.digest(secret.get_secret_value().encode(), body, hashlib.sha256)
             if hmac.compare_digest(base64.b64encode(mac), sent_bytes):
+                self._check_shop(headers)
                 return
         raise SignatureError(f"{SIGNATURE_HEADER} does not match the body")
+
+    def _check_shop(self, headers: Headers) -> None:
+        """The unsigned shop header names a shop of the allowlist (when there is one)."""
+        if not self.shops:
+            return
+        shop = shop_domain(header(headers, SHOP_HEADER) or "")
+        if shop not in self.shops:
+            shown = clean_text(shop)[:MAX_SHOWN] or "(none)"
+            raise UnknownShopError(f"shop {shown!r} is not in [sources.shoplazza] shops")
 
     def parse(
         self, headers: Headers, body: bytes, received_at: datetime
@@ -150,7 +182,7 @@ class ShoplazzaSource:
         shop = header(headers, SHOP_HEADER)
         if shop is None:
             raise MalformedPayloadError(f"missing {SHOP_HEADER} header")
-        shop = shop.lower().rstrip(".")  # one shop, one spelling: the event id depends on it
+        shop = shop_domain(shop)  # one shop, one spelling: the event id depends on it
         cancelled_at = (
             parse_timestamp(order.cancelled_at)
             or parse_timestamp(order.canceled_at)
@@ -185,8 +217,8 @@ def make_source(
     settings: ShoplazzaSourceSettings, secrets: Mapping[str, SecretStr]
 ) -> ShoplazzaSource:
     """The Shoplazza source from `[sources.shoplazza]`."""
-    del settings, secrets
-    return ShoplazzaSource()
+    del secrets
+    return ShoplazzaSource(frozenset(settings.shops))
 
 
 # --- target: cancel the order on Shoplazza (PLATFORMS.md section 1, outbound) ---------------

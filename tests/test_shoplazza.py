@@ -509,3 +509,49 @@ def test_overlong_reason_is_truncated_not_refused() -> None:
     assert event.source_reason is not None
     assert len(event.source_reason) == 1024
     assert event.reason is CancelReason.CUSTOMER_REQUEST
+
+
+# --- the shop allowlist (the shop header is not signed) --------------------------------------
+
+ALLOWLISTED = shoplazza.make_source(
+    shoplazza.ShoplazzaSourceSettings(
+        secret_env="S", shops=(" Demo.MyShoplaza.com. ", "second.myshoplaza.com")
+    ),
+    {},
+)
+
+
+def verify_for(source: shoplazza.ShoplazzaSource, shop: str | None) -> None:
+    headers = {SIG: reference_signature(BODY, SECRET)}
+    if shop is not None:
+        headers[SHOP] = shop
+    source.verify(CIMultiDict(headers), BODY, [SecretStr(SECRET)], NOW)
+
+
+def test_an_allowlisted_shop_passes_in_any_spelling() -> None:
+    for shop in ("demo.myshoplaza.com", "DEMO.myshoplaza.com.", "second.myshoplaza.com"):
+        verify_for(ALLOWLISTED, shop)
+
+
+@pytest.mark.parametrize("shop", ["other.myshoplaza.com", "demo.myshoplaza.com.evil", "", None])
+def test_another_shop_is_refused_401(shop: str | None) -> None:
+    """The probe's case: one signed body resent with other shop names is not other orders."""
+    with pytest.raises(WebhookError) as caught:
+        verify_for(ALLOWLISTED, shop)
+    assert (caught.value.status, caught.value.code) == (401, "unknown_shop")
+    assert "[sources.shoplazza] shops" in caught.value.detail
+
+
+def test_a_bad_signature_is_refused_before_the_shop_is_looked_at() -> None:
+    headers = {SIG: reference_signature(BODY, "not-the-secret"), SHOP: "other.myshoplaza.com"}
+    with pytest.raises(SignatureError):
+        ALLOWLISTED.verify(CIMultiDict(headers), BODY, [SecretStr(SECRET)], NOW)
+
+
+def test_without_an_allowlist_any_shop_passes() -> None:
+    verify_for(SOURCE, "anyone.myshoplaza.com")
+
+
+def test_an_empty_shop_in_the_allowlist_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        shoplazza.ShoplazzaSourceSettings(secret_env="S", shops=("  ",))
