@@ -27,7 +27,11 @@ R = TypeVar("R")
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CALL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "status_class"]
+# The credential checks that count failures (`cancel_bridge_auth_failures`), and their outcomes.
+AUTH_CHECKS = ("console_login", "console_bearer", "api", "metrics")
+AUTH_OUTCOMES = ("wrong", "throttled")
+
+__all__ = ["AUTH_CHECKS", "AUTH_OUTCOMES", "CONTENT_TYPE_LATEST", "Metrics", "status_class"]
 
 
 def status_class(status: int) -> str:
@@ -133,6 +137,16 @@ class Metrics:
             ["target", "problem"],
             registry=registry,
         )
+        self.auth_failures = Counter(
+            "cancel_bridge_auth_failures",
+            "Credentials refused, by check (console_login, console_bearer, api, metrics) and"
+            " outcome: wrong (compared, and not the secret), throttled (429, not compared).",
+            ["check", "outcome"],
+            registry=registry,
+        )
+        for check in AUTH_CHECKS:  # every series exists from the start: rate() sees the first
+            for outcome in AUTH_OUTCOMES:
+                self.auth_failures.labels(check, outcome)
 
     def render(self) -> bytes:
         """The exposition text."""

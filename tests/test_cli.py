@@ -95,6 +95,21 @@ def test_check_config_succeeds_without_printing_secrets(
 
 
 @pytest.mark.usefixtures("env")
+def test_check_config_warns_while_any_shoplazza_shop_is_taken(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The shop header is not signed: without `shops`, check-config says so (exit 0)."""
+    assert main(["check-config", "--config", str(config_path)]) == 0
+    warned = [x for x in capsys.readouterr().out.splitlines() if "sources.shoplazza.shops" in x]
+    assert len(warned) == 1
+    assert warned[0].startswith("warning: sources.shoplazza.shops is not set")
+    with config_path.open("a") as config:
+        config.write('shops = ["demo.myshoplaza.com"]\n')
+    assert main(["check-config", "--config", str(config_path)]) == 0
+    assert "sources.shoplazza.shops" not in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("env")
 def test_check_config_reads_the_path_from_bridge_config(
     config_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

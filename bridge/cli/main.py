@@ -29,10 +29,15 @@ from bridge.store.deliveries import Store
 from bridge.store.engine import SCHEMA_HEAD, StoreUnavailable
 from bridge.store.lifecycle import StepKind
 from bridge.targets import build, plan, target_topology
+from contracts.events import Source
 from contracts.schema import event_json_schema
 from handlers.registry import SOURCES
+from handlers.shoplazza import ShoplazzaSourceSettings
 
 CONFIG_ENV = "BRIDGE_CONFIG"
+# Characters a bearer token of ours should have: shorter ones load (16 is the floor), with a
+# warning from check-config. `openssl rand -hex 32` gives 64.
+STRONG_TOKEN = 32
 log = structlog.get_logger(__name__)
 
 
@@ -381,11 +386,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(args, config, path, env)
 
 
+def weak_tokens(config: Config) -> list[str]:
+    """A `warning:` line per bearer token of ours shorter than `STRONG_TOKEN` (never its value).
+
+    Only the tokens callers must present to us (`/api/*` and the console, `/metrics`): the
+    platforms' tokens we send are theirs to choose.
+    """
+    settings = config.settings
+    ours = (
+        ("receiver.api_token_env", settings.receiver.api_token_env, config.api_token),
+        ("metrics.token_env", settings.metrics.token_env, config.metrics_token),
+    )
+    return [
+        f"warning: {key} = {name!r}: the token is shorter than {STRONG_TOKEN} characters;"
+        " use a longer random one (openssl rand -hex 32)"
+        for key, name, token in ours
+        if token is not None and len(token.get_secret_value()) < STRONG_TOKEN
+    ]
+
+
+def open_shops(config: Config) -> list[str]:
+    """A `warning:` line while a Shoplazza source takes any shop (no `shops` allowlist)."""
+    section = config.source_settings.get(Source.SHOPLAZZA)
+    if not isinstance(section, ShoplazzaSourceSettings) or section.shops:
+        return []
+    line = (
+        "warning: sources.shoplazza.shops is not set: X-Shoplazza-Shop-Domain is not signed, so"
+        " a signed webhook resent with another shop name is taken as another order; list the"
+        " shops this app serves"
+    )
+    return [line]
+
+
 def _check_config(
     args: argparse.Namespace, config: Config, path: Path, env: Mapping[str, str]
 ) -> int:
     """What run would do; with `--online`, a line per platform on whether its wire holds."""
-    print(describe(config, path, env), *config.settings.deprecations, sep="\n")  # noqa: T201 - CLI output
+    lines = (
+        describe(config, path, env),
+        *config.settings.deprecations,
+        *weak_tokens(config),
+        *open_shops(config),
+    )
+    print(*lines, sep="\n")  # noqa: T201 - CLI output
     if not args.online:
         return 0
     verdicts: list[Verdict] = []

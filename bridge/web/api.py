@@ -1,11 +1,14 @@
 """`/api/*`: the order status and order links, behind a bearer token from the configuration.
 
 With no `[receiver] api_token_env` configured, every `/api/*` request is 401: the API is off.
+A client that sent too many wrong tokens is answered 429 `too_many_attempts` with `Retry-After`
+for a while, its token not compared (`bridge/web/hardening.py`).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import assert_never
 
 import structlog
 from aiohttp import web
@@ -13,25 +16,39 @@ from aiohttp import web
 from bridge.store.engine import StoreUnavailable
 from bridge.store.links import LinkError, parse_json
 from bridge.store.status import order_status
-from bridge.web.keys import CONFIG, STORE, bearer_ok, error_response, json_response
+from bridge.web.hardening import Throttled, Verdict, judge, too_many_attempts
+from bridge.web.keys import CONFIG, STORE, bearer_of, error_response, json_response
 
 log = structlog.get_logger(__name__)
 
 STORE_RETRY_AFTER = "5"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cancel-bridge"'}
 
 
 def _refusal(request: web.Request) -> web.Response | None:
-    """401 unless the request carries the configured bearer token."""
+    """401 unless the request carries the configured bearer token; 429 while throttled."""
     token = request.app[CONFIG].api_token
-    challenge = {"WWW-Authenticate": 'Bearer realm="cancel-bridge"'}
     if token is None:
         return error_response(
-            401, "api_disabled", "the API is off: set [receiver] api_token_env", challenge
+            401, "api_disabled", "the API is off: set [receiver] api_token_env", CHALLENGE
         )
-    if not bearer_ok(request, token):
-        log.warning("api.unauthorized", path=request.path)
-        return error_response(401, "unauthorized", "a valid bearer token is required", challenge)
-    return None
+    if (sent := bearer_of(request)) is None:  # no attempt: neither counted nor throttled
+        return _unauthorized(request)
+    verdict = judge(request, "api", sent, token)
+    match verdict:
+        case Verdict.ACCEPTED:
+            return None
+        case Verdict.WRONG:
+            return _unauthorized(request)
+        case Throttled():
+            return too_many_attempts(verdict)
+        case _:
+            assert_never(verdict)
+
+
+def _unauthorized(request: web.Request) -> web.Response:
+    log.warning("api.unauthorized", path=request.path)
+    return error_response(401, "unauthorized", "a valid bearer token is required", CHALLENGE)
 
 
 def _store_down(exc: StoreUnavailable) -> web.Response:

@@ -24,7 +24,7 @@ from bridge.store.deliveries import Store
 from bridge.store.engine import StoreUnavailable
 from bridge.targets import target_topology
 from bridge.tracing import Tracing
-from bridge.web import api, console, oauth
+from bridge.web import api, console, hardening, oauth
 from bridge.web.forwarder import Forwarder
 from bridge.web.keys import CONFIG, METRICS, STORE, TRACING, error_response, json_response
 from bridge.web.lookups import lookups_ctx
@@ -226,6 +226,7 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app[TRACING] = tracing or Tracing()
     app[IN_FLIGHT] = InFlight()
+    hardening.install(app)  # throttled credential checks, sign-outs, Server and HSTS headers
     app.cleanup_ctx.append(store_ctx(store))
     app.cleanup_ctx.append(publisher_ctx)
     app.cleanup_ctx.append(lookups_ctx)

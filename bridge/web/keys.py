@@ -1,4 +1,8 @@
-"""What every HTTP handler shares: the app keys, the JSON answer shapes, the bearer check."""
+"""What every HTTP handler shares: the app keys, the JSON answer shapes, the bearer check's parts.
+
+A credential is judged by `bridge/web/hardening.judge` (throttled per client), which compares
+with `same_secret` here: call that, not `same_secret`, for any new check of a sent secret.
+"""
 
 from __future__ import annotations
 
@@ -50,9 +54,3 @@ def same_secret(sent: str, secret: SecretStr) -> bool:
     """
     expected = secret.get_secret_value().encode()
     return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), expected)
-
-
-def bearer_ok(request: web.Request, token: SecretStr) -> bool:
-    """Whether `request` carries `Authorization: Bearer <token>`."""
-    sent = bearer_of(request)
-    return sent is not None and same_secret(sent, token)

@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+from typing import assert_never
 
 import structlog
 from aiohttp import web
 
 from bridge.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.settings import Config
-from bridge.web.keys import CONFIG, METRICS, bearer_ok, error_response
+from bridge.web.hardening import Throttled, Verdict, install, judge, too_many_attempts
+from bridge.web.keys import CONFIG, METRICS, bearer_of, error_response
 
 log = structlog.get_logger(__name__)
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    """`GET /metrics`: the process's Prometheus metrics (a bearer token when configured)."""
+    """`GET /metrics`: the process's Prometheus metrics (a bearer token when configured).
+
+    A client that sent too many wrong tokens is answered 429 for a while, its token not compared.
+    """
     token = request.app[CONFIG].metrics_token
-    if token is not None and not bearer_ok(request, token):
-        return error_response(
-            401,
-            "unauthorized",
-            "a valid bearer token is required ([metrics] token_env)",
-            {"WWW-Authenticate": 'Bearer realm="cancel-bridge metrics"'},
-        )
+    if token is not None:
+        sent = bearer_of(request)
+        verdict = Verdict.WRONG if sent is None else judge(request, "metrics", sent, token)
+        match verdict:
+            case Verdict.ACCEPTED:
+                pass
+            case Verdict.WRONG:
+                return error_response(
+                    401,
+                    "unauthorized",
+                    "a valid bearer token is required ([metrics] token_env)",
+                    {"WWW-Authenticate": 'Bearer realm="cancel-bridge metrics"'},
+                )
+            case Throttled():
+                return too_many_attempts(verdict)
+            case _:
+                assert_never(verdict)
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
@@ -40,6 +55,7 @@ async def serve_metrics(
     app = web.Application()
     app[CONFIG] = config
     app[METRICS] = metrics
+    install(app)  # the receiver's backoff and headers, on this listener's own memory
     app.router.add_get("/metrics", metrics_page)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -5,13 +5,22 @@ signs in with the token on a form and gets a session cookie (`HttpOnly`, `SameSi
 `Path=/console`) that is a MAC, not the token; scripts send `Authorization: Bearer <token>`.
 Every POST from a session carries the session's CSRF token; the login form a double-submitted
 nonce. The token never appears in a URL, a page or a log line.
+
+Tokens sent (the form's, a bearer header's) are judged under the per-client backoff of
+`bridge/web/hardening.py`: a client with too many wrong ones is answered 429 (the form again, or
+JSON for scripts) with `Retry-After`, its token not compared. A session cookie is a MAC nobody
+can guess, so it is never throttled: a signed-in operator keeps working while someone else at
+the same address is locked out. Signing out revokes the session (`bridge/web/revocations.py`).
+The cookies are `Secure` when the browser came over HTTPS (`hardening.over_tls`: directly, or
+through a trusted proxy's `X-Forwarded-Proto`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import assert_never
 from urllib.parse import urlencode, urlsplit
 
 import structlog
@@ -25,10 +34,10 @@ from bridge.web.console.render import (
     html,
     json_page,
     redirect,
-    secure,
 )
 from bridge.web.console.session import (
     Flash,
+    Session,
     csrf_ok,
     csrf_token,
     derive_key,
@@ -37,7 +46,16 @@ from bridge.web.console.session import (
     same_nonce,
     verify,
 )
-from bridge.web.keys import CONFIG, bearer_of, same_secret
+from bridge.web.hardening import (
+    TOO_MANY,
+    Throttled,
+    Verdict,
+    judge,
+    over_tls,
+    retry_after,
+    revocations_of,
+)
+from bridge.web.keys import CONFIG, bearer_of
 
 log = structlog.get_logger(__name__)
 
@@ -45,15 +63,17 @@ SESSION_COOKIE = "cb_console"
 LOGIN_COOKIE = "cb_console_login"  # the login form's nonce
 LOGIN_SECONDS = 3600
 UNAUTHORIZED = 401
+TOO_MANY_ATTEMPTS = 429
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="cancel-bridge console"'}
 
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """A signed-in caller: `csrf` goes into every form; bearer callers need none."""
+    """A signed-in caller: `csrf` goes into every form; bearer callers need none (nor a session)."""
 
     csrf: str
     bearer: bool
+    session: Session | None = None
 
 
 Page = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
@@ -81,15 +101,36 @@ def console_off(request: web.Request) -> web.Response:
     return html(request, "off.html", 401, CHALLENGE)
 
 
-def viewer_of(request: web.Request, token: SecretStr, now: float) -> Viewer | None:
-    """The caller, if its bearer header or session cookie is good; a bad header is no one."""
+def viewer_of(request: web.Request, token: SecretStr, now: float) -> Viewer | Throttled | None:
+    """The caller, if its bearer header or session cookie is good; a bad header is no one.
+
+    A signed-out session is no one; a bearer header from a throttled client is not compared.
+    """
     if (given := bearer_of(request)) is not None:
-        return Viewer(csrf="", bearer=True) if same_secret(given, token) else None
+        verdict = judge(request, "console_bearer", given, token)
+        match verdict:
+            case Verdict.ACCEPTED:
+                return Viewer(csrf="", bearer=True)
+            case Verdict.WRONG:
+                return None
+            case Throttled():
+                return verdict
+            case _:
+                assert_never(verdict)
     key = derive_key(token.get_secret_value())
     session = verify(key, request.cookies.get(SESSION_COOKIE, ""), now)
     if session is None:
         return None
-    return Viewer(csrf=csrf_token(key, session.session_id), bearer=False)
+    revocations = revocations_of(request)
+    if revocations is not None and revocations.revoked(session.session_id):
+        return None
+    return Viewer(csrf=csrf_token(key, session.session_id), bearer=False, session=session)
+
+
+def too_many_attempts(throttled: Throttled) -> web.Response:
+    """429 with `Retry-After`, in JSON: only bearer headers (scripts) are throttled here."""
+    payload = {"error": TOO_MANY, "detail": throttled.detail}
+    return json_page(TOO_MANY_ATTEMPTS, payload, retry_after(throttled))
 
 
 def safe_next(value: str) -> str:
@@ -134,6 +175,8 @@ def guarded(page: Page) -> Handler:
         viewer = viewer_of(request, token, time.time())
         if viewer is None:
             return _unauthorized(request)
+        if isinstance(viewer, Throttled):
+            return too_many_attempts(viewer)
         if request.method == "POST" and not viewer.bearer:
             form = await form_of(request)
             if form is None or not csrf_ok(
@@ -169,13 +212,19 @@ def _unauthorized(request: web.Request) -> web.Response:
     return _login_form(request, 401, "Sign in first.", PATH)
 
 
-def _login_form(request: web.Request, status: int, error: str | None, next_: str) -> web.Response:
+def _login_form(
+    request: web.Request,
+    status: int,
+    error: str | None,
+    next_: str,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     nonce = new_session_id()
     response = html(
         request,
         "login.html",
         status,
-        CHALLENGE if status == UNAUTHORIZED else None,
+        {**(CHALLENGE if status == UNAUTHORIZED else {}), **(headers or {})},
         error=error,
         nonce=nonce,
         next=next_,
@@ -187,7 +236,7 @@ def _login_form(request: web.Request, status: int, error: str | None, next_: str
         max_age=LOGIN_SECONDS,
         httponly=True,
         samesite="Strict",
-        secure=secure(request),
+        secure=over_tls(request),
     )
     return response
 
@@ -198,13 +247,19 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     if token is None:
         return console_off(request)
     next_ = safe_next(request.query.get("next", PATH))
-    if viewer_of(request, token, time.time()) is not None:
+    viewer = viewer_of(request, token, time.time())
+    if isinstance(viewer, Throttled):
+        return too_many_attempts(viewer)
+    if viewer is not None:
         return redirect(request, next_)
     return _login_form(request, 200, None, next_)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """`POST /console/login`: the token in, a session cookie out; a wrong token is 401."""
+    """`POST /console/login`: the token in, a session cookie out; a wrong token is 401.
+
+    A client throttled for wrong tokens gets the form again with 429, its token not compared.
+    """
     token = _token(request)
     if token is None:
         return console_off(request)
@@ -215,9 +270,21 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not same_nonce(request.cookies.get(LOGIN_COOKIE, ""), _field(form, "csrf")):
         log.warning("console.login_csrf_refused")
         return _login_form(request, 403, "The form expired: sign in again.", next_)
-    if not same_secret(_field(form, "token").strip(), token):
-        log.warning("console.login_failed", remote=request.remote)
-        return _login_form(request, 401, "That is not the API token.", next_)
+    verdict = judge(request, "console_login", _field(form, "token").strip(), token)
+    match verdict:
+        case Verdict.ACCEPTED:
+            pass
+        case Verdict.WRONG:
+            log.warning("console.login_failed", remote=request.remote)
+            return _login_form(request, 401, "That is not the API token.", next_)
+        case Throttled():
+            error = (
+                "Too many wrong tokens came from your address:"
+                f" wait {verdict.retry_after} s and try again."
+            )
+            return _login_form(request, TOO_MANY_ATTEMPTS, error, next_, retry_after(verdict))
+        case _:
+            assert_never(verdict)
     ttl = request.app[CONSOLE].session_ttl
     response = redirect(request, next_)
     response.set_cookie(
@@ -227,7 +294,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         max_age=ttl,
         httponly=True,
         samesite="Strict",
-        secure=secure(request),
+        secure=over_tls(request),
     )
     response.del_cookie(LOGIN_COOKIE, path=PATH)
     log.info("console.login", remote=request.remote)
@@ -235,7 +302,10 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def _logout(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    del viewer
+    """Revoke the session (a bearer caller has none), and drop its cookie."""
+    revocations = revocations_of(request)
+    if viewer.session is not None and revocations is not None:
+        revocations.revoke(viewer.session.session_id, viewer.session.expires, time.time())
     response = redirect(request, f"{PATH}/login", Flash("ok", "Signed out."))
     response.del_cookie(SESSION_COOKIE, path=PATH)
     log.info("console.logout", remote=request.remote)

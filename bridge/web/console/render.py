@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bridge.store.engine import utc
 from bridge.web.console.session import Flash, derive_key, open_flash, seal_flash
+from bridge.web.hardening import over_tls
 from bridge.web.keys import CONFIG, json_response
 
 HERE = Path(__file__).parent
@@ -76,8 +77,8 @@ def environment() -> jinja2.Environment:
 
 
 def secure(request: web.Request) -> bool:
-    """Whether the browser reached us over HTTPS (directly, or through a TLS proxy)."""
-    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    """Whether the browser reached us over HTTPS (directly, or through a trusted TLS proxy)."""
+    return over_tls(request)
 
 
 def _key(request: web.Request) -> bytes | None:

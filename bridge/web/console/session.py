@@ -4,6 +4,9 @@ A session cookie is `v1.<session id>.<expiry epoch s>.<mac>`: the MAC is HMAC-SH
 key derived from the API token, so the cookie never carries the token, a changed cookie fails
 its MAC, and rotating the token ends every session. The session's CSRF token is a MAC of its
 session id under the same key: forms carry it, and a forged form from another site cannot.
+
+A valid cookie can still be signed out: `bridge/web/revocations.py` remembers the session ids
+that were, until their cookies would have expired.
 """
 
 from __future__ import annotations

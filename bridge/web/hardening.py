@@ -1,0 +1,172 @@
+"""What every answer and every credential check gets: `install(app)` puts it on an app.
+
+- **Credential checks** (`judge`): the API token (console sign-in form, console and `/api/*`
+  bearer headers) and the `/metrics` token are compared under a per-client `Throttle`, one
+  count per secret. A client over its limit is answered 429 `too_many_attempts` with
+  `Retry-After`, its credential not compared. Wrong and throttled attempts count in
+  `cancel_bridge_auth_failures`. Webhook signatures are not judged here: a platform retrying
+  must never be refused for it.
+- **Sign-outs** are remembered (`revocations.Revocations`): a revoked session cookie is no session.
+- **Every answer** says `Server: cancel-bridge` (not aiohttp's version), and, when it goes out
+  over TLS (`over_tls`), `Strict-Transport-Security`. The exception: a request aiohttp's parser
+  cannot read is answered by aiohttp before any app code runs, with its own `Server` header.
+
+Trusted proxy: the receiver serves plain HTTP, so TLS ends at a proxy in front of it. A proxy
+is trusted when the peer address is loopback or private (`trusted_peer`: RFC 1918, link-local,
+IPv6 unique-local and the other ranges Python's `ipaddress` calls private); its
+`X-Forwarded-Proto: https` then means the browser used HTTPS. The same header from any other
+peer (a public address, or one that is no IP address) is ignored.
+
+State is the app's (`GUARD`), in this process's memory: see `throttle.py` and `revocations.py`
+for what that means with several processes. An app without `install` (a test mounting the
+console alone) checks credentials unthrottled and forgets no sign-out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+import structlog
+from aiohttp import web
+from pydantic import SecretStr
+
+from bridge.web.keys import METRICS, error_response, same_secret
+from bridge.web.revocations import Revocations
+from bridge.web.throttle import Throttle, client_key
+
+log = structlog.get_logger(__name__)
+
+SERVER = "cancel-bridge"
+HSTS = "max-age=31536000"  # one year; no includeSubDomains: other hosts of the domain are not ours
+TOO_MANY = "too_many_attempts"
+
+Check = Literal["console_login", "console_bearer", "api", "metrics"]  # = metrics.AUTH_CHECKS
+# The secret each check compares: one count per secret, so knowing one resets nothing of another.
+_SECRET_OF: dict[Check, str] = {
+    "console_login": "api_token",
+    "console_bearer": "api_token",
+    "api": "api_token",
+    "metrics": "metrics_token",
+}
+
+
+@dataclass(slots=True)
+class Guard:
+    """An app's memory of wrong credentials and signed-out sessions, and its clock."""
+
+    throttle: Throttle = field(default_factory=Throttle)
+    revocations: Revocations = field(default_factory=Revocations)
+    clock: Callable[[], float] = time.monotonic  # for the throttle only; sessions use wall time
+
+
+GUARD = web.AppKey("guard", Guard)
+
+
+class Verdict(Enum):
+    """A credential compared: the secret, or not."""
+
+    ACCEPTED = "accepted"
+    WRONG = "wrong"
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """Not compared: the client must wait `retry_after` seconds."""
+
+    retry_after: int
+
+    @property
+    def detail(self) -> str:
+        """The words of the 429 answer."""
+        return f"too many wrong credentials from your address: try again in {self.retry_after} s"
+
+
+def install(app: web.Application, clock: Callable[[], float] = time.monotonic) -> None:
+    """Give `app` its `Guard` and the answers' headers (`create_app`, `serve_metrics`)."""
+    app[GUARD] = Guard(clock=clock)
+    app.on_response_prepare.append(_stamp)
+
+
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
+    if over_tls(request):
+        response.headers["Strict-Transport-Security"] = HSTS
+
+
+def judge(request: web.Request, check: Check, sent: str, secret: SecretStr) -> Verdict | Throttled:
+    """Whether `sent` is `secret`, unless the client is throttled (then it is not compared)."""
+    guard = request.app.get(GUARD)
+    key = f"{_SECRET_OF[check]} {client_key(request.remote)}"
+    now = guard.clock() if guard is not None else 0.0
+    if guard is not None and (wait := guard.throttle.wait(key, now)) > 0:
+        _count(request, check, "throttled")
+        return Throttled(max(1, math.ceil(wait)))
+    if same_secret(sent, secret):
+        if guard is not None:
+            guard.throttle.succeeded(key)
+        return Verdict.ACCEPTED
+    _count(request, check, "wrong")
+    if guard is not None and (blocked := guard.throttle.failed(key, now)) > 0:
+        log.warning("auth.backoff", check=check, remote=request.remote, seconds=blocked)
+    return Verdict.WRONG
+
+
+def _count(request: web.Request, check: Check, outcome: str) -> None:
+    if (metrics := request.app.get(METRICS)) is not None:
+        metrics.auth_failures.labels(check, outcome).inc()
+
+
+def too_many_attempts(throttled: Throttled, headers: dict[str, str] | None = None) -> web.Response:
+    """429 `too_many_attempts`, with `Retry-After`."""
+    return error_response(
+        429, TOO_MANY, throttled.detail, {**(headers or {}), **retry_after(throttled)}
+    )
+
+
+def retry_after(throttled: Throttled) -> dict[str, str]:
+    """The `Retry-After` header of a throttled answer."""
+    return {"Retry-After": str(throttled.retry_after)}
+
+
+def revocations_of(request: web.Request) -> Revocations | None:
+    """The app's signed-out sessions (None without `install`)."""
+    guard = request.app.get(GUARD)
+    return None if guard is None else guard.revocations
+
+
+def trusted_peer(remote: str | None) -> bool:
+    """Whether the peer may speak for the browser (a proxy): a loopback or private address."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:  # no IP address (a Unix socket's peer, or none): not one we can judge
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # Python 3.11 calls every mapped address private
+    return address.is_loopback or address.is_private
+
+
+def tls_by(*, secure: bool, remote: str | None, forwarded_proto: list[str]) -> bool:
+    """Whether the browser's connection is TLS: ours, or a trusted proxy's saying `https`.
+
+    Every `X-Forwarded-Proto` value (a header each, or comma-separated) must say `https`: a
+    proxy that appends instead of replacing leaves the client's own word in front.
+    """
+    if secure:
+        return True
+    words = [word.strip().lower() for value in forwarded_proto for word in value.split(",")]
+    return bool(words) and all(word == "https" for word in words) and trusted_peer(remote)
+
+
+def over_tls(request: web.Request) -> bool:
+    """Whether `request` reached us over HTTPS (directly, or through a trusted TLS proxy)."""
+    return tls_by(
+        secure=request.secure,
+        remote=request.remote,
+        forwarded_proto=request.headers.getall("X-Forwarded-Proto", []),
+    )

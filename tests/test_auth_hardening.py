@@ -1,0 +1,433 @@
+"""Issue 17's hardening without a broker: throttled sign-ins, sign-outs, TLS cookies, weak tokens.
+
+The console is mounted alone (`console_app`) with what `create_app` installs on every receiver
+(`hardening.install`), a fake clock for the backoff; `/metrics` on its own listener as workers
+serve it. The whole receiver is `test_auth_hardening_integration.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+import typing
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
+
+from bridge.cli.main import main
+from bridge.metrics import AUTH_CHECKS, Metrics
+from bridge.settings import Config
+from bridge.store.deliveries import Store
+from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
+from bridge.web.hardening import HSTS, SERVER, Check, install, tls_by, trusted_peer
+from bridge.web.keys import METRICS
+from bridge.web.metrics_page import serve_metrics
+from bridge.web.revocations import Revocations
+from tests.harness.console_browser import DEAD_BROKER, console_app
+from tests.harness.pipeline import API_TOKEN, pipeline_config
+from tests.harness.receiver import ClientFactory
+from tests.harness.stores import scratch_store
+
+Client = TestClient[Any, Any]
+BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
+WRONG = "wrong-token-0123456789abcdef"
+VIA_TLS_PROXY = {"X-Forwarded-Proto": "https"}
+
+
+class Clock:
+    """The backoff's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        """The time it is."""
+        return self.now
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store.open(str(tmp_path / "state.db")) as opened:
+        yield opened
+
+
+@pytest.fixture
+def config() -> Config:
+    return pipeline_config(DEAD_BROKER, "http://127.0.0.1:9/graphql")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def hardened(config: Config, store: Store, clock: Clock) -> web.Application:
+    """The console as every receiver has it: metrics, and what `create_app` installs."""
+    app = console_app(config, store)
+    app[METRICS] = Metrics()
+    install(app, clock=clock)
+    return app
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: ClientFactory, config: Config, store: Store, clock: Clock
+) -> Client:
+    made: Client = await aiohttp_client(hardened(config, store, clock))
+    return made
+
+
+def counted(client: Client, check: Check, outcome: str) -> float:
+    """`cancel_bridge_auth_failures_total{check, outcome}` of the client's app."""
+    assert client.app is not None
+    labels = {"check": check, "outcome": outcome}
+    metrics: Metrics = client.app[METRICS]
+    found = metrics.registry.get_sample_value("cancel_bridge_auth_failures_total", labels)
+    assert found is not None
+    return float(found)
+
+
+def hidden(page: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', page)
+    assert found is not None, f"no {name} field"
+    return found.group(1)
+
+
+def set_cookies(response: aiohttp.ClientResponse) -> dict[str, str]:
+    """Each Set-Cookie header by cookie name, as sent."""
+    return {header.split("=", 1)[0]: header for header in response.headers.getall("Set-Cookie", [])}
+
+
+def session_cookie(client: Client) -> dict[str, str]:
+    """The client's session cookie, as a header to send it again."""
+    found = client.session.cookie_jar.filter_cookies(client.make_url("/console"))
+    return {"Cookie": f"{SESSION_COOKIE}={found[SESSION_COOKIE].value}"}
+
+
+async def sign_in(
+    client: Client, token: str = API_TOKEN, headers: dict[str, str] | None = None
+) -> aiohttp.ClientResponse:
+    form = await client.get("/console/login", headers=headers)
+    assert form.status == 200
+    page = await form.text()
+    response: aiohttp.ClientResponse = await client.post(
+        "/console/login",
+        data={"token": token, "csrf": hidden(page, "csrf"), "next": "/console"},
+        headers=headers,
+        allow_redirects=False,
+    )
+    return response
+
+
+async def test_the_sign_in_form_backs_off_after_ten_wrong_tokens(
+    client: Client, clock: Clock
+) -> None:
+    """The eleventh try is 429 with Retry-After even with the right token; a second later not."""
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(10):
+            assert (await sign_in(client, WRONG)).status == 401
+        refused = await sign_in(client)  # the right token, not compared
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "1"
+    page = await refused.text()
+    assert "Too many wrong tokens came from your address: wait 1 s" in page
+    assert 'name="token"' in page  # the form again, to try later
+    assert SESSION_COOKIE not in set_cookies(refused)
+    assert [entry["event"] for entry in logs].count("auth.backoff") == 1
+    assert API_TOKEN not in repr(logs)
+    assert WRONG not in repr(logs)
+    assert counted(client, "console_login", "wrong") == 10
+    assert counted(client, "console_login", "throttled") == 1
+    clock.now += 1.0
+    heard = await sign_in(client)
+    assert heard.status == 303
+    assert SESSION_COOKIE in set_cookies(heard)
+
+
+async def test_each_wrong_token_past_the_limit_doubles_the_wait(
+    client: Client, clock: Clock
+) -> None:
+    for _ in range(10):
+        await sign_in(client, WRONG)
+    clock.now += 1.0
+    assert (await sign_in(client, WRONG)).status == 401  # heard, and wrong again
+    refused = await sign_in(client)
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "2"
+
+
+async def test_a_right_token_wipes_the_count(client: Client) -> None:
+    for _ in range(9):
+        assert (await sign_in(client, WRONG)).status == 401
+    assert (await sign_in(client)).status == 303
+    client.session.cookie_jar.clear()
+    statuses = [(await sign_in(client, WRONG)).status for _ in range(10)]
+    assert statuses == [401] * 10
+    assert (await sign_in(client)).status == 429
+
+
+async def test_bearer_headers_back_off_in_json_and_share_the_forms_count(client: Client) -> None:
+    """Form and header carry the same token: one count. A session cookie is never throttled."""
+    assert (await sign_in(client)).status == 303  # a session first, kept aside
+    session = session_cookie(client)
+    client.session.cookie_jar.clear()
+    wrong = {"Authorization": f"Bearer {WRONG}"}
+    for _ in range(5):
+        assert (await sign_in(client, WRONG)).status == 401
+    for _ in range(5):
+        response = await client.get("/console/overview.json", headers=wrong)
+        assert response.status == 401
+    refused = await client.get("/console/overview.json", headers=BEARER)
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "1"
+    answer = orjson.loads(await refused.read())
+    assert answer["error"] == "too_many_attempts"
+    assert "try again in 1 s" in answer["detail"]
+    assert (await client.get("/console/login", headers=BEARER)).status == 429
+    assert (await sign_in(client)).status == 429  # the form too
+    assert counted(client, "console_bearer", "wrong") == 5
+    assert counted(client, "console_bearer", "throttled") == 2
+    signed_in = await client.get("/console/overview.json", headers=session)
+    assert signed_in.status == 200
+
+
+async def test_signing_out_ends_the_session_for_good(client: Client) -> None:
+    """The cookie of a signed-out session is refused afterwards; other sessions go on."""
+    assert (await sign_in(client)).status == 303
+    cookie = session_cookie(client)
+    client.session.cookie_jar.clear()
+    assert (await sign_in(client)).status == 303  # a second session, say another browser
+    kept = session_cookie(client)
+    client.session.cookie_jar.clear()
+    page = await client.get("/console", headers=cookie)
+    assert page.status == 200
+    out = await client.post(
+        "/console/logout",
+        data={"csrf": hidden(await page.text(), "csrf")},
+        headers=cookie,
+        allow_redirects=False,
+    )
+    assert out.status == 303
+    assert out.headers["Location"] == "/console/login"
+    replayed = await client.get("/console", headers=cookie, allow_redirects=False)
+    assert replayed.status == 303
+    assert replayed.headers["Location"].startswith("/console/login")
+    assert (await client.get("/console/overview.json", headers=cookie)).status == 401
+    still = await client.get("/console/overview.json", headers=kept)
+    assert still.status == 200
+
+
+async def test_cookies_are_secure_and_hsts_is_sent_behind_a_trusted_tls_proxy(
+    client: Client,
+) -> None:
+    """The test client's peer is loopback: a proxy on this host, whose word is taken."""
+    form = await client.get("/console/login", headers=VIA_TLS_PROXY)
+    assert "Secure" in set_cookies(form)[LOGIN_COOKIE]
+    assert form.headers["Strict-Transport-Security"] == HSTS
+    nonce = hidden(await form.text(), "csrf")  # sent by hand: no jar sends Secure over http
+    signed_in = await client.post(
+        "/console/login",
+        data={"token": API_TOKEN, "csrf": nonce, "next": "/console"},
+        headers={**VIA_TLS_PROXY, "Cookie": f"{LOGIN_COOKIE}={nonce}"},
+        allow_redirects=False,
+    )
+    assert signed_in.status == 303
+    assert "Secure" in set_cookies(signed_in)[SESSION_COOKIE]
+    assert signed_in.headers["Strict-Transport-Security"] == HSTS
+    for headers in ({}, {"X-Forwarded-Proto": "https, http"}, {"X-Forwarded-Proto": "http"}):
+        plain = await client.get("/console/login", headers=headers)
+        assert "Secure" not in set_cookies(plain)[LOGIN_COOKIE], headers
+        assert "Strict-Transport-Security" not in plain.headers, headers
+
+
+@contextlib.asynccontextmanager
+async def over_a_unix_socket(app: web.Application) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of `app` whose peer address is no IP address: not a trusted proxy."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with tempfile.TemporaryDirectory(dir="/tmp") as directory:  # short: sun_path holds 108 bytes
+        path = str(Path(directory) / "receiver.sock")
+        try:
+            await web.UnixSite(runner, path).start()
+            connector = aiohttp.UnixConnector(path)
+            async with aiohttp.ClientSession("http://localhost", connector=connector) as http:
+                yield http
+        finally:
+            await runner.cleanup()
+
+
+async def test_a_forged_forwarded_proto_from_an_untrusted_peer_changes_nothing(
+    config: Config, store: Store, clock: Clock
+) -> None:
+    async with over_a_unix_socket(hardened(config, store, clock)) as http:
+        async with http.get("/console/login", headers=VIA_TLS_PROXY) as form:
+            assert form.status == 200
+            assert "Secure" not in set_cookies(form)[LOGIN_COOKIE]
+            assert "Strict-Transport-Security" not in form.headers
+            page = await form.text()
+        posted = {"token": API_TOKEN, "csrf": hidden(page, "csrf"), "next": "/console"}
+        async with http.post(
+            "/console/login", data=posted, headers=VIA_TLS_PROXY, allow_redirects=False
+        ) as signed_in:
+            assert signed_in.status == 303
+            assert "Secure" not in set_cookies(signed_in)[SESSION_COOKIE]
+            assert "Strict-Transport-Security" not in signed_in.headers
+
+
+@pytest.mark.parametrize(
+    ("remote", "trusted"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("10.1.2.3", True),
+        ("172.16.0.9", True),
+        ("192.168.1.1", True),
+        ("fd00::2", True),
+        ("fe80::1", True),
+        ("::ffff:10.0.0.1", True),
+        ("8.8.8.8", False),
+        ("1.1.1.1", False),
+        ("::ffff:8.8.8.8", False),  # Python 3.11 calls every mapped address private
+        ("2001:4860:4860::8888", False),
+        ("", False),  # a Unix socket's peer
+        (None, False),
+        ("localhost", False),
+    ],
+)
+def test_a_trusted_proxy_is_a_loopback_or_private_peer(
+    remote: str | None,
+    trusted: bool,  # noqa: FBT001 - a table's column
+) -> None:
+    assert trusted_peer(remote) is trusted
+
+
+@pytest.mark.parametrize(
+    ("secure", "remote", "proto", "tls"),
+    [
+        (True, "8.8.8.8", [], True),  # our own TLS
+        (False, "127.0.0.1", ["https"], True),
+        (False, "127.0.0.1", ["HTTPS"], True),
+        (False, "10.0.0.5", ["https", "https"], True),
+        (False, "127.0.0.1", ["https, https"], True),
+        (False, "127.0.0.1", ["https, http"], False),  # an appending proxy saw plain HTTP
+        (False, "127.0.0.1", ["https", "http"], False),
+        (False, "127.0.0.1", ["http"], False),
+        (False, "127.0.0.1", [""], False),
+        (False, "127.0.0.1", [], False),
+        (False, "8.8.8.8", ["https"], False),  # forged
+        (False, "", ["https"], False),
+    ],
+)
+def test_tls_is_ours_or_a_trusted_proxys_word(
+    secure: bool,  # noqa: FBT001 - a table's column
+    remote: str,
+    proto: list[str],
+    tls: bool,  # noqa: FBT001 - a table's column
+) -> None:
+    assert tls_by(secure=secure, remote=remote, forwarded_proto=proto) is tls
+
+
+def test_the_checks_are_the_metrics_label_values() -> None:
+    """`Check` and the counter's pre-made series name the same four checks."""
+    assert typing.get_args(Check) == AUTH_CHECKS
+
+
+def test_a_revoked_session_is_remembered_until_it_would_have_expired() -> None:
+    revocations = Revocations()
+    revocations.revoke("s1", expires=2000, now=1000.0)
+    assert revocations.revoked("s1")
+    assert not revocations.revoked("s2")
+    revocations.revoke("s2", expires=3000, now=2000.0)  # s1 has expired: forgotten
+    assert not revocations.revoked("s1")
+    assert revocations.revoked("s2")
+    assert len(revocations) == 1
+    revocations.revoke("s3", expires=1500, now=2000.0)  # already over: nothing to remember
+    assert len(revocations) == 1
+
+
+def test_revocations_are_bounded_forgetting_the_soonest_to_expire() -> None:
+    revocations = Revocations(limit=2)
+    revocations.revoke("late", expires=5000, now=0.0)
+    revocations.revoke("soon", expires=2000, now=0.0)
+    revocations.revoke("middle", expires=3000, now=0.0)
+    assert len(revocations) == 2
+    assert not revocations.revoked("soon")
+    assert revocations.revoked("late")
+    assert revocations.revoked("middle")
+
+
+METRICS_TOKEN = "metrics-token-0123456789abcdef-0123"
+
+
+async def test_the_metrics_listener_backs_off_and_says_who_it_is(config: Config) -> None:
+    """`[metrics] port` (workers' `/metrics`) judges its token as the receiver does."""
+    config = replace(config, metrics_token=SecretStr(METRICS_TOKEN))
+    async with contextlib.AsyncExitStack() as stack:
+        port = await serve_metrics(config, Metrics(), 0, stack)
+        http = await stack.enter_async_context(aiohttp.ClientSession(f"http://127.0.0.1:{port}"))
+        wrong = {"Authorization": f"Bearer {WRONG}"}
+        for _ in range(10):
+            async with http.get("/metrics", headers=wrong) as response:
+                assert response.status == 401
+                assert response.headers["Server"] == SERVER
+        right = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        async with http.get("/metrics", headers=right) as refused:
+            assert refused.status == 429
+            assert refused.headers["Retry-After"] == "1"
+            assert (await refused.json())["error"] == "too_many_attempts"
+
+
+TOKEN_ENV, METRICS_ENV = "CB_TEST_HARDENING_API_TOKEN", "CB_TEST_HARDENING_METRICS_TOKEN"
+
+
+@pytest.fixture
+def token_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        f'[store]\npath = "{scratch_store()}"\n'
+        f'[receiver]\napi_token_env = "{TOKEN_ENV}"\n'
+        f'[metrics]\ntoken_env = "{METRICS_ENV}"\n'
+        '[sources.shoplazza]\nsecret_env = "CB_TEST_HARDENING_SECRET"\n'
+        'shops = ["demo.myshoplaza.com"]\n',  # no allowlist warning: the tokens' alone
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("CB_TEST_HARDENING_SECRET", "shpss_hardening_0123")
+    monkeypatch.setenv("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/x")
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+    return path
+
+
+def test_check_config_warns_about_tokens_shorter_than_32_characters(
+    token_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short_api, short_metrics = "a" * 16 + "short-api", "m" * 31  # 25 and 31: they load
+    monkeypatch.setenv(TOKEN_ENV, short_api)
+    monkeypatch.setenv(METRICS_ENV, short_metrics)
+    assert main(["check-config", "--config", str(token_config)]) == 0
+    out, err = capsys.readouterr()
+    advice = "the token is shorter than 32 characters; use a longer random one"
+    assert [line for line in out.splitlines() if line.startswith("warning:")] == [
+        f"warning: receiver.api_token_env = '{TOKEN_ENV}': {advice} (openssl rand -hex 32)",
+        f"warning: metrics.token_env = '{METRICS_ENV}': {advice} (openssl rand -hex 32)",
+    ]
+    assert short_api not in out + err
+    assert short_metrics not in out + err
+
+
+def test_check_config_is_quiet_about_tokens_of_32_characters(
+    token_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "a" * 32)
+    monkeypatch.setenv(METRICS_ENV, "m" * 64)
+    assert main(["check-config", "--config", str(token_config)]) == 0
+    assert "warning:" not in capsys.readouterr().out
