@@ -14,7 +14,8 @@ What aiohttp itself does with malformed HTTP (found here, and asserted):
   `body_timeout`, also when the bytes that stall it are a malformed chunk arriving after the
   handler began reading (the parser's 400 waits behind the handler).
 - Headers are not bounded in time by anything but aiohttp's `keepalive_timeout` (its default is
-  3,630 s): the bridge sets it to `body_timeout`, so a client dribbling its headers is cut off.
+  3,630 s): the bridge sets it to `[receiver] header_timeout`, so a client dribbling its headers
+  is cut off (`test_connections_integration.py`: the cap and idle connections).
 - Duplicated signature headers: the first one decides (aiohttp keeps header order and
   `headers.get` returns the first), deterministically; a valid signature after an invalid one
   does not rescue it.
@@ -47,6 +48,7 @@ from tests.harness.wire import Answer, chunked, exchange, one, request
 
 API_TOKEN = "wire-api-token-0123456789"
 BODY_TIMEOUT = 1.5
+HEADER_TIMEOUT = 1.5
 SHOP = "wire.myshoplaza.com"
 WEBHOOK = "/webhooks/shoplazza"
 
@@ -124,6 +126,7 @@ async def running(tmp_path: Path, amqp_url: str) -> AsyncIterator[Live]:
         f'[store]\npath = "{tmp_path / "state.db"}"\n'
         "[broker]\nreconnect_interval = 0.2\nconfirm_timeout = 5.0\n"
         f"[receiver]\nport = {port}\nbody_timeout = {BODY_TIMEOUT}\n"
+        f"header_timeout = {HEADER_TIMEOUT}\n"
         'api_token_env = "CB_WIRE_API_TOKEN"\n'
         '[sources.shoplazza]\nsecret_env = "SHOPLAZZA_CLIENT_SECRET"\n'
     )
@@ -343,7 +346,7 @@ async def test_truncated_and_cut_bodies_are_never_published(
 @pytest.mark.timeout(60)
 async def test_headers_dribbled_a_byte_at_a_time_are_cut_off(live: Live) -> None:
     """A slowloris client: the connection must be closed (or answered) within a bound."""
-    bound = BODY_TIMEOUT + 8.0
+    bound = HEADER_TIMEOUT + 8.0
     reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
     head = b"GET /healthz HTTP/1.1\r\nHost: bridge\r\nX-Slow: " + b"a" * 4000
 
