@@ -110,6 +110,13 @@ class Metrics:
             " were open.",
             registry=registry,
         )
+        self.backstop_found = Counter(
+            "cancel_bridge_backstop_found",
+            "Cancellations the backstop found that no webhook had brought (published), by"
+            " source: any means webhooks are being missed.",
+            ["source"],
+            registry=registry,
+        )
         self.spooled = Counter(
             "cancel_bridge_spooled",
             "Events the receiver held in the spool because the broker was away, by source.",

@@ -183,28 +183,38 @@ class ShoplazzaSource:
         if shop is None:
             raise MalformedPayloadError(f"missing {SHOP_HEADER} header")
         shop = shop_domain(shop)  # one shop, one spelling: the event id depends on it
-        cancelled_at = (
-            parse_timestamp(order.cancelled_at)
-            or parse_timestamp(order.canceled_at)
-            or parse_timestamp(order.updated_at)
-            or received_at
+        return event_from_order(order, shop, received_at, header(headers, DEDUP_HEADER))
+
+
+def event_from_order(
+    order: ShoplazzaOrder, shop: str, received_at: datetime, delivery_id: str | None
+) -> OrderCancelled:
+    """The canonical event for a cancelled `order` of `shop` (a webhook's, or the backstop's).
+
+    Raises `MalformedPayloadError` when a field cannot make an event (an id over MAX_ID...).
+    """
+    cancelled_at = (
+        parse_timestamp(order.cancelled_at)
+        or parse_timestamp(order.canceled_at)
+        or parse_timestamp(order.updated_at)
+        or received_at
+    )
+    source_reason = (order.cancel_reason or "").strip()[:MAX_TEXT] or None
+    try:
+        return OrderCancelled.create(
+            source=Source.SHOPLAZZA,
+            shop=shop,
+            order_id=order.id,
+            order_number=order.number,
+            reason=canonical_reason(source_reason),
+            source_reason=source_reason,
+            cancelled_at=cancelled_at,
+            received_at=received_at,
+            delivery_id=delivery_id,
         )
-        source_reason = (order.cancel_reason or "").strip()[:MAX_TEXT] or None
-        try:
-            return OrderCancelled.create(
-                source=Source.SHOPLAZZA,
-                shop=shop,
-                order_id=order.id,
-                order_number=order.number,
-                reason=canonical_reason(source_reason),
-                source_reason=source_reason,
-                cancelled_at=cancelled_at,
-                received_at=received_at,
-                delivery_id=header(headers, DEDUP_HEADER),
-            )
-        except ValidationError as exc:  # e.g. an id longer than MAX_ID
-            first = exc.errors()[0]
-            raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
+    except ValidationError as exc:  # e.g. an id longer than MAX_ID
+        first = exc.errors()[0]
+        raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
 
 
 def source_secret_envs(settings: ShoplazzaSourceSettings) -> dict[str, str]:
@@ -437,11 +447,11 @@ def target_probes(
             ),
             _read_orders(shop, now),
         )
-        for shop, access in sorted(_shops(settings, secrets).items())
+        for shop, access in sorted(shop_accesses(settings, secrets).items())
     )
 
 
-def _shops(
+def shop_accesses(
     settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretStr]
 ) -> dict[str, ShopAccess]:
     """Each store's base URL, API version and Access-Token, by its lowercased domain."""
@@ -462,7 +472,7 @@ def target_secret_envs(settings: ShoplazzaTargetSettings) -> dict[str, str]:
 
 def make_target(settings: ShoplazzaTargetSettings, secrets: Mapping[str, SecretStr]) -> TargetBuild:
     """The Shoplazza target from `[targets.shoplazza]` and the stores' tokens."""
-    shops = _shops(settings, secrets)
+    shops = shop_accesses(settings, secrets)
     default = settings.default_shop.lower().rstrip(".") if settings.default_shop else None
     adapter = ShoplazzaTarget(shops, default, {**DEFAULT_TARGET_REASONS, **settings.reasons})
     summary = (

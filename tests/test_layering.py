@@ -150,7 +150,8 @@ FOLDER_ARROWS: dict[str, frozenset[str]] = {
     "worker": frozenset({"amqp", "store"}),
     "web": frozenset({"amqp", "store"}),
     "reconcile": frozenset({"amqp", "store"}),
-    "cli": frozenset({"amqp", "store", "reconcile", "demo", "web", "worker"}),
+    "backstop": frozenset({"amqp", "store"}),
+    "cli": frozenset({"amqp", "store", "reconcile", "backstop", "demo", "web", "worker"}),
     "demo": frozenset({"amqp", "store", "web", "worker", "cli"}),
 }
 # Top-level modules that put the parts together; the others are cross-cutting and import none.

@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bridge import logs
 from bridge.amqp import asyncapi, parked, topology
+from bridge.backstop import command as backstop
 from bridge.cli.online import Verdict, check_online
 from bridge.demo.scenario import run_demo
 from bridge.reconcile import reconciler
@@ -236,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
         if action == "drop":
             command.add_argument("--yes", action="store_true", help="confirm --all")
     reconciler.add_parser(commands)
+    backstop.add_parser(commands)
     return parser
 
 
@@ -445,8 +447,12 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
     """The commands that need a configuration."""
     if args.command == "parked":
         return _parked(args, config)
-    if args.command == "reconcile":
-        return reconciler.command(args, config)
+    if args.command in ("reconcile", "backstop"):
+        return (
+            reconciler.command(args, config)
+            if args.command == "reconcile"
+            else backstop.command(args, config, env)
+        )
     if args.command in ("status", "links"):
         return _state_command(args, config)
     if args.command == "db":

@@ -84,6 +84,16 @@ class Arrivals(OrderLinks, Echoes):
             await self._link_aliases(event, now)
         return count
 
+    async def known_events(self, keys: Sequence[str]) -> set[str]:
+        """Which of the event ids `keys` the store has recorded (the backstop's question)."""
+        if not keys:
+            return set()
+        async with self._read() as connection:
+            found = await connection.scalars(
+                sa.select(events.c.event_id).where(events.c.event_id.in_(list(keys)))
+            )
+            return {str(key) for key in found}
+
     async def arrive_many(self, arrivals: Sequence[Arrival]) -> list[Seen | Echo]:
         """What the receiver does with each webhook's event, for many in one transaction.
 

@@ -19,6 +19,13 @@ only what Shoplazza documents, and where Shoplazza is silent the most conservati
   documented `InvalidParameter` are the seed's 500 reason names (`NotFound`, `Unauthenticated`).
 - Read (`GET .../orders/{id}`): `{"order": {...}}`, as https://shoplazza.dev/reference/api-usage
   shows it.
+- List (`GET .../orders`, the backstop's poll; docs/platforms/backstop-research.md section 1):
+  2022-01 (https://shoplazza.dev/reference/order-list-3) takes `status`, `updated_at_min` (at or
+  after), `limit` (default 10, 1 to 250) and `page` (from 1) and answers `{count, next_token,
+  orders}`; 2026-01 (Shoplazza's CLI) takes `page_size` (1 to 250) and `cursor` and answers
+  `{orders, cursor, has_more}`. A parameter it does not know is ignored (the unfiltered list, as
+  the CLI notes say). Entries carry `id`, `number`, `status`, `cancel_reason`, `updated_at` and
+  the version's cancel time (`canceled_at` in 2022-01, `cancelled_at` after).
 - Above 2 requests per second per store a bare 429 (leaky bucket, no body or header documented),
   counted in `too_fast`.
 """
@@ -27,11 +34,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 from aiohttp import web
 
+from bridge.backstop.shoplazza_pages import CURSOR_FROM
 from bridge.demo.fake_platform import FakePlatform
+from contracts.timestamps import utc_z
+from handlers.base import parse_timestamp
 
 # Seconds: two requests per store within this are allowed, a third is 429. A client paced at
 # 2/s sends its third call 1.0 s after its first: 0.8 leaves 200 ms for the first to arrive late
@@ -57,6 +68,8 @@ class FakeShoplazza(FakePlatform):
     cancels: list[tuple[str, str]] = field(default_factory=list)
     reads: list[tuple[str, str]] = field(default_factory=list)
     too_fast: int = 0
+    updated: dict[tuple[str, str], datetime] = field(default_factory=dict)  # else first seen
+    lists: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (shop, query)
     _recent: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,19 +120,58 @@ class FakeShoplazza(FakePlatform):
             return self._error(404, "NotFound", "Unable to find resource")
         return web.json_response({"order": self._order(shop, order_id)})
 
+    def plant(self, shop: str, order_id: str, status: str, updated: datetime) -> None:
+        """An order the store holds, last updated at `updated` (no webhook is sent for it)."""
+        self.orders[(shop, order_id)] = status
+        self.updated[(shop, order_id)] = updated
+
+    def _listed(self, shop: str, order_id: str, version: str) -> dict[str, str]:
+        updated = self.updated.setdefault((shop, order_id), datetime.now(UTC))
+        stamp = utc_z(updated, "seconds")
+        entry = {**self._order(shop, order_id), "number": f"#{order_id}", "updated_at": stamp}
+        if entry["status"] == "cancelled":
+            entry["cancel_reason"] = "customer changed mind"
+            entry["canceled_at" if version < CURSOR_FROM else "cancelled_at"] = stamp
+        return entry
+
     async def _list(self, request: web.Request) -> web.Response:
-        """`GET /openapi/{version}/orders`: the store's orders, at most `limit` (250 at most)."""
-        shop = request.match_info["shop"]
+        """`GET /openapi/{version}/orders`: one page of the store's orders, filtered as asked."""
+        shop, version = request.match_info["shop"], request.match_info["version"]
         if (refused := self._refusal(request, shop)) is not None:
             return refused
+        query = dict(request.query)
+        self.lists.append((shop, query))
+        cursor_paged = version >= CURSOR_FROM
+        size_key = "page_size" if cursor_paged else "limit"
         try:
-            limit = int(request.query.get("limit", "50"))
+            size = int(query.get(size_key, "10"))
+            start = (
+                int(query.get("cursor", "0"))
+                if cursor_paged
+                else (int(query.get("page", "1")) - 1) * size
+            )
+            since = parse_timestamp(query["updated_at_min"]) if "updated_at_min" in query else None
         except ValueError:
-            limit = 0
-        if not 1 <= limit <= 250:
-            return self._error(400, "InvalidParameter", "limit must be between 1 and 250")
-        mine = [self._order(shop, order_id) for (at, order_id) in self.orders if at == shop]
-        return web.json_response({"orders": mine[:limit]})
+            return self._error(400, "InvalidParameter", "invalid parameter")
+        if not 1 <= size <= 250 or start < 0:
+            return self._error(400, "InvalidParameter", f"{size_key} must be between 1 and 250")
+        status = query.get("status")
+        ids = [
+            order_id
+            for (at, order_id), state in self.orders.items()
+            if at == shop
+            and (status is None or state == status)
+            and (
+                since is None or self.updated.setdefault((at, order_id), datetime.now(UTC)) >= since
+            )
+        ]
+        chunk = [self._listed(shop, order_id, version) for order_id in ids[start : start + size]]
+        more = start + size < len(ids)
+        if cursor_paged:
+            cursor = str(start + size) if more else ""
+            return web.json_response({"orders": chunk, "cursor": cursor, "has_more": more or None})
+        token = f"t{start + size}" if more else ""
+        return web.json_response({"count": len(ids), "next_token": token, "orders": chunk})
 
     async def wait_cancels(self, count: int) -> None:
         """Return once `count` orders were cancelled."""

@@ -1,0 +1,1 @@
+"""The backstop: polling the platforms for cancellations whose webhook never came."""
