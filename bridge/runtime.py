@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from bridge.backstop import schedule as backstop
 from bridge.limits import connection_cap, raise_open_files
 from bridge.metrics import Metrics
 from bridge.reconcile import reconciler
@@ -25,6 +26,7 @@ from bridge.web.app import create_app
 from bridge.web.connections import CappedSite
 from bridge.web.keys import METRICS
 from bridge.web.metrics_page import serve_metrics
+from bridge.web.webhooks import PUBLISHER
 from bridge.worker.consumer import Worker
 from handlers.registry import TARGETS
 
@@ -66,7 +68,6 @@ async def serve(
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(tracing.shutdown)
         store = await stack.enter_async_context(open_store(config))
-        receiver = config.settings.receiver
         if metrics_port is not None:
             try:
                 await serve_metrics(config, metrics, metrics_port, stack)
@@ -74,12 +75,9 @@ async def serve(
                 host, reason = config.settings.metrics.host, exc.strerror or str(exc)
                 raise StartupError(f"cannot listen on {host}:{metrics_port}: {reason}") from None
         if receiver_on:
-            await start_receiver(config, stack, store, metrics, tracing)
-            if more_receivers is not None and receiver.processes > 1:
-                path, env = more_receivers
-                await stack.enter_async_context(
-                    processes.children(receiver.processes - 1, path, env, receiver.shutdown_timeout)
-                )
+            app = await start_receiver(config, stack, store, metrics, tracing)
+            if more_receivers is not None:
+                await _run_extras(config, stack, store, app, more_receivers)
         for worker_plan in plans:
             await stack.enter_async_context(
                 Worker.running(
@@ -99,6 +97,25 @@ async def serve(
         gc.freeze()
         await stop.wait()
         log.info("bridge.stopping")
+
+
+async def _run_extras(
+    config: Config,
+    stack: contextlib.AsyncExitStack,
+    store: Store,
+    app: web.Application,
+    more_receivers: tuple[Path, Mapping[str, str]],
+) -> None:
+    """What `run` adds to its receiver: the other receiver processes, the scheduled backstop."""
+    receiver = config.settings.receiver
+    path, env = more_receivers
+    if receiver.processes > 1:
+        await stack.enter_async_context(
+            processes.children(receiver.processes - 1, path, env, receiver.shutdown_timeout)
+        )
+    await stack.enter_async_context(
+        backstop.scheduled(config, env, store, app[PUBLISHER], app[METRICS])
+    )
 
 
 @contextlib.asynccontextmanager

@@ -208,6 +208,19 @@ class TracingSettings(Section):
     sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of new traces; a parent's choice wins
 
 
+class BackstopSettings(Section):
+    """`[backstop]`: polling the platforms for cancellations whose webhook never came."""
+
+    # How often `run` polls each source it can list (Shoplazza: [targets.shoplazza] shops with
+    # their tokens); "0s": never (`cancel-bridge backstop` by hand or from cron).
+    interval: Seconds = Field(default=15 * 60.0, ge=0, le=DAY)
+    # Each poll starts this long before the last one's newest update: bounds that may not be
+    # inclusive, clocks that differ.
+    overlap: Seconds = Field(default=10 * 60.0, ge=0, le=DAY)
+    # The first poll, with no watermark in the store yet, looks this far back.
+    first_window: Seconds = Field(default=DAY, gt=0, le=60 * DAY)
+
+
 class Settings(Section):
     """The whole file."""
 
@@ -221,6 +234,7 @@ class Settings(Section):
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    backstop: BackstopSettings = BackstopSettings()
     _deprecations: tuple[str, ...] = PrivateAttr(default=())
 
     @property

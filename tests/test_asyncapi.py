@@ -274,8 +274,10 @@ def test_event_headers_are_the_ones_the_receiver_sets() -> None:
     again = messages.event_properties(event, app_id="cancel-bridge", seen=3).headers
     assert first is not None
     assert again is not None
-    # ... and the trace context headers that only a tracing bridge adds (test_tracing_*).
-    assert set(headers["properties"]) == set(first) | set(again) | set(TRACE_HEADERS)
+    # ... the trace context headers that only a tracing bridge adds (test_tracing_*), and the
+    # backstop's mark (test_backstop_integration).
+    backstop = {messages.BACKSTOP_HEADER}
+    assert set(headers["properties"]) == set(first) | set(again) | set(TRACE_HEADERS) | backstop
     assert set(headers["required"]) == set(first)
     assert {name for name in headers["properties"] if name.startswith("ce-")} >= {
         "ce-specversion",

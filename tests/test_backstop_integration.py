@@ -19,11 +19,14 @@ import aiohttp
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from bridge.backstop.poller import BACKSTOP_HEADER, Backstop, Found, shoplazza_stores
+from bridge.amqp.messages import BACKSTOP_HEADER
+from bridge.backstop.poller import Backstop, Found, shoplazza_stores
+from bridge.backstop.schedule import poll_once, scheduled, watermark_name
 from bridge.backstop.shoplazza_pages import PAGE_SIZE
 from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.settings import Config, parse_settings, resolve
 from contracts.events import Source, event_id_for
+from contracts.timestamps import utc_z
 from tests.fakes.shoplazza import FakeShoplazza
 from tests.harness.pipeline import SETTLE_TIMEOUT, RunningBridge, running_bridge
 from tests.harness.receiver import SECRET, ClientFactory, publisher_of, shoplazza_webhook
@@ -31,7 +34,7 @@ from tests.harness.stores import scratch_store
 
 SHOP = "backstop.myshoplaza.com"
 SHOP_TOKEN = "shoplazza-backstop-token"
-NOW = datetime.now(UTC)
+NOW = datetime.now(UTC).replace(microsecond=0)  # Shoplazza's times are whole seconds
 
 
 def backstop_config(
@@ -182,3 +185,37 @@ async def test_the_backstop_header_marks_what_it_published(
             assert message.headers[BACKSTOP_HEADER] is True
             assert message.message_id == str(event_id_for(Source.SHOPLAZZA, SHOP, "marked-1"))
             break
+
+
+async def test_each_poll_starts_at_the_watermark_less_the_overlap(setup: Setup) -> None:
+    first_update = NOW - timedelta(minutes=30)
+    setup.shoplazza.plant(SHOP, "early-1", "cancelled", first_update)
+    stores = shoplazza_stores(setup.config, setup.env)
+    backstop = setup.backstop(dry_run=True)
+    async with aiohttp.ClientSession() as session:
+        (first,) = await poll_once(backstop, stores, session, NOW)
+        assert [f.order_id for f in first.found] == ["early-1"]
+        assert await setup.bridge.store.watermark(watermark_name(SHOP)) == first_update
+        setup.shoplazza.tokens[SHOP] = "revoked"  # the list fails: the watermark stays
+        (failed,) = await poll_once(backstop, stores, session, NOW)
+        assert failed.error == "order list answered 401"
+        assert await setup.bridge.store.watermark(watermark_name(SHOP)) == first_update
+        setup.shoplazza.tokens[SHOP] = SHOP_TOKEN
+        (again,) = await poll_once(backstop, stores, session, NOW)
+    overlap = timedelta(seconds=setup.config.settings.backstop.overlap)
+    first_window = timedelta(seconds=setup.config.settings.backstop.first_window)
+    asked = [query["updated_at_min"] for shop, query in setup.shoplazza.lists if shop == SHOP]
+    assert asked[0] == utc_z(NOW - first_window, "seconds")
+    assert asked[-1] == utc_z(first_update - overlap, "seconds")
+    assert [f.order_id for f in again.found] == ["early-1"]  # a dry run published nothing
+
+
+async def test_run_polls_on_its_schedule(setup: Setup) -> None:
+    setup.shoplazza.plant(SHOP, "scheduled-1", "cancelled", NOW - timedelta(minutes=2))
+    publisher = publisher_of(setup.bridge.client)
+    async with scheduled(
+        setup.config, setup.env, setup.bridge.store, publisher, setup.bridge.metrics
+    ):
+        async with asyncio.timeout(SETTLE_TIMEOUT):
+            await setup.bridge.workers["cj"].wait_outcomes("delivered", 1)
+    assert len(setup.cj.calls_for("scheduled-1")) == 1

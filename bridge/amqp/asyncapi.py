@@ -186,6 +186,14 @@ def event_header_schemas() -> dict[str, JsonObject]:
                 " received this cancellation."
             ),
         },
+        messages.BACKSTOP_HEADER: {
+            "type": "boolean",
+            "const": True,
+            "description": (
+                "Present when no webhook brought this cancellation: the bridge found it by"
+                " polling the platform (the backstop). Same body and `event_id` as a webhook's."
+            ),
+        },
     }
 
 

@@ -20,6 +20,7 @@ CE_SPECVERSION = "1.0"
 QUARANTINE_REASON_HEADER = "x-quarantine-reason"
 REDELIVERY_HEADER = "x-cancel-bridge-redelivery"  # true when the platform sent this event before
 SEEN_HEADER = "x-cancel-bridge-seen"  # how many times the bridge has received this event
+BACKSTOP_HEADER = "x-cancel-bridge-backstop"  # true when the backstop found it (no webhook came)
 
 
 def rfc3339(moment: datetime) -> str:

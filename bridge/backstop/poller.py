@@ -21,7 +21,7 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
-from bridge.amqp.messages import event_properties
+from bridge.amqp.messages import BACKSTOP_HEADER, event_properties
 from bridge.amqp.publisher import Publisher
 from bridge.backstop.shoplazza_pages import (
     Page,
@@ -48,7 +48,6 @@ from handlers.shoplazza import (
 
 log = structlog.get_logger(__name__)
 
-BACKSTOP_HEADER = "x-cancel-bridge-backstop"
 PACE = 0.5  # seconds between one store's pages: Shoplazza allows 2 requests a second
 TOO_FAST_TRIES = 5  # 429s in a row before a store's poll gives up until the next one
 TIMEOUT = aiohttp.ClientTimeout(total=30)

@@ -10,6 +10,7 @@ of this folder:
 - `history`: a pair's row and history steps; the operator's steps.
 - `links`, `echoes`: order links and echo records.
 - `spool`: events the broker could not take, held until the forwarder publishes them.
+- `watermarks`: where each scheduled poll (the backstop's) got to.
 - `statements`: the prebuilt hot statements; `lifecycle`: states, settled, step kinds.
 
 Writes are portable: a conditional UPDATE checked by its row count, or an INSERT whose key
@@ -23,7 +24,8 @@ from bridge.store.claims import Claims
 from bridge.store.history import History
 from bridge.store.reopens import Reopens
 from bridge.store.spool import Spool
+from bridge.store.watermarks import Watermarks
 
 
-class Store(Arrivals, Claims, Reopens, History, Spool):
+class Store(Arrivals, Claims, Reopens, History, Spool, Watermarks):
     """The bridge's state, on SQLite or PostgreSQL (`Store.open(url)`)."""

@@ -91,3 +91,11 @@ spool = sa.Table(
     sa.Column("claimed_by", sa.String(100)),
     sa.Column("lease_until", When),
 )
+
+# Where a scheduled poll got to (the backstop's, by source and shop): the next starts there.
+watermarks = sa.Table(
+    "watermarks",
+    metadata,
+    sa.Column("name", sa.String(300), primary_key=True),
+    sa.Column("at", When, nullable=False),
+)
