@@ -129,10 +129,14 @@ async def test_broker_restart_under_load_loses_and_doubles_nothing(
     check(poster, seen, note, {"bridge": status})
 
 
-@pytest.mark.timeout(300)
-async def test_broker_link_cut_under_load_loses_and_doubles_nothing(
-    tmp_path: Path, node: RabbitNode
-) -> None:
+async def through_a_cut_link(
+    tmp_path: Path, node: RabbitNode, *, spool: bool
+) -> tuple[Poster, Settlement, str, int]:
+    """`load_through` a proxy whose link is cut, then restored once the outage showed.
+
+    Without the spool the platform must have seen 503s; with it, the bridge must have spooled
+    `SPOOLED` webhooks.
+    """
     proxy = TcpProxy("127.0.0.1", node.amqp_port)
     port = await proxy.start()
 
@@ -142,18 +146,32 @@ async def test_broker_link_cut_under_load_loses_and_doubles_nothing(
         proxy.cut()
         # Both of the bridge's publishers (receiver, worker) noticed, and the platform too.
         await bridge.wait_for("broker.lost", count=2, within=FAULT_TIMEOUT)
-        await outage_seen(poster, 8 * CONNECTIONS)
+        if spool:
+            await bridge.wait_for("webhook.spooled", count=SPOOLED, within=FAULT_TIMEOUT)
+        else:
+            await outage_seen(poster, 8 * CONNECTIONS)
         proxy.restore()
         return (
             f"link cut after {at} orders had a 2xx, restored after {time.monotonic() - began:.1f} s"
         )
 
     try:
-        poster, seen, note, status = await load_through(
-            cut, folder=tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/", node=node
+        return await load_through(
+            cut,
+            folder=tmp_path,
+            amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/",
+            node=node,
+            spool=spool,
         )
     finally:
         await proxy.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_broker_link_cut_under_load_loses_and_doubles_nothing(
+    tmp_path: Path, node: RabbitNode
+) -> None:
+    poster, seen, note, status = await through_a_cut_link(tmp_path, node, spool=False)
     check(poster, seen, note, {"bridge": status})
 
 
@@ -162,30 +180,7 @@ async def test_broker_link_cut_with_the_spool_refuses_nothing(
     tmp_path: Path, node: RabbitNode
 ) -> None:
     """Every webhook answered 2xx the first time; each declined at CJ once; the spool emptied."""
-    proxy = TcpProxy("127.0.0.1", node.amqp_port)
-    port = await proxy.start()
-
-    async def cut(poster: Poster, bridge: Child) -> str:
-        at = len(poster.tally.accepted)
-        began = time.monotonic()
-        proxy.cut()
-        await bridge.wait_for("broker.lost", count=2, within=FAULT_TIMEOUT)
-        await bridge.wait_for("webhook.spooled", count=SPOOLED, within=FAULT_TIMEOUT)
-        proxy.restore()
-        return (
-            f"link cut after {at} orders had a 2xx, restored after {time.monotonic() - began:.1f} s"
-        )
-
-    try:
-        poster, seen, note, status = await load_through(
-            cut,
-            folder=tmp_path,
-            amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/",
-            node=node,
-            spool=True,
-        )
-    finally:
-        await proxy.stop()
+    poster, seen, note, status = await through_a_cut_link(tmp_path, node, spool=True)
     assert poster.tally.attempts == ORDERS, poster.summary()  # nobody had to send one again
     check(poster, seen, note, {"bridge": status}, refusals=False)
     async with Store.open(str(tmp_path / "state.db")) as store:

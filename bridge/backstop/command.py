@@ -20,24 +20,17 @@ import orjson
 
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
 from bridge.backstop.poller import Backstop, ShopPoll, shoplazza_stores
+from bridge.cli_types import duration_arg
 from bridge.metrics import Metrics
 from bridge.settings import Config
 from bridge.store.deliveries import Store
 from bridge.store.engine import StoreUnavailable
 from contracts.timestamps import utc_z
-from handlers.base import parse_duration
 from handlers.shoplazza import ShopAccess
 
 EXIT_FOUND, EXIT_ERROR, EXIT_USAGE = 3, 1, 2
 MAX_SINCE = timedelta(days=60)
 READY_TIMEOUT = 30.0  # seconds for the broker to take publishes
-
-
-def _duration_arg(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's own generic
@@ -52,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--source", choices=("shoplazza",), required=True)
     parser.add_argument(
         "--since",
-        type=_duration_arg,
+        type=duration_arg,
         default=timedelta(hours=24),
         metavar="DURATION",
         help="orders updated this far back: 24h, 90m, 7d (default 24h)",

@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
+from bridge.background import in_background
 from bridge.backstop.poller import Backstop, ShopPoll, shoplazza_stores
 from bridge.metrics import Metrics
 from bridge.settings import Config
@@ -67,14 +68,9 @@ async def scheduled(
         yield
         return
     backstop = Backstop(config, store, publisher, metrics)
-    task = asyncio.create_task(_every(backstop, stores, interval), name="backstop")
     log.info("backstop.scheduled", source="shoplazza", stores=len(stores), interval=interval)
-    try:
+    async with in_background(_every(backstop, stores, interval), "backstop"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def _every(backstop: Backstop, stores: Mapping[str, ShopAccess], interval: float) -> None:

@@ -46,6 +46,8 @@ from pydantic import SecretStr
 from bridge.amqp import topology
 from bridge.amqp.messages import copy_with, event_message
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
+from bridge.background import in_background
+from bridge.cli_types import duration_arg
 from bridge.executor import Executor, HttpAnswer
 from bridge.reconcile.report import (
     EXIT_ERROR,
@@ -67,7 +69,7 @@ from bridge.store.engine import StoreUnavailable
 from bridge.store.reopens import DeliveredRow
 from bridge.targets import build, target_topology
 from contracts.cj import CommissionRecord
-from handlers.base import Rejected, RetryLater, parse_duration
+from handlers.base import Rejected, RetryLater
 from handlers.cj import (
     MAX_WINDOW,
     CJCancelConfig,
@@ -297,13 +299,6 @@ async def _ready(publisher: Publisher) -> None:
 # -- the command line ---------------------------------------------------------------------------
 
 
-def _duration_arg(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's own generic
     """`cancel-bridge reconcile cj [--since 24h] [--grace 2h] [--requeue] [--json]`."""
     text = "find cancellations CJ accepted but never declined (and send them again)"
@@ -316,13 +311,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("target", choices=(TARGET,), help="the target to reconcile")
     parser.add_argument(
         "--since",
-        type=_duration_arg,
+        type=duration_arg,
         metavar="DURATION",
         help="deliveries recorded this far back: 24h, 90m, 7d (default: reconcile_window)",
     )
     parser.add_argument(
         "--grace",
-        type=_duration_arg,
+        type=duration_arg,
         metavar="DURATION",
         help="younger deliveries are not expected at CJ yet (default: reconcile_grace)",
     )
@@ -435,15 +430,10 @@ async def scheduled(
                     targets=(plan.topology,),
                 )
             )
-        task = asyncio.create_task(
-            _every(plan, store, executor, publisher, on_report), name="reconcile-cj"
-        )
-        try:
+        async with in_background(
+            _every(plan, store, executor, publisher, on_report), "reconcile-cj"
+        ):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def _every(

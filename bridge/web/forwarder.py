@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from bridge.amqp.messages import event_properties
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
+from bridge.background import in_background
 from bridge.metrics import Metrics
 from bridge.store.deliveries import Store
 from bridge.store.engine import StoreUnavailable
@@ -58,13 +59,8 @@ class Forwarder:
     ) -> AsyncIterator[Forwarder]:
         """The forwarder, running in the background until the context ends."""
         forwarder = cls(store, publisher, app_id, metrics)
-        task = asyncio.create_task(forwarder._run(), name="spool-forwarder")
-        try:
+        async with in_background(forwarder._run(), "spool-forwarder"):
             yield forwarder
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def spooled(self) -> None:
         """An event was just spooled here: count it in the state, and look again."""
