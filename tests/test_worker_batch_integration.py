@@ -8,11 +8,14 @@ Each order is still claimed before it is sent and recorded before its message is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from pydantic import SecretStr
@@ -84,19 +87,52 @@ class Batching:
             message = event_message(cancellation(order), app_id="test")
             await channel.default_exchange.publish(message, self.plan.topology.work.name)
 
-    async def drain(self, settled: dict[str, int]) -> Worker:
-        """Run a worker until the outcomes in `settled` are counted; the worker, stopped."""
-        async with (
-            Store.open(self.store_url) as store,
-            Worker.running(self.plan, self.amqp_url, BROKER, store) as worker,
-        ):
-            async with asyncio.timeout(SETTLE_TIMEOUT):
-                for kind, count in settled.items():
-                    await worker.wait_outcomes(kind, count)
+    async def drain(self, settled: dict[str, int], *, together: int = 0) -> Worker:
+        """Run a worker until the outcomes in `settled` are counted; the worker, stopped.
+
+        `together`: hold the store's write lock until that many messages are in the worker's
+        hand, so none is claimed (nor sent) before the others arrived: a first message alone
+        in hand is sent alone at once, by design, and the broker may deliver it a moment early.
+        """
+        async with Store.open(self.store_url) as store, contextlib.AsyncExitStack() as lock:
+            if together:
+                await lock.enter_async_context(write_lock(self.store_url))
+            async with Worker.running(self.plan, self.amqp_url, BROKER, store) as worker:
+                if together:
+                    async with asyncio.timeout(SETTLE_TIMEOUT):
+                        await worker.wait_in_hand(together)
+                    await lock.aclose()  # the claims go on
+                async with asyncio.timeout(SETTLE_TIMEOUT):
+                    for kind, count in settled.items():
+                        await worker.wait_outcomes(kind, count)
         return worker
 
 
 BROKER = pipeline_config("amqp://unused", "http://unused").settings.broker
+
+
+@contextlib.asynccontextmanager
+async def write_lock(store_url: str) -> AsyncIterator[None]:
+    """Hold the store's write lock (SQLite's file lock; PostgreSQL's on `deliveries`)."""
+    if store_url.startswith(("postgresql://", "postgres://")):
+        connection = await asyncpg.connect(store_url)
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute("LOCK TABLE deliveries IN EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            await transaction.rollback()
+            await connection.close()
+        return
+    path = store_url.removeprefix("sqlite:///")
+    database = sqlite3.connect(path, isolation_level=None)
+    database.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        database.execute("ROLLBACK")
+        database.close()
 
 
 @pytest.fixture
@@ -149,7 +185,7 @@ async def test_errors_that_name_no_order_send_their_orders_alone(batching: Batch
     for order, reason in reasons.items():
         batching.cj.script[order] = [error_in_200(reason)] * 2
     await batching.fill(orders)
-    worker = await batching.drain({"delivered": 8, "parked": 2})
+    worker = await batching.drain({"delivered": 8, "parked": 2}, together=len(orders))
     sent = requests(batching.cj.calls)
     assert sent[0] == orders
     assert sorted(sent[1:]) == sorted([order] for order in reasons)
@@ -169,7 +205,7 @@ async def test_a_refused_document_sends_each_order_alone_and_done_ones_say_alrea
     refused = {"errors": [{"message": "Validation error of type WrongType"}], "data": None}
     batching.cj.script[orders[0]] = [Reply(body=refused)]
     await batching.fill(orders)
-    worker = await batching.drain({"already_done": 4, "delivered": 1})
+    worker = await batching.drain({"already_done": 4, "delivered": 1}, together=len(orders))
     sent = requests(batching.cj.calls)
     assert sent[0] == orders
     assert sorted(sent[1:]) == sorted([order] for order in orders)

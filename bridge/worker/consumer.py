@@ -171,6 +171,7 @@ class Worker:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._in_hand: set[asyncio.Task[None]] = set()
+        self._arrived = asyncio.Event()  # set as each message comes in hand (`wait_in_hand`)
         # Messages in hand that have not reached the target call yet (and may never: a
         # duplicate, a busy pair). None left: a waiting batch can grow no more, it goes now.
         self._before_call: set[asyncio.Task[None]] = set()
@@ -217,6 +218,12 @@ class Worker:
                 consuming.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await consuming
+
+    async def wait_in_hand(self, count: int) -> None:
+        """Return once at least `count` messages are in hand (delivered, not settled yet)."""
+        while len(self._in_hand) < count:
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def wait_outcomes(self, kind: str, count: int) -> None:
         """Return once at least `count` messages were settled as `kind`."""
@@ -273,6 +280,7 @@ class Worker:
         # and the store says it is settled.
         work = asyncio.create_task(self._work(message))
         self._in_hand.add(work)
+        self._arrived.set()
         self._before_claim.add(work)
         self._before_call.add(work)
         work.add_done_callback(self._done)
