@@ -117,6 +117,13 @@ class Metrics:
             ["source"],
             registry=registry,
         )
+        self.subscription_ok = Gauge(
+            "cancel_bridge_subscription_ok",
+            "1 while a store has exactly one orders/cancelled webhook subscription at the"
+            " bridge's address, 0 when it has none or several (last check).",
+            ["source", "shop"],
+            registry=registry,
+        )
         self.spooled = Counter(
             "cancel_bridge_spooled",
             "Events the receiver held in the spool because the broker was away, by source.",

@@ -121,6 +121,9 @@ class ShoplazzaSourceSettings(SourceSettings):
     # `X-Shoplazza-Shop-Domain` is not covered by the signature: one signed body sent with other
     # shop names would be other orders. When set, any other shop is refused (401 unknown_shop).
     shops: tuple[str, ...] = ()
+    # The address Shoplazza posts orders/cancelled to (`cancel-bridge subscriptions`), e.g.
+    # "https://bridge.example.com/webhooks/shoplazza".
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
 
     @field_validator("shops")
     @classmethod

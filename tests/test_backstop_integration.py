@@ -23,6 +23,7 @@ from bridge.amqp.messages import BACKSTOP_HEADER
 from bridge.backstop.poller import Backstop, Found, shoplazza_stores
 from bridge.backstop.schedule import poll_once, scheduled, watermark_name
 from bridge.backstop.shoplazza_pages import PAGE_SIZE
+from bridge.backstop.subscriptions import StoreHealth, check_stores
 from bridge.demo.fake_cj import TOKEN, FakeCJ
 from bridge.settings import Config, parse_settings, resolve
 from contracts.events import Source, event_id_for
@@ -34,6 +35,7 @@ from tests.harness.stores import scratch_store
 
 SHOP = "backstop.myshoplaza.com"
 SHOP_TOKEN = "shoplazza-backstop-token"
+ADDRESS = "https://bridge.example.com/webhooks/shoplazza"
 NOW = datetime.now(UTC).replace(microsecond=0)  # Shoplazza's times are whole seconds
 
 
@@ -44,7 +46,13 @@ def backstop_config(
     settings = parse_settings(
         {
             "broker": {"confirm_timeout": 2.0, "reconnect_interval": 0.2},
-            "sources": {"shoplazza": {"secret_env": "SHOPLAZZA_SECRET", "shops": [SHOP]}},
+            "sources": {
+                "shoplazza": {
+                    "secret_env": "SHOPLAZZA_SECRET",
+                    "shops": [SHOP],
+                    "webhook_url": ADDRESS,
+                }
+            },
             "targets": {
                 "cj": {
                     "url": cj_url,
@@ -219,3 +227,60 @@ async def test_run_polls_on_its_schedule(setup: Setup) -> None:
         async with asyncio.timeout(SETTLE_TIMEOUT):
             await setup.bridge.workers["cj"].wait_outcomes("delivered", 1)
     assert len(setup.cj.calls_for("scheduled-1")) == 1
+
+
+async def subscription_health(setup: Setup, *, ensure: bool) -> StoreHealth:
+    """The store's verdict from `subscriptions check` (or `ensure`)."""
+    stores = shoplazza_stores(setup.config, setup.env)
+    async with aiohttp.ClientSession() as session:
+        (verdict,) = await check_stores(
+            stores, ADDRESS, setup.bridge.metrics, session, ensure=ensure
+        )
+    return verdict
+
+
+def subscribed(setup: Setup) -> float | None:
+    """The `cancel_bridge_subscription_ok` gauge of the store."""
+    labels = {"source": "shoplazza", "shop": SHOP}
+    value: float | None = setup.bridge.metrics.registry.get_sample_value(
+        "cancel_bridge_subscription_ok", labels
+    )
+    return value
+
+
+async def test_a_missing_subscription_is_reported_then_created(setup: Setup) -> None:
+    """Shoplazza deletes a subscription after 19 failed deliveries: check says so, ensure fixes."""
+    setup.shoplazza.subscribe(SHOP, "https://someone-else.example/hook")  # not ours: left alone
+    setup.shoplazza.subscribe(SHOP, ADDRESS, topic="orders/create")
+    missing = await subscription_health(setup, ensure=False)
+    assert (missing.state, missing.ours, missing.error) == ("missing", [], None)
+    assert missing.elsewhere == ["https://someone-else.example/hook"]
+    assert subscribed(setup) == 0
+    assert len(setup.shoplazza.webhooks[SHOP]) == 2  # a check changes nothing
+
+    created = await subscription_health(setup, ensure=True)
+    assert created.state == "created"
+    assert subscribed(setup) == 1
+    new = setup.shoplazza.webhooks[SHOP][-1]
+    assert (new["address"], new["topic"]) == (ADDRESS, "orders/cancelled")
+
+    again = await subscription_health(setup, ensure=True)  # nothing created twice
+    assert (again.state, again.ours) == ("ok", [new["id"]])
+    assert len(setup.shoplazza.webhooks[SHOP]) == 3
+
+
+async def test_a_duplicated_subscription_is_reported_and_left(setup: Setup) -> None:
+    setup.shoplazza.subscribe(SHOP, ADDRESS)
+    setup.shoplazza.subscribe(SHOP, ADDRESS + "/")  # the same address, written otherwise
+    verdict = await subscription_health(setup, ensure=True)
+    assert verdict.state == "duplicated"
+    assert len(verdict.ours) == 2
+    assert subscribed(setup) == 0
+    assert len(setup.shoplazza.webhooks[SHOP]) == 2  # ensure deletes nothing
+
+
+async def test_a_refused_token_is_an_error_not_a_verdict(setup: Setup) -> None:
+    setup.shoplazza.tokens[SHOP] = "revoked"
+    verdict = await subscription_health(setup, ensure=True)
+    assert (verdict.state, verdict.error) == ("error", "webhook list answered 401")
+    assert subscribed(setup) == 0

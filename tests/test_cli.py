@@ -312,3 +312,17 @@ def test_check_config_describes_platform_targets_and_flags_missing_credentials(
     path.write_text(PLATFORM_TARGETS.replace('occ = ["shoplazza"]', 'occ = ["occ"]'))
     assert main(["check-config", "--config", str(path)]) == 1
     assert "routes.occ: a source is never routed to itself" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("env")
+def test_backstop_and_subscriptions_say_what_they_need(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No store access, no webhook_url, a window of nothing: a clear line, no traceback."""
+    path = str(config_path)
+    assert main(["backstop", "--source", "shoplazza", "--config", path]) == 1
+    assert "[targets.shoplazza] shops" in capsys.readouterr().err
+    assert main(["backstop", "--source", "shoplazza", "--since", "0s", "--config", path]) == 2
+    assert "--since must be more than 0" in capsys.readouterr().err
+    assert main(["subscriptions", "check", "--source", "shoplazza", "--config", path]) == 2
+    assert "webhook_url" in capsys.readouterr().err

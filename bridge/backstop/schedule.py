@@ -1,5 +1,8 @@
 """The backstop on a schedule: `run` polls every `[backstop] interval` from a stored watermark.
 
+On the same beat, with `[sources.shoplazza] webhook_url` set, each store's `orders/cancelled`
+subscription is checked (`subscriptions`: a warning line and the gauge when it is not there once).
+
 Each Shoplazza store has its watermark in the store (`backstop shoplazza <shop>`): the newest
 `updated_at` its last poll listed. The next poll starts `[backstop] overlap` before it (list
 bounds that may not be inclusive, clocks that differ; an order seen twice is published once,
@@ -20,6 +23,7 @@ import structlog
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
 from bridge.background import in_background
 from bridge.backstop.poller import Backstop, ShopPoll, shoplazza_stores
+from bridge.backstop.subscriptions import check_stores, webhook_url
 from bridge.metrics import Metrics
 from bridge.settings import Config
 from bridge.store.deliveries import Store
@@ -74,6 +78,7 @@ async def scheduled(
 
 
 async def _every(backstop: Backstop, stores: Mapping[str, ShopAccess], interval: float) -> None:
+    address = webhook_url(backstop.config)
     async with aiohttp.ClientSession() as session:
         while True:
             if backstop.publisher is not None:
@@ -82,4 +87,10 @@ async def _every(backstop: Backstop, stores: Mapping[str, ShopAccess], interval:
                 await poll_once(backstop, stores, session, datetime.now(UTC))
             except (StoreUnavailable, BrokerUnavailable) as exc:
                 log.warning("backstop.failed", detail=str(exc))
+            if address is not None:  # the subscriptions, checked (never changed) on this beat
+                for verdict in await check_stores(
+                    stores, address, backstop.metrics, session, ensure=False
+                ):
+                    if verdict.state != "ok":
+                        log.warning("subscriptions.unhealthy", **verdict.as_json())
             await asyncio.sleep(interval)

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from bridge import logs
 from bridge.amqp import asyncapi, parked, topology
 from bridge.backstop import command as backstop
+from bridge.backstop import subscriptions
 from bridge.cli.online import Verdict, check_online
 from bridge.demo.scenario import run_demo
 from bridge.reconcile import reconciler
@@ -238,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--yes", action="store_true", help="confirm --all")
     reconciler.add_parser(commands)
     backstop.add_parser(commands)
+    subscriptions.add_parser(commands)
     return parser
 
 
@@ -447,12 +449,8 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
     """The commands that need a configuration."""
     if args.command == "parked":
         return _parked(args, config)
-    if args.command in ("reconcile", "backstop"):
-        return (
-            reconciler.command(args, config)
-            if args.command == "reconcile"
-            else backstop.command(args, config, env)
-        )
+    if args.command in ("backstop", "subscriptions", "reconcile"):
+        return _polls(args, config, env)
     if args.command in ("status", "links"):
         return _state_command(args, config)
     if args.command == "db":
@@ -463,6 +461,15 @@ def _dispatch(args: argparse.Namespace, config: Config, path: Path, env: Mapping
     if args.command == "check-config":
         return _check_config(args, config, path, env)
     return _run(args, config, path, env)
+
+
+def _polls(args: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
+    """The commands that ask a platform: backstop, subscriptions, reconcile."""
+    if args.command == "backstop":
+        return backstop.command(args, config, env)
+    if args.command == "subscriptions":
+        return subscriptions.command(args, config, env)
+    return reconciler.command(args, config)
 
 
 def _metrics_port(args: argparse.Namespace, config: Config) -> int | None:

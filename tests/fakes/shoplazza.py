@@ -26,6 +26,12 @@ only what Shoplazza documents, and where Shoplazza is silent the most conservati
   `{orders, cursor, has_more}`. A parameter it does not know is ignored (the unfiltered list, as
   the CLI notes say). Entries carry `id`, `number`, `status`, `cancel_reason`, `updated_at` and
   the version's cancel time (`canceled_at` in 2022-01, `cancelled_at` after).
+- Webhooks (`subscriptions check|ensure`; backstop-research.md section 2): `GET .../webhooks`
+  lists the store's subscriptions (`topic` and `address` filters; 2022-01 `limit`/`page` answering
+  `{webhooks}`, 2026-01 `page_size`/`cursor` answering `{webhooks, cursor, has_more}`); `POST
+  .../webhooks` takes `{address, topic}` (2022-01) or `{"webhook": {...}}` (2026-01), both
+  required (400 otherwise), and answers `{"webhook": {id, address, topic, format, created_at,
+  updated_at}}`. A second identical subscription is created too (undocumented: the worst case).
 - Above 2 requests per second per store a bare 429 (leaky bucket, no body or header documented),
   counted in `too_fast`.
 """
@@ -33,6 +39,7 @@ only what Shoplazza documents, and where Shoplazza is silent the most conservati
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -70,6 +77,7 @@ class FakeShoplazza(FakePlatform):
     too_fast: int = 0
     updated: dict[tuple[str, str], datetime] = field(default_factory=dict)  # else first seen
     lists: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (shop, query)
+    webhooks: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # by shop
     _recent: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -173,6 +181,71 @@ class FakeShoplazza(FakePlatform):
         token = f"t{start + size}" if more else ""
         return web.json_response({"count": len(ids), "next_token": token, "orders": chunk})
 
+    def subscribe(self, shop: str, address: str, topic: str = "orders/cancelled") -> None:
+        """A subscription the store holds already."""
+        stamp = utc_z(datetime.now(UTC), "seconds")
+        self.webhooks.setdefault(shop, []).append(
+            {
+                "id": str(uuid.uuid4()),
+                "address": address,
+                "topic": topic,
+                "format": "json",
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+        )
+
+    async def _list_webhooks(self, request: web.Request) -> web.Response:
+        shop, version = request.match_info["shop"], request.match_info["version"]
+        if (refused := self._refusal(request, shop)) is not None:
+            return refused
+        query = request.query
+        cursor_paged = version >= CURSOR_FROM
+        try:
+            size = int(query.get("page_size" if cursor_paged else "limit", "50"))
+            start = (
+                int(query.get("cursor", "0"))
+                if cursor_paged
+                else (int(query.get("page", "1")) - 1) * size
+            )
+        except ValueError:
+            return self._error(400, "InvalidParameter", "invalid parameter")
+        if not 1 <= size <= 250 or start < 0:
+            return self._error(400, "InvalidParameter", "limit must be between 1 and 250")
+        mine = [
+            hook
+            for hook in self.webhooks.get(shop, [])
+            if query.get("topic", hook["topic"]) == hook["topic"]
+            and query.get("address", hook["address"]) == hook["address"]
+        ]
+        chunk, more = mine[start : start + size], start + size < len(mine)
+        if cursor_paged:
+            cursor = str(start + size) if more else ""
+            return web.json_response(
+                {"webhooks": chunk, "cursor": cursor, "has_more": more or None}
+            )
+        return web.json_response({"webhooks": chunk})
+
+    async def _create_webhook(self, request: web.Request) -> web.Response:
+        shop, version = request.match_info["shop"], request.match_info["version"]
+        if (refused := self._refusal(request, shop)) is not None:
+            return refused
+        try:
+            document = await request.json()
+        except ValueError:
+            return self._error(400, "InvalidParameter", "body is not JSON")
+        wanted = (
+            document.get("webhook")
+            if version >= CURSOR_FROM and isinstance(document, dict)
+            else document
+        )
+        if not isinstance(wanted, dict) or not all(
+            isinstance(wanted.get(key), str) and wanted[key] for key in ("address", "topic")
+        ):
+            return self._error(400, "InvalidParameter", "address and topic are required")
+        self.subscribe(shop, wanted["address"], wanted["topic"])
+        return web.json_response({"webhook": self.webhooks[shop][-1]})
+
     async def wait_cancels(self, count: int) -> None:
         """Return once `count` orders were cancelled."""
         await self.wait_until(lambda: len(self.cancels) >= count)
@@ -183,3 +256,5 @@ class FakeShoplazza(FakePlatform):
         app.router.add_post(prefix + "/cancel", self._cancel)
         app.router.add_get(prefix, self._read)
         app.router.add_get("/{shop}/openapi/{version}/orders", self._list)
+        app.router.add_get("/{shop}/openapi/{version}/webhooks", self._list_webhooks)
+        app.router.add_post("/{shop}/openapi/{version}/webhooks", self._create_webhook)
