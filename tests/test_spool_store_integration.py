@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bridge.store.deliveries import Store
-from bridge.store.spool import SpoolState
+from bridge.store.spool import SpoolState, ToSpool
 
 T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -65,3 +65,13 @@ async def test_unspool_forgets_and_release_gives_back(store: Store) -> None:
     assert (await store.spool_state()).depth == 2
     await store.unspool([s.id for s in leased])
     assert await store.spool_state() == SpoolState(0, None)
+
+
+async def test_a_batch_holds_what_fits_in_order(store: Store) -> None:
+    """The receiver's spool writes go in batches: what fits under the limit, first come first."""
+    items = [ToSpool(f"event-{n}", "shoplazza", b"{}", 1, T0) for n in range(5)]
+    assert await store.spool_many(items, limit=3) == [True, True, True, False, False]
+    assert await store.spool_many(items[3:], limit=4) == [True, False]
+    listed = await store.spooled_events(limit=10)
+    assert [s.event_id for s in listed] == ["event-0", "event-1", "event-2", "event-3"]
+    assert await store.spool_many([], limit=4) == []

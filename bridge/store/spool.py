@@ -14,6 +14,7 @@ path's: a spooled event is the only copy, so its commit is as durable as the sto
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +34,17 @@ class Spooled:
     body: bytes
     seen: int
     spooled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ToSpool:
+    """An event for the spool: what its row holds."""
+
+    event_id: str
+    source: str
+    body: bytes
+    seen: int
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +73,35 @@ class Spool(Engines):
         self, event_id: str, source: str, body: bytes, *, seen: int, now: datetime, limit: int
     ) -> bool:
         """Hold an event (durably, one transaction); False, holding nothing, if `limit` are held."""
+        (held,) = await self.spool_many([ToSpool(event_id, source, body, seen, now)], limit)
+        return held
 
-        def hold(connection: sa.Connection) -> bool:
+    async def spool_many(self, items: Sequence[ToSpool], limit: int) -> list[bool]:
+        """Hold what fits under `limit`, in order, in one transaction; each item's answer.
+
+        One count of the spool for the whole batch: a receiver spooling under load pays it
+        (and the durable commit) once per batch, not per webhook.
+        """
+
+        def hold(connection: sa.Connection) -> list[bool]:
             held = connection.scalar(sa.select(sa.func.count()).select_from(spool)) or 0
-            if held >= limit:
-                return False
-            connection.execute(
-                spool.insert().values(
-                    event_id=event_id,
-                    source=source,
-                    event_json=body.decode(),
-                    seen=seen,
-                    spooled_at=now,
+            room = max(0, limit - held)
+            taken = list(items[:room])
+            if taken:
+                connection.execute(
+                    spool.insert(),
+                    [
+                        {
+                            "event_id": item.event_id,
+                            "source": item.source,
+                            "event_json": item.body.decode(),
+                            "seen": item.seen,
+                            "spooled_at": item.at,
+                        }
+                        for item in taken
+                    ],
                 )
-            )
-            return True
+            return [n < room for n in range(len(items))]
 
         return await self._transaction(hold)
 

@@ -34,6 +34,7 @@ from bridge.web.webhooks import (
     FORWARDER,
     IN_FLIGHT,
     PUBLISHER,
+    SPOOLER,
     WEBHOOKS_PREFIX,
     InFlight,
     expect_continue,
@@ -180,6 +181,13 @@ def store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[
             in_flight = app[IN_FLIGHT]
             app[ARRIVALS] = Batcher(
                 app[METRICS].timed_batch("arrive", app[STORE].arrive_many),
+                linger=app[CONFIG].settings.store.arrival_linger,
+                busy=lambda size: in_flight.count > size,
+            )
+            # While the broker is away every webhook writes to the spool: together too.
+            spool_max = app[CONFIG].settings.receiver.spool_max
+            app[SPOOLER] = Batcher(
+                lambda items: app[STORE].spool_many(items, spool_max),
                 linger=app[CONFIG].settings.store.arrival_linger,
                 busy=lambda size: in_flight.count > size,
             )

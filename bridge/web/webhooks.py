@@ -23,9 +23,10 @@ from bridge.settings import Config
 from bridge.store.arrivals import Arrival, Echo, Seen
 from bridge.store.batching import Batcher
 from bridge.store.engine import StoreUnavailable
+from bridge.store.spool import ToSpool
 from bridge.tracing import Tracing, failed
 from bridge.web.forwarder import Forwarder
-from bridge.web.keys import CONFIG, METRICS, STORE, TRACING, error_response, json_response
+from bridge.web.keys import CONFIG, METRICS, TRACING, error_response, json_response
 from bridge.web.lookups import LOOKUPS
 from contracts.events import OrderCancelled, Source
 from handlers.base import (
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 PUBLISHER = web.AppKey("publisher", Publisher)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 ARRIVALS = web.AppKey("arrivals", Batcher[Arrival, Seen | Echo])
+SPOOLER = web.AppKey("spooler", Batcher[ToSpool, bool])  # the spool's writes, batched
 
 
 class InFlight:
@@ -265,11 +267,10 @@ async def _spool(
     if not receiver.spool or isinstance(exc, BrokerRefused):
         return None
     event_id, source = str(event.event_id), event.source.value
+    item = ToSpool(event_id, source, body, seen, datetime.now(UTC))
     try:
         async with asyncio.timeout(config.settings.store.request_timeout):
-            held = await request.app[STORE].spool_event(
-                event_id, source, body, seen=seen, now=datetime.now(UTC), limit=receiver.spool_max
-            )
+            held = await request.app[SPOOLER].submit(item)
     except (StoreUnavailable, TimeoutError) as store_exc:
         detail = str(store_exc) or "no answer in time"
         log.warning("webhook.spool_unavailable", event_id=event_id, detail=detail)
