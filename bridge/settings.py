@@ -293,8 +293,23 @@ class Config:
 
     @property
     def amqp_url_redacted(self) -> str:
-        """The broker URL with its password masked, for output."""
-        return redact_url(self.amqp_url.get_secret_value())
+        """The broker URL(s) with passwords masked, for output."""
+        return ", ".join(redact_url(url) for url in broker_urls(self.amqp_url.get_secret_value()))
+
+
+def broker_urls(text: str) -> list[str]:
+    """The broker URLs of `text` in order (several nodes of one cluster: comma-separated).
+
+    The publisher and each worker use the first that answers and move on when theirs is lost
+    (`amqp.publisher.open_robust`); one-off tools use the first.
+    """
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def first_url(text: str) -> str:
+    """The first of `text`'s broker URLs (the whole text when it names one)."""
+    urls = broker_urls(text)
+    return urls[0] if urls else text
 
 
 def redact_url(url: str) -> str:
@@ -585,12 +600,13 @@ def _token(key: str, name: str | None, env: Mapping[str, str]) -> SecretStr | No
 def resolve(settings: Settings, env: Mapping[str, str]) -> Config:
     """Look up every secret the settings name; a missing one is a `ConfigError`."""
     url = env.get(settings.broker.url_env, "").strip() or DEFAULT_AMQP_URL
-    scheme = url.partition("://")[0].lower()
-    if scheme not in ("amqp", "amqps"):
-        raise ConfigError(
-            "broker.url_env", f"{settings.broker.url_env} must be an amqp:// or amqps:// URL"
-        )
-    _check_url(url, "broker.url_env", settings.broker.url_env)
+    for node in broker_urls(url) or [url]:  # several nodes of one cluster: comma-separated
+        scheme = node.partition("://")[0].lower()
+        if scheme not in ("amqp", "amqps"):
+            raise ConfigError(
+                "broker.url_env", f"{settings.broker.url_env} must be an amqp:// or amqps:// URL"
+            )
+        _check_url(node, "broker.url_env", settings.broker.url_env)
     if not settings.sources and not settings.routes:
         raise ConfigError("sources", "nothing to do: add a [sources.<name>] or [routes] section")
     source_settings, source_handlers = _sources(settings, env)

@@ -34,6 +34,7 @@ from bridge.amqp.messages import (
     PARKED_AT_HEADER,
     copy_with,
 )
+from bridge.settings import first_url
 
 REPLAY_HEADER = "x-replays"
 CLEARED_ON_REPLAY = (
@@ -145,7 +146,10 @@ Selector = Callable[[AbstractIncomingMessage], bool]
 
 async def list_rows(url: str, parked_queue: str, now: float) -> list[ParkedRow]:
     """Rows for every parked message; the queue is left as it was."""
-    async with await aio_pika.connect(url) as connection, connection.channel() as channel:
+    async with (
+        await aio_pika.connect(first_url(url)) as connection,
+        connection.channel() as channel,
+    ):
         messages = await read_all(channel, parked_queue)
         return [parked_row(m.message_id, m.headers or {}, m.body, now) for m in messages]
 
@@ -153,7 +157,7 @@ async def list_rows(url: str, parked_queue: str, now: float) -> list[ParkedRow]:
 async def replay(url: str, parked_queue: str, work_queue: str, select: Selector) -> int:
     """Move the selected parked messages to the work queue (confirmed, then acked)."""
     async with (
-        await aio_pika.connect(url) as connection,
+        await aio_pika.connect(first_url(url)) as connection,
         connection.channel(publisher_confirms=True, on_return_raises=True) as channel,
     ):
         chosen = [m for m in await read_all(channel, parked_queue) if select(m)]
@@ -166,7 +170,10 @@ async def replay(url: str, parked_queue: str, work_queue: str, select: Selector)
 
 async def drop(url: str, parked_queue: str, select: Selector) -> int:
     """Delete the selected parked messages for good."""
-    async with await aio_pika.connect(url) as connection, connection.channel() as channel:
+    async with (
+        await aio_pika.connect(first_url(url)) as connection,
+        connection.channel() as channel,
+    ):
         chosen = [m for m in await read_all(channel, parked_queue) if select(m)]
         for message in chosen:
             await message.ack()

@@ -39,7 +39,7 @@ from yarl import URL
 
 from bridge.amqp import topology
 from bridge.metrics import Metrics
-from bridge.settings import BrokerSettings
+from bridge.settings import BrokerSettings, broker_urls
 from contracts.events import OrderCancelled
 
 log = structlog.get_logger(__name__)
@@ -47,29 +47,79 @@ log = structlog.get_logger(__name__)
 PUBLISH_ERRORS = (TimeoutError, *CONNECTION_EXCEPTIONS)
 
 
-async def open_robust(url: str, settings: BrokerSettings, name: str) -> AbstractRobustConnection:
-    """A robust connection, retrying every `reconnect_interval` until the broker answers.
+FAILOVER_AFTER = 2  # reconnect intervals without the broker before trying the next node
 
+
+async def open_robust(url: str, settings: BrokerSettings, name: str) -> AbstractRobustConnection:
+    """A robust connection, retrying every `reconnect_interval` until a broker answers.
+
+    `url` may name several nodes of one cluster (`settings.broker_urls`): they are tried in
+    order, and a connection lost for `FAILOVER_AFTER` intervals moves on to the next node
+    (aio-pika's robust connection keeps reconnecting to its `url`, which the watch changes).
     The connection object is ours from the first attempt, so cancelling (shutdown while the
     broker is away) closes it: aio-pika's own retry task would otherwise outlive the loop.
     """
     interval = settings.reconnect_interval
+    nodes = [URL(node) for node in broker_urls(url)] or [URL(url)]
+    attempt = 0
     while True:
+        current = attempt % len(nodes)
         connection = aio_pika.RobustConnection(
-            URL(url), reconnect_interval=interval, client_properties={"connection_name": name}
+            nodes[current], reconnect_interval=interval, client_properties={"connection_name": name}
         )
         opened = False
         try:
             await connection.connect(timeout=settings.connect_timeout)
             opened = True
         except CONNECTION_EXCEPTIONS as exc:
-            log.warning("broker.connect_failed", error=type(exc).__name__, retry_in=interval)
+            log.warning(
+                "broker.connect_failed",
+                node=_shown(nodes[current]),
+                error=type(exc).__name__,
+                retry_in=interval,
+            )
         finally:
             if not opened:
                 await asyncio.shield(connection.close())
         if opened:
+            if len(nodes) > 1:
+                _watch(connection, nodes, current, interval)
             return connection
-        await asyncio.sleep(interval)
+        attempt += 1
+        if attempt % len(nodes) == 0:  # every node tried: wait before the next round
+            await asyncio.sleep(interval)
+
+
+_WATCHES: set[asyncio.Task[None]] = set()  # the failover watches, kept from the collector
+
+
+def _watch(
+    connection: aio_pika.RobustConnection, nodes: list[URL], current: int, interval: float
+) -> None:
+    """While `connection` lives: when it has been down `FAILOVER_AFTER` intervals, next node."""
+
+    async def watch() -> None:
+        index = current
+        down_for = 0
+        while not connection.is_closed:
+            await asyncio.sleep(interval)
+            if connection.connected.is_set():
+                down_for = 0
+                continue
+            down_for += 1
+            if down_for >= FAILOVER_AFTER:
+                index, down_for = (index + 1) % len(nodes), 0
+                connection.url = nodes[index]  # the robust connection's next attempt goes there
+                log.warning("broker.failover", node=_shown(nodes[index]))
+
+    task = asyncio.create_task(watch(), name="broker-failover")
+    _WATCHES.add(task)
+    task.add_done_callback(_WATCHES.discard)
+
+
+def _shown(node: URL) -> str:
+    """A node as logs name it: host and port, never the credentials."""
+    return f"{node.host}:{node.port}"
 
 
 class BrokerUnavailable(Exception):  # noqa: N818 - reads as a state, like ConnectionRefused
