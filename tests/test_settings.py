@@ -605,3 +605,17 @@ def test_check_config_prints_the_deprecations_and_succeeds(
 def test_reconciliation_is_a_capability_targets_declare() -> None:
     """`run` schedules reconciliation for targets whose registry line says so (CJ's)."""
     assert [name for name, spec in TARGETS.items() if spec.reconciles] == ["cj"]
+
+
+def test_several_broker_nodes_are_each_checked_and_shown_masked() -> None:
+    nodes = f"amqp://bridge:{PASSWORD}@rabbit-1:5672/,amqps://bridge:{PASSWORD}@rabbit-2/"
+    config = resolve(parse_settings(MINIMAL), {"SHOPLAZZA_SECRET": SECRET, "AMQP_URL": nodes})
+    assert config.amqp_url.get_secret_value() == nodes
+    assert config.amqp_url_redacted == (
+        "amqp://bridge:***@rabbit-1:5672/, amqps://bridge:***@rabbit-2/"
+    )
+    bad = f"amqp://bridge:{PASSWORD}@rabbit-1:5672/,http://rabbit-2/"
+    with pytest.raises(ConfigError) as caught:
+        resolve(parse_settings(MINIMAL), {"SHOPLAZZA_SECRET": SECRET, "AMQP_URL": bad})
+    assert caught.value.key == "broker.url_env"
+    assert_no_secret(str(caught.value))
