@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
-from bridge.backstop.poller import Backstop, ShopPoll, shoplazza_stores
+from bridge.backstop.poller import NO_STORES, Backstop, ShopPoll, shoplazza_stores
 from bridge.cli_types import duration_arg
 from bridge.metrics import Metrics
 from bridge.settings import Config
@@ -65,11 +65,7 @@ def command(args: argparse.Namespace, config: Config, env: Mapping[str, str]) ->
         return EXIT_USAGE
     stores = shoplazza_stores(config, env)
     if not stores:
-        print(  # noqa: T201 - CLI output
-            "cancel-bridge: backstop: no Shoplazza store to list: [sources.shoplazza] and"
-            " [targets.shoplazza] shops with their Access-Token (scope read_order) are needed",
-            file=sys.stderr,
-        )
+        print(f"cancel-bridge: backstop: {NO_STORES}", file=sys.stderr)  # noqa: T201 - CLI output
         return EXIT_ERROR
     try:
         polls = asyncio.run(_poll(config, stores, since, dry_run=args.dry_run))

@@ -76,6 +76,12 @@ class ShopPoll:
     error: str | None = None
 
 
+NO_STORES = (
+    "no Shoplazza store to ask: [sources.shoplazza], and [targets.shoplazza] shops with their"
+    " Access-Token (scope read_order), are needed"
+)
+
+
 def shoplazza_stores(config: Config, env: Mapping[str, str]) -> dict[str, ShopAccess]:
     """The stores the backstop can list: `[targets.shoplazza]`'s with their tokens set.
 

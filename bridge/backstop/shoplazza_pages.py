@@ -83,15 +83,21 @@ def next_request(version: str, current: PageRequest, page: Page) -> PageRequest 
     return PageRequest(current.path, (*kept, ("page", str(current.number + 1))), current.number + 1)
 
 
-def read_page(body: bytes) -> Page:
-    """A list answer of either version; `ValueError` when it is not one."""
+def read_list(body: bytes, key: str, what: str) -> tuple[dict[str, object], list[object]]:
+    """A Shoplazza list answer: the document and its `key` array; `ValueError` otherwise."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise ValueError("the order list is not JSON") from None
-    entries = document.get("orders") if isinstance(document, dict) else None
+        raise ValueError(f"the {what} list is not JSON") from None
+    entries = document.get(key) if isinstance(document, dict) else None
     if not isinstance(entries, list):
-        raise ValueError("the order list has no 'orders' array")  # noqa: TRY004 - the answer's fault
+        raise ValueError(f"the {what} list has no {key!r} array")  # noqa: TRY004 - the answer's fault
+    return document, entries
+
+
+def read_page(body: bytes) -> Page:
+    """A list answer of either version; `ValueError` when it is not one."""
+    document, entries = read_list(body, "orders", "order")
     orders: list[ShoplazzaOrder] = []
     skipped = 0
     for entry in entries:

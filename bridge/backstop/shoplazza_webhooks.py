@@ -25,7 +25,7 @@ from typing import Literal
 
 import orjson
 
-from bridge.backstop.shoplazza_pages import CURSOR_FROM, PAGE_SIZE
+from bridge.backstop.shoplazza_pages import CURSOR_FROM, PAGE_SIZE, read_list
 
 TOPIC = "orders/cancelled"
 State = Literal["ok", "missing", "duplicated"]
@@ -68,13 +68,7 @@ def list_query(version: str, page: int, cursor: str | None) -> tuple[tuple[str, 
 
 def read_webhooks(body: bytes) -> WebhookPage:
     """A list answer of either version; `ValueError` when it is not one."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise ValueError("the webhook list is not JSON") from None
-    entries = document.get("webhooks") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError("the webhook list has no 'webhooks' array")  # noqa: TRY004 - the answer's fault
+    document, entries = read_list(body, "webhooks", "webhook")
     found = [
         Subscription(str(e.get("id", "")), str(e.get("address", "")), str(e.get("topic", "")))
         for e in entries

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from bridge.backstop.poller import PACE, TIMEOUT, TOO_FAST_TRIES, shoplazza_stores
+from bridge.backstop.poller import NO_STORES, PACE, TIMEOUT, TOO_FAST_TRIES, shoplazza_stores
 from bridge.backstop.shoplazza_webhooks import (
     Subscription,
     create_body,
@@ -176,11 +176,7 @@ def command(args: argparse.Namespace, config: Config, env: Mapping[str, str]) ->
         return EXIT_USAGE
     stores = shoplazza_stores(config, env)
     if not stores:
-        print(  # noqa: T201 - CLI output
-            "cancel-bridge: subscriptions: no Shoplazza store to ask: [targets.shoplazza] shops"
-            " with their Access-Token are needed",
-            file=sys.stderr,
-        )
+        print(f"cancel-bridge: subscriptions: {NO_STORES}", file=sys.stderr)  # noqa: T201 - CLI output
         return EXIT_ERROR
 
     async def run() -> list[StoreHealth]:
