@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -102,17 +103,22 @@ async def _poll(
 ) -> list[ShopPoll]:
     now = datetime.now(UTC)
     metrics = Metrics()
-    async with Store.open(config.store_url.get_secret_value()) as store:
-        if dry_run:
-            backstop = Backstop(config, store, None, metrics)
-            async with aiohttp.ClientSession() as session:
-                return await backstop.poll_shoplazza(stores, now - since, now, session)
-        url = config.amqp_url.get_secret_value()
-        async with Publisher.running(
-            url, config.settings.broker, connection_name="backstop", metrics=metrics
-        ) as publisher:
+    async with (
+        Store.open(config.store_url.get_secret_value()) as store,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        publisher = None  # a dry run publishes nothing
+        if not dry_run:
+            publisher = await stack.enter_async_context(
+                Publisher.running(
+                    config.amqp_url.get_secret_value(),
+                    config.settings.broker,
+                    connection_name="backstop",
+                    metrics=metrics,
+                )
+            )
             async with asyncio.timeout(READY_TIMEOUT):
                 await publisher.wait_ready()
-            backstop = Backstop(config, store, publisher, metrics)
-            async with aiohttp.ClientSession() as session:
-                return await backstop.poll_shoplazza(stores, now - since, now, session)
+        backstop = Backstop(config, store, publisher, metrics)
+        async with aiohttp.ClientSession() as session:
+            return await backstop.poll_shoplazza(stores, now - since, now, session)

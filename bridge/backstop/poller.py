@@ -53,6 +53,55 @@ TOO_FAST_TRIES = 5  # 429s in a row before a store's poll gives up until the nex
 TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
+HTTP_OK, TOO_MANY = 200, 429
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAnswer:
+    """A store's answer: its status and body, or why there was none (`status` 0)."""
+
+    status: int
+    body: bytes
+    failure: str | None = None  # the exception's type: unreachable, timed out
+
+
+async def call_store(  # noqa: PLR0913 - a call's parts
+    session: aiohttp.ClientSession,
+    access: ShopAccess,
+    method: str,
+    path: str,
+    *,
+    query: tuple[tuple[str, str], ...] = (),
+    body: bytes | None = None,
+) -> ApiAnswer:
+    """One Shoplazza Open API call for a store (`path` after its base URL).
+
+    A 429 is tried again a second later, `TOO_FAST_TRIES` times at most: no header says how long
+    (none is documented); the last 429 is the answer.
+    """
+    headers = {"Access-Token": access.token.get_secret_value()}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    status = TOO_MANY
+    for _ in range(TOO_FAST_TRIES):
+        try:
+            async with session.request(
+                method,
+                access.base_url + path,
+                params=list(query),
+                data=body,
+                headers=headers,
+                timeout=TIMEOUT,
+            ) as response:
+                answer, status = await response.read(), response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return ApiAnswer(0, b"", type(exc).__name__)
+        if status != TOO_MANY:
+            return ApiAnswer(status, answer)
+        await asyncio.sleep(1.0)
+    return ApiAnswer(status, b"")
+
+
 @dataclass(frozen=True, slots=True)
 class Found:
     """A cancelled order no webhook had brought."""
@@ -92,18 +141,15 @@ def shoplazza_stores(config: Config, env: Mapping[str, str]) -> dict[str, ShopAc
     source = config.source_settings.get(Source.SHOPLAZZA)
     if section is None or source is None:
         return {}
-    secrets = {
-        key: SecretStr(value)
-        for key, name in target_secret_envs(section).items()
-        if (value := env.get(name, "").strip())
-    }
-    names = {key.removeprefix("shops.").removesuffix(".token_env") for key in secrets}
-    usable = section.model_copy(
-        update={"shops": {s: v for s, v in section.shops.items() if s in names}}
-    )
-    stores = shop_accesses(usable, secrets)
+    envs = target_secret_envs(section)  # the target's own names of the stores' tokens
+    secrets = {key: SecretStr(env.get(name, "").strip()) for key, name in envs.items()}
     allowed = source.shops if isinstance(source, ShoplazzaSourceSettings) else ()
-    return {shop: access for shop, access in stores.items() if not allowed or shop in allowed}
+    return {
+        shop: access
+        for shop, access in shop_accesses(section, secrets).items()
+        # A store whose token is unset cannot be asked; one off the allowlist is not served.
+        if access.token.get_secret_value() and (not allowed or shop in allowed)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,30 +213,18 @@ class Backstop:
         request: PageRequest,
         poll: ShopPoll,
     ) -> Page | None:
-        url = access.base_url + request.path
-        headers = {"Access-Token": access.token.get_secret_value()}
-        for _ in range(TOO_FAST_TRIES):
+        answer = await call_store(session, access, "GET", request.path, query=request.query)
+        if answer.failure is not None:
+            poll.error = f"order list unreachable ({answer.failure})"
+        elif answer.status == TOO_MANY:
+            poll.error = "order list answered 429 every time"
+        elif answer.status != HTTP_OK:
+            poll.error = f"order list answered {answer.status}"
+        else:
             try:
-                async with session.get(
-                    url, params=list(request.query), headers=headers, timeout=TIMEOUT
-                ) as response:
-                    body = await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                poll.error = f"order list unreachable ({type(exc).__name__})"
-                return None
-            if status == 429:  # noqa: PLR2004 - too fast: wait a second (no header is documented)
-                await asyncio.sleep(1.0)
-                continue
-            if status != 200:  # noqa: PLR2004
-                poll.error = f"order list answered {status}"
-                return None
-            try:
-                return read_page(body)
+                return read_page(answer.body)
             except ValueError as exc:
                 poll.error = str(exc)
-                return None
-        poll.error = "order list answered 429 every time"
         return None
 
     async def _take(self, shop: str, page: Page, now: datetime, poll: ShopPoll) -> None:

@@ -52,19 +52,20 @@ class Page:
     skipped: int  # entries that are no order we can read (reported, never fatal)
 
 
-def _cursor_paged(version: str) -> bool:
+def cursor_paged(version: str) -> bool:
+    """Whether `version`'s lists page by cursor (2026-01 on), not by page number."""
     return version >= CURSOR_FROM
 
 
 def first_request(version: str, since: datetime) -> PageRequest:
     """The first page of cancelled orders updated since `since`."""
-    size = "page_size" if _cursor_paged(version) else "limit"
+    size = "page_size" if cursor_paged(version) else "limit"
     query: tuple[tuple[str, str], ...] = (
         ("status", "cancelled"),
         ("updated_at_min", utc_z(since, "seconds")),
         (size, str(PAGE_SIZE)),
     )
-    if not _cursor_paged(version):
+    if not cursor_paged(version):
         query = (*query, ("page", "1"))
     return PageRequest(f"/openapi/{version}/orders", query, 1)
 
@@ -74,7 +75,7 @@ def next_request(version: str, current: PageRequest, page: Page) -> PageRequest 
     if current.number >= MAX_PAGES:
         return None
     kept = tuple(item for item in current.query if item[0] not in ("page", "cursor"))
-    if _cursor_paged(version):
+    if cursor_paged(version):
         if not page.has_more or not page.cursor:
             return None
         return PageRequest(current.path, (*kept, ("cursor", page.cursor)), current.number + 1)
@@ -83,8 +84,17 @@ def next_request(version: str, current: PageRequest, page: Page) -> PageRequest 
     return PageRequest(current.path, (*kept, ("page", str(current.number + 1))), current.number + 1)
 
 
-def read_list(body: bytes, key: str, what: str) -> tuple[dict[str, object], list[object]]:
-    """A Shoplazza list answer: the document and its `key` array; `ValueError` otherwise."""
+@dataclass(frozen=True, slots=True)
+class ListAnswer:
+    """A Shoplazza list answer: its entries, and 2026-01's cursor and `has_more` (if any)."""
+
+    entries: list[object]
+    cursor: str | None
+    has_more: bool  # only a true `has_more` is more: null is the end (Shoplazza's CLI notes)
+
+
+def read_list(body: bytes, key: str, what: str) -> ListAnswer:
+    """A list answer of either version with its `key` array; `ValueError` otherwise."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -92,26 +102,25 @@ def read_list(body: bytes, key: str, what: str) -> tuple[dict[str, object], list
     entries = document.get(key) if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ValueError(f"the {what} list has no {key!r} array")  # noqa: TRY004 - the answer's fault
-    return document, entries
+    cursor = document.get("cursor")
+    return ListAnswer(
+        entries,
+        cursor if isinstance(cursor, str) and cursor else None,
+        document.get("has_more") is True,
+    )
 
 
 def read_page(body: bytes) -> Page:
     """A list answer of either version; `ValueError` when it is not one."""
-    document, entries = read_list(body, "orders", "order")
+    answer = read_list(body, "orders", "order")
     orders: list[ShoplazzaOrder] = []
     skipped = 0
-    for entry in entries:
+    for entry in answer.entries:
         try:
             orders.append(ShoplazzaOrder.model_validate(entry))
         except ValidationError:
             skipped += 1
-    cursor = document.get("cursor")
-    return Page(
-        tuple(orders),
-        cursor if isinstance(cursor, str) and cursor else None,
-        document.get("has_more") is True,
-        skipped,
-    )
+    return Page(tuple(orders), answer.cursor, answer.has_more, skipped)
 
 
 def cancelled(page: Page) -> list[ShoplazzaOrder]:

@@ -25,7 +25,7 @@ from typing import Literal
 
 import orjson
 
-from bridge.backstop.shoplazza_pages import CURSOR_FROM, PAGE_SIZE, read_list
+from bridge.backstop.shoplazza_pages import PAGE_SIZE, cursor_paged, read_list
 
 TOPIC = "orders/cancelled"
 State = Literal["ok", "missing", "duplicated"]
@@ -60,7 +60,7 @@ class Health:
 
 def list_query(version: str, page: int, cursor: str | None) -> tuple[tuple[str, str], ...]:
     """The query of one list page (`page` from 1; `cursor` for 2026-01's second page on)."""
-    if version >= CURSOR_FROM:
+    if cursor_paged(version):
         query: tuple[tuple[str, str], ...] = (("topic", TOPIC), ("page_size", str(PAGE_SIZE)))
         return (*query, ("cursor", cursor)) if cursor else query
     return (("topic", TOPIC), ("limit", str(PAGE_SIZE)), ("page", str(page)))
@@ -68,23 +68,18 @@ def list_query(version: str, page: int, cursor: str | None) -> tuple[tuple[str, 
 
 def read_webhooks(body: bytes) -> WebhookPage:
     """A list answer of either version; `ValueError` when it is not one."""
-    document, entries = read_list(body, "webhooks", "webhook")
+    answer = read_list(body, "webhooks", "webhook")
     found = [
         Subscription(str(e.get("id", "")), str(e.get("address", "")), str(e.get("topic", "")))
-        for e in entries
+        for e in answer.entries
         if isinstance(e, dict)
     ]
-    cursor = document.get("cursor")
-    return WebhookPage(
-        tuple(found),
-        cursor if isinstance(cursor, str) and cursor else None,
-        document.get("has_more") is True,
-    )
+    return WebhookPage(tuple(found), answer.cursor, answer.has_more)
 
 
 def more_pages(version: str, page: WebhookPage) -> bool:
     """Whether another page follows `page`."""
-    if version >= CURSOR_FROM:
+    if cursor_paged(version):
         return page.has_more and page.cursor is not None
     return len(page.subscriptions) >= PAGE_SIZE
 
@@ -112,4 +107,4 @@ def _normal(address: str) -> str:
 def create_body(version: str, address: str) -> bytes:
     """The body that subscribes `address` to `orders/cancelled` in `version`."""
     webhook = {"address": address, "topic": TOPIC}
-    return orjson.dumps({"webhook": webhook} if version >= CURSOR_FROM else webhook)
+    return orjson.dumps({"webhook": webhook} if cursor_paged(version) else webhook)

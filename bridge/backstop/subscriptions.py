@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from bridge.backstop.poller import NO_STORES, PACE, TIMEOUT, TOO_FAST_TRIES, shoplazza_stores
+from bridge.backstop.poller import HTTP_OK, NO_STORES, PACE, call_store, shoplazza_stores
 from bridge.backstop.shoplazza_webhooks import (
     Subscription,
     create_body,
@@ -36,7 +36,7 @@ from handlers.shoplazza import ShopAccess, ShoplazzaSourceSettings
 
 EXIT_UNHEALTHY, EXIT_ERROR, EXIT_USAGE = 3, 1, 2
 MAX_PAGES = 40
-HTTP_OK, HTTP_CREATED, TOO_MANY = 200, 201, 429
+HTTP_CREATED = 201
 
 
 @dataclass(slots=True)
@@ -93,12 +93,12 @@ async def _check(
     cursor: str | None = None
     for number in range(1, MAX_PAGES + 1):
         query = list_query(access.api_version, number, cursor)
-        status, body = await _call(session, "GET", access, query=query)
-        if status != HTTP_OK:
-            verdict.error = f"webhook list answered {status or 'nothing'}"
+        answer = await call_store(session, access, "GET", _path(access), query=query)
+        if answer.status != HTTP_OK:
+            verdict.error = f"webhook list answered {answer.status or 'nothing'}"
             return verdict
         try:
-            page = read_webhooks(body)
+            page = read_webhooks(answer.body)
         except ValueError as exc:
             verdict.error = str(exc)
             return verdict
@@ -112,42 +112,18 @@ async def _check(
     verdict.ours = [s.id for s in judged.ours]
     verdict.elsewhere = [s.address for s in judged.elsewhere]
     if judged.state == "missing" and ensure:
-        status, _ = await _call(
-            session, "POST", access, body=create_body(access.api_version, address)
-        )
-        if status in (HTTP_OK, HTTP_CREATED):
+        body = create_body(access.api_version, address)
+        created = await call_store(session, access, "POST", _path(access), body=body)
+        if created.status in (HTTP_OK, HTTP_CREATED):
             verdict.state = "created"
         else:
-            verdict.error = f"webhook create answered {status or 'nothing'}"
+            verdict.error = f"webhook create answered {created.status or 'nothing'}"
     return verdict
 
 
-async def _call(
-    session: aiohttp.ClientSession,
-    method: str,
-    access: ShopAccess,
-    *,
-    query: tuple[tuple[str, str], ...] = (),
-    body: bytes | None = None,
-) -> tuple[int, bytes]:
-    """A webhooks API call: its status (0: unreachable) and body; a 429 is tried again."""
-    url = f"{access.base_url}/openapi/{access.api_version}/webhooks"
-    headers = {"Access-Token": access.token.get_secret_value()}
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    for _ in range(TOO_FAST_TRIES):
-        try:
-            async with session.request(
-                method, url, params=list(query), data=body, headers=headers, timeout=TIMEOUT
-            ) as response:
-                answer = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError):
-            return 0, b""
-        if status != TOO_MANY:
-            return status, answer
-        await asyncio.sleep(1.0)  # too fast: no header says how long (none is documented)
-    return TOO_MANY, b""
+def _path(access: ShopAccess) -> str:
+    """The store's webhooks endpoint (after its base URL)."""
+    return f"/openapi/{access.api_version}/webhooks"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's own generic
