@@ -24,6 +24,7 @@ from bridge.web.console.session import csrf_token, derive_key, issue
 from tests.harness.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
 from tests.harness.pipeline import API_TOKEN, pipeline_config
 from tests.harness.receiver import ClientFactory
+from tests.harness.stores import hold_in_spool
 
 Client = TestClient[Any, Any]
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -185,9 +186,7 @@ async def test_signed_out_callers_are_sent_to_the_form(client: Client) -> None:
 async def test_the_spool_page_needs_a_signed_in_caller(client: Client, store: Store) -> None:
     """Spooled events are shown as every console page is: only to the token's holders."""
     held = event()
-    await store.spool_event(
-        str(held.event_id), "shoplazza", held.to_json(), seen=1, now=datetime.now(UTC), limit=10
-    )
+    await hold_in_spool(store, held, datetime.now(UTC))
     page = await client.get("/console/spool", allow_redirects=False)
     assert page.status == 303
     assert page.headers["Location"] == "/console/login?next=%2Fconsole%2Fspool"

@@ -20,6 +20,7 @@ from tests.harness.console_browser import DEAD_BROKER, SHOP, arrive, attempt, co
 from tests.harness.pipeline import API_TOKEN, pipeline_config
 from tests.harness.proxy import TcpProxy
 from tests.harness.receiver import ClientFactory
+from tests.harness.stores import hold_in_spool
 
 Client = TestClient[Any, Any]
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -162,11 +163,7 @@ async def test_the_confirmation_page_says_what_will_happen(client: Client, store
 async def spool(store: Store, order_id: str, at: datetime, shop: str = SHOP) -> OrderCancelled:
     """Hold an event in the spool as the receiver does while the broker is away."""
     cancelled = event(order_id, shop=shop)
-    body = cancelled.to_json()
-    held = await store.spool_event(
-        str(cancelled.event_id), cancelled.source.value, body, seen=1, now=at, limit=100
-    )
-    assert held
+    await hold_in_spool(store, cancelled, at)
     return cancelled
 
 

@@ -13,6 +13,7 @@ from bridge.web.console.queries import Search, event_detail, overview, search, s
 from contracts.events import OrderCancelled, Source
 from contracts.timestamps import utc_z
 from tests.harness.console_browser import arrive, attempt, event
+from tests.harness.stores import hold_in_spool
 
 # Mid-minute, a minute ago: seeded times a second apart share their minute whatever the clock says.
 NOW = datetime.now(UTC).replace(second=30, microsecond=0) - timedelta(minutes=1)
@@ -163,24 +164,11 @@ async def test_one_event_with_its_history(store: Store) -> None:
     assert await event_detail(store, "00000000-0000-5000-8000-000000000000") is None
 
 
-async def spooled(store: Store, cancelled: OrderCancelled, at: datetime, seen: int = 1) -> None:
-    """Hold the event in the spool as the receiver does while the broker is away."""
-    held = await store.spool_event(
-        str(cancelled.event_id),
-        cancelled.source.value,
-        cancelled.to_json(),
-        seen=seen,
-        now=at,
-        limit=100,
-    )
-    assert held
-
-
 async def test_the_spool_oldest_first_bounded_with_its_depth(store: Store) -> None:
     first, second, third = event("s-1", shop="alpha.myshoplaza.com"), event("s-2"), event("s-3")
-    await spooled(store, first, NOW - 10 * MINUTE, seen=2)
-    await spooled(store, second, NOW - 5 * MINUTE)
-    await spooled(store, third, NOW - MINUTE)
+    await hold_in_spool(store, first, NOW - 10 * MINUTE, seen=2)
+    await hold_in_spool(store, second, NOW - 5 * MINUTE)
+    await hold_in_spool(store, third, NOW - MINUTE)
     page = await spool(store, NOW, limit=2)
     assert [row.order_id for row in page.rows] == ["s-1", "s-2"]
     assert (page.depth, page.more, page.oldest, page.oldest_age) == (

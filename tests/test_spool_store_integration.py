@@ -25,7 +25,8 @@ async def hold(store: Store, n: int, limit: int = 10) -> bool:
     """Spool event `n` (its body names it), spooled `n` seconds after T0."""
     body = f'{{"n": {n}}}'.encode()
     at = T0 + timedelta(seconds=n)
-    return await store.spool_event(f"event-{n}", "shoplazza", body, seen=n, now=at, limit=limit)
+    (held,) = await store.spool_many([ToSpool(f"event-{n}", "shoplazza", body, n, at)], limit)
+    return held
 
 
 async def test_held_up_to_the_limit_and_read_back_as_spooled(store: Store) -> None:

@@ -69,13 +69,6 @@ def _row(row: sa.Row[tuple[object, ...]]) -> Spooled:
 class Spool(Engines):
     """Holding, leasing and releasing spooled events."""
 
-    async def spool_event(  # noqa: PLR0913 - the row's columns and the bound
-        self, event_id: str, source: str, body: bytes, *, seen: int, now: datetime, limit: int
-    ) -> bool:
-        """Hold an event (durably, one transaction); False, holding nothing, if `limit` are held."""
-        (held,) = await self.spool_many([ToSpool(event_id, source, body, seen, now)], limit)
-        return held
-
     async def spool_many(self, items: Sequence[ToSpool], limit: int) -> list[bool]:
         """Hold what fits under `limit`, in order, in one transaction; each item's answer.
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+
+from bridge.store.deliveries import Store
+from bridge.store.spool import ToSpool
+from contracts.events import OrderCancelled
 
 # Stores of tests that do not look at them: one fresh SQLite file per config, removed at exit.
 _SCRATCH = tempfile.TemporaryDirectory(prefix="cancel-bridge-tests-")
@@ -33,3 +38,11 @@ def postgres_server() -> str:
             pytest.fail("CI=true but DATABASE_URL is not set: the store needs PostgreSQL")
         pytest.skip("NO POSTGRESQL: DATABASE_URL unset (SQLite still tested)")
     return server
+
+
+async def hold_in_spool(store: Store, event: OrderCancelled, at: datetime, seen: int = 1) -> None:
+    """Hold `event` in the spool as the receiver does while the broker is away."""
+    (held,) = await store.spool_many(
+        [ToSpool(str(event.event_id), event.source.value, event.to_json(), seen, at)], limit=100
+    )
+    assert held
