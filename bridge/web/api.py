@@ -8,7 +8,6 @@ for a while, its token not compared (`bridge/web/hardening.py`).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import assert_never
 
 import structlog
 from aiohttp import web
@@ -16,8 +15,8 @@ from aiohttp import web
 from bridge.store.engine import StoreUnavailable
 from bridge.store.links import LinkError, parse_json
 from bridge.store.status import order_status
-from bridge.web.hardening import Throttled, Verdict, judge, too_many_attempts
-from bridge.web.keys import CONFIG, STORE, bearer_of, error_response, json_response
+from bridge.web.hardening import Throttled, Verdict, bearer_verdict, too_many_attempts
+from bridge.web.keys import CONFIG, STORE, error_response, json_response
 
 log = structlog.get_logger(__name__)
 
@@ -32,18 +31,12 @@ def _refusal(request: web.Request) -> web.Response | None:
         return error_response(
             401, "api_disabled", "the API is off: set [receiver] api_token_env", CHALLENGE
         )
-    if (sent := bearer_of(request)) is None:  # no attempt: neither counted nor throttled
+    verdict = bearer_verdict(request, "api", token)
+    if isinstance(verdict, Throttled):
+        return too_many_attempts(verdict)
+    if verdict is not Verdict.ACCEPTED:  # none sent, or a wrong one
         return _unauthorized(request)
-    verdict = judge(request, "api", sent, token)
-    match verdict:
-        case Verdict.ACCEPTED:
-            return None
-        case Verdict.WRONG:
-            return _unauthorized(request)
-        case Throttled():
-            return too_many_attempts(verdict)
-        case _:
-            assert_never(verdict)
+    return None
 
 
 def _unauthorized(request: web.Request) -> web.Response:

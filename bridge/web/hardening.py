@@ -36,7 +36,7 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
-from bridge.web.keys import METRICS, error_response, same_secret
+from bridge.web.keys import METRICS, bearer_of, error_response, same_secret
 from bridge.web.revocations import Revocations
 from bridge.web.throttle import Throttle, client_key
 
@@ -115,6 +115,17 @@ def judge(request: web.Request, check: Check, sent: str, secret: SecretStr) -> V
     if guard is not None and (blocked := guard.throttle.failed(key, now)) > 0:
         log.warning("auth.backoff", check=check, remote=request.remote, seconds=blocked)
     return Verdict.WRONG
+
+
+def bearer_verdict(
+    request: web.Request, check: Check, secret: SecretStr
+) -> Verdict | Throttled | None:
+    """The `Authorization: Bearer` token `judge`d, or None when the request sends none.
+
+    No token sent is no attempt: neither counted nor throttled (the caller answers 401).
+    """
+    sent = bearer_of(request)
+    return None if sent is None else judge(request, check, sent, secret)
 
 
 def _count(request: web.Request, check: Check, outcome: str) -> None:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import assert_never
 
 import structlog
 from aiohttp import web
 
 from bridge.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.settings import Config
-from bridge.web.hardening import Throttled, Verdict, install, judge, too_many_attempts
-from bridge.web.keys import CONFIG, METRICS, bearer_of, error_response
+from bridge.web.hardening import Throttled, Verdict, bearer_verdict, install, too_many_attempts
+from bridge.web.keys import CONFIG, METRICS, error_response
 
 log = structlog.get_logger(__name__)
 
@@ -23,22 +22,16 @@ async def metrics_page(request: web.Request) -> web.Response:
     """
     token = request.app[CONFIG].metrics_token
     if token is not None:
-        sent = bearer_of(request)
-        verdict = Verdict.WRONG if sent is None else judge(request, "metrics", sent, token)
-        match verdict:
-            case Verdict.ACCEPTED:
-                pass
-            case Verdict.WRONG:
-                return error_response(
-                    401,
-                    "unauthorized",
-                    "a valid bearer token is required ([metrics] token_env)",
-                    {"WWW-Authenticate": 'Bearer realm="cancel-bridge metrics"'},
-                )
-            case Throttled():
-                return too_many_attempts(verdict)
-            case _:
-                assert_never(verdict)
+        verdict = bearer_verdict(request, "metrics", token)
+        if isinstance(verdict, Throttled):
+            return too_many_attempts(verdict)
+        if verdict is not Verdict.ACCEPTED:  # none sent, or a wrong one
+            return error_response(
+                401,
+                "unauthorized",
+                "a valid bearer token is required ([metrics] token_env)",
+                {"WWW-Authenticate": 'Bearer realm="cancel-bridge metrics"'},
+            )
     return web.Response(
         body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

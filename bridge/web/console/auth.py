@@ -50,6 +50,7 @@ from bridge.web.hardening import (
     TOO_MANY,
     Throttled,
     Verdict,
+    bearer_verdict,
     judge,
     over_tls,
     retry_after,
@@ -106,17 +107,10 @@ def viewer_of(request: web.Request, token: SecretStr, now: float) -> Viewer | Th
 
     A signed-out session is no one; a bearer header from a throttled client is not compared.
     """
-    if (given := bearer_of(request)) is not None:
-        verdict = judge(request, "console_bearer", given, token)
-        match verdict:
-            case Verdict.ACCEPTED:
-                return Viewer(csrf="", bearer=True)
-            case Verdict.WRONG:
-                return None
-            case Throttled():
-                return verdict
-            case _:
-                assert_never(verdict)
+    if (verdict := bearer_verdict(request, "console_bearer", token)) is not None:
+        if isinstance(verdict, Throttled):
+            return verdict
+        return Viewer(csrf="", bearer=True) if verdict is Verdict.ACCEPTED else None
     key = derive_key(token.get_secret_value())
     session = verify(key, request.cookies.get(SESSION_COOKIE, ""), now)
     if session is None:

@@ -76,11 +76,6 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def secure(request: web.Request) -> bool:
-    """Whether the browser reached us over HTTPS (directly, or through a trusted TLS proxy)."""
-    return over_tls(request)
-
-
 def _key(request: web.Request) -> bytes | None:
     token = request.app[CONFIG].api_token
     return None if token is None else derive_key(token.get_secret_value())
@@ -133,7 +128,7 @@ def redirect(request: web.Request, location: str, flash: Flash | None = None) ->
             max_age=FLASH_SECONDS,
             httponly=True,
             samesite="Strict",
-            secure=secure(request),
+            secure=over_tls(request),
         )
     return response
 
