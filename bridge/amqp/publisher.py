@@ -38,6 +38,7 @@ from pamqp import commands as spec
 from yarl import URL
 
 from bridge.amqp import topology
+from bridge.background import in_background
 from bridge.metrics import Metrics
 from bridge.settings import BrokerSettings, broker_urls
 from contracts.events import OrderCancelled
@@ -173,13 +174,10 @@ class Publisher:
         publisher = cls(
             url, settings, connection_name=connection_name, targets=targets, metrics=metrics
         )
-        task = asyncio.create_task(publisher._connect(), name="broker-connect")
         try:
-            yield publisher
+            async with in_background(publisher._connect(), "broker-connect"):
+                yield publisher
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await publisher._close()
 
     @property

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bridge.amqp import asyncapi
 from bridge.amqp.publisher import Publisher
+from bridge.background import in_background
 from bridge.metrics import Metrics
 from bridge.settings import Config
 from bridge.store.batching import Batcher
@@ -191,13 +192,8 @@ def store_ctx(store: Store | None) -> Callable[[web.Application], AsyncIterator[
                 linger=app[CONFIG].settings.store.arrival_linger,
                 busy=lambda size: in_flight.count > size,
             )
-            housekeeping = asyncio.create_task(_expire_echoes(app))
-            try:
+            async with in_background(_expire_echoes(app), "echo-housekeeping"):
                 yield
-            finally:
-                housekeeping.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await housekeeping
 
     return ctx
 
