@@ -20,7 +20,8 @@ from bridge.store.claims import Busy, Claimed, Result, Settled
 from bridge.store.deliveries import Store
 from bridge.store.engine import SCHEMA_HEAD, async_url, upgrade
 from bridge.store.lifecycle import DeliveryState
-from contracts.events import CancelReason, OrderCancelled, Source
+from contracts.events import OrderCancelled
+from tests.harness.hot_store import event as cancellation
 
 NOW = datetime(2025, 4, 9, 12, 0, tzinfo=UTC)
 
@@ -40,18 +41,8 @@ def sqlite_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
 
 
 def event(order_id: str = "1001", aliases: dict[str, str] | None = None) -> OrderCancelled:
-    return OrderCancelled.create(
-        source=Source.SHOPLAZZA,
-        shop="demo.myshoplaza.com",
-        order_id=order_id,
-        order_number=None,
-        reason=CancelReason.OTHER,
-        source_reason=None,
-        cancelled_at=NOW,
-        received_at=NOW,
-        delivery_id=None,
-        aliases=aliases,
-    )
+    """A Shoplazza cancellation of `order_id` at this file's NOW."""
+    return cancellation(order_id, NOW, aliases)
 
 
 async def test_events_count_their_deliveries(database_url: str) -> None:

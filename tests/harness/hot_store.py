@@ -19,8 +19,10 @@ NOW = datetime(2026, 12, 4, 21, 30, 5, 120000, tzinfo=UTC)
 SINCE = NOW - timedelta(days=7)
 
 
-def event(order_id: str) -> OrderCancelled:
-    """A Shoplazza cancellation of `order_id` at NOW."""
+def event(
+    order_id: str, at: datetime = NOW, aliases: dict[str, str] | None = None
+) -> OrderCancelled:
+    """A Shoplazza cancellation of `order_id` at `at` (with its ids elsewhere, if any)."""
     return OrderCancelled.create(
         source=Source.SHOPLAZZA,
         shop="demo.myshoplaza.com",
@@ -28,9 +30,10 @@ def event(order_id: str) -> OrderCancelled:
         order_number=None,
         reason=CancelReason.OTHER,
         source_reason=None,
-        cancelled_at=NOW,
-        received_at=NOW,
+        cancelled_at=at,
+        received_at=at,
         delivery_id=None,
+        aliases=aliases,
     )
 
 
