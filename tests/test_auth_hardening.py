@@ -33,8 +33,8 @@ from bridge.web.hardening import HSTS, SERVER, Check, install, tls_by, trusted_p
 from bridge.web.keys import METRICS
 from bridge.web.metrics_page import serve_metrics
 from bridge.web.revocations import Revocations
-from tests.harness.console_browser import DEAD_BROKER, console_app
-from tests.harness.pipeline import API_TOKEN, pipeline_config
+from tests.harness.console_browser import console_app, console_config
+from tests.harness.pipeline import API_TOKEN
 from tests.harness.receiver import ClientFactory
 from tests.harness.stores import scratch_store
 
@@ -63,7 +63,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 def config() -> Config:
-    return pipeline_config(DEAD_BROKER, "http://127.0.0.1:9/graphql")
+    return console_config()
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
 from bridge.web.console.session import csrf_token, derive_key, issue
-from tests.harness.console_browser import DEAD_BROKER, arrive, attempt, console_app, event
-from tests.harness.pipeline import API_TOKEN, pipeline_config
+from tests.harness.console_browser import arrive, attempt, console_app, console_config, event
+from tests.harness.pipeline import API_TOKEN
 from tests.harness.receiver import ClientFactory
 from tests.harness.stores import hold_in_spool
 
@@ -39,7 +39,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 def config() -> Config:
-    return pipeline_config(DEAD_BROKER, "http://127.0.0.1:9/graphql")
+    return console_config()
 
 
 @pytest.fixture

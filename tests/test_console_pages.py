@@ -16,8 +16,8 @@ from yarl import URL
 from bridge.store.deliveries import Store
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import OrderCancelled
-from tests.harness.console_browser import DEAD_BROKER, SHOP, arrive, attempt, console_app, event
-from tests.harness.pipeline import API_TOKEN, pipeline_config
+from tests.harness.console_browser import SHOP, arrive, attempt, console_app, console_config, event
+from tests.harness.pipeline import API_TOKEN
 from tests.harness.proxy import TcpProxy
 from tests.harness.receiver import ClientFactory
 from tests.harness.stores import hold_in_spool
@@ -34,7 +34,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, store: Store) -> Client:
-    config = pipeline_config(DEAD_BROKER, "http://127.0.0.1:9/graphql")
+    config = console_config()
     made: Client = await aiohttp_client(console_app(config, store))
     return made
 
@@ -233,7 +233,7 @@ async def test_without_the_store_pages_are_503(
     proxy = TcpProxy(database.host or "127.0.0.1", database.port or 5432)
     port = await proxy.start()
     proxied = str(database.with_host("127.0.0.1").with_port(port))
-    config = pipeline_config(DEAD_BROKER, "http://127.0.0.1:9/graphql", proxied)
+    config = console_config(proxied)
     try:
         async with Store.open(proxied) as store:
             parked, _ = await parked_and_delivered(store)

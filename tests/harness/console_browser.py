@@ -23,10 +23,19 @@ from bridge.web import console
 from bridge.web.app import json_errors
 from bridge.web.keys import CONFIG, STORE
 from contracts.events import CancelReason, OrderCancelled, Source
+from tests.harness.pipeline import pipeline_config
 
 CHROMIUM = os.environ.get("CB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 DEAD_BROKER = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
+NO_CJ = "http://127.0.0.1:9/graphql"
+
+
+def console_config(store_url: str | None = None) -> Config:
+    """The pipeline's configuration for console tests: no broker, no CJ, a scratch store."""
+    return pipeline_config(DEAD_BROKER, NO_CJ, store_url)
+
+
 SHOP = "console.myshoplaza.com"
 WORKER = "console-test-worker"
 
