@@ -426,6 +426,18 @@ class TargetAdapter(Protocol):
         """What the platform's answer to `call` means (or which call settles it)."""
 
 
+@runtime_checkable
+class NamesOrders(Protocol):
+    """A target that knows an order by something other than its linked order id (CJ's orderId).
+
+    The worker binds each claim to this name: one effect per (target, name), whatever the
+    event id (`bridge/store/effects.py`). Targets without it are named by the linked order.
+    """
+
+    def order_key(self, event: OrderCancelled, order_id: str | None) -> str | None:
+        """The name the target knows `event`'s order by (`order_id`: a linked id), if any."""
+
+
 # --- the optional batch hook: one call carrying many cancellations ----------------------------
 
 

@@ -400,6 +400,10 @@ class CJTarget:
         """`build_cancel` with this adapter's settings and token (`order_id`: a linked id)."""
         return build_cancel(event, self.cfg, self.token, now, order_id)
 
+    def order_key(self, event: OrderCancelled, order_id: str | None) -> str | None:
+        """CJ's orderId for `event` (`order_id_from`; `order_id`: a linked id): one decline each."""
+        return order_id_for(event, self.cfg, order_id)
+
     def interpret(
         self, call: HttpCall, status: int, headers: Headers, body: bytes, now: datetime
     ) -> Outcome:

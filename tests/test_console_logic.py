@@ -126,6 +126,24 @@ def test_reconciliation_steps_are_not_attempts() -> None:
     ]
 
 
+def test_a_duplicate_of_another_events_order_is_no_attempt() -> None:
+    holder = "0b5a8d2e-1c1f-5a9e-8f3e-2d6c1b0a9f8e"
+    detail = f"same cj order 1001 as event {holder}"
+    delivery = {
+        "target": "cj",
+        "state": "duplicate",
+        "updated_at": "2026-11-23T20:00:01Z",
+        "history": [
+            {"state": "pending", "at": "2026-11-23T20:00:00Z", "detail": None},
+            {"state": "duplicate", "at": "2026-11-23T20:00:01Z", "detail": detail},
+        ],
+    }
+    steps = timeline({**EVENT, "times_received": 1, "deliveries": [delivery]})
+    assert [(s.kind, s.title, s.detail) for s in steps[2:]] == [
+        ("duplicate", "not called: cj knows this order through another event", detail)
+    ]
+
+
 def test_what_an_operator_did_is_a_step_not_an_attempt() -> None:
     """Replay and drop from the console show as their own steps; attempts keep counting."""
     delivery = {

@@ -28,7 +28,10 @@ from contracts.events import OrderCancelled
 from tests.harness.hot_store import (
     NOW,
     SINCE,
+    Scenario,
     batches,
+    bound_answers,
+    bound_claims,
     claims_and_outcomes,
     event,
     key,
@@ -217,30 +220,42 @@ async def all_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
     try:
         query = "SELECT * FROM echoes ORDER BY platform, order_id"
         echoes = [tuple(row) for row in await db.fetch(query)]
+        query = "SELECT * FROM effects ORDER BY target, order_key"
+        effects = [tuple(row) for row in await db.fetch(query)]
     finally:
         await db.close()
-    return await rows(url) | {"echoes": echoes}
+    return await rows(url) | {"echoes": echoes, "effects": effects}
 
 
-async def scenario(store: Store, *, hot: bool) -> list[object]:
+async def scenario(store: Store, *, hot: bool, run: Scenario = claims_and_outcomes) -> list[object]:
     """`claims_and_outcomes` through asyncpg (`hot`) or SQLAlchemy's path."""
 
     async def take(
-        by_key: dict[str, OrderCancelled], worker: str, now: datetime, lease: datetime
+        by_key: dict[str, OrderCancelled],
+        worker: str,
+        now: datetime,
+        lease: datetime,
+        orders: dict[str, str],
     ) -> object:
         if hot:
             return await postgres_claims.take_many(
-                store._engine, by_key, target="cj", worker=worker, now=now, lease_until=lease
+                store._engine,
+                by_key,
+                target="cj",
+                worker=worker,
+                now=now,
+                lease_until=lease,
+                orders=orders,
             )
         params = {"keys": sorted(by_key), "t": "cj", "w": worker, "now": now, "lease": lease}
-        return await store._transaction(lambda c: _take_many(c, by_key, params))
+        return await store._transaction(lambda c: _take_many(c, by_key, params, orders))
 
     async def finish(results: list[Result]) -> object:
         if hot:
             return await postgres_claims.finish_all(store._engine, results)
         return await store._transaction(lambda c: _finish_all(c, results))
 
-    return await claims_and_outcomes(store, take, finish)
+    return await run(store, take, finish)
 
 
 async def test_claims_and_outcomes_through_the_driver_match_sqlalchemys() -> None:
@@ -432,3 +447,24 @@ async def test_statements_are_planned_for_their_parameters_as_tables_grow() -> N
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
         assert await driver.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+
+
+async def test_claims_bound_to_one_order_through_the_driver_match_sqlalchemys() -> None:
+    """Two events naming one CJ order: one holds it, every other settles as duplicate."""
+    async with scratch_store() as (hot_url, hot), scratch_store() as (cold_url, cold):
+        hot_answers = await scenario(hot, hot=True, run=bound_claims)
+        cold_answers = await scenario(cold, hot=False, run=bound_claims)
+        assert hot_answers == cold_answers == bound_answers()
+        written = await all_rows(hot_url)
+        assert written == await all_rows(cold_url)
+    holder, twin = sorted(key(event(o)) for o in ("b1", "b2"))
+    states = {row[0]: row[2] for row in written["deliveries"]}
+    assert states[twin] == states[key(event("b3"))] == DeliveryState.DUPLICATE
+    assert states[holder] == DeliveryState.CALLING
+    assert [row[:3] for row in written["effects"]] == [
+        ("cj", "CJ-1", holder),
+        ("cj", "CJ-2", key(event("b4"))),
+    ]
+    assert (twin, "cj", "duplicate", NOW, f"same cj order CJ-1 as event {holder}") in (
+        written["transitions"]
+    )

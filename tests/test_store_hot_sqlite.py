@@ -22,7 +22,10 @@ from contracts.events import OrderCancelled
 from tests.harness.hot_store import (
     NOW,
     SINCE,
+    Scenario,
     batches,
+    bound_answers,
+    bound_claims,
     claims_and_outcomes,
     event,
     key,
@@ -131,26 +134,37 @@ def all_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
     """Every row of the pair and echo tables, the arrivals' too."""
     with sqlite3.connect(path) as db:
         return rows(path) | {
-            "echoes": db.execute("SELECT * FROM echoes ORDER BY platform, order_id").fetchall()
+            "echoes": db.execute("SELECT * FROM echoes ORDER BY platform, order_id").fetchall(),
+            "effects": db.execute("SELECT * FROM effects ORDER BY target, order_key").fetchall(),
         }
 
 
-async def scenario(store: Store, *, hot: bool) -> list[object]:
+async def scenario(store: Store, *, hot: bool, run: Scenario = claims_and_outcomes) -> list[object]:
     """`claims_and_outcomes` through sqlite3 (`hot`) or SQLAlchemy's path."""
 
     async def take(
-        by_key: dict[str, OrderCancelled], worker: str, now: datetime, lease: datetime
+        by_key: dict[str, OrderCancelled],
+        worker: str,
+        now: datetime,
+        lease: datetime,
+        orders: dict[str, str],
     ) -> object:
         if hot:
             found = store._sqlite_hot()
             assert found is not None
             return found.write(
                 lambda db: take_many(
-                    db, by_key, target="cj", worker=worker, now=now, lease_until=lease
+                    db,
+                    by_key,
+                    target="cj",
+                    worker=worker,
+                    now=now,
+                    lease_until=lease,
+                    orders=orders,
                 )
             )
         params = {"keys": sorted(by_key), "t": "cj", "w": worker, "now": now, "lease": lease}
-        return await store._transaction(lambda c: _take_many(c, by_key, params))
+        return await store._transaction(lambda c: _take_many(c, by_key, params, orders))
 
     async def finish(results: list[Result]) -> object:
         if hot:
@@ -159,7 +173,7 @@ async def scenario(store: Store, *, hot: bool) -> list[object]:
             return found.write(lambda db: finish_all(db, results))
         return await store._transaction(lambda c: _finish_all(c, results))
 
-    return await claims_and_outcomes(store, take, finish)
+    return await run(store, take, finish)
 
 
 async def test_claims_and_outcomes_through_the_driver_match_sqlalchemys(tmp_path: Path) -> None:
@@ -200,3 +214,27 @@ async def test_the_worker_claims_and_finishes_through_the_driver(tmp_path: Path)
         found = await store.delivery(str(two.event_id), "cj")
         assert found is not None
         assert found.state == DeliveryState.DELIVERED
+
+
+async def test_claims_bound_to_one_order_through_the_driver_match_sqlalchemys(
+    tmp_path: Path,
+) -> None:
+    """Two events naming one CJ order: one holds it, every other settles as duplicate."""
+    hot_path, cold_path = tmp_path / "hot.db", tmp_path / "cold.db"
+    async with Store.open(str(hot_path)) as hot, Store.open(str(cold_path)) as cold:
+        hot_answers = await scenario(hot, hot=True, run=bound_claims)
+        cold_answers = await scenario(cold, hot=False, run=bound_claims)
+    assert hot_answers == cold_answers == bound_answers()
+    written = all_rows(hot_path)
+    assert written == all_rows(cold_path)
+    holder, twin = sorted(key(event(o)) for o in ("b1", "b2"))
+    states = {row[0]: row[2] for row in written["deliveries"]}
+    assert states[twin] == states[key(event("b3"))] == DeliveryState.DUPLICATE
+    assert states[holder] == DeliveryState.CALLING
+    assert [row[:3] for row in written["effects"]] == [
+        ("cj", "CJ-1", holder),
+        ("cj", "CJ-2", key(event("b4"))),
+    ]
+    assert (twin, "cj", "duplicate", stamp(NOW), f"same cj order CJ-1 as event {holder}") in (
+        written["transitions"]
+    )

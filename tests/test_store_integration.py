@@ -174,6 +174,31 @@ async def test_racing_claims_make_one_claimant(database_url: str) -> None:
     assert all(isinstance(r, Busy) for r in results if not isinstance(r, Claimed)), results
 
 
+async def test_racing_events_naming_one_order_make_one_holder(database_url: str) -> None:
+    """Twenty events naming one CJ order, claimed at once: one call, nineteen duplicates."""
+    events = [event(f"twin-{n}") for n in range(20)]
+    async with Store.open(database_url) as store:
+        results = await asyncio.gather(
+            *(
+                store.claim(e, "cj", f"w{n}", NOW, NOW + LEASE, order="CJ-1")
+                for n, e in enumerate(events)
+            )
+        )
+        claimed = [n for n, r in enumerate(results) if isinstance(r, Claimed)]
+        assert len(claimed) == 1, results
+        holder = str(events[claimed[0]].event_id)
+        others = [r for r in results if not isinstance(r, Claimed)]
+        assert others == [Settled(DeliveryState.DUPLICATE, holder)] * 19
+        # the holder claims its own order again after a retry; a later event is a duplicate
+        await store.finish(holder, "cj", f"w{claimed[0]}", DeliveryState.RETRYING, NOW)
+        again = await store.claim(events[claimed[0]], "cj", "w1", NOW, NOW + LEASE, order="CJ-1")
+        late = await store.claim(event("late"), "cj", "w1", NOW, NOW + LEASE, order="CJ-1")
+        other = await store.claim(event("other"), "cj", "w1", NOW, NOW + LEASE, order="CJ-2")
+    assert again == Claimed(2)
+    assert late == Settled(DeliveryState.DUPLICATE, holder)
+    assert other == Claimed(1)
+
+
 async def test_links_join_merge_and_replace(database_url: str) -> None:
     async with Store.open(database_url) as store:
         await store.link({"shoplazza": "1001", "prime": "abc"}, NOW)

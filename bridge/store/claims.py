@@ -4,9 +4,11 @@
 the target; `finish` records the answer before the worker acks. A claim is a conditional
 UPDATE ... RETURNING (claimable, or `calling` with an expired lease), else an INSERT (with the
 event row when a message was published by someone else); a key conflict re-reads the row. A
-settled pair is never claimed again. The worker batches both: `claim_many` (one UPDATE for every
-claimable pair, new pairs inserted in the same transaction, the rest one by one) and
-`finish_many` (one transaction, the history as one multi-row INSERT).
+settled pair is never claimed again. A claimed pair naming its target order (`order`,
+`orders`) is bound to it (`effects.py`): if another event holds that order, the pair settles as
+`duplicate` in the same transaction and the claim answers Settled. The worker batches both:
+`claim_many` (one UPDATE for every claimable pair, new pairs inserted in the same transaction,
+the rest one by one) and `finish_many` (one transaction, the history as one multi-row INSERT).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bridge.store.echoes import remember_echo
+from bridge.store.effects import Owned, bind, to_bind
 from bridge.store.engine import KEY_CONFLICTS, Engines, utc
 from bridge.store.history import insert_delivery
 from bridge.store.lifecycle import SETTLED_STATES, DeliveryState
@@ -82,32 +85,69 @@ class Result:
 class Claims(Engines):
     """The worker's moves: claim a pair, then record the target's answer."""
 
-    async def claim(
-        self, event: OrderCancelled, target: str, worker: str, now: datetime, lease_until: datetime
+    async def claim(  # noqa: PLR0913 - the claim's parts
+        self,
+        event: OrderCancelled,
+        target: str,
+        worker: str,
+        now: datetime,
+        lease_until: datetime,
+        *,
+        order: str | None = None,
     ) -> Claim:
-        """Take (event, target) for `worker` until `lease_until`, or say why not."""
+        """Take (event, target) for `worker` until `lease_until`, or say why not.
+
+        With `order` (the target's name for the order), a pair whose order another event holds
+        settles as `duplicate`: Settled.
+        """
         key = str(event.event_id)
         for _ in range(3):
-            if (attempt := await self._take(key, target, worker, now, lease_until)) is not None:
-                return Claimed(attempt)
-            if await self._insert_claim(event, target, worker, now, lease_until):
-                return Claimed(1)
+            attempt = await self._take(key, target, worker, now, lease_until)
+            if attempt is None and await self._insert_claim(
+                event, target, worker, now, lease_until
+            ):
+                attempt = 1
+            if attempt is not None:
+                if order is None:
+                    return Claimed(attempt)
+                return await self._bind_one(
+                    key, attempt, order, target=target, worker=worker, now=now
+                )
             refused = await self._claim_refused(key, target, now)
             if refused is not None:
                 return refused
             # claimable again (another claim just finished): try to take it
         return Busy(None, now)  # contended three times over: come back shortly
 
+    async def _bind_one(  # noqa: PLR0913 - the claim's parts
+        self, key: str, attempt: int, order: str, *, target: str, worker: str, now: datetime
+    ) -> Claim:
+        """`claim`'s claimed pair bound to its order, in a transaction of its own."""
+        bound = await self._transaction(
+            lambda connection: _bound(
+                connection, {key: attempt}, {key: order}, target=target, worker=worker, now=now
+            )
+        )
+        return _claim_of(bound[key])
+
     async def claim_many(
-        self, events_: Sequence[OrderCancelled], target: str, worker: str, lease: timedelta
+        self,
+        events_: Sequence[OrderCancelled],
+        target: str,
+        worker: str,
+        lease: timedelta,
+        orders: Mapping[str, str] | None = None,
     ) -> list[Claim]:
         """`claim` for many events at once: one UPDATE takes every claimable pair.
 
         Pairs with no row yet (events published by anything but the receiver) are claimed in
-        the same transaction. The rest (a duplicate within the batch, held by another claim,
-        settled, or a row that appeared meanwhile) go through `claim` one by one.
+        the same transaction, and the claimed pairs bound to their target order (`orders`:
+        event id -> the target's name for the order). The rest (a duplicate within the batch,
+        held by another claim, settled, or a row that appeared meanwhile) go through `claim`
+        one by one.
         """
         now = datetime.now(UTC)
+        orders = orders or {}
         by_key = {str(event.event_id): event for event in events_}
         params = {
             "keys": sorted(by_key),
@@ -117,25 +157,31 @@ class Claims(Engines):
             "lease": now + lease,
         }
         try:
-            taken = await self._take_many_hot(by_key, params)
+            taken = await self._take_many_hot(by_key, params, orders)
             if taken is None:
                 taken = await self._transaction(
-                    lambda connection: _take_many(connection, by_key, params)
+                    lambda connection: _take_many(connection, by_key, params, orders)
                 )
         except KEY_CONFLICTS:  # another worker wrote a new row first: one by one
             taken = {}
         claims: list[Claim] = []
         for event in events_:
-            attempt = taken.pop(str(event.event_id), None)
-            if attempt is not None:
-                claims.append(Claimed(attempt))
+            key = str(event.event_id)
+            won = taken.pop(key, None)
+            if won is not None:
+                claims.append(_claim_of(won))
             else:
-                claims.append(await self.claim(event, target, worker, now, now + lease))
+                claims.append(
+                    await self.claim(event, target, worker, now, now + lease, order=orders.get(key))
+                )
         return claims
 
     async def _take_many_hot(
-        self, by_key: Mapping[str, OrderCancelled], params: Mapping[str, Any]
-    ) -> dict[str, int] | None:
+        self,
+        by_key: Mapping[str, OrderCancelled],
+        params: Mapping[str, Any],
+        orders: Mapping[str, str],
+    ) -> dict[str, int | Owned] | None:
         """`_take_many` through the driver (`hot/`), or None: the SQLAlchemy path.
 
         On PostgreSQL through `asyncpg`, whose errors are final (`hot/postgres.py`): a key
@@ -147,6 +193,7 @@ class Claims(Engines):
             "worker": params["w"],
             "now": params["now"],
             "lease_until": params["lease"],
+            "orders": orders,
         }
         if self._engine.dialect.driver == "asyncpg":
             from bridge.store.hot import postgres_claims  # noqa: PLC0415 - it imports us
@@ -270,7 +317,51 @@ class Claims(Engines):
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
 
+def _claim_of(won: int | Owned) -> Claim:
+    """A claimed pair's answer: the attempt, or settled as duplicate (another event's order)."""
+    if isinstance(won, Owned):
+        return Settled(DeliveryState.DUPLICATE, won.holder)
+    return Claimed(won)
+
+
+def duplicates(owned: Mapping[str, Owned], target: str, worker: str, now: datetime) -> list[Result]:
+    """The outcomes that settle claimed pairs whose target order another event holds."""
+    return [
+        Result(key, target, worker, DeliveryState.DUPLICATE, now, lost.detail(target), lost.holder)
+        for key, lost in owned.items()
+    ]
+
+
+def _bound(  # noqa: PLR0913 - the claim's parts
+    connection: sa.Connection,
+    taken: Mapping[str, int],
+    orders: Mapping[str, str],
+    *,
+    target: str,
+    worker: str,
+    now: datetime,
+) -> dict[str, int | Owned]:
+    """Bind the claimed pairs to their orders; those another event holds settle as duplicate."""
+    lost = bind(connection, target, to_bind(taken, orders), now)
+    if lost:
+        _finish_all(connection, duplicates(lost, target, worker, now))
+    return {**taken, **lost}
+
+
 def _take_many(
+    connection: sa.Connection,
+    by_key: Mapping[str, OrderCancelled],
+    params: dict[str, Any],
+    orders: Mapping[str, str] | None = None,
+) -> dict[str, int | Owned]:
+    """`_take_rows`, each claimed pair then bound to its order (`orders`, by event id)."""
+    taken = _take_rows(connection, by_key, params)
+    return _bound(
+        connection, taken, orders or {}, target=params["t"], worker=params["w"], now=params["now"]
+    )
+
+
+def _take_rows(
     connection: sa.Connection, by_key: Mapping[str, OrderCancelled], params: dict[str, Any]
 ) -> dict[str, int]:
     """Take every claimable pair; claim those with no row yet. The attempt number by event."""

@@ -8,6 +8,7 @@ States are `StrEnum`s: the stored strings are their values, and a state read bac
 
     pending --claim--> calling --finish--> retrying | parked      (claimable again)
                                     `----> delivered | already_done   (settled)
+    pending --claim--> calling --the target order is another event's--> duplicate (settled)
     delivered --reopen (reconciliation)--> retrying --undo_reopen--> delivered
 
 A history row is one step of a pair. Most record an outcome (the target's answer to one call);
@@ -33,11 +34,18 @@ class DeliveryState(StrEnum):
     DELIVERED = "delivered"  # the target acted on the call
     ALREADY_DONE = "already_done"  # the target had done it already (not by this call)
     PARKED = "parked"  # given up; claimable should the cancellation come again
+    # Another event holds this target's order (`effects`): its effect is that event's, no call.
+    DUPLICATE = "duplicate"
 
 
 # Settled: an effect happened, never call the target again (only reconciliation reopens one).
 # The one definition of "settled": the store, the console and the tests all use it.
-SETTLED_STATES: Final = (DeliveryState.DELIVERED, DeliveryState.ALREADY_DONE)
+# `duplicate`: the effect is another event's on the same target order (`bridge/store/effects.py`).
+SETTLED_STATES: Final = (
+    DeliveryState.DELIVERED,
+    DeliveryState.ALREADY_DONE,
+    DeliveryState.DUPLICATE,
+)
 CLAIMABLE_STATES: Final = (DeliveryState.PENDING, DeliveryState.RETRYING, DeliveryState.PARKED)
 
 

@@ -99,3 +99,15 @@ watermarks = sa.Table(
     sa.Column("name", sa.String(300), primary_key=True),
     sa.Column("at", When, nullable=False),
 )
+
+# Which event holds each target order (the name the target knows it by: CJ's orderId, a linked
+# platform order): one effect per (target, order) whatever the event id; the others settle as
+# `duplicate` (`effects.py`).
+effects = sa.Table(
+    "effects",
+    metadata,
+    sa.Column("target", sa.String(32), primary_key=True),
+    sa.Column("order_key", sa.String(255), primary_key=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("created_at", When, nullable=False),
+)

@@ -1,9 +1,10 @@
 """The consumer runtime: one target's queue in, one settled outcome per message out.
 
-Before calling the target the worker claims (event, target) in the store; only the claimant
-calls, and it records the answer before acking. A copy of a pair that is already `delivered` or
-`already_done` is acked without a call; a copy of a pair another claim holds waits in a delay
-queue until that claim ends.
+Before calling the target the worker claims (event, target) in the store, bound to the name the
+target knows the order by (one effect per (target, order) whatever the event id); only the
+claimant calls, and it records the answer before acking. A copy of a pair that is already
+settled is acked without a call; a copy of a pair another claim holds waits in a delay queue
+until that claim ends.
 
 A message is acked only once its outcome is settled and recorded: the target answered
 `Delivered` or `AlreadyDone`, or the message was republished, confirmed, to a delay queue (retry)
@@ -21,6 +22,7 @@ errors of its own; how it settles each message, by outcome and by what may be ra
     ├── body not an event ─────────────────────────────── park, ack "parked"
     ├── claim (store)
     │   ├── Settled: delivered or already_done before ──── ack "duplicate"
+    │   ├── Settled: its target order is another event's ── ack "duplicate" (pair `duplicate`)
     │   ├── Busy: another claim holds it ───────────────── to a delay queue, ack "busy"
     │   │   (a copy of a call this worker is making waits for that call, then claims again)
     │   └── Claimed: the outcome goes to the store first, then the message moves
@@ -151,9 +153,16 @@ class Worker:
         # up to `claim_linger` for the messages in hand that have not asked yet.
         lease = timedelta(seconds=plan.timeout + plan.settings.lease_margin)
         self._before_claim: set[asyncio.Task[None]] = set()
-        self._claims: Batcher[OrderCancelled, Claim] = Batcher(
+        self._claims: Batcher[tuple[OrderCancelled, str | None], Claim] = Batcher(
             self.metrics.timed_batch(
-                "claim", lambda batch: store.claim_many(batch, plan.target, self.id, lease)
+                "claim",
+                lambda batch: store.claim_many(
+                    [event for event, _ in batch],
+                    plan.target,
+                    self.id,
+                    lease,
+                    {str(event.event_id): order for event, order in batch if order is not None},
+                ),
             ),
             linger=plan.settings.claim_linger,
             busy=lambda _: bool(self._before_claim),
@@ -360,8 +369,14 @@ class Worker:
             await self._park(message, reason, attempt - 1, reason)
             return await self._ack(message, "parked")
         key = str(event.event_id)
-        claim = await self._claim(event)
+        linked = await self._linked_order(event)
+        order = self._target.order_key(event, None if isinstance(linked, NoLink) else linked)
+        claim = await self._claim(event, order)
         match claim:
+            case Settled(state=DeliveryState.DUPLICATE, reference=holder):
+                # another event holds this target order: its effect is that event's
+                log.info("cancel.duplicate", state=DeliveryState.DUPLICATE, order=order, of=holder)
+                return await self._ack(message, "duplicate")
             case Settled(state=state):
                 log.info("cancel.duplicate", state=state)
                 return await self._ack(message, "duplicate")
@@ -372,7 +387,7 @@ class Worker:
                 pass
         done = self._calling[key] = asyncio.Event()
         try:
-            kind = await self._call_and_record(message, event, attempt)
+            kind = await self._call_and_record(message, event, attempt, linked)
         except Exception as exc:
             # Let the redelivery claim the pair at once (a crashing handler then reaches the
             # delivery limit and is parked) instead of waiting out the lease. A call that may
@@ -387,12 +402,15 @@ class Worker:
             self._calling.pop(key, None)
         return await self._ack(message, kind)
 
-    async def _claim(self, event: OrderCancelled) -> Claimed | Settled | Busy:
-        """Claim the pair; a copy of an event this worker is calling waits for that call."""
+    async def _claim(self, event: OrderCancelled, order: str | None) -> Claimed | Settled | Busy:
+        """Claim the pair (bound to `order`, the target's name for it, if known).
+
+        A copy of an event this worker is calling waits for that call.
+        """
         key = str(event.event_id)
         self._before_claim.discard(asyncio.current_task())  # this message's `_work` task
         while True:
-            claim = await self._claims.submit(event)
+            claim = await self._claims.submit((event, order))
             in_hand = self._calling.get(key)
             if not (isinstance(claim, Busy) and claim.claimed_by == self.id and in_hand):
                 return claim
@@ -406,14 +424,18 @@ class Worker:
         log.info("cancel.busy", lease_remaining=round(remaining, 3), tier=tier)
 
     async def _call_and_record(
-        self, message: AbstractIncomingMessage, event: OrderCancelled, attempt: int
+        self,
+        message: AbstractIncomingMessage,
+        event: OrderCancelled,
+        attempt: int,
+        linked: str | NoLink | None,
     ) -> str:
         """The claimed call: attempt, record the answer in the store, then settle the message.
 
         The store learns the outcome first (a crash after that leaves a settled pair, or a
-        claimable one); the message is republished and acked after.
+        claimable one); the message is republished and acked after. `linked`: the target's
+        order, looked up before the claim (which is bound to it).
         """
-        linked = await self._linked_order(event)
         park_as = None
         total = self._plan.settings.retry_total
         if isinstance(linked, NoLink):

@@ -32,6 +32,7 @@ from handlers.base import (
     BatchingTarget,
     FollowUp,
     HttpCall,
+    NamesOrders,
     Outcome,
     Rejected,
     RetryLater,
@@ -62,11 +63,19 @@ class TargetCaller:
         self._pacer = Pacer(plan.rate) if plan.rate else None
         self.tokens = TokenCache(plan.auth, executor, plan.timeout) if plan.auth else None
         adapter = plan.adapter
+        self._names = adapter.order_key if isinstance(adapter, NamesOrders) else None
         self._batcher = (
             CallBatcher(adapter, self._call, nothing_more)
             if isinstance(adapter, BatchingTarget) and adapter.batch_size > 1
             else None
         )
+
+    def order_key(self, event: OrderCancelled, order_id: str | None) -> str | None:
+        """The name the target knows `event`'s order by: one effect per name (the claim binds it).
+
+        The adapter's (`NamesOrders`), else the linked order id (`order_id`), if any.
+        """
+        return order_id if self._names is None else self._names(event, order_id)
 
     async def attempt(
         self, event: OrderCancelled, order_id: str | None, *, alone: bool = False

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from bridge.store.arrivals import Arrival
 from bridge.store.claims import Result
 from bridge.store.deliveries import Store
+from bridge.store.effects import Owned
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
 
@@ -72,8 +73,12 @@ def key(e: OrderCancelled) -> str:
     return str(e.event_id)
 
 
-Take = Callable[[dict[str, OrderCancelled], str, datetime, datetime], Awaitable[object]]
+# (events by id, worker, now, lease end, target orders by event id)
+Take = Callable[
+    [dict[str, OrderCancelled], str, datetime, datetime, dict[str, str]], Awaitable[object]
+]
 Finish = Callable[[list[Result]], Awaitable[object]]
+Scenario = Callable[["Store", Take, Finish], Awaitable[list[object]]]
 
 
 async def claims_and_outcomes(store: Store, take_many: Take, finish_all: Finish) -> list[object]:
@@ -92,7 +97,7 @@ async def claims_and_outcomes(store: Store, take_many: Take, finish_all: Finish)
     answers: list[object] = []
 
     async def take(events: list[OrderCancelled], worker: str, now: datetime) -> None:
-        answers.append(await take_many({key(e): e for e in events}, worker, now, lease))
+        answers.append(await take_many({key(e): e for e in events}, worker, now, lease, {}))
 
     async def finish(results: list[Result]) -> None:
         answers.append(await finish_all(results))
@@ -145,6 +150,38 @@ async def claims_and_outcomes(store: Store, take_many: Take, finish_all: Finish)
     )
     await take([pending], "w2", done)  # retrying: claimable again, attempt 2
     return answers
+
+
+async def bound_claims(store: Store, take_many: Take, finish_all: Finish) -> list[object]:
+    """Claims bound to CJ orders, through `take_many` and `finish_all`; their answers in order.
+
+    Two events naming one order in one batch (one holds it, the other settles as duplicate), an
+    event published elsewhere (no rows) naming it later, the holder claimed again after a
+    retry, and an event naming another order.
+    """
+    one, two, elsewhere, other = event("b1"), event("b2"), event("b3"), event("b4")
+    orders = {key(one): "CJ-1", key(two): "CJ-1", key(elsewhere): "CJ-1", key(other): "CJ-2"}
+    await store.arrive_many([Arrival(e, NOW, ("cj",), SINCE) for e in (one, two, other)])
+    lease, later = timedelta(seconds=30), NOW + timedelta(seconds=40)
+    holder = min(key(one), key(two))
+    return [
+        await take_many({key(one): one, key(two): two}, "w1", NOW, NOW + lease, orders),
+        await finish_all([Result(holder, "cj", "w1", DeliveryState.RETRYING, NOW, "HTTP 503")]),
+        await take_many(
+            {key(e): e for e in (elsewhere, other, one, two)}, "w2", later, later + lease, orders
+        ),
+    ]
+
+
+def bound_answers() -> list[object]:
+    """What `bound_claims` answers, in order, on every path."""
+    one, two, elsewhere, other = (key(event(o)) for o in ("b1", "b2", "b3", "b4"))
+    holder, twin = sorted((one, two))
+    return [
+        {holder: 1, twin: Owned(holder, "CJ-1")},
+        [True],
+        {holder: 2, elsewhere: Owned(holder, "CJ-1"), other: 1},  # the twin is settled
+    ]
 
 
 def scenario_answers() -> list[object]:

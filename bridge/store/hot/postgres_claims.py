@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.claims import Result
+from bridge.store.claims import Result, duplicates
+from bridge.store.effects import Owned, owned, to_bind
 from bridge.store.engine import PG_COMMAND_TIMEOUT
 from bridge.store.hot.postgres import COUNTS_OF, INSERT_EVENTS, driver_transaction
 from bridge.store.lifecycle import CLAIMABLE_STATES, SETTLED_STATES, DeliveryState
@@ -71,6 +73,15 @@ ECHOES_NEW = (
     " SELECT p, o, k, at FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])"
     " AS u(p, o, k, at)"
 )
+BIND = (
+    "INSERT INTO effects (target, order_key, event_id, created_at)"
+    " SELECT $1::text, o, k, $4::timestamptz FROM unnest($2::text[], $3::text[]) AS u(o, k)"
+    " ON CONFLICT DO NOTHING"
+)
+HOLDERS = (
+    "SELECT order_key, event_id FROM effects WHERE target = $1 AND order_key = ANY($2::text[])"
+)
+NO_ORDERS: Mapping[str, str] = MappingProxyType({})
 INSERT_STEPS = (
     "INSERT INTO transitions (event_id, target, state, at, detail)"
     " SELECT k, t, st, at, d FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
@@ -86,38 +97,67 @@ async def take_many(  # noqa: PLR0913 - the claim's parts
     worker: str,
     now: datetime,
     lease_until: datetime,
-) -> dict[str, int]:
-    """Take every claimable pair; claim those with no row yet. The attempt number by event.
+    orders: Mapping[str, str] = NO_ORDERS,
+) -> dict[str, int | Owned]:
+    """Take every claimable pair; claim those with no row yet; bind them to their orders.
 
-    Raises `asyncpg.IntegrityConstraintViolationError` (another worker wrote a new pair or
-    event first: the caller claims one by one) or `StoreUnavailable`.
+    The attempt number by event, or `Owned`: its order is another event's, and the pair settled
+    as duplicate (`claims._bound`). Raises `asyncpg.IntegrityConstraintViolationError` (another
+    worker wrote a new pair or event first: the caller claims one by one) or `StoreUnavailable`.
     """
-    keys = sorted(by_key)
     async with driver_transaction(engine) as driver:
-        found = await driver.fetch(
-            TAKE_MANY, worker, lease_until, now, target, keys, timeout=PG_COMMAND_TIMEOUT
+        taken = await _take_rows(
+            driver, by_key, target=target, worker=worker, now=now, lease_until=lease_until
         )
-        taken = {str(row["event_id"]): int(row["attempts"]) for row in found}
-        rest = [key for key in keys if key not in taken]
-        if not rest:
-            return taken
-        have = {
-            row["event_id"]
-            for row in await driver.fetch(PAIRS_OF, target, rest, timeout=PG_COMMAND_TIMEOUT)
-        }
-        fresh = [key for key in rest if key not in have]
-        if not fresh:
-            return taken
-        known = {
-            row["event_id"]
-            for row in await driver.fetch(COUNTS_OF, fresh, timeout=PG_COMMAND_TIMEOUT)
-        }
-        unknown = [by_key[key] for key in fresh if key not in known]
-        if unknown:
-            await _insert_events(driver, unknown, now)
+        pairs = to_bind(taken, orders)
+        if not pairs:
+            return {**taken}
         await driver.execute(
-            INSERT_CLAIMS, fresh, target, now, worker, lease_until, timeout=PG_COMMAND_TIMEOUT
+            BIND, target, list(pairs.values()), list(pairs), now, timeout=PG_COMMAND_TIMEOUT
         )
+        found = await driver.fetch(
+            HOLDERS, target, sorted(set(pairs.values())), timeout=PG_COMMAND_TIMEOUT
+        )
+        lost = owned(pairs, {row["order_key"]: row["event_id"] for row in found})
+        if lost:
+            await _finish_in(driver, duplicates(lost, target, worker, now))
+        return {**taken, **lost}
+
+
+async def _take_rows(  # noqa: PLR0913 - the claim's parts
+    driver: asyncpg.Connection,
+    by_key: Mapping[str, OrderCancelled],
+    *,
+    target: str,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+) -> dict[str, int]:
+    """Take every claimable pair; claim those with no row yet. The attempt number by event."""
+    keys = sorted(by_key)
+    found = await driver.fetch(
+        TAKE_MANY, worker, lease_until, now, target, keys, timeout=PG_COMMAND_TIMEOUT
+    )
+    taken = {str(row["event_id"]): int(row["attempts"]) for row in found}
+    rest = [key for key in keys if key not in taken]
+    if not rest:
+        return taken
+    have = {
+        row["event_id"]
+        for row in await driver.fetch(PAIRS_OF, target, rest, timeout=PG_COMMAND_TIMEOUT)
+    }
+    fresh = [key for key in rest if key not in have]
+    if not fresh:
+        return taken
+    known = {
+        row["event_id"] for row in await driver.fetch(COUNTS_OF, fresh, timeout=PG_COMMAND_TIMEOUT)
+    }
+    unknown = [by_key[key] for key in fresh if key not in known]
+    if unknown:
+        await _insert_events(driver, unknown, now)
+    await driver.execute(
+        INSERT_CLAIMS, fresh, target, now, worker, lease_until, timeout=PG_COMMAND_TIMEOUT
+    )
     taken.update((key, 1) for key in fresh)
     return taken
 
@@ -146,25 +186,30 @@ async def finish_all(engine: AsyncEngine, results: Sequence[Result]) -> list[boo
     echoes first: the caller tries again) or `StoreUnavailable`.
     """
     async with driver_transaction(engine) as driver:
-        held: list[bool] = []
-        for batch in _rounds(results):
-            held.extend(await _finish_round(driver, batch))
-        await _remember_echoes(driver, results)
-        steps = [
-            result
-            for result, mine in zip(results, held, strict=True)
-            if mine or result.state in SETTLED_STATES
-        ]
-        if steps:
-            await driver.execute(
-                INSERT_STEPS,
-                [result.event_id for result in steps],
-                [result.target for result in steps],
-                [result.state.value for result in steps],
-                [result.at for result in steps],
-                [result.detail or result.reference for result in steps],
-                timeout=PG_COMMAND_TIMEOUT,
-            )
+        return await _finish_in(driver, results)
+
+
+async def _finish_in(driver: asyncpg.Connection, results: Sequence[Result]) -> list[bool]:
+    """`finish_all`'s statements in the caller's transaction."""
+    held: list[bool] = []
+    for batch in _rounds(results):
+        held.extend(await _finish_round(driver, batch))
+    await _remember_echoes(driver, results)
+    steps = [
+        result
+        for result, mine in zip(results, held, strict=True)
+        if mine or result.state in SETTLED_STATES
+    ]
+    if steps:
+        await driver.execute(
+            INSERT_STEPS,
+            [result.event_id for result in steps],
+            [result.target for result in steps],
+            [result.state.value for result in steps],
+            [result.at for result in steps],
+            [result.detail or result.reference for result in steps],
+            timeout=PG_COMMAND_TIMEOUT,
+        )
     return held
 
 

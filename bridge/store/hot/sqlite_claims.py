@@ -11,8 +11,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 
-from bridge.store.claims import Result
+from bridge.store.claims import Result, duplicates
+from bridge.store.effects import Owned, owned, to_bind
 from bridge.store.hot.sqlite import INSERT_EVENT, event_values, in_list, stamp
 from bridge.store.lifecycle import CLAIMABLE_STATES, SETTLED_STATES, DeliveryState
 from contracts.events import OrderCancelled
@@ -35,9 +37,45 @@ INSERT_CLAIM = (
     f" claimed_by, lease_until) VALUES (?, ?, '{CALLING}', 1, ?, ?, ?, ?)"
 )
 INSERT_STEP = "INSERT INTO transitions (event_id, target, state, at, detail) VALUES (?, ?, ?, ?, ?)"
+BIND = (
+    "INSERT INTO effects (target, order_key, event_id, created_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT DO NOTHING"
+)
+NO_ORDERS: Mapping[str, str] = MappingProxyType({})
 
 
 def take_many(  # noqa: PLR0913 - the claim's parts
+    db: sqlite3.Connection,
+    by_key: Mapping[str, OrderCancelled],
+    *,
+    target: str,
+    worker: str,
+    now: datetime,
+    lease_until: datetime,
+    orders: Mapping[str, str] = NO_ORDERS,
+) -> dict[str, int | Owned]:
+    """`_take_rows`, each claimed pair then bound to its order (`claims._bound`)."""
+    taken = _take_rows(db, by_key, target=target, worker=worker, now=now, lease_until=lease_until)
+    pairs = to_bind(taken, orders)
+    if not pairs:
+        return {**taken}
+    at = stamp(now)
+    db.executemany(BIND, [(target, order, key, at) for key, order in pairs.items()])
+    wanted = sorted(set(pairs.values()))
+    holders = dict(
+        db.execute(
+            "SELECT order_key, event_id FROM effects"  # noqa: S608 - markers only
+            f" WHERE target = ? AND {in_list('order_key', len(wanted))}",
+            [target, *wanted],
+        ).fetchall()
+    )
+    lost = owned(pairs, holders)
+    if lost:
+        finish_all(db, duplicates(lost, target, worker, now))
+    return {**taken, **lost}
+
+
+def _take_rows(  # noqa: PLR0913 - the claim's parts
     db: sqlite3.Connection,
     by_key: Mapping[str, OrderCancelled],
     *,

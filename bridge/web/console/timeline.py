@@ -47,6 +47,10 @@ def timeline(event: dict[str, Any]) -> list[Step]:
             if kind is StepKind.ACCEPTED:
                 steps.append(Step(step["at"], state, f"accepted, queued for {target}", target))
                 continue
+            if state == DeliveryState.DUPLICATE:  # settled at the claim: no call was made
+                title = f"not called: {target} knows this order through another event"
+                steps.append(Step(step["at"], state, title, target, detail))
+                continue
             if kind is not StepKind.ATTEMPT:  # reconciliation or an operator, not a call
                 style = state if kind is StepKind.REOPEN_UNDONE else kind
                 steps.append(Step(step["at"], style, detail.split(":", 1)[0], target, detail))
