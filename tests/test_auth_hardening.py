@@ -13,6 +13,7 @@ import tempfile
 import typing
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
+from yarl import URL
 
 from bridge.cli.main import main
 from bridge.metrics import AUTH_CHECKS, Metrics
@@ -32,9 +34,9 @@ from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
 from bridge.web.hardening import HSTS, SERVER, Check, install, tls_by, trusted_peer
 from bridge.web.keys import METRICS
 from bridge.web.metrics_page import serve_metrics
-from bridge.web.revocations import Revocations
 from tests.harness.console_browser import console_app, console_config
 from tests.harness.pipeline import API_TOKEN
+from tests.harness.proxy import TcpProxy
 from tests.harness.receiver import ClientFactory
 from tests.harness.stores import scratch_store
 
@@ -227,6 +229,69 @@ async def test_signing_out_ends_the_session_for_good(client: Client) -> None:
     assert still.status == 200
 
 
+async def sign_out(client: Client, cookie: dict[str, str]) -> aiohttp.ClientResponse:
+    page = await client.get("/console", headers=cookie)
+    assert page.status == 200
+    response: aiohttp.ClientResponse = await client.post(
+        "/console/logout",
+        data={"csrf": hidden(await page.text(), "csrf")},
+        headers=cookie,
+        allow_redirects=False,
+    )
+    return response
+
+
+async def test_a_sign_out_ends_the_session_in_every_process(
+    aiohttp_client: ClientFactory, config: Config, database_url: str, clock: Clock
+) -> None:
+    """Two receiver processes on one store: a sign-out on one is refused by the other."""
+    async with Store.open(database_url) as one, Store.open(database_url) as two:
+        first: Client = await aiohttp_client(hardened(config, one, clock))
+        second: Client = await aiohttp_client(hardened(config, two, Clock()))
+        assert (await sign_in(first)).status == 303
+        cookie = session_cookie(first)
+        assert (await second.get("/console/overview.json", headers=cookie)).status == 200
+        assert (await sign_out(first, cookie)).status == 303
+        assert (await second.get("/console/overview.json", headers=cookie)).status == 401
+        assert (await first.get("/console/overview.json", headers=cookie)).status == 401
+
+
+async def test_without_the_store_a_session_is_not_taken_on_trust(
+    aiohttp_client: ClientFactory, config: Config, postgres_url: str, clock: Clock
+) -> None:
+    """Whether a cookie was signed out cannot be asked: 503, and sign-out keeps the cookie."""
+    database = URL(postgres_url)
+    proxy = TcpProxy(database.host or "127.0.0.1", database.port or 5432)
+    port = await proxy.start()
+    proxied = str(database.with_host("127.0.0.1").with_port(port))
+    try:
+        async with Store.open(proxied) as store:
+            client: Client = await aiohttp_client(hardened(config, store, clock))
+            assert (await sign_in(client)).status == 303
+            cookie = session_cookie(client)
+            page = await client.get("/console", headers=cookie)
+            csrf = hidden(await page.text(), "csrf")
+            proxy.cut()
+            down = await client.get("/console", headers=cookie, allow_redirects=False)
+            assert down.status == 503
+            assert down.headers["Retry-After"] == "5"
+            assert "the session cannot be checked" in await down.text()
+            data = await client.get("/console/overview.json", headers=cookie)
+            assert data.status == 503
+            assert orjson.loads(await data.read())["error"] == "store_unavailable"
+            out = await client.post(
+                "/console/logout", data={"csrf": csrf}, headers=cookie, allow_redirects=False
+            )
+            assert out.status == 503
+            assert SESSION_COOKIE not in set_cookies(out)  # not signed out: the cookie stays
+            assert (await client.get("/console/login")).status == 200  # the form still loads
+            proxy.restore()
+            assert (await sign_out(client, cookie)).status == 303
+            assert (await client.get("/console/overview.json", headers=cookie)).status == 401
+    finally:
+        await proxy.stop()
+
+
 async def test_cookies_are_secure_and_hsts_is_sent_behind_a_trusted_tls_proxy(
     client: Client,
 ) -> None:
@@ -342,28 +407,17 @@ def test_the_checks_are_the_metrics_label_values() -> None:
     assert typing.get_args(Check) == AUTH_CHECKS
 
 
-def test_a_revoked_session_is_remembered_until_it_would_have_expired() -> None:
-    revocations = Revocations()
-    revocations.revoke("s1", expires=2000, now=1000.0)
-    assert revocations.revoked("s1")
-    assert not revocations.revoked("s2")
-    revocations.revoke("s2", expires=3000, now=2000.0)  # s1 has expired: forgotten
-    assert not revocations.revoked("s1")
-    assert revocations.revoked("s2")
-    assert len(revocations) == 1
-    revocations.revoke("s3", expires=1500, now=2000.0)  # already over: nothing to remember
-    assert len(revocations) == 1
-
-
-def test_revocations_are_bounded_forgetting_the_soonest_to_expire() -> None:
-    revocations = Revocations(limit=2)
-    revocations.revoke("late", expires=5000, now=0.0)
-    revocations.revoke("soon", expires=2000, now=0.0)
-    revocations.revoke("middle", expires=3000, now=0.0)
-    assert len(revocations) == 2
-    assert not revocations.revoked("soon")
-    assert revocations.revoked("late")
-    assert revocations.revoked("middle")
+async def test_a_revoked_session_is_remembered_until_it_would_have_expired(store: Store) -> None:
+    at = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    await store.revoke_session("s1", at + timedelta(hours=1), at)
+    assert await store.session_revoked("s1", at)
+    assert not await store.session_revoked("s2", at)
+    later = at + timedelta(hours=2)  # s1 has expired: refused by its cookie's own expiry
+    await store.revoke_session("s2", later + timedelta(hours=1), later)
+    assert not await store.session_revoked("s1", later)
+    assert await store.session_revoked("s2", later)
+    await store.revoke_session("s3", later, later)  # expired already: nothing to keep
+    assert not await store.session_revoked("s3", later)
 
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef-0123"

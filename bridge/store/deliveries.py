@@ -11,6 +11,8 @@ of this folder:
 - `links`, `echoes`: order links and echo records.
 - `spool`: events the broker could not take, held until the forwarder publishes them.
 - `watermarks`: where each scheduled poll (the backstop's) got to.
+- `effects`: which event holds each target order (one effect per target order).
+- `sessions`: console sessions signed out, for every receiver process.
 - `statements`: the prebuilt hot statements; `lifecycle`: states, settled, step kinds.
 
 Writes are portable: a conditional UPDATE checked by its row count, or an INSERT whose key
@@ -23,9 +25,10 @@ from bridge.store.arrivals import Arrivals
 from bridge.store.claims import Claims
 from bridge.store.history import History
 from bridge.store.reopens import Reopens
+from bridge.store.sessions import Sessions
 from bridge.store.spool import Spool
 from bridge.store.watermarks import Watermarks
 
 
-class Store(Arrivals, Claims, Reopens, History, Spool, Watermarks):
+class Store(Arrivals, Claims, Reopens, History, Spool, Watermarks, Sessions):
     """The bridge's state, on SQLite or PostgreSQL (`Store.open(url)`)."""

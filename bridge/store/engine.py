@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from bridge.store.hot.sqlite import HotSqlite
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-SCHEMA_HEAD = "0006"  # the newest migration's revision
+SCHEMA_HEAD = "0007"  # the newest migration's revision
 R = TypeVar("R")
 
 BUSY_TIMEOUT_MS = 5000  # SQLite: how long a writer waits for the file lock

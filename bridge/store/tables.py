@@ -111,3 +111,12 @@ effects = sa.Table(
     sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("created_at", When, nullable=False),
 )
+
+# Console sessions signed out before they expired: every receiver process refuses their cookie
+# (`sessions.py`). A row is forgotten once its session would have expired anyway.
+revocations = sa.Table(
+    "revocations",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("expires_at", When, nullable=False),
+)

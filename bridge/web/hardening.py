@@ -6,7 +6,7 @@
   `Retry-After`, its credential not compared. Wrong and throttled attempts count in
   `cancel_bridge_auth_failures`. Webhook signatures are not judged here: a platform retrying
   must never be refused for it.
-- **Sign-outs** are remembered (`revocations.Revocations`): a revoked session cookie is no session.
+- **Sign-outs** are kept in the store, for every process (`bridge/store/sessions.py`).
 - **Every answer** says `Server: cancel-bridge` (not aiohttp's version), and, when it goes out
   over TLS (`over_tls`), `Strict-Transport-Security`. The exception: a request aiohttp's parser
   cannot read is answered by aiohttp before any app code runs, with its own `Server` header.
@@ -17,9 +17,9 @@ IPv6 unique-local and the other ranges Python's `ipaddress` calls private); its
 `X-Forwarded-Proto: https` then means the browser used HTTPS. The same header from any other
 peer (a public address, or one that is no IP address) is ignored.
 
-State is the app's (`GUARD`), in this process's memory: see `throttle.py` and `revocations.py`
-for what that means with several processes. An app without `install` (a test mounting the
-console alone) checks credentials unthrottled and forgets no sign-out.
+The throttle's state is the app's (`GUARD`), in this process's memory: see `throttle.py` for
+what that means with several processes. An app without `install` (a test mounting the console
+alone) checks credentials unthrottled.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bridge.web.keys import METRICS, bearer_of, error_response, same_secret
-from bridge.web.revocations import Revocations
 from bridge.web.throttle import Throttle, client_key
 
 log = structlog.get_logger(__name__)
@@ -58,10 +57,9 @@ _SECRET_OF: dict[Check, str] = {
 
 @dataclass(slots=True)
 class Guard:
-    """An app's memory of wrong credentials and signed-out sessions, and its clock."""
+    """An app's memory of wrong credentials, and its clock."""
 
     throttle: Throttle = field(default_factory=Throttle)
-    revocations: Revocations = field(default_factory=Revocations)
     clock: Callable[[], float] = time.monotonic  # for the throttle only; sessions use wall time
 
 
@@ -143,12 +141,6 @@ def too_many_attempts(throttled: Throttled, headers: dict[str, str] | None = Non
 def retry_after(throttled: Throttled) -> dict[str, str]:
     """The `Retry-After` header of a throttled answer."""
     return {"Retry-After": str(throttled.retry_after)}
-
-
-def revocations_of(request: web.Request) -> Revocations | None:
-    """The app's signed-out sessions (None without `install`)."""
-    guard = request.app.get(GUARD)
-    return None if guard is None else guard.revocations
 
 
 def trusted_peer(remote: str | None) -> bool:

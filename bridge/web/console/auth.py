@@ -10,7 +10,9 @@ Tokens sent (the form's, a bearer header's) are judged under the per-client back
 `bridge/web/hardening.py`: a client with too many wrong ones is answered 429 (the form again, or
 JSON for scripts) with `Retry-After`, its token not compared. A session cookie is a MAC nobody
 can guess, so it is never throttled: a signed-in operator keeps working while someone else at
-the same address is locked out. Signing out revokes the session (`bridge/web/revocations.py`).
+the same address is locked out. Signing out revokes the session in the store
+(`bridge/store/sessions.py`), for every receiver process: each asks the store before it takes a
+cookie, and a store that does not answer is 503 (a revocation cannot be checked).
 The cookies are `Secure` when the browser came over HTTPS (`hardening.over_tls`: directly, or
 through a trusted proxy's `X-Forwarded-Proto`).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import assert_never
 from urllib.parse import urlencode, urlsplit
 
@@ -27,6 +30,7 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
+from bridge.store.engine import StoreUnavailable
 from bridge.web.console.render import (
     CONSOLE,
     PATH,
@@ -54,11 +58,12 @@ from bridge.web.hardening import (
     judge,
     over_tls,
     retry_after,
-    revocations_of,
 )
-from bridge.web.keys import CONFIG, bearer_of
+from bridge.web.keys import CONFIG, STORE, bearer_of
 
 log = structlog.get_logger(__name__)
+
+STORE_RETRY_AFTER = "5"  # seconds, when the store did not answer
 
 SESSION_COOKIE = "cb_console"
 LOGIN_COOKIE = "cb_console_login"  # the login form's nonce
@@ -102,10 +107,13 @@ def console_off(request: web.Request) -> web.Response:
     return html(request, "off.html", 401, CHALLENGE)
 
 
-def viewer_of(request: web.Request, token: SecretStr, now: float) -> Viewer | Throttled | None:
+async def viewer_of(
+    request: web.Request, token: SecretStr, now: float
+) -> Viewer | Throttled | None:
     """The caller, if its bearer header or session cookie is good; a bad header is no one.
 
-    A signed-out session is no one; a bearer header from a throttled client is not compared.
+    A signed-out session is no one (the store says: `StoreUnavailable` when it does not
+    answer); a bearer header from a throttled client is not compared.
     """
     if (verdict := bearer_verdict(request, "console_bearer", token)) is not None:
         if isinstance(verdict, Throttled):
@@ -115,8 +123,9 @@ def viewer_of(request: web.Request, token: SecretStr, now: float) -> Viewer | Th
     session = verify(key, request.cookies.get(SESSION_COOKIE, ""), now)
     if session is None:
         return None
-    revocations = revocations_of(request)
-    if revocations is not None and revocations.revoked(session.session_id):
+    if await request.app[STORE].session_revoked(
+        session.session_id, datetime.fromtimestamp(now, UTC)
+    ):
         return None
     return Viewer(csrf=csrf_token(key, session.session_id), bearer=False, session=session)
 
@@ -166,7 +175,10 @@ def guarded(page: Page) -> Handler:
         token = _token(request)
         if token is None:
             return console_off(request)
-        viewer = viewer_of(request, token, time.time())
+        try:
+            viewer = await viewer_of(request, token, time.time())
+        except StoreUnavailable as exc:
+            return _sessions_unknown(request, exc)
         if viewer is None:
             return _unauthorized(request)
         if isinstance(viewer, Throttled):
@@ -188,6 +200,22 @@ def guarded(page: Page) -> Handler:
         return await page(request, viewer)
 
     return handler
+
+
+def _sessions_unknown(request: web.Request, exc: StoreUnavailable) -> web.Response:
+    """503: whether the session was signed out cannot be asked (the store did not answer)."""
+    log.warning("console.store_unavailable", path=request.path, detail=str(exc))
+    detail = f"The state store did not answer ({exc}), so the session cannot be checked."
+    if wants_json(request):
+        payload = {"error": "store_unavailable", "detail": detail}
+        return json_page(503, payload, {"Retry-After": STORE_RETRY_AFTER})
+    return error_page(
+        request,
+        503,
+        "Store unavailable",
+        f"{detail} Try again shortly.",
+        {"Retry-After": STORE_RETRY_AFTER},
+    )
 
 
 def _session_id(request: web.Request) -> str:
@@ -241,7 +269,10 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     if token is None:
         return console_off(request)
     next_ = safe_next(request.query.get("next", PATH))
-    viewer = viewer_of(request, token, time.time())
+    try:
+        viewer = await viewer_of(request, token, time.time())
+    except StoreUnavailable:
+        viewer = None  # the form: signing in needs no revocation
     if isinstance(viewer, Throttled):
         return too_many_attempts(viewer)
     if viewer is not None:
@@ -296,10 +327,18 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def _logout(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    """Revoke the session (a bearer caller has none), and drop its cookie."""
-    revocations = revocations_of(request)
-    if viewer.session is not None and revocations is not None:
-        revocations.revoke(viewer.session.session_id, viewer.session.expires, time.time())
+    """Revoke the session in the store (a bearer caller has none), and drop its cookie.
+
+    A store that does not answer is 503 and the cookie stays: the session is not over yet.
+    """
+    if viewer.session is not None:
+        expires = datetime.fromtimestamp(viewer.session.expires, UTC)
+        try:
+            await request.app[STORE].revoke_session(
+                viewer.session.session_id, expires, datetime.now(UTC)
+            )
+        except StoreUnavailable as exc:
+            return _sessions_unknown(request, exc)
     response = redirect(request, f"{PATH}/login", Flash("ok", "Signed out."))
     response.del_cookie(SESSION_COOKIE, path=PATH)
     log.info("console.logout", remote=request.remote)

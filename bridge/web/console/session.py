@@ -5,8 +5,8 @@ key derived from the API token, so the cookie never carries the token, a changed
 its MAC, and rotating the token ends every session. The session's CSRF token is a MAC of its
 session id under the same key: forms carry it, and a forged form from another site cannot.
 
-A valid cookie can still be signed out: `bridge/web/revocations.py` remembers the session ids
-that were, until their cookies would have expired.
+A valid cookie can still be signed out: the store (`bridge/store/sessions.py`) remembers the
+session ids that were, for every receiver process, until their cookies would have expired.
 """
 
 from __future__ import annotations

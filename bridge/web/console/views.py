@@ -10,7 +10,7 @@ from aiohttp import web
 from bridge.store.engine import StoreUnavailable
 from bridge.store.lifecycle import DeliveryState
 from bridge.web.console import queries
-from bridge.web.console.auth import Viewer, guarded
+from bridge.web.console.auth import STORE_RETRY_AFTER, Viewer, guarded
 from bridge.web.console.chart import bars
 from bridge.web.console.filters import STATES, SearchError, parse_search, query_string
 from bridge.web.console.render import PATH, error_page, html, json_page, redirect
@@ -19,7 +19,6 @@ from bridge.web.keys import CONFIG, STORE
 
 log = structlog.get_logger(__name__)
 
-STORE_RETRY_AFTER = "5"
 MAX_ID = 64  # event ids are 36 characters
 REFRESH_SECONDS = 10
 
