@@ -31,7 +31,15 @@ from bridge.metrics import AUTH_CHECKS, Metrics
 from bridge.settings import Config
 from bridge.store.deliveries import Store
 from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
-from bridge.web.hardening import HSTS, SERVER, Check, install, tls_by, trusted_peer
+from bridge.web.hardening import (
+    HSTS,
+    SERVER,
+    Check,
+    client_of,
+    install,
+    tls_by,
+    trusted_peer,
+)
 from bridge.web.keys import METRICS
 from bridge.web.metrics_page import serve_metrics
 from tests.harness.console_browser import console_app, console_config
@@ -400,6 +408,46 @@ def test_tls_is_ours_or_a_trusted_proxys_word(
     tls: bool,  # noqa: FBT001 - a table's column
 ) -> None:
     assert tls_by(secure=secure, remote=remote, forwarded_proto=proto) is tls
+
+
+@pytest.mark.parametrize(
+    ("remote", "forwarded_for", "client"),
+    [
+        ("1.1.1.1", [], "1.1.1.1"),
+        ("1.1.1.1", ["8.8.8.8"], "1.1.1.1"),  # not a proxy of ours: ignored
+        ("127.0.0.1", [], "127.0.0.1"),
+        ("127.0.0.1", ["8.8.8.8"], "8.8.8.8"),
+        ("10.0.0.2", ["8.8.8.8, 10.0.0.7"], "8.8.8.8"),  # two proxies of ours
+        ("10.0.0.2", ["8.8.8.8", "10.0.0.7"], "8.8.8.8"),  # a header each
+        # what the client wrote itself stays on the left of what its proxy appended
+        ("127.0.0.1", ["1.2.3.4, 8.8.8.8"], "8.8.8.8"),
+        ("127.0.0.1", ["2606:4700::1111"], "2606:4700::1111"),
+        ("127.0.0.1", ["10.0.0.5, 10.0.0.7"], "10.0.0.5"),  # all ours: the leftmost
+        ("127.0.0.1", ["garbage, 10.0.0.7"], "10.0.0.7"),  # no address: the last one of ours
+        ("127.0.0.1", ["unknown"], "127.0.0.1"),
+        ("127.0.0.1", [" , "], "127.0.0.1"),
+        (None, ["8.8.8.8"], None),
+    ],
+)
+def test_the_client_behind_trusted_proxies_is_the_nearest_untrusted_address(
+    remote: str | None, forwarded_for: list[str], client: str | None
+) -> None:
+    assert client_of(remote, forwarded_for) == client
+
+
+async def test_clients_behind_one_proxy_are_counted_apart(client: Client) -> None:
+    """The test client is on loopback, a trusted proxy: X-Forwarded-For names the client.
+
+    (Public addresses: Python counts the documentation ranges, 198.51.100.0/24..., private.)
+    """
+    one, other = {"X-Forwarded-For": "8.8.8.8"}, {"X-Forwarded-For": "9.9.9.9"}
+    for _ in range(10):
+        assert (await sign_in(client, WRONG, one)).status == 401
+    assert (await sign_in(client, headers=one)).status == 429
+    assert (await sign_in(client, headers=other)).status == 303  # its own count
+    client.session.cookie_jar.clear()
+    forged = {"X-Forwarded-For": "8.8.4.4, 8.8.8.8"}  # a value it wrote, then its own
+    assert (await sign_in(client, headers=forged)).status == 429
 
 
 def test_the_checks_are_the_metrics_label_values() -> None:

@@ -14,8 +14,9 @@
 Trusted proxy: the receiver serves plain HTTP, so TLS ends at a proxy in front of it. A proxy
 is trusted when the peer address is loopback or private (`trusted_peer`: RFC 1918, link-local,
 IPv6 unique-local and the other ranges Python's `ipaddress` calls private); its
-`X-Forwarded-Proto: https` then means the browser used HTTPS. The same header from any other
-peer (a public address, or one that is no IP address) is ignored.
+`X-Forwarded-Proto: https` then means the browser used HTTPS, and its `X-Forwarded-For` names
+the client the throttle counts (`client_of`). The same headers from any other peer (a public
+address, or one that is no IP address) are ignored.
 
 The throttle's state is the app's (`GUARD`), in this process's memory: see `throttle.py` for
 what that means with several processes. An app without `install` (a test mounting the console
@@ -100,7 +101,8 @@ async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
 def judge(request: web.Request, check: Check, sent: str, secret: SecretStr) -> Verdict | Throttled:
     """Whether `sent` is `secret`, unless the client is throttled (then it is not compared)."""
     guard = request.app.get(GUARD)
-    key = f"{_SECRET_OF[check]} {client_key(request.remote)}"
+    client = client_of(request.remote, request.headers.getall("X-Forwarded-For", []))
+    key = f"{_SECRET_OF[check]} {client_key(client)}"
     now = guard.clock() if guard is not None else 0.0
     if guard is not None and (wait := guard.throttle.wait(key, now)) > 0:
         _count(request, check, "throttled")
@@ -111,7 +113,7 @@ def judge(request: web.Request, check: Check, sent: str, secret: SecretStr) -> V
         return Verdict.ACCEPTED
     _count(request, check, "wrong")
     if guard is not None and (blocked := guard.throttle.failed(key, now)) > 0:
-        log.warning("auth.backoff", check=check, remote=request.remote, seconds=blocked)
+        log.warning("auth.backoff", check=check, remote=client, seconds=blocked)
     return Verdict.WRONG
 
 
@@ -152,6 +154,31 @@ def trusted_peer(remote: str | None) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # Python 3.11 calls every mapped address private
     return address.is_loopback or address.is_private
+
+
+def client_of(remote: str | None, forwarded_for: list[str]) -> str | None:
+    """Who is asking, for the throttle: the peer, or, from a trusted proxy, its client.
+
+    Behind trusted proxies (`trusted_peer`), `X-Forwarded-For` (a header each, or
+    comma-separated; each proxy appends the address it heard from) is read from the right: the
+    first address that is not a trusted one is the client. A client cannot hide behind a value
+    it wrote itself, because its own proxy appended its real address after it. An entry that is
+    no IP address ends the walk at the last trusted hop; all trusted, the leftmost is the client.
+    From any other peer the header is ignored.
+    """
+    if not forwarded_for or not trusted_peer(remote):
+        return remote
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    client = remote
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return client
+        client = hop
+        if not trusted_peer(hop):
+            return hop
+    return client
 
 
 def tls_by(*, secure: bool, remote: str | None, forwarded_proto: list[str]) -> bool:

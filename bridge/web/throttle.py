@@ -1,6 +1,7 @@
 """Backoff for wrong credentials, per client: a pure component (no I/O, the clock passed in).
 
-A client (`client_key`: its IPv4 address, or its IPv6 /64) may get `ALLOWED_FAILURES` wrong
+A client (`client_key`: its IPv4 address, or its IPv6 /64; behind a trusted proxy, the one
+its `X-Forwarded-For` names: `hardening.client_of`) may get `ALLOWED_FAILURES` wrong
 credentials in a row; the failure that reaches the limit, and each one after it, blocks the
 client for
 
