@@ -2,11 +2,13 @@
 
 What aiohttp itself does with malformed HTTP (found here, and asserted):
 
-- It answers **400 with a `text/plain` body** (its parser's message) before any handler or
-  middleware runs: bad request lines, an unknown HTTP version, bytes that are not allowed in the
-  target or in header values, `Content-Length` with `Transfer-Encoding`, two `Content-Length`s,
-  malformed chunk sizes, a line over 8,190 bytes (one 100 KB header), more than 128 headers. The
-  README says so: these are the only answers whose body is not JSON.
+- Its parser refuses with **400** before any handler or middleware runs: bad request lines, an
+  unknown HTTP version, bytes that are not allowed in the target or in header values,
+  `Content-Length` with `Transfer-Encoding`, two `Content-Length`s, malformed chunk sizes, a line
+  over 8,190 bytes (one 100 KB header), more than 128 headers. aiohttp's own answer is plain text
+  quoting the offending bytes, with its `Server` header; the bridge's connection handler
+  (`web/connections.OwnedErrors`) answers JSON `bad_request` with the parser's reason only, and
+  `Server: cancel-bridge`.
 - Requests pipelined in one segment *before* a malformed one are dropped with it: the only
   answer is the 400 (nothing of theirs is run, so nothing is published).
 - `GET /healthz` with no version at all (HTTP/0.9 style) is served, as `HTTP/0.9 200`.
@@ -280,6 +282,14 @@ async def test_malformed_http_is_a_400_and_never_runs(
     for case, data in malformed_cases().items():
         found = await exchange(live.port, data)
         statuses[case] = [answer.status for answer in found]
+        for answer in found:
+            assert answer.json()["error"] == "bad_request", (case, answer)
+            assert answer.headers["server"] == "cancel-bridge", (case, answer)
+            assert b"aiohttp" not in answer.body.lower(), (case, answer)
+            # nothing of the request is quoted back: not a header value, not the target
+            quoted = (b"a\\x00b", b"a\\x01b", b"a\\u0000b", b"a\\u0001b")  # as repr or JSON
+            for sent in (*quoted, b"folded", b"shop lazza", b"X-Broken", b"GARBAGE", b"P@ST"):
+                assert sent not in answer.body, (case, answer)
     assert all(codes == [400] for codes in statuses.values()), statuses
     await assert_only_signed_published(live, subscriber)  # none of those signed bodies ran
     await live.assert_alive()

@@ -6,6 +6,11 @@ and then a webhook's connection fails with the idle ones. `CappedSite` listens l
 server holds first: past `cap`, the connection gets a JSON 503 with `Retry-After` and is closed
 (`cancel_bridge_connections_refused_total` counts them). Idle connections do not stay long
 either: `[receiver] header_timeout` closes one that has not sent a whole request in time.
+
+A request aiohttp's parser cannot read is answered before any app code runs, by aiohttp's
+`RequestHandler.handle_error`: plain text quoting the offending bytes back and aiohttp's own
+`Server` header. Each connection's handler here is an `OwnedErrors`, whose answer is ours: JSON
+with the parser's reason only (`logs.parser_reason`), `Server: cancel-bridge`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from typing import cast
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from bridge.logs import parser_reason
+from bridge.web.hardening import SERVER
 
 
 def refusal(retry_after: int) -> bytes:
@@ -69,6 +79,34 @@ class Refused(asyncio.Protocol):
         return False
 
 
+class OwnedErrors(RequestHandler):
+    """aiohttp's connection handler, answering what its parser refused in our words."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Handle it as aiohttp does (its log line, its checks), then answer in our words."""
+        super().handle_error(request, status, exc, message)
+        if status < 500:  # noqa: PLR2004 - the parser's refusals are 4xx
+            payload = {"error": "bad_request", "detail": parser_reason(message or "")}
+        else:
+            payload = {"error": "internal_error", "detail": "the request could not be handled"}
+        answer = web.Response(
+            status=status,
+            body=orjson.dumps(payload),
+            content_type="application/json",
+            headers={"Server": SERVER},
+        )
+        answer.force_close()
+        return answer
+
+
 class CappedFactory:
     """aiohttp's protocol factory, refusing connections past `cap`."""
 
@@ -85,7 +123,9 @@ class CappedFactory:
         if len(self._server.connections) >= self._cap:
             self._on_refused()
             return Refused(self._answer)
-        return self._server()
+        handler = self._server()
+        handler.__class__ = OwnedErrors  # same slots: only `handle_error` differs
+        return handler
 
 
 class CappedSite(web.BaseSite):

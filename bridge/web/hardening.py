@@ -8,8 +8,8 @@
   must never be refused for it.
 - **Sign-outs** are kept in the store, for every process (`bridge/store/sessions.py`).
 - **Every answer** says `Server: cancel-bridge` (not aiohttp's version), and, when it goes out
-  over TLS (`over_tls`), `Strict-Transport-Security`. The exception: a request aiohttp's parser
-  cannot read is answered by aiohttp before any app code runs, with its own `Server` header.
+  over TLS (`over_tls`), `Strict-Transport-Security`. A request aiohttp's parser cannot read is
+  answered before any app code runs, by the listener's handler (`connections.OwnedErrors`).
 
 Trusted proxy: the receiver serves plain HTTP, so TLS ends at a proxy in front of it. A proxy
 is trusted when the peer address is loopback or private (`trusted_peer`: RFC 1918, link-local,
