@@ -52,9 +52,24 @@ class Executor:
                     request.method, request.url, headers=dict(request.headers), data=request.body
                 ) as response,
             ):
-                body = await response.content.read(MAX_ANSWER_BYTES)
-                return HttpAnswer(response.status, response.headers, body)
+                return HttpAnswer(response.status, response.headers, await _body(response))
         except TimeoutError:
             return RetryLater(f"no answer within {within:g}s")
         except aiohttp.ClientError as exc:
             return RetryLater(f"transport error: {type(exc).__name__}")
+
+
+async def _body(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, up to `MAX_ANSWER_BYTES` (the rest is not read).
+
+    `content.read(n)` returns what has arrived so far: a body sent in several pieces is read
+    until it ends or the limit is reached.
+    """
+    pieces: list[bytes] = []
+    size = 0
+    while size < MAX_ANSWER_BYTES and (
+        piece := await response.content.read(MAX_ANSWER_BYTES - size)
+    ):
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)
