@@ -212,13 +212,17 @@ class BackstopSettings(Section):
     """`[backstop]`: polling the platforms for cancellations whose webhook never came."""
 
     # How often `run` polls each source it can list (Shoplazza: [targets.shoplazza] shops with
-    # their tokens); "0s": never (`cancel-bridge backstop` by hand or from cron).
+    # their tokens; OCC: [targets.occ] with its application key); "0s": never
+    # (`cancel-bridge backstop` by hand or from cron).
     interval: Seconds = Field(default=15 * 60.0, ge=0, le=DAY)
     # Each poll starts this long before the last one's newest update: bounds that may not be
     # inclusive, clocks that differ.
     overlap: Seconds = Field(default=10 * 60.0, ge=0, le=DAY)
     # The first poll, with no watermark in the store yet, looks this far back.
     first_window: Seconds = Field(default=DAY, gt=0, le=60 * DAY)
+    # OCC, when the tenant refuses a query by lastModifiedDate: the cancelled orders submitted
+    # this far back are listed on every poll (a sliding window; the store says what is new).
+    occ_lookback: Seconds = Field(default=14 * DAY, gt=0, le=60 * DAY)
 
 
 class Settings(Section):

@@ -29,7 +29,7 @@ import orjson
 from pydantic import Field, SecretStr, ValidationError
 
 from contracts.events import MAX_TEXT, CancelReason, OrderCancelled, Source
-from contracts.occ import OCCWebhook
+from contracts.occ import OCCOrder, OCCWebhook
 from handlers.base import (
     AlreadyDone,
     Delivered,
@@ -176,25 +176,34 @@ class OCCSource:
             where = ".".join(str(part) for part in first["loc"]) or "body"
             raise MalformedPayloadError(f"{where}: {first['msg']}") from None
         order = hook.order
-        site = header(headers, SITE_HEADER) or hook.site or order.siteId
-        if site is None:
-            raise MalformedPayloadError(f"no site: neither {SITE_HEADER}, site nor order.siteId")
-        reason_id = order.cancelReason
-        try:
-            return OrderCancelled.create(
-                source=Source.OCC,
-                shop=site,
-                order_id=order.id,
-                order_number=None,
-                reason=REASONS.get(reason_id or "", CancelReason.OTHER),
-                source_reason=reason_id[:MAX_TEXT] if reason_id else None,
-                cancelled_at=parse_timestamp(order.lastModifiedDate) or received_at,
-                received_at=received_at,
-                delivery_id=None,
-            )
-        except ValidationError as exc:  # e.g. an id longer than MAX_ID
-            first = exc.errors()[0]
-            raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
+        return event_from_order(order, header(headers, SITE_HEADER) or hook.site, received_at)
+
+
+def event_from_order(order: OCCOrder, site: str | None, received_at: datetime) -> OrderCancelled:
+    """The canonical event of a cancelled OCC order (the webhook's, or the order list's).
+
+    `site`: the webhook's site header or field, else the order's `siteId`; none is
+    `MalformedPayloadError`, as is an order no event can be made of.
+    """
+    site = site or order.siteId
+    if site is None:
+        raise MalformedPayloadError(f"no site: neither {SITE_HEADER}, site nor order.siteId")
+    reason_id = order.cancelReason
+    try:
+        return OrderCancelled.create(
+            source=Source.OCC,
+            shop=site,
+            order_id=order.id,
+            order_number=None,
+            reason=REASONS.get(reason_id or "", CancelReason.OTHER),
+            source_reason=reason_id[:MAX_TEXT] if reason_id else None,
+            cancelled_at=parse_timestamp(order.lastModifiedDate) or received_at,
+            received_at=received_at,
+            delivery_id=None,
+        )
+    except ValidationError as exc:  # e.g. an id longer than MAX_ID
+        first = exc.errors()[0]
+        raise MalformedPayloadError(f"{first['loc'][0]}: {first['msg']}") from None
 
 
 class OCCSourceSettings(SourceSettings):
@@ -281,7 +290,7 @@ def read_login(status: int, headers: Headers, body: bytes) -> Token | RetryLater
     )
 
 
-def _error(body: bytes) -> tuple[str, str]:
+def error_model(body: bytes) -> tuple[str, str]:
     """OCC's errorModel `{errorCode, message, status, ...}` (codes as strings or numbers).
 
     https://docs.oracle.com/en/cloud/saas/cx-commerce/ccdev/error-messages.html: the fields are
@@ -313,7 +322,7 @@ def confirm_read(status: int, headers: Headers, body: bytes, now: datetime) -> O
     """The order as read after "not cancellable" (200101): `REMOVED` is already cancelled."""
     if (transient := _transient(status, headers, now)) is not None:
         return transient
-    code, message = _error(body)
+    code, message = error_model(body)
     if status == 404 or code == NOT_FOUND:  # noqa: PLR2004
         return Rejected(f"occ: order not found ({message or code or 'HTTP 404'})")
     if status != HTTP_OK:
@@ -374,7 +383,7 @@ class OCCTarget:
             return Delivered(reference=order_id, order_id=order_id)
         if (transient := _transient(status, headers, now)) is not None:
             return transient
-        code, message = _error(body)
+        code, message = error_model(body)
         if code == NOT_CANCELLABLE:
             read = HttpCall(
                 method="GET",
@@ -436,7 +445,7 @@ def _read_reasons(
             return RetryLater(f"occ answered HTTP {status}", retry_after_seconds(headers, now))
         active = _active_reasons(body) if status == HTTP_OK else None
         if active is None:
-            code, message = _error(body)
+            code, message = error_model(body)
             return Rejected(f"occ reasons read at {where}: HTTP {status} {code} {message}".strip())
         if missing := sorted(wanted - active):
             return Rejected(

@@ -196,12 +196,14 @@ async def test_the_backstop_header_marks_what_it_published(
 
 
 async def test_each_poll_starts_at_the_watermark_less_the_overlap(setup: Setup) -> None:
+    """The watermark: the newest update listed, or the poll's start when that is later."""
     first_update = NOW - timedelta(minutes=30)
+    then = NOW - timedelta(hours=1)  # the first poll: before the order's update (clocks differ)
     setup.shoplazza.plant(SHOP, "early-1", "cancelled", first_update)
     stores = shoplazza_stores(setup.config, setup.env)
     backstop = setup.backstop(dry_run=True)
     async with aiohttp.ClientSession() as session:
-        (first,) = await poll_once(backstop, stores, session, NOW)
+        (first,) = await poll_once(backstop, stores, session, then)
         assert [f.order_id for f in first.found] == ["early-1"]
         assert await setup.bridge.store.watermark(watermark_name(SHOP)) == first_update
         setup.shoplazza.tokens[SHOP] = "revoked"  # the list fails: the watermark stays
@@ -210,11 +212,16 @@ async def test_each_poll_starts_at_the_watermark_less_the_overlap(setup: Setup) 
         assert await setup.bridge.store.watermark(watermark_name(SHOP)) == first_update
         setup.shoplazza.tokens[SHOP] = SHOP_TOKEN
         (again,) = await poll_once(backstop, stores, session, NOW)
+        # nothing newer than the poll's start: the watermark is the start, so a quiet store's
+        # next window is `overlap` long, not everything since its first poll
+        assert await setup.bridge.store.watermark(watermark_name(SHOP)) == NOW
+        await poll_once(backstop, stores, session, NOW + timedelta(minutes=15))
     overlap = timedelta(seconds=setup.config.settings.backstop.overlap)
     first_window = timedelta(seconds=setup.config.settings.backstop.first_window)
     asked = [query["updated_at_min"] for shop, query in setup.shoplazza.lists if shop == SHOP]
-    assert asked[0] == utc_z(NOW - first_window, "seconds")
-    assert asked[-1] == utc_z(first_update - overlap, "seconds")
+    assert asked[0] == utc_z(then - first_window, "seconds")
+    assert asked[-2] == utc_z(first_update - overlap, "seconds")
+    assert asked[-1] == utc_z(NOW - overlap, "seconds")
     assert [f.order_id for f in again.found] == ["early-1"]  # a dry run published nothing
 
 

@@ -1,8 +1,9 @@
-"""`cancel-bridge backstop --source shoplazza --since 24h [--dry-run]`: the backstop by hand.
+"""`cancel-bridge backstop --source shoplazza|occ --since 24h [--dry-run]`: the backstop by hand.
 
-Lists each Shoplazza store's orders cancelled since then (`poller`) and publishes the ones no
-webhook brought, as `run` would; `--dry-run` lists them and publishes nothing. Prints one JSON
-object per store (what it listed and found, its new watermark, an error if its list failed).
+Lists each Shoplazza store's orders cancelled since then, or the OCC tenant's (`poller`), and
+publishes the ones no webhook brought, as `run` would; `--dry-run` lists them and publishes
+nothing. Prints one JSON object per store or tenant (what it listed and found, its new
+watermark, an error if its list failed; for OCC the date the list was asked by: `query`).
 Exit status: 0 nothing found, 3 something found (webhooks are being missed), 1 an error (a
 store's list failed, the broker or the store did not answer), 2 bad arguments.
 """
@@ -20,7 +21,15 @@ import aiohttp
 import orjson
 
 from bridge.amqp.publisher import BrokerUnavailable, Publisher
-from bridge.backstop.poller import NO_STORES, Backstop, ShopPoll, shoplazza_stores
+from bridge.backstop.poller import (
+    NO_OCC,
+    NO_STORES,
+    Backstop,
+    OCCAccess,
+    ShopPoll,
+    occ_tenant,
+    shoplazza_stores,
+)
 from bridge.cli_types import duration_arg
 from bridge.metrics import Metrics
 from bridge.settings import Config
@@ -35,7 +44,7 @@ READY_TIMEOUT = 30.0  # seconds for the broker to take publishes
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]  # argparse's own generic
-    """`cancel-bridge backstop --source shoplazza [--since 24h] [--dry-run]`."""
+    """`cancel-bridge backstop --source shoplazza|occ [--since 24h] [--dry-run]`."""
     text = "list the cancellations a platform has that no webhook brought, and publish them"
     parser = commands.add_parser(
         "backstop",
@@ -43,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description=text,
         epilog="exit status: 0 none found, 3 found, 1 error, 2 bad arguments",
     )
-    parser.add_argument("--source", choices=("shoplazza",), required=True)
+    parser.add_argument("--source", choices=("shoplazza", "occ"), required=True)
     parser.add_argument(
         "--since",
         type=duration_arg,
@@ -64,12 +73,14 @@ def command(args: argparse.Namespace, config: Config, env: Mapping[str, str]) ->
             file=sys.stderr,
         )
         return EXIT_USAGE
-    stores = shoplazza_stores(config, env)
-    if not stores:
-        print(f"cancel-bridge: backstop: {NO_STORES}", file=sys.stderr)  # noqa: T201 - CLI output
+    stores = shoplazza_stores(config, env) if args.source == "shoplazza" else {}
+    tenant = occ_tenant(config, env) if args.source == "occ" else None
+    if not stores and tenant is None:
+        missing = NO_STORES if args.source == "shoplazza" else NO_OCC
+        print(f"cancel-bridge: backstop: {missing}", file=sys.stderr)  # noqa: T201 - CLI output
         return EXIT_ERROR
     try:
-        polls = asyncio.run(_poll(config, stores, since, dry_run=args.dry_run))
+        polls = asyncio.run(_poll(config, stores, tenant, since, dry_run=args.dry_run))
     except (StoreUnavailable, BrokerUnavailable, TimeoutError) as exc:
         problem = str(exc) or "the broker was not ready"
         print(f"cancel-bridge: backstop: {problem}", file=sys.stderr)  # noqa: T201 - CLI output
@@ -82,9 +93,9 @@ def command(args: argparse.Namespace, config: Config, env: Mapping[str, str]) ->
 
 
 def as_json(poll: ShopPoll) -> dict[str, object]:
-    """One store's poll as the command prints it."""
-    return {
-        "source": "shoplazza",
+    """One store's (or OCC tenant's) poll as the command prints it."""
+    shown: dict[str, object] = {
+        "source": poll.source,
         "shop": poll.shop,
         "listed": poll.listed,
         "found": [
@@ -96,10 +107,18 @@ def as_json(poll: ShopPoll) -> dict[str, object]:
         "watermark": utc_z(poll.watermark) if poll.watermark else None,
         "error": poll.error,
     }
+    if poll.query is not None:
+        shown["query"] = poll.query
+    return shown
 
 
 async def _poll(
-    config: Config, stores: Mapping[str, ShopAccess], since: timedelta, *, dry_run: bool
+    config: Config,
+    stores: Mapping[str, ShopAccess],
+    tenant: OCCAccess | None,
+    since: timedelta,
+    *,
+    dry_run: bool,
 ) -> list[ShopPoll]:
     now = datetime.now(UTC)
     metrics = Metrics()
@@ -121,4 +140,7 @@ async def _poll(
                 await publisher.wait_ready()
         backstop = Backstop(config, store, publisher, metrics)
         async with aiohttp.ClientSession() as session:
-            return await backstop.poll_shoplazza(stores, now - since, now, session)
+            polls = await backstop.poll_shoplazza(stores, now - since, now, session)
+            if tenant is not None:
+                polls.append(await backstop.poll_occ(tenant, now - since, now, session))
+            return polls

@@ -1,6 +1,6 @@
 """The backstop's poll: what no webhook brought is published as a normal event.
 
-For every Shoplazza store with API access (`[targets.shoplazza] shops`, the Access-Token with
+Shoplazza: for every store with API access (`[targets.shoplazza] shops`, the Access-Token with
 `read_order`; within `[sources.shoplazza] shops` when that allowlist is set) the cancelled
 orders updated since `since` are listed (`shoplazza_pages`). Each becomes the canonical event
 the webhook would have made: the same deterministic event id, so an order the bridge has seen
@@ -8,6 +8,13 @@ is left alone and nothing is done twice. An unseen one is recorded like a webhoo
 order the bridge itself cancelled there is an echo, and skipped) and published, confirmed, with
 `x-cancel-bridge-backstop: true`; `cancel_bridge_backstop_found_total` counts it. A dry run
 lists and looks up, and publishes nothing.
+
+OCC: with `[sources.occ]` and `[targets.occ]` (its admin host and application key, set), the
+tenant's `REMOVED` orders are listed through the admin API (`occ_pages`), logged in as the OCC
+target logs in (`make_target`'s `TokenAuth`, the same token cache and one new login on a 401),
+by `lastModifiedDate` since `since`, or, when OCC refuses that query (a 400), those submitted
+in the last `[backstop] occ_lookback` (a sliding window, the store's record deciding what is
+new). Each order is counted once per poll, whatever the paging repeats.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from datetime import datetime, timedelta
 
 import aiohttp
 import structlog
+import yarl
 from pydantic import SecretStr
 
 from bridge.amqp.messages import BACKSTOP_HEADER, event_properties
 from bridge.amqp.publisher import Publisher
+from bridge.backstop import occ_pages
 from bridge.backstop.shoplazza_pages import (
     Page,
     PageRequest,
@@ -32,12 +41,15 @@ from bridge.backstop.shoplazza_pages import (
     next_request,
     read_page,
 )
+from bridge.executor import Executor, HttpAnswer
 from bridge.metrics import Metrics
 from bridge.settings import Config
 from bridge.store.arrivals import Arrival, Echo
 from bridge.store.deliveries import Store
+from bridge.tokens import NoToken, TokenCache, call_with_token
 from contracts.events import OrderCancelled, Source
-from handlers.base import MalformedPayloadError
+from handlers import occ
+from handlers.base import HttpCall, MalformedPayloadError, RetryLater, TokenAuth
 from handlers.shoplazza import (
     ShopAccess,
     ShoplazzaSourceSettings,
@@ -63,6 +75,11 @@ class ApiAnswer:
     status: int
     body: bytes
     failure: str | None = None  # the exception's type: unreachable, timed out
+
+    @property
+    def refused(self) -> bool:
+        """OCC refused the request itself (its errorModel with a 400: `occ_pages.refused`)."""
+        return self.failure is None and occ_pages.refused(self.status)
 
 
 async def call_store(  # noqa: PLR0913 - a call's parts
@@ -123,6 +140,8 @@ class ShopPoll:
     skipped: int = 0  # list entries that made no order or no event
     watermark: datetime | None = None
     error: str | None = None
+    source: str = "shoplazza"
+    query: str | None = None  # OCC: lastModifiedDate, or submittedDate after a fallback
 
 
 NO_STORES = (
@@ -227,6 +246,59 @@ class Backstop:
                 poll.error = str(exc)
         return None
 
+    async def poll_occ(
+        self,
+        access: OCCAccess,
+        since: datetime,
+        now: datetime,
+        session: aiohttp.ClientSession,
+    ) -> ShopPoll:
+        """The tenant's cancelled (`REMOVED`) orders since `since`, each published once.
+
+        Asked by `lastModifiedDate`; when OCC refuses that query (a 400 to the first page), by
+        `submittedDate` over the last `[backstop] occ_lookback` (at least back to `since`),
+        orders modified before `since` left out where the list shows the date.
+        """
+        poll = ShopPoll(access.name, watermark=since, source="occ", query=occ_pages.WATERMARK)
+        api = OCCList(access, session)
+        seen: set[tuple[str | None, str]] = set()  # (site, order id): pages may repeat rows
+        request: occ_pages.PageRequest | None = occ_pages.first_request(
+            occ_pages.WATERMARK, since, access.sites
+        )
+        while request is not None:
+            answer = await api.get(request)
+            if poll.query == occ_pages.WATERMARK and request.number == 1 and answer.refused:
+                poll.query = occ_pages.WINDOW
+                lookback = timedelta(seconds=self.config.settings.backstop.occ_lookback)
+                log.warning(
+                    "backstop.occ_fallback",
+                    shop=access.name,
+                    detail=occ_pages.error_of(answer.body) or f"HTTP {answer.status}",
+                    window=str(lookback),
+                )
+                start = min(since, now - lookback)
+                request = occ_pages.first_request(occ_pages.WINDOW, start, access.sites)
+                continue
+            page = _occ_page(answer, poll)
+            if page is None:
+                break
+            poll.pages += 1
+            poll.skipped += page.skipped
+            await self._take_events(_occ_events(page, since, now, seen, poll), now, poll)
+            poll.watermark = occ_pages.latest_update(page, poll.watermark or since)
+            request = occ_pages.next_request(request, page)
+        log.info(
+            "backstop.polled",
+            source="occ",
+            shop=access.name,
+            query=poll.query,
+            listed=poll.listed,
+            found=len(poll.found),
+            pages=poll.pages,
+            error=poll.error,
+        )
+        return poll
+
     async def _take(self, shop: str, page: Page, now: datetime, poll: ShopPoll) -> None:
         events: list[OrderCancelled] = []
         for order in cancelled(page):
@@ -234,11 +306,17 @@ class Backstop:
                 events.append(event_from_order(order, shop, now, None))
             except MalformedPayloadError:
                 poll.skipped += 1
+        await self._take_events(events, now, poll)
+
+    async def _take_events(
+        self, events: list[OrderCancelled], now: datetime, poll: ShopPoll
+    ) -> None:
+        """Publish the events the store has not seen (`poll.listed` counts them all)."""
         poll.listed += len(events)
         known = await self.store.known_events([str(event.event_id) for event in events])
         for event in events:
             if str(event.event_id) not in known:
-                poll.found.append(await self._publish(shop, event, now))
+                poll.found.append(await self._publish(event.shop, event, now))
 
     async def _publish(self, shop: str, event: OrderCancelled, now: datetime) -> Found:
         key = str(event.event_id)
@@ -269,3 +347,115 @@ class Backstop:
             event_id=key,
         )
         return Found(shop, event.order_id, key, published=True)
+
+
+# --- OCC ----------------------------------------------------------------------------------
+
+NO_OCC = (
+    "no OCC tenant to ask: [sources.occ], and [targets.occ] with its application key set"
+    " (app_key_env), are needed"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OCCAccess:
+    """An OCC tenant the backstop can list: its admin host, and the target's login."""
+
+    base_url: str
+    auth: TokenAuth  # the OCC target's: `POST /ccadmin/v1/login` with the application key
+    timeout: float  # the login's (`[targets.occ] timeout`)
+    sites: tuple[str, ...] = ()  # the sites asked about (none: every site of the tenant)
+
+    @property
+    def name(self) -> str:
+        """The tenant as the poll is reported and its watermark named: the admin host."""
+        return self.base_url.partition("://")[2] or self.base_url
+
+
+def occ_tenant(config: Config, env: Mapping[str, str]) -> OCCAccess | None:
+    """The OCC tenant the backstop can list: `[targets.occ]` with its application key set.
+
+    None without a `[sources.occ]` (nothing of OCC's is served), without `[targets.occ]`, or
+    with its key unset. The login is the target's own (`occ.make_target`).
+    """
+    section = config.settings.targets.occ  # type: ignore[attr-defined]
+    if section is None or Source.OCC not in config.source_settings:
+        return None
+    envs = occ.target_secret_envs(section)
+    secrets = {key: SecretStr(env.get(name, "").strip()) for key, name in envs.items()}
+    if not all(secret.get_secret_value() for secret in secrets.values()):
+        return None
+    build = occ.make_target(section, secrets)
+    if build.auth is None:  # pragma: no cover - the OCC target always logs in
+        return None
+    return OCCAccess(section.base_url.rstrip("/"), build.auth, section.timeout)
+
+
+class OCCList:
+    """Calls to one tenant's admin API with the target's token (one login, kept while good)."""
+
+    def __init__(self, access: OCCAccess, session: aiohttp.ClientSession) -> None:
+        self._access = access
+        self._session = session
+        self._tokens = TokenCache(access.auth, Executor(session), access.timeout)
+
+    async def get(self, request: occ_pages.PageRequest) -> ApiAnswer:
+        """One page; a 401 logs in once more (`call_with_token`)."""
+        url = str(yarl.URL(self._access.base_url + request.path).with_query(list(request.query)))
+        call = HttpCall(method="GET", url=url, headers={"Accept": "application/json"}, body=b"")
+        answer = await call_with_token(call, self._tokens, self._send)
+        if isinstance(answer, NoToken):
+            return ApiAnswer(0, b"", f"login: {answer.why.reason}")
+        if isinstance(answer, RetryLater):
+            return ApiAnswer(0, b"", f"order list unreachable ({answer.reason})")
+        return ApiAnswer(answer.status, answer.body)
+
+    async def _send(self, call: HttpCall) -> HttpAnswer | RetryLater:
+        try:
+            async with self._session.request(
+                call.method,
+                yarl.URL(call.url, encoded=True),
+                headers=dict(call.headers),
+                timeout=TIMEOUT,
+            ) as response:
+                # The whole body: `content.read(n)` returns what has arrived so far.
+                return HttpAnswer(response.status, response.headers, await response.read())
+        except TimeoutError:
+            return RetryLater("no answer in time")
+        except aiohttp.ClientError as exc:
+            return RetryLater(type(exc).__name__)
+
+
+def _occ_page(answer: ApiAnswer, poll: ShopPoll) -> occ_pages.Page | None:
+    """The page `answer` holds, or None with `poll.error` saying why not."""
+    if answer.failure is not None:
+        poll.error = answer.failure  # the login's, or why the list did not answer
+    elif answer.status != HTTP_OK:
+        detail = occ_pages.error_of(answer.body)
+        poll.error = f"order list answered {answer.status}{f': {detail}' if detail else ''}"
+    else:
+        try:
+            return occ_pages.read_page(answer.body)
+        except ValueError as exc:
+            poll.error = str(exc)
+    return None
+
+
+def _occ_events(
+    page: occ_pages.Page,
+    since: datetime,
+    now: datetime,
+    seen: set[tuple[str | None, str]],
+    poll: ShopPoll,
+) -> list[OrderCancelled]:
+    """The events of the page's cancelled orders not met before in this poll (`seen`)."""
+    events: list[OrderCancelled] = []
+    for order in occ_pages.removed_since(page, since):
+        if (order.siteId, order.id) in seen:
+            continue
+        seen.add((order.siteId, order.id))
+        try:
+            events.append(occ_pages.event_from_order(order, now))
+        except MalformedPayloadError:
+            poll.skipped += 1
+    return events
