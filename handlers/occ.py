@@ -51,6 +51,8 @@ from handlers.base import (
     TargetSettings,
     Token,
     TokenAuth,
+    UnknownShopError,
+    clean_text,
     client_credentials_call,
     header,
     parse_timestamp,
@@ -63,6 +65,7 @@ PLAIN_HEADER = "X-Oracle-CC-WebHook-Signature"
 SHA512_HEADER = "X-Oracle-CC-WebHook-Signature-SHA512"
 SIGNATURE_HEADERS = (PLAIN_HEADER, SHA512_HEADER)
 SITE_HEADER = "x-ccsite"
+MAX_SHOWN = 100  # characters of a refused site id an answer repeats
 SignatureAlgorithm = Literal["sha1", "sha256", "sha512"]
 KeyEncoding = Literal["base64", "raw"]
 DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
@@ -131,6 +134,7 @@ class OCCSource:
 
     algorithm: SignatureAlgorithm = "sha512"
     key_encoding: KeyEncoding = "base64"
+    sites: frozenset[str] = frozenset()  # the allowlist (empty: any site)
 
     def verify(
         self, headers: Headers, body: bytes, secrets: Sequence[SecretStr], now: datetime
@@ -176,7 +180,12 @@ class OCCSource:
             where = ".".join(str(part) for part in first["loc"]) or "body"
             raise MalformedPayloadError(f"{where}: {first['msg']}") from None
         order = hook.order
-        return event_from_order(order, header(headers, SITE_HEADER) or hook.site, received_at)
+        site = header(headers, SITE_HEADER) or hook.site or order.siteId
+        if self.sites and site not in self.sites:
+            # `x-ccsite` is not covered by the signature: another site is another order
+            shown = clean_text(site or "")[:MAX_SHOWN] or "(none)"
+            raise UnknownShopError(f"site {shown!r} is not in [sources.occ] sites")
+        return event_from_order(order, site, received_at)
 
 
 def event_from_order(order: OCCOrder, site: str | None, received_at: datetime) -> OrderCancelled:
@@ -212,6 +221,10 @@ class OCCSourceSettings(SourceSettings):
     # Documents the tenant's setup only; each signature header carries its own (`OCCSource`).
     algorithm: SignatureAlgorithm = "sha512"
     key_encoding: KeyEncoding = "base64"  # "raw": the secret's bytes (Oracle bug 24619421)
+    # `x-ccsite` is not covered by the signature: one signed body sent with other site ids would
+    # be other orders. When set, any other site is refused (401 unknown_shop), and the backstop
+    # lists these sites only.
+    sites: tuple[str, ...] = ()
 
 
 def source_secret_envs(settings: OCCSourceSettings) -> dict[str, str]:
@@ -223,7 +236,7 @@ def source_secret_envs(settings: OCCSourceSettings) -> dict[str, str]:
 def make_source(settings: OCCSourceSettings, secrets: Mapping[str, SecretStr]) -> OCCSource:
     """The OCC source from `[sources.occ]`: a base64 key unless configured otherwise."""
     del secrets
-    return OCCSource(settings.algorithm, settings.key_encoding)
+    return OCCSource(settings.algorithm, settings.key_encoding, frozenset(settings.sites))
 
 
 # --- target: cancel the order on OCC (PLATFORMS.md section 3, outbound) ---------------------

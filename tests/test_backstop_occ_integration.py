@@ -262,6 +262,15 @@ def test_without_the_application_key_or_the_source_there_is_nothing_to_poll() ->
         }
     )
     assert occ_tenant(resolve(no_source, ENV | {"AMQP_URL": "amqp://x"}), ENV) is None
+    sites = parse_settings(
+        {
+            "sources": {"occ": {"secret_env": "OCC_WEBHOOK_SECRET", "sites": ["siteUS", "siteCA"]}},
+            "targets": {"occ": {"base_url": "https://occ.example", "app_key_env": "OCC_APP_KEY"}},
+        }
+    )
+    listed = occ_tenant(resolve(sites, ENV | {"AMQP_URL": "amqp://x"}), ENV)
+    assert listed is not None
+    assert listed.sites == ("siteUS", "siteCA")  # the allowlist: the only sites listed
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

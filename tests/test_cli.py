@@ -95,6 +95,24 @@ def test_check_config_succeeds_without_printing_secrets(
 
 
 @pytest.mark.usefixtures("env")
+def test_check_config_warns_while_any_occ_site_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`x-ccsite` is not signed either: without `sites`, check-config says so (exit 0)."""
+    monkeypatch.setenv("OCC_WEBHOOK_SECRET", "b2NjLWNsaS1zZWNyZXQ=")
+    config = tmp_path / "occ.toml"
+    config.write_text('[sources.occ]\nsecret_env = "OCC_WEBHOOK_SECRET"\n', encoding="utf-8")
+    assert main(["check-config", "--config", str(config)]) == 0
+    warned = [x for x in capsys.readouterr().out.splitlines() if "sources.occ.sites" in x]
+    assert len(warned) == 1
+    assert warned[0].startswith("warning: sources.occ.sites is not set")
+    with config.open("a") as more:
+        more.write('sites = ["siteUS"]\n')
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert "sources.occ.sites" not in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("env")
 def test_check_config_warns_while_any_shoplazza_shop_is_taken(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

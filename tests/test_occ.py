@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from contracts.events import CancelReason, OrderCancelled, Source, event_id_for
-from handlers.base import MalformedPayloadError, SignatureError
+from handlers.base import MalformedPayloadError, SignatureError, UnknownShopError
 from handlers.occ import OCCSource, OCCSourceSettings, make_source
 
 
@@ -273,3 +273,22 @@ def test_unreadable_bodies_are_quarantined(body: bytes, reason: str) -> None:
 def test_no_site_anywhere_is_quarantined() -> None:
     with pytest.raises(MalformedPayloadError, match="no site"):
         OCCSource().parse({}, b'{"order": {"id": "1"}}', NOW)
+
+
+@pytest.mark.parametrize(
+    ("headers", "document"),
+    [
+        ({"x-ccsite": "siteForged"}, {"order": {"id": "1", "siteId": "siteUS"}}),
+        ({}, {"site": "siteOther", "order": {"id": "1"}}),
+        ({}, {"order": {"id": "1", "siteId": "siteOther"}}),
+    ],
+)
+def test_a_site_outside_the_allowlist_is_refused(headers: dict[str, str], document: object) -> None:
+    """`x-ccsite` is not signed: with `sites` set, another site is no order of ours."""
+    source = OCCSource(sites=frozenset({"siteUS", "siteCA"}))
+    with pytest.raises(UnknownShopError, match=r"is not in \[sources\.occ\] sites") as refused:
+        source.parse(headers, orjson.dumps(document), NOW)
+    assert refused.value.status == 401
+    allowed = source.parse({"x-ccsite": "siteCA"}, orjson.dumps(document), NOW)
+    assert isinstance(allowed, OrderCancelled)
+    assert allowed.shop == "siteCA"

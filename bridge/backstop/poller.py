@@ -388,7 +388,9 @@ def occ_tenant(config: Config, env: Mapping[str, str]) -> OCCAccess | None:
     build = occ.make_target(section, secrets)
     if build.auth is None:  # pragma: no cover - the OCC target always logs in
         return None
-    return OCCAccess(section.base_url.rstrip("/"), build.auth, section.timeout)
+    source = config.source_settings[Source.OCC]
+    sites = source.sites if isinstance(source, occ.OCCSourceSettings) else ()
+    return OCCAccess(section.base_url.rstrip("/"), build.auth, section.timeout, sites)
 
 
 class OCCList:

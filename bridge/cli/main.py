@@ -33,6 +33,7 @@ from bridge.store.lifecycle import StepKind
 from bridge.targets import build, plan, target_topology
 from contracts.events import Source
 from contracts.schema import event_json_schema
+from handlers.occ import OCCSourceSettings
 from handlers.registry import SOURCES
 from handlers.shoplazza import ShoplazzaSourceSettings
 
@@ -410,16 +411,22 @@ def weak_tokens(config: Config) -> list[str]:
 
 
 def open_shops(config: Config) -> list[str]:
-    """A `warning:` line while a Shoplazza source takes any shop (no `shops` allowlist)."""
-    section = config.source_settings.get(Source.SHOPLAZZA)
-    if not isinstance(section, ShoplazzaSourceSettings) or section.shops:
-        return []
-    line = (
-        "warning: sources.shoplazza.shops is not set: X-Shoplazza-Shop-Domain is not signed, so"
-        " a signed webhook resent with another shop name is taken as another order; list the"
-        " shops this app serves"
-    )
-    return [line]
+    """A `warning:` line for each source taking any shop (Shoplazza `shops`, OCC `sites`)."""
+    lines = []
+    shoplazza = config.source_settings.get(Source.SHOPLAZZA)
+    if isinstance(shoplazza, ShoplazzaSourceSettings) and not shoplazza.shops:
+        lines.append(
+            "warning: sources.shoplazza.shops is not set: X-Shoplazza-Shop-Domain is not signed,"
+            " so a signed webhook resent with another shop name is taken as another order; list"
+            " the shops this app serves"
+        )
+    occ_source = config.source_settings.get(Source.OCC)
+    if isinstance(occ_source, OCCSourceSettings) and not occ_source.sites:
+        lines.append(
+            "warning: sources.occ.sites is not set: x-ccsite is not signed, so a signed webhook"
+            " resent with another site id is taken as another order; list the tenant's sites"
+        )
+    return lines
 
 
 def _check_config(

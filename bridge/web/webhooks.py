@@ -177,6 +177,9 @@ async def _webhook(request: web.Request) -> web.StreamResponse:
         result = handler.parse(request.headers, body, received_at)
     except MalformedPayloadError as exc:
         return await _quarantine(request, source, body, exc.reason, received_at)
+    except WebhookError as exc:  # signed, but refused (a site outside the allowlist)
+        log.warning("webhook.rejected", source=name, error=exc.code, detail=exc.detail)
+        return error_response(exc.status, exc.code, exc.detail)
     return await _settle(request, source, body, result, received_at)
 
 
