@@ -110,6 +110,7 @@ effects = sa.Table(
     sa.Column("order_key", sa.String(255), primary_key=True),
     sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("created_at", When, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 # Console sessions signed out before they expired: every receiver process refuses their cookie

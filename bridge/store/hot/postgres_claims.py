@@ -76,7 +76,7 @@ ECHOES_NEW = (
 BIND = (
     "INSERT INTO effects (target, order_key, event_id, created_at)"
     " SELECT $1::text, o, k, $4::timestamptz FROM unnest($2::text[], $3::text[]) AS u(o, k)"
-    " ON CONFLICT DO NOTHING"
+    " ON CONFLICT DO NOTHING RETURNING order_key, event_id"
 )
 HOLDERS = (
     "SELECT order_key, event_id FROM effects WHERE target = $1 AND order_key = ANY($2::text[])"
@@ -112,13 +112,15 @@ async def take_many(  # noqa: PLR0913 - the claim's parts
         pairs = to_bind(taken, orders)
         if not pairs:
             return {**taken}
-        await driver.execute(
+        # The orders bound now come back; only those held before are read (none, commonly).
+        bound = await driver.fetch(
             BIND, target, list(pairs.values()), list(pairs), now, timeout=PG_COMMAND_TIMEOUT
         )
-        found = await driver.fetch(
-            HOLDERS, target, sorted(set(pairs.values())), timeout=PG_COMMAND_TIMEOUT
-        )
-        lost = owned(pairs, {row["order_key"]: row["event_id"] for row in found})
+        holders = {row["order_key"]: row["event_id"] for row in bound}
+        if wanted := sorted(set(pairs.values()) - holders.keys()):
+            found = await driver.fetch(HOLDERS, target, wanted, timeout=PG_COMMAND_TIMEOUT)
+            holders.update((row["order_key"], row["event_id"]) for row in found)
+        lost = owned(pairs, holders)
         if lost:
             await _finish_in(driver, duplicates(lost, target, worker, now))
         return {**taken, **lost}

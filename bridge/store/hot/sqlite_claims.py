@@ -37,10 +37,17 @@ INSERT_CLAIM = (
     f" claimed_by, lease_until) VALUES (?, ?, '{CALLING}', 1, ?, ?, ?, ?)"
 )
 INSERT_STEP = "INSERT INTO transitions (event_id, target, state, at, detail) VALUES (?, ?, ?, ?, ?)"
-BIND = (
-    "INSERT INTO effects (target, order_key, event_id, created_at) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT DO NOTHING"
-)
+
+
+def _bind(n: int) -> str:
+    """Bind `n` (target, order, event, time) rows where free; the rows bound come back."""
+    values = ", ".join(["(?, ?, ?, ?)"] * n)
+    return (
+        f"INSERT INTO effects (target, order_key, event_id, created_at) VALUES {values}"  # noqa: S608 - markers only
+        " ON CONFLICT DO NOTHING RETURNING order_key, event_id"
+    )
+
+
 NO_ORDERS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -60,15 +67,18 @@ def take_many(  # noqa: PLR0913 - the claim's parts
     if not pairs:
         return {**taken}
     at = stamp(now)
-    db.executemany(BIND, [(target, order, key, at) for key, order in pairs.items()])
-    wanted = sorted(set(pairs.values()))
-    holders = dict(
-        db.execute(
-            "SELECT order_key, event_id FROM effects"  # noqa: S608 - markers only
-            f" WHERE target = ? AND {in_list('order_key', len(wanted))}",
-            [target, *wanted],
-        ).fetchall()
-    )
+    rows = [value for key, order in pairs.items() for value in (target, order, key, at)]
+    # The orders bound now come back; only those held before are read (none, commonly).
+    holders = dict(db.execute(_bind(len(pairs)), rows).fetchall())
+    wanted = sorted(set(pairs.values()) - holders.keys())
+    if wanted:
+        holders.update(
+            db.execute(
+                "SELECT order_key, event_id FROM effects"  # noqa: S608 - markers only
+                f" WHERE target = ? AND {in_list('order_key', len(wanted))}",
+                [target, *wanted],
+            ).fetchall()
+        )
     lost = owned(pairs, holders)
     if lost:
         finish_all(db, duplicates(lost, target, worker, now))

@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("order_key", sa.String(255), primary_key=True),
         sa.Column("event_id", sa.String(36), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sqlite_with_rowid=False,  # SQLite: one B-tree, the key's (no rowid table beside it)
     )
 
 
