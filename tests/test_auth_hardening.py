@@ -7,6 +7,7 @@ serve it. The whole receiver is `test_auth_hardening_integration.py`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import tempfile
@@ -41,12 +42,13 @@ from bridge.web.hardening import (
     trusted_peer,
 )
 from bridge.web.keys import METRICS
-from bridge.web.metrics_page import serve_metrics
+from bridge.web.metrics_page import MAX_SCRAPERS, serve_metrics
 from tests.harness.console_browser import console_app, console_config
 from tests.harness.pipeline import API_TOKEN
 from tests.harness.proxy import TcpProxy
 from tests.harness.receiver import ClientFactory
 from tests.harness.stores import scratch_store
+from tests.harness.wire import exchange
 
 Client = TestClient[Any, Any]
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -487,6 +489,29 @@ async def test_the_metrics_listener_backs_off_and_says_who_it_is(config: Config)
             assert refused.status == 429
             assert refused.headers["Retry-After"] == "1"
             assert (await refused.json())["error"] == "too_many_attempts"
+
+
+async def test_the_metrics_listener_answers_malformed_requests_in_our_words(
+    config: Config,
+) -> None:
+    """Its listener is the receiver's kind: the parser's refusal is our JSON, connections capped."""
+    metrics = Metrics()
+    async with contextlib.AsyncExitStack() as stack:
+        port = await serve_metrics(config, metrics, 0, stack)
+        (answer,) = await exchange(port, b"GET /metrics HTTP/1.1\r\nX-A: a\x00b\r\n\r\n")
+        assert answer.status == 400
+        assert answer.json()["error"] == "bad_request"
+        assert answer.headers["server"] == SERVER
+        assert b"a\\x00b" not in answer.body
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(MAX_SCRAPERS)]
+        try:
+            (refused,) = await exchange(port, b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+        finally:
+            for _, writer in held:
+                writer.close()
+        assert refused.status == 503
+        assert refused.json()["error"] == "too_many_connections"
+        assert metrics.registry.get_sample_value("cancel_bridge_connections_refused_total") == 1
 
 
 TOKEN_ENV, METRICS_ENV = "CB_TEST_HARDENING_API_TOKEN", "CB_TEST_HARDENING_METRICS_TOKEN"

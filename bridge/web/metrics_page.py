@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bridge.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.settings import Config
+from bridge.web.connections import CappedSite
 from bridge.web.hardening import Throttled, Verdict, bearer_verdict, install, too_many_attempts
 from bridge.web.keys import CONFIG, METRICS, error_response
 
@@ -37,6 +38,9 @@ async def metrics_page(request: web.Request) -> web.Response:
     )
 
 
+MAX_SCRAPERS = 64  # connections the metrics listener holds at once (scrapers, not webhooks)
+
+
 async def serve_metrics(
     config: Config, metrics: Metrics, port: int, stack: contextlib.AsyncExitStack
 ) -> int:
@@ -50,11 +54,26 @@ async def serve_metrics(
     app[METRICS] = metrics
     install(app)  # the receiver's backoff and headers, on this listener's own memory
     app.router.add_get("/metrics", metrics_page)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # The receiver's listener, small: a cap on connections, the header timeout, our answers to
+    # requests the parser refuses (`connections.py`).
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=config.settings.receiver.header_timeout,
+    )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host = config.settings.metrics.host
-    await web.TCPSite(runner, host, port).start()
+    site = CappedSite(
+        runner,
+        host,
+        port,
+        cap=MAX_SCRAPERS,
+        retry_after=config.settings.broker.retry_after,
+        on_refused=metrics.connections_refused.inc,
+    )
+    await site.start()
     bound = int(runner.addresses[0][1])
     log.info("metrics.listening", host=host, port=bound)
     return bound
