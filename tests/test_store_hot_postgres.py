@@ -29,6 +29,7 @@ from tests.harness.hot_store import (
     NOW,
     SINCE,
     Scenario,
+    assert_bound_rows,
     batches,
     bound_answers,
     bound_claims,
@@ -457,14 +458,4 @@ async def test_claims_bound_to_one_order_through_the_driver_match_sqlalchemys() 
         assert hot_answers == cold_answers == bound_answers()
         written = await all_rows(hot_url)
         assert written == await all_rows(cold_url)
-    holder, twin = sorted(key(event(o)) for o in ("b1", "b2"))
-    states = {row[0]: row[2] for row in written["deliveries"]}
-    assert states[twin] == states[key(event("b3"))] == DeliveryState.DUPLICATE
-    assert states[holder] == DeliveryState.CALLING
-    assert [row[:3] for row in written["effects"]] == [
-        ("cj", "CJ-1", holder),
-        ("cj", "CJ-2", key(event("b4"))),
-    ]
-    assert (twin, "cj", "duplicate", NOW, f"same cj order CJ-1 as event {holder}") in (
-        written["transitions"]
-    )
+    assert_bound_rows(written, NOW)

@@ -184,6 +184,20 @@ def bound_answers() -> list[object]:
     ]
 
 
+def assert_bound_rows(written: dict[str, list[tuple[object, ...]]], at: object) -> None:
+    """What `bound_claims` leaves (the same on every path): `at` is NOW as the driver stores it."""
+    holder, twin = sorted(key(event(o)) for o in ("b1", "b2"))
+    states = {row[0]: row[2] for row in written["deliveries"]}
+    assert states[twin] == states[key(event("b3"))] == DeliveryState.DUPLICATE
+    assert states[holder] == DeliveryState.CALLING
+    assert [row[:3] for row in written["effects"]] == [
+        ("cj", "CJ-1", holder),
+        ("cj", "CJ-2", key(event("b4"))),
+    ]
+    detail = f"same cj order CJ-1 as event {holder}"
+    assert (twin, "cj", "duplicate", at, detail) in written["transitions"]
+
+
 def scenario_answers() -> list[object]:
     """What `claims_and_outcomes` answers, in order, on every path."""
     p1, f1, s1, h1, k1 = (key(event(o)) for o in ("p1", "f1", "s1", "h1", "k1"))
