@@ -29,6 +29,7 @@ from bridge.settings import Config, parse_settings, resolve
 from contracts.events import Source, event_id_for
 from contracts.timestamps import utc_z
 from tests.fakes.shoplazza import FakeShoplazza
+from tests.harness.broker import listening, receive
 from tests.harness.pipeline import SETTLE_TIMEOUT, RunningBridge, running_bridge
 from tests.harness.receiver import SECRET, ClientFactory, publisher_of, shoplazza_webhook
 from tests.harness.stores import scratch_store
@@ -182,17 +183,12 @@ async def test_pages_are_followed_to_the_end(setup: Setup) -> None:
 async def test_the_backstop_header_marks_what_it_published(
     setup: Setup, amqp: AbstractRobustConnection
 ) -> None:
-    channel = await amqp.channel()
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind("orders", "order.cancelled.shoplazza")
+    queue = await listening(amqp, "order.cancelled.shoplazza")
     setup.shoplazza.plant(SHOP, "marked-1", "cancelled", NOW - timedelta(minutes=1))
     await setup.poll()
-    async with asyncio.timeout(10), queue.iterator() as messages:
-        async for message in messages:
-            await message.ack()
-            assert message.headers[BACKSTOP_HEADER] is True
-            assert message.message_id == str(event_id_for(Source.SHOPLAZZA, SHOP, "marked-1"))
-            break
+    message = await receive(queue)
+    assert message.headers[BACKSTOP_HEADER] is True
+    assert message.message_id == str(event_id_for(Source.SHOPLAZZA, SHOP, "marked-1"))
 
 
 async def test_each_poll_starts_at_the_watermark_less_the_overlap(setup: Setup) -> None:

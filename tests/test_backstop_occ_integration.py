@@ -32,6 +32,7 @@ from bridge.settings import Config, parse_settings, resolve
 from contracts.events import Source, event_id_for
 from handlers.occ import sign
 from tests.fakes.occ import FakeOCC
+from tests.harness.broker import listening, receive
 from tests.harness.pipeline import OCC_SECRET, SETTLE_TIMEOUT, RunningBridge, running_bridge
 from tests.harness.receiver import ClientFactory, publisher_of
 from tests.harness.stores import store_section
@@ -205,17 +206,12 @@ async def test_pages_are_followed_and_overlapping_rows_counted_once(setup: Setup
 async def test_the_backstop_header_marks_what_it_published(
     setup: Setup, amqp: AbstractRobustConnection
 ) -> None:
-    channel = await amqp.channel()
-    queue = await channel.declare_queue(exclusive=True)
-    await queue.bind("orders", "order.cancelled.occ")
+    queue = await listening(amqp, "order.cancelled.occ")
     setup.occ.plant(SITE, "marked-1", "REMOVED", NOW - DAY, modified=NOW - timedelta(minutes=1))
     await setup.poll()
-    async with asyncio.timeout(10), queue.iterator() as messages:
-        async for message in messages:
-            await message.ack()
-            assert message.headers[BACKSTOP_HEADER] is True
-            assert message.message_id == str(event_id_for(Source.OCC, SITE, "marked-1"))
-            break
+    message = await receive(queue)
+    assert message.headers[BACKSTOP_HEADER] is True
+    assert message.message_id == str(event_id_for(Source.OCC, SITE, "marked-1"))
 
 
 async def test_the_schedule_polls_occ_from_its_watermark(setup: Setup) -> None:

@@ -48,6 +48,14 @@ async def receive(queue: AbstractQueue, within: float = RECEIVE_TIMEOUT) -> Abst
     raise AssertionError(msg)
 
 
+async def listening(amqp: AbstractRobustConnection, routing_key: str) -> AbstractQueue:
+    """A queue of this test's own, bound to the `orders` exchange by `routing_key`."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(exclusive=True)
+    await queue.bind("orders", routing_key)
+    return queue
+
+
 async def assert_empty(queue: AbstractQueue) -> None:
     """Nothing is waiting on `queue` (basic.get answers empty)."""
     leftover = await queue.get(fail=False)
