@@ -4,7 +4,8 @@ Found by a probe: Shoplazza's signature does not cover `X-Shoplazza-Shop-Domain`
 body sent under 24 shop names gave 24 events and 24 CJ calls for one order. The shop allowlist
 refuses the forged shops where it is set (`test_shop_allowlist_integration.py`); without it the
 24 events still reach the worker, and each claim is bound to CJ's orderId: one call, the other
-23 pairs settle as `duplicate`, pointing at the event that holds the order.
+23 pairs wait for it and then settle as `duplicate`, pointing at the event that holds the order.
+A holder that gives up (parked) hands the order to the next event naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 
 import orjson
 
-from bridge.demo.fake_cj import Reply
+from bridge.demo.fake_cj import Reply, error_in_200
 from bridge.store.lifecycle import DeliveryState
 from tests.harness.pipeline import Pipeline
 from tests.harness.receiver import shoplazza_webhook
@@ -72,3 +73,20 @@ async def test_the_holder_keeps_the_order_while_it_retries(pipeline: Pipeline) -
     assert twin is not None
     assert (holder.state, holder.attempts) == (DeliveryState.DELIVERED, 2)
     assert (twin.state, twin.reference) == (DeliveryState.DUPLICATE, first)
+
+
+async def test_a_parked_holder_hands_the_order_over(pipeline: Pipeline) -> None:
+    """The first event's call is refused (parked): a later event naming the order calls."""
+    order = f"handover-{uuid.uuid4().hex[:8]}"
+    pipeline.cj.script[order] = [error_in_200("Order not found")]  # tracking not caught up yet
+    first = await post(pipeline, order, SHOPS[0])
+    await pipeline.settled("parked")
+    second = await post(pipeline, order, SHOPS[1])
+    await pipeline.settled("delivered")
+    assert len(pipeline.cj.calls_for(order)) == 2
+    assert pipeline.cj.accepted[order] == 1
+    parked = await pipeline.store.delivery(first, "cj")
+    heir = await pipeline.store.delivery(second, "cj")
+    assert parked is not None
+    assert heir is not None
+    assert (parked.state, heir.state) == (DeliveryState.PARKED, DeliveryState.DELIVERED)

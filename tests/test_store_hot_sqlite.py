@@ -228,4 +228,4 @@ async def test_claims_bound_to_one_order_through_the_driver_match_sqlalchemys(
     assert hot_answers == cold_answers == bound_answers()
     written = all_rows(hot_path)
     assert written == all_rows(cold_path)
-    assert_bound_rows(written, stamp(NOW))
+    assert_bound_rows(written, stamp(NOW + timedelta(seconds=80)))

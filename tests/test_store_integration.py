@@ -175,28 +175,40 @@ async def test_racing_claims_make_one_claimant(database_url: str) -> None:
 
 
 async def test_racing_events_naming_one_order_make_one_holder(database_url: str) -> None:
-    """Twenty events naming one CJ order, claimed at once: one call, nineteen duplicates."""
+    """Twenty events naming one CJ order, claimed at once: one holder, nineteen wait for it.
+
+    Once it delivered they settle as duplicates; a parked holder hands its order over.
+    """
     events = [event(f"twin-{n}") for n in range(20)]
+    waiting = Busy(None, NOW + LEASE)  # the claim given back: the message comes back later
+
+    async def claim(e: OrderCancelled, worker: str, order: str = "CJ-1") -> object:
+        return await store.claim(e, "cj", worker, NOW, NOW + LEASE, order=order)
+
     async with Store.open(database_url) as store:
-        results = await asyncio.gather(
-            *(
-                store.claim(e, "cj", f"w{n}", NOW, NOW + LEASE, order="CJ-1")
-                for n, e in enumerate(events)
-            )
-        )
+        results = await asyncio.gather(*(claim(e, f"w{n}") for n, e in enumerate(events)))
         claimed = [n for n, r in enumerate(results) if isinstance(r, Claimed)]
         assert len(claimed) == 1, results
-        holder = str(events[claimed[0]].event_id)
-        others = [r for r in results if not isinstance(r, Claimed)]
-        assert others == [Settled(DeliveryState.DUPLICATE, holder)] * 19
-        # the holder claims its own order again after a retry; a later event is a duplicate
-        await store.finish(holder, "cj", f"w{claimed[0]}", DeliveryState.RETRYING, NOW)
-        again = await store.claim(events[claimed[0]], "cj", "w1", NOW, NOW + LEASE, order="CJ-1")
-        late = await store.claim(event("late"), "cj", "w1", NOW, NOW + LEASE, order="CJ-1")
-        other = await store.claim(event("other"), "cj", "w1", NOW, NOW + LEASE, order="CJ-2")
-    assert again == Claimed(2)
-    assert late == Settled(DeliveryState.DUPLICATE, holder)
-    assert other == Claimed(1)
+        first, worker = events[claimed[0]], f"w{claimed[0]}"
+        holder = str(first.event_id)
+        assert [r for r in results if not isinstance(r, Claimed)] == [waiting] * 19
+        waiter = await store.delivery(str(events[claimed[0] - 1].event_id), "cj")
+        assert waiter is not None
+        assert (waiter.state, waiter.attempts) == (DeliveryState.PENDING, 0)  # as before
+        # the holder claims its own order again after a retry; the others still wait
+        await store.finish(holder, "cj", worker, DeliveryState.RETRYING, NOW)
+        assert await claim(first, "w1") == Claimed(2)
+        assert await claim(event("late"), "w1") == waiting
+        await store.finish(holder, "cj", "w1", DeliveryState.DELIVERED, NOW, reference="sub-1")
+        after = [await claim(e, "w2") for e in (*events, event("late"))]
+        assert after.pop(claimed[0]) == Settled(DeliveryState.DELIVERED, "sub-1")
+        assert after == [Settled(DeliveryState.DUPLICATE, holder)] * 20
+        # a parked holder gives its order up: the next event naming it calls
+        parked, heir = event("parked"), event("heir")
+        assert await claim(parked, "w1", "CJ-2") == Claimed(1)
+        await store.finish(str(parked.event_id), "cj", "w1", DeliveryState.PARKED, NOW)
+        assert await claim(heir, "w2", "CJ-2") == Claimed(1)
+        assert await claim(parked, "w1", "CJ-2") == waiting  # replayed: the heir holds it now
 
 
 async def test_links_join_merge_and_replace(database_url: str) -> None:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from bridge.store.echoes import remember_echo
-from bridge.store.effects import Owned, bind, to_bind
+from bridge.store.effects import Owned, Verdicts, Waiting, bind, to_bind
 from bridge.store.engine import KEY_CONFLICTS, Engines, utc
 from bridge.store.history import insert_delivery
 from bridge.store.lifecycle import SETTLED_STATES, DeliveryState
@@ -110,25 +110,30 @@ class Claims(Engines):
             if attempt is not None:
                 if order is None:
                     return Claimed(attempt)
-                return await self._bind_one(
-                    key, attempt, order, target=target, worker=worker, now=now
-                )
+                pair = (key, attempt, order)
+                return await self._bind_one(pair, target, worker, now, lease_until)
             refused = await self._claim_refused(key, target, now)
             if refused is not None:
                 return refused
             # claimable again (another claim just finished): try to take it
         return Busy(None, now)  # contended three times over: come back shortly
 
-    async def _bind_one(  # noqa: PLR0913 - the claim's parts
-        self, key: str, attempt: int, order: str, *, target: str, worker: str, now: datetime
+    async def _bind_one(
+        self,
+        pair: tuple[str, int, str],
+        target: str,
+        worker: str,
+        now: datetime,
+        lease_until: datetime,
     ) -> Claim:
-        """`claim`'s claimed pair bound to its order, in a transaction of its own."""
+        """`claim`'s claimed pair (key, attempt, order) bound, in a transaction of its own."""
+        key, attempt, order = pair
         bound = await self._transaction(
             lambda connection: _bound(
                 connection, {key: attempt}, {key: order}, target=target, worker=worker, now=now
             )
         )
-        return _claim_of(bound[key])
+        return _claim_of(bound[key], lease_until)
 
     async def claim_many(
         self,
@@ -169,7 +174,7 @@ class Claims(Engines):
             key = str(event.event_id)
             won = taken.pop(key, None)
             if won is not None:
-                claims.append(_claim_of(won))
+                claims.append(_claim_of(won, now + lease))
             else:
                 claims.append(
                     await self.claim(event, target, worker, now, now + lease, order=orders.get(key))
@@ -181,7 +186,7 @@ class Claims(Engines):
         by_key: Mapping[str, OrderCancelled],
         params: Mapping[str, Any],
         orders: Mapping[str, str],
-    ) -> dict[str, int | Owned] | None:
+    ) -> dict[str, int | Owned | Waiting] | None:
         """`_take_many` through the driver (`hot/`), or None: the SQLAlchemy path.
 
         On PostgreSQL through `asyncpg`, whose errors are final (`hot/postgres.py`): a key
@@ -317,19 +322,27 @@ class Claims(Engines):
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
 
-def _claim_of(won: int | Owned) -> Claim:
-    """A claimed pair's answer: the attempt, or settled as duplicate (another event's order)."""
+def _claim_of(won: int | Owned | Waiting, lease_until: datetime) -> Claim:
+    """A claimed pair's answer: the attempt, settled as duplicate, or given back (Busy)."""
     if isinstance(won, Owned):
         return Settled(DeliveryState.DUPLICATE, won.holder)
+    if isinstance(won, Waiting):  # the holder of its order is still at it: come back later
+        return Busy(None, lease_until)
     return Claimed(won)
 
 
 def duplicates(owned: Mapping[str, Owned], target: str, worker: str, now: datetime) -> list[Result]:
-    """The outcomes that settle claimed pairs whose target order another event holds."""
+    """The outcomes that settle claimed pairs whose target order another event acted on."""
     return [
         Result(key, target, worker, DeliveryState.DUPLICATE, now, lost.detail(target), lost.holder)
         for key, lost in owned.items()
     ]
+
+
+def judged(taken: Mapping[str, int], verdicts: Verdicts) -> dict[str, int | Owned | Waiting]:
+    """The claims after binding: taken (and taken over) pairs, duplicates, the given back."""
+    waiting = {key: Waiting(owner.holder, owner.order) for key, owner in verdicts.wait.items()}
+    return {**taken, **verdicts.settle, **waiting}
 
 
 def _bound(  # noqa: PLR0913 - the claim's parts
@@ -340,12 +353,12 @@ def _bound(  # noqa: PLR0913 - the claim's parts
     target: str,
     worker: str,
     now: datetime,
-) -> dict[str, int | Owned]:
-    """Bind the claimed pairs to their orders; those another event holds settle as duplicate."""
-    lost = bind(connection, target, to_bind(taken, orders), now)
-    if lost:
-        _finish_all(connection, duplicates(lost, target, worker, now))
-    return {**taken, **lost}
+) -> dict[str, int | Owned | Waiting]:
+    """Bind the claimed pairs to their orders (`effects.bind`); settle the duplicates."""
+    verdicts = bind(connection, target, to_bind(taken, orders), worker=worker, now=now)
+    if verdicts.settle:
+        _finish_all(connection, duplicates(verdicts.settle, target, worker, now))
+    return judged(taken, verdicts)
 
 
 def _take_many(
@@ -353,7 +366,7 @@ def _take_many(
     by_key: Mapping[str, OrderCancelled],
     params: dict[str, Any],
     orders: Mapping[str, str] | None = None,
-) -> dict[str, int | Owned]:
+) -> dict[str, int | Owned | Waiting]:
     """`_take_rows`, each claimed pair then bound to its order (`orders`, by event id)."""
     taken = _take_rows(connection, by_key, params)
     return _bound(

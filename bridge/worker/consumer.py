@@ -22,8 +22,9 @@ errors of its own; how it settles each message, by outcome and by what may be ra
     ├── body not an event ─────────────────────────────── park, ack "parked"
     ├── claim (store)
     │   ├── Settled: delivered or already_done before ──── ack "duplicate"
-    │   ├── Settled: its target order is another event's ── ack "duplicate" (pair `duplicate`)
-    │   ├── Busy: another claim holds it ───────────────── to a delay queue, ack "busy"
+    │   ├── Settled: another event acted on its target order ─ ack "duplicate" (pair `duplicate`)
+    │   ├── Busy: another claim holds it, or another event ── to a delay queue, ack "busy"
+    │   │   holding its target order may still act
     │   │   (a copy of a call this worker is making waits for that call, then claims again)
     │   └── Claimed: the outcome goes to the store first, then the message moves
     │       ├── no order link (link_platform) ──────────── RetryLater "no_link" in no_link_window

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from bridge.store.arrivals import Arrival
 from bridge.store.claims import Result
 from bridge.store.deliveries import Store
-from bridge.store.effects import Owned
+from bridge.store.effects import Owned, Waiting
 from bridge.store.lifecycle import DeliveryState
 from contracts.events import CancelReason, OrderCancelled, Source
 
@@ -155,14 +155,18 @@ async def claims_and_outcomes(store: Store, take_many: Take, finish_all: Finish)
 async def bound_claims(store: Store, take_many: Take, finish_all: Finish) -> list[object]:
     """Claims bound to CJ orders, through `take_many` and `finish_all`; their answers in order.
 
-    Two events naming one order in one batch (one holds it, the other settles as duplicate), an
-    event published elsewhere (no rows) naming it later, the holder claimed again after a
-    retry, and an event naming another order.
+    Two events naming one order in one batch: one holds it, the other waits (its claim given
+    back) while the holder is at it; an event published elsewhere (no rows) naming it waits
+    too; once the holder delivered, both settle as duplicates. A parked holder hands its order
+    over to the next event naming it. An event naming another order is claimed as ever.
     """
     one, two, elsewhere, other = event("b1"), event("b2"), event("b3"), event("b4")
+    parked, heir = event("b5"), event("b6")
     orders = {key(one): "CJ-1", key(two): "CJ-1", key(elsewhere): "CJ-1", key(other): "CJ-2"}
-    await store.arrive_many([Arrival(e, NOW, ("cj",), SINCE) for e in (one, two, other)])
-    lease, later = timedelta(seconds=30), NOW + timedelta(seconds=40)
+    orders |= {key(parked): "CJ-3", key(heir): "CJ-3"}
+    await store.arrive_many([Arrival(e, NOW, ("cj",), SINCE) for e in (one, two, other, parked)])
+    lease = timedelta(seconds=30)
+    later, last = NOW + timedelta(seconds=40), NOW + timedelta(seconds=80)
     holder = min(key(one), key(two))
     return [
         await take_many({key(one): one, key(two): two}, "w1", NOW, NOW + lease, orders),
@@ -170,32 +174,62 @@ async def bound_claims(store: Store, take_many: Take, finish_all: Finish) -> lis
         await take_many(
             {key(e): e for e in (elsewhere, other, one, two)}, "w2", later, later + lease, orders
         ),
+        await finish_all([Result(holder, "cj", "w2", DeliveryState.DELIVERED, later, None, "s")]),
+        await take_many({key(e): e for e in (elsewhere, two)}, "w3", last, last + lease, orders),
+        await take_many({key(parked): parked}, "w1", NOW, NOW + lease, orders),
+        await finish_all([Result(key(parked), "cj", "w1", DeliveryState.PARKED, NOW, "no")]),
+        await take_many({key(heir): heir}, "w3", last, last + lease, orders),
     ]
 
 
 def bound_answers() -> list[object]:
     """What `bound_claims` answers, in order, on every path."""
-    one, two, elsewhere, other = (key(event(o)) for o in ("b1", "b2", "b3", "b4"))
+    one, two, elsewhere, other, parked, heir = (
+        key(event(o)) for o in ("b1", "b2", "b3", "b4", "b5", "b6")
+    )
     holder, twin = sorted((one, two))
     return [
-        {holder: 1, twin: Owned(holder, "CJ-1")},
+        {holder: 1, twin: Waiting(holder, "CJ-1")},  # the holder is calling
         [True],
-        {holder: 2, elsewhere: Owned(holder, "CJ-1"), other: 1},  # the twin is settled
+        {  # the holder retrying: its own again; the others wait for it
+            holder: 2,
+            twin: Waiting(holder, "CJ-1"),
+            elsewhere: Waiting(holder, "CJ-1"),
+            other: 1,
+        },
+        [True],
+        {elsewhere: Owned(holder, "CJ-1"), twin: Owned(holder, "CJ-1")},  # delivered: duplicates
+        {parked: 1},
+        [True],
+        {heir: 1},  # the parked holder's order, taken over
     ]
 
 
 def assert_bound_rows(written: dict[str, list[tuple[object, ...]]], at: object) -> None:
-    """What `bound_claims` leaves (the same on every path): `at` is NOW as the driver stores it."""
-    holder, twin = sorted(key(event(o)) for o in ("b1", "b2"))
-    states = {row[0]: row[2] for row in written["deliveries"]}
-    assert states[twin] == states[key(event("b3"))] == DeliveryState.DUPLICATE
-    assert states[holder] == DeliveryState.CALLING
+    """What `bound_claims` leaves (the same on every path).
+
+    `at`: the time of the last claims, as the driver stores it.
+    """
+    one, two, elsewhere, other, parked, heir = (
+        key(event(o)) for o in ("b1", "b2", "b3", "b4", "b5", "b6")
+    )
+    holder, twin = sorted((one, two))
+    pairs = {row[0]: (row[2], row[3]) for row in written["deliveries"]}  # state, attempts
+    assert pairs[holder] == (DeliveryState.DELIVERED, 2)
+    # given back twice (no attempt counted), then settled by the claim that found it delivered
+    assert pairs[twin] == pairs[elsewhere] == (DeliveryState.DUPLICATE, 1)
+    assert pairs[other] == (DeliveryState.CALLING, 1)
+    assert pairs[parked] == (DeliveryState.PARKED, 1)
+    assert pairs[heir] == (DeliveryState.CALLING, 1)
     assert [row[:3] for row in written["effects"]] == [
         ("cj", "CJ-1", holder),
-        ("cj", "CJ-2", key(event("b4"))),
+        ("cj", "CJ-2", other),
+        ("cj", "CJ-3", heir),
     ]
     detail = f"same cj order CJ-1 as event {holder}"
     assert (twin, "cj", "duplicate", at, detail) in written["transitions"]
+    steps = sorted(str(row[2]) for row in written["transitions"] if row[0] in (twin, elsewhere))
+    assert steps == ["duplicate", "duplicate", "pending"]  # the twin's arrival; no waiting step
 
 
 def scenario_answers() -> list[object]:

@@ -24,8 +24,17 @@ from types import MappingProxyType
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.claims import Result, duplicates
-from bridge.store.effects import Owned, owned, to_bind
+from bridge.store.claims import Result, duplicates, judged
+from bridge.store.effects import (
+    RELEASE_SET,
+    Owned,
+    Verdicts,
+    Waiting,
+    bind_rows,
+    decide,
+    owned,
+    to_bind,
+)
 from bridge.store.engine import PG_COMMAND_TIMEOUT
 from bridge.store.hot.postgres import COUNTS_OF, INSERT_EVENTS, driver_transaction
 from bridge.store.lifecycle import CLAIMABLE_STATES, SETTLED_STATES, DeliveryState
@@ -81,6 +90,17 @@ BIND = (
 HOLDERS = (
     "SELECT order_key, event_id FROM effects WHERE target = $1 AND order_key = ANY($2::text[])"
 )
+HOLDER_STATES = (
+    "SELECT event_id, state FROM deliveries WHERE target = $1 AND event_id = ANY($2::text[])"
+)
+TAKE_OVER = (
+    "UPDATE effects SET event_id = $1, created_at = $2 WHERE target = $3 AND order_key = $4"
+    " AND event_id = $5"
+)
+RELEASE = (
+    f"UPDATE deliveries SET {RELEASE_SET} WHERE target = $1 AND event_id = ANY($2::text[])"  # noqa: S608 - constants
+    f" AND claimed_by = $3 AND state = '{CALLING}'"
+)
 NO_ORDERS: Mapping[str, str] = MappingProxyType({})
 INSERT_STEPS = (
     "INSERT INTO transitions (event_id, target, state, at, detail)"
@@ -98,32 +118,59 @@ async def take_many(  # noqa: PLR0913 - the claim's parts
     now: datetime,
     lease_until: datetime,
     orders: Mapping[str, str] = NO_ORDERS,
-) -> dict[str, int | Owned]:
+) -> dict[str, int | Owned | Waiting]:
     """Take every claimable pair; claim those with no row yet; bind them to their orders.
 
-    The attempt number by event, or `Owned`: its order is another event's, and the pair settled
-    as duplicate (`claims._bound`). Raises `asyncpg.IntegrityConstraintViolationError` (another
-    worker wrote a new pair or event first: the caller claims one by one) or `StoreUnavailable`.
+    The attempt number by event, `Owned` (its order's holder acted: the pair settled as
+    duplicate) or `Waiting` (the holder is still at it: the claim given back), as
+    `claims._bound`. Raises `asyncpg.IntegrityConstraintViolationError` (another worker wrote a
+    new pair or event first: the caller claims one by one) or `StoreUnavailable`.
     """
     async with driver_transaction(engine) as driver:
         taken = await _take_rows(
             driver, by_key, target=target, worker=worker, now=now, lease_until=lease_until
         )
-        pairs = to_bind(taken, orders)
-        if not pairs:
-            return {**taken}
-        # The orders bound now come back; only those held before are read (none, commonly).
-        bound = await driver.fetch(
-            BIND, target, list(pairs.values()), list(pairs), now, timeout=PG_COMMAND_TIMEOUT
+        verdicts = await _bind_pairs(driver, target, to_bind(taken, orders), worker, now)
+        if verdicts.settle:
+            await _finish_in(driver, duplicates(verdicts.settle, target, worker, now))
+        return judged(taken, verdicts)
+
+
+async def _bind_pairs(
+    driver: asyncpg.Connection,
+    target: str,
+    pairs: Mapping[str, str],
+    worker: str,
+    now: datetime,
+) -> Verdicts:
+    """`effects.bind` through the driver: bind (in order key order), judge, take over, give back."""
+    if not pairs:
+        return Verdicts({}, {}, {})
+    rows = bind_rows(pairs)
+    orders, keys = [order for order, _ in rows], [key for _, key in rows]
+    # The orders bound now come back; only those held before are read (none, commonly).
+    bound = await driver.fetch(BIND, target, orders, keys, now, timeout=PG_COMMAND_TIMEOUT)
+    holders = {row["order_key"]: row["event_id"] for row in bound}
+    if wanted := [order for order in orders if order not in holders]:
+        found = await driver.fetch(HOLDERS, target, wanted, timeout=PG_COMMAND_TIMEOUT)
+        holders.update((row["order_key"], row["event_id"]) for row in found)
+    lost = owned(pairs, holders)
+    if not lost:
+        return Verdicts({}, {}, {})
+    held = sorted({owner.holder for owner in lost.values()})
+    found = await driver.fetch(HOLDER_STATES, target, held, timeout=PG_COMMAND_TIMEOUT)
+    verdicts = decide(lost, {row["event_id"]: row["state"] for row in found})
+    for key, owner in sorted(verdicts.take_over.items(), key=lambda item: item[1].order):
+        moved = await driver.execute(
+            TAKE_OVER, key, now, target, owner.order, owner.holder, timeout=PG_COMMAND_TIMEOUT
         )
-        holders = {row["order_key"]: row["event_id"] for row in bound}
-        if wanted := sorted(set(pairs.values()) - holders.keys()):
-            found = await driver.fetch(HOLDERS, target, wanted, timeout=PG_COMMAND_TIMEOUT)
-            holders.update((row["order_key"], row["event_id"]) for row in found)
-        lost = owned(pairs, holders)
-        if lost:
-            await _finish_in(driver, duplicates(lost, target, worker, now))
-        return {**taken, **lost}
+        if moved != "UPDATE 1":  # another took it first
+            verdicts.wait[key] = verdicts.take_over.pop(key)
+    if verdicts.wait:
+        await driver.execute(
+            RELEASE, target, sorted(verdicts.wait), worker, timeout=PG_COMMAND_TIMEOUT
+        )
+    return verdicts
 
 
 async def _take_rows(  # noqa: PLR0913 - the claim's parts

@@ -13,8 +13,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
 
-from bridge.store.claims import Result, duplicates
-from bridge.store.effects import Owned, owned, to_bind
+from bridge.store.claims import Result, duplicates, judged
+from bridge.store.effects import (
+    RELEASE_SET,
+    Owned,
+    Verdicts,
+    Waiting,
+    bind_rows,
+    decide,
+    owned,
+    to_bind,
+)
 from bridge.store.hot.sqlite import INSERT_EVENT, event_values, in_list, stamp
 from bridge.store.lifecycle import CLAIMABLE_STATES, SETTLED_STATES, DeliveryState
 from contracts.events import OrderCancelled
@@ -49,6 +58,14 @@ def _bind(n: int) -> str:
 
 
 NO_ORDERS: Mapping[str, str] = MappingProxyType({})
+TAKE_OVER = (
+    "UPDATE effects SET event_id = ?, created_at = ? WHERE target = ? AND order_key = ?"
+    " AND event_id = ?"
+)
+RELEASE = (
+    f"UPDATE deliveries SET {RELEASE_SET} WHERE target = ? AND event_id = ? AND claimed_by = ?"  # noqa: S608 - constants
+    f" AND state = '{CALLING}'"
+)
 
 
 def take_many(  # noqa: PLR0913 - the claim's parts
@@ -60,18 +77,27 @@ def take_many(  # noqa: PLR0913 - the claim's parts
     now: datetime,
     lease_until: datetime,
     orders: Mapping[str, str] = NO_ORDERS,
-) -> dict[str, int | Owned]:
+) -> dict[str, int | Owned | Waiting]:
     """`_take_rows`, each claimed pair then bound to its order (`claims._bound`)."""
     taken = _take_rows(db, by_key, target=target, worker=worker, now=now, lease_until=lease_until)
-    pairs = to_bind(taken, orders)
+    verdicts = _bind_pairs(db, target, to_bind(taken, orders), worker, now)
+    if verdicts.settle:
+        finish_all(db, duplicates(verdicts.settle, target, worker, now))
+    return judged(taken, verdicts)
+
+
+def _bind_pairs(
+    db: sqlite3.Connection, target: str, pairs: Mapping[str, str], worker: str, now: datetime
+) -> Verdicts:
+    """`effects.bind` through the driver: bind, judge, take over, give back."""
     if not pairs:
-        return {**taken}
+        return Verdicts({}, {}, {})
     at = stamp(now)
-    rows = [value for key, order in pairs.items() for value in (target, order, key, at)]
+    rows = bind_rows(pairs)
+    values = [value for order, key in rows for value in (target, order, key, at)]
     # The orders bound now come back; only those held before are read (none, commonly).
-    holders = dict(db.execute(_bind(len(pairs)), rows).fetchall())
-    wanted = sorted(set(pairs.values()) - holders.keys())
-    if wanted:
+    holders = dict(db.execute(_bind(len(rows)), values).fetchall())
+    if wanted := [order for order, _ in rows if order not in holders]:
         holders.update(
             db.execute(
                 "SELECT order_key, event_id FROM effects"  # noqa: S608 - markers only
@@ -80,9 +106,24 @@ def take_many(  # noqa: PLR0913 - the claim's parts
             ).fetchall()
         )
     lost = owned(pairs, holders)
-    if lost:
-        finish_all(db, duplicates(lost, target, worker, now))
-    return {**taken, **lost}
+    if not lost:
+        return Verdicts({}, {}, {})
+    held = sorted({owner.holder for owner in lost.values()})
+    states = dict(
+        db.execute(
+            "SELECT event_id, state FROM deliveries"  # noqa: S608 - markers only
+            f" WHERE target = ? AND {in_list('event_id', len(held))}",
+            [target, *held],
+        ).fetchall()
+    )
+    verdicts = decide(lost, states)
+    for key, owner in sorted(verdicts.take_over.items(), key=lambda item: item[1].order):
+        moved = db.execute(TAKE_OVER, (key, at, target, owner.order, owner.holder)).rowcount
+        if moved != 1:  # another took it first
+            verdicts.wait[key] = verdicts.take_over.pop(key)
+    for key in sorted(verdicts.wait):
+        db.execute(RELEASE, (target, key, worker))
+    return verdicts
 
 
 def _take_rows(  # noqa: PLR0913 - the claim's parts
