@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
 import tempfile
 import typing
 from collections.abc import AsyncIterator
@@ -457,17 +458,25 @@ def test_the_checks_are_the_metrics_label_values() -> None:
     assert typing.get_args(Check) == AUTH_CHECKS
 
 
-async def test_a_revoked_session_is_remembered_until_it_would_have_expired(store: Store) -> None:
+async def test_a_revoked_session_is_remembered_until_it_would_have_expired(
+    store: Store, tmp_path: Path
+) -> None:
+    def kept() -> list[str]:  # the rows themselves: an expired row answers "not revoked" anyway
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            return [row[0] for row in db.execute("SELECT session_id FROM revocations ORDER BY 1")]
+
     at = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     await store.revoke_session("s1", at + timedelta(hours=1), at)
     assert await store.session_revoked("s1", at)
     assert not await store.session_revoked("s2", at)
-    later = at + timedelta(hours=2)  # s1 has expired: refused by its cookie's own expiry
+    assert kept() == ["s1"]
+    later = at + timedelta(hours=2)  # s1 has expired: forgotten with the next sign-out
     await store.revoke_session("s2", later + timedelta(hours=1), later)
+    assert kept() == ["s2"]
     assert not await store.session_revoked("s1", later)
     assert await store.session_revoked("s2", later)
     await store.revoke_session("s3", later, later)  # expired already: nothing to keep
-    assert not await store.session_revoked("s3", later)
+    assert kept() == ["s2"]
 
 
 METRICS_TOKEN = "metrics-token-0123456789abcdef-0123"

@@ -76,16 +76,41 @@ async def test_overview_counts_the_last_hour_by_minute_and_the_states_now(store:
     }
     assert found.parked == {"cj": 1, "shoplazza": 0}
     data = found.as_json()
-    assert data["totals"] == {"events": 4, "delivered": 1, "retrying": 1, "parked": 1}
+    assert data["totals"] == {
+        "events": 4,
+        "delivered": 1,
+        "duplicates": 0,
+        "retrying": 1,
+        "parked": 1,
+    }
     assert data["events_last_hour"] == {"occ": 1, "shoplazza": 3}
     assert str(data["now"]).endswith("Z")
+
+
+async def test_duplicates_are_counted_apart_from_deliveries(store: Store) -> None:
+    """One order under two shop names: one delivery, one duplicate, not two deliveries."""
+    holder, twin = event("1001", shop="alpha.myshoplaza.com"), event("1001", shop="beta.example")
+    for cancelled in (holder, twin):
+        await arrive(store, cancelled, NOW - MINUTE)
+    lease = NOW + MINUTE
+    await store.claim(holder, "cj", "w", NOW - MINUTE, lease, order="1001")
+    await store.finish(str(holder.event_id), "cj", "w", DeliveryState.DELIVERED, NOW - MINUTE)
+    await store.claim(twin, "cj", "w", NOW - MINUTE, lease, order="1001")
+    totals = (await overview(store, NOW, ("cj",))).as_json()["totals"]
+    assert (totals["delivered"], totals["duplicates"]) == (1, 1)
 
 
 async def test_overview_of_an_empty_store(store: Store) -> None:
     found = await overview(store, NOW, ("cj",))
     assert found.per_minute == {}
     assert found.states == {"cj": {}}
-    assert found.as_json()["totals"] == {"events": 0, "delivered": 0, "retrying": 0, "parked": 0}
+    assert found.as_json()["totals"] == {
+        "events": 0,
+        "delivered": 0,
+        "duplicates": 0,
+        "retrying": 0,
+        "parked": 0,
+    }
     assert found.as_json()["spool"]["depth"] == 0
     page = await spool(store, NOW)
     assert (page.depth, page.rows, page.oldest) == (0, (), None)

@@ -16,8 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from bridge.store.deliveries import Store
+from bridge.store.effects import ACTED
 from bridge.store.engine import utc
-from bridge.store.lifecycle import SETTLED_STATES, DeliveryState, unmarked
+from bridge.store.lifecycle import DeliveryState, unmarked
 from bridge.store.spool import SpoolState
 from bridge.store.status import order_status
 from bridge.store.tables import (
@@ -67,7 +68,10 @@ class Overview:
             "totals": {
                 "events": sum(last_hour.values()),
                 "delivered": sum(
-                    by.get(state, 0) for by in self.outcomes.values() for state in SETTLED_STATES
+                    by.get(state, 0) for by in self.outcomes.values() for state in ACTED
+                ),
+                "duplicates": sum(
+                    by.get(DeliveryState.DUPLICATE, 0) for by in self.outcomes.values()
                 ),
                 "retrying": sum(by.get(DeliveryState.RETRYING, 0) for by in self.states.values()),
                 "parked": sum(self.parked.values()),
