@@ -215,8 +215,8 @@ class BackstopSettings(Section):
     # their tokens; OCC: [targets.occ] with its application key); "0s": never
     # (`cancel-bridge backstop` by hand or from cron).
     interval: Seconds = Field(default=15 * 60.0, ge=0, le=DAY)
-    # Each poll starts this long before the last one's newest update: bounds that may not be
-    # inclusive, clocks that differ.
+    # Each poll starts this long before the last one's watermark (the later of its start and the
+    # newest update it listed): bounds that may not be inclusive, clocks that differ.
     overlap: Seconds = Field(default=10 * 60.0, ge=0, le=DAY)
     # The first poll, with no watermark in the store yet, looks this far back.
     first_window: Seconds = Field(default=DAY, gt=0, le=60 * DAY)

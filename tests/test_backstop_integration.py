@@ -20,6 +20,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from bridge.amqp.messages import BACKSTOP_HEADER
+from bridge.backstop import shoplazza_pages
 from bridge.backstop.poller import Backstop, Found, shoplazza_stores
 from bridge.backstop.schedule import poll_once, scheduled, watermark_name
 from bridge.backstop.shoplazza_pages import PAGE_SIZE
@@ -178,6 +179,25 @@ async def test_pages_are_followed_to_the_end(setup: Setup) -> None:
     found = await setup.poll(dry_run=True)
     assert len(found) == PAGE_SIZE + 3
     assert len([1 for shop, _ in setup.shoplazza.lists if shop == SHOP]) == 2
+
+
+async def test_a_poll_cut_short_at_the_page_limit_keeps_its_place(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `MAX_PAGES` the poll stops; its watermark is the newest update listed, not its start."""
+    monkeypatch.setattr(shoplazza_pages, "MAX_PAGES", 1)
+    for n in range(PAGE_SIZE + 3):
+        minutes = PAGE_SIZE + 3 - n  # bulk-0 oldest
+        setup.shoplazza.plant(SHOP, f"bulk-{n}", "cancelled", NOW - timedelta(minutes=minutes))
+    stores = shoplazza_stores(setup.config, setup.env)
+    async with aiohttp.ClientSession() as session:
+        (poll,) = await poll_once(setup.backstop(dry_run=True), stores, session, NOW)
+    assert poll.truncated
+    assert poll.pages == 1
+    assert poll.error is None
+    mark = await setup.bridge.store.watermark(watermark_name(SHOP))
+    assert mark is not None
+    assert mark < NOW  # where the list got to: the next poll goes on from there
 
 
 async def test_the_backstop_header_marks_what_it_published(

@@ -19,6 +19,7 @@ from bridge.backstop.occ_pages import (
     ROW_OVERLAP,
     Page,
     PageRequest,
+    beyond,
     error_of,
     event_from_order,
     first_request,
@@ -92,9 +93,11 @@ def test_without_a_total_a_short_page_is_the_last() -> None:
     assert next_request(first, page_of(0, 5)) is None  # an empty page ends it, whatever the total
 
 
-def test_paging_stops_at_max_pages() -> None:
+def test_paging_past_max_pages_is_cut_short() -> None:
     last = PageRequest("/ccadmin/v1/orders", (), MAX_PAGES, 10**6)
-    assert next_request(last, page_of(PAGE_SIZE, 10**9)) is None
+    assert not beyond(last)
+    assert beyond(next_request(last, page_of(PAGE_SIZE, 10**9)))
+    assert not beyond(None)
 
 
 def test_a_page_is_read_with_its_total_and_unreadable_items_counted() -> None:

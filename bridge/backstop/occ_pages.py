@@ -42,7 +42,7 @@ from handlers.occ import event_from_order as occ_event
 LIST_PATH = "/ccadmin/v1/orders"
 PAGE_SIZE = 250  # OCC's default page (no maximum is published)
 ROW_OVERLAP = 10  # rows each page re-reads of the one before: a set that shrank in between
-MAX_PAGES = 400  # 97,600 orders a poll at most: past it the next poll goes on
+MAX_PAGES = 400  # 97,600 orders a poll at most: past it the poll is cut short (`beyond`)
 HTTP_BAD_REQUEST = 400
 # Only what the event needs (`fields` keeps pages small; totalResults is dropped unless named).
 FIELDS = ",".join(
@@ -114,11 +114,11 @@ def first_request(by: QueryBy, since: datetime, sites: Sequence[str] = ()) -> Pa
 
 
 def next_request(current: PageRequest, page: Page) -> PageRequest | None:
-    """The page after `page` (`ROW_OVERLAP` rows back), or None at the end or past `MAX_PAGES`.
+    """The page after `page` (`ROW_OVERLAP` rows back), or None at the end.
 
     The end: `totalResults` reached when the answer gives it, else a page shorter than asked.
     """
-    if current.number >= MAX_PAGES or page.count <= ROW_OVERLAP:
+    if page.count <= ROW_OVERLAP:
         return None
     if page.total is not None:
         if current.offset + page.count >= page.total:
@@ -128,6 +128,11 @@ def next_request(current: PageRequest, page: Page) -> PageRequest | None:
     offset = current.offset + page.count - ROW_OVERLAP
     kept = tuple(item for item in current.query if item[0] != "offset")
     return PageRequest(current.path, (*kept, ("offset", str(offset))), current.number + 1, offset)
+
+
+def beyond(request: PageRequest | None) -> bool:
+    """Whether `request` is a page past `MAX_PAGES`: the poll stops there, cut short."""
+    return request is not None and request.number > MAX_PAGES
 
 
 def read_page(body: bytes) -> Page:

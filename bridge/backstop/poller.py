@@ -35,6 +35,7 @@ from bridge.backstop import occ_pages
 from bridge.backstop.shoplazza_pages import (
     Page,
     PageRequest,
+    beyond,
     cancelled,
     first_request,
     latest_update,
@@ -142,6 +143,7 @@ class ShopPoll:
     error: str | None = None
     source: str = "shoplazza"
     query: str | None = None  # OCC: lastModifiedDate, or submittedDate after a fallback
+    truncated: bool = False  # stopped at the page limit with more to list
 
 
 NO_STORES = (
@@ -212,6 +214,8 @@ class Backstop:
             await self._take(shop, page, now, poll)
             poll.watermark = latest_update(page, poll.watermark or since)
             request = next_request(access.api_version, request, page)
+            if beyond(request):
+                poll.truncated, request = True, None
             if request is not None:
                 await asyncio.sleep(PACE)  # the platform's rate, not a wait for our own work
         log.info(
@@ -221,6 +225,7 @@ class Backstop:
             listed=poll.listed,
             found=len(poll.found),
             pages=poll.pages,
+            truncated=poll.truncated,
             error=poll.error,
         )
         return poll
@@ -287,6 +292,8 @@ class Backstop:
             await self._take_events(_occ_events(page, since, now, seen, poll), now, poll)
             poll.watermark = occ_pages.latest_update(page, poll.watermark or since)
             request = occ_pages.next_request(request, page)
+            if occ_pages.beyond(request):
+                poll.truncated, request = True, None
         log.info(
             "backstop.polled",
             source="occ",
@@ -295,6 +302,7 @@ class Backstop:
             listed=poll.listed,
             found=len(poll.found),
             pages=poll.pages,
+            truncated=poll.truncated,
             error=poll.error,
         )
         return poll

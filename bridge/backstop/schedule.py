@@ -55,9 +55,19 @@ async def _since(backstop: Backstop, name: str, now: datetime) -> datetime:
 
 
 async def _moved(backstop: Backstop, name: str, poll: ShopPoll, now: datetime) -> ShopPoll:
-    """`poll`, its watermark stored if its list held to the end: at least the poll's start."""
-    if poll.error is None:
-        await backstop.store.move_watermark(name, max(poll.watermark or now, now))
+    """`poll`, its watermark stored if its list held.
+
+    Listed to the end: at least the poll's start. Cut short at the page limit: the newest
+    update listed, so the next poll goes on from there.
+    """
+    if poll.error is not None:
+        return poll
+    if poll.truncated:
+        log.warning("backstop.truncated", shop=poll.shop, source=poll.source, pages=poll.pages)
+        if poll.watermark is not None:
+            await backstop.store.move_watermark(name, poll.watermark)
+        return poll
+    await backstop.store.move_watermark(name, max(poll.watermark or now, now))
     return poll
 
 

@@ -30,7 +30,7 @@ from handlers.base import parse_timestamp
 
 PAGE_SIZE = 250  # the most either version returns at once
 CURSOR_FROM = "2026-01"  # the first API version that pages by cursor
-MAX_PAGES = 400  # 100,000 orders a shop per poll: past it the next poll goes on
+MAX_PAGES = 400  # 100,000 orders a shop per poll: past it the poll is cut short (`beyond`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +71,7 @@ def first_request(version: str, since: datetime) -> PageRequest:
 
 
 def next_request(version: str, current: PageRequest, page: Page) -> PageRequest | None:
-    """The page after `page`, or None at the end (or past `MAX_PAGES`)."""
-    if current.number >= MAX_PAGES:
-        return None
+    """The page after `page`, or None at the end (`beyond` says when it is past `MAX_PAGES`)."""
     kept = tuple(item for item in current.query if item[0] not in ("page", "cursor"))
     if cursor_paged(version):
         if not page.has_more or not page.cursor:
@@ -82,6 +80,11 @@ def next_request(version: str, current: PageRequest, page: Page) -> PageRequest 
     if len(page.orders) + page.skipped < PAGE_SIZE:
         return None
     return PageRequest(current.path, (*kept, ("page", str(current.number + 1))), current.number + 1)
+
+
+def beyond(request: PageRequest | None) -> bool:
+    """Whether `request` is a page past `MAX_PAGES`: the poll stops there, cut short."""
+    return request is not None and request.number > MAX_PAGES
 
 
 @dataclass(frozen=True, slots=True)
