@@ -19,6 +19,7 @@ The errors of this layer, one tree:
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
+    IPvAnyNetwork,
     PrivateAttr,
     SecretStr,
     ValidationError,
@@ -57,6 +59,8 @@ from handlers.base import (
 from handlers.registry import SOURCES, TARGETS
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# `[receiver] trusted_proxies` by default: a proxy on this host only.
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 # `[worker]`'s retry schedule (bridge/worker/retry.py reads it): seconds, the last repeats.
 DEFAULT_DELAYS: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600)  # then hourly
 DEFAULT_TOTAL = 24 * 3600.0
@@ -96,6 +100,10 @@ class ReceiverSettings(Section):
     # answer 503 + Retry-After instead (the platform retries).
     spool: bool = True
     spool_max: int = Field(default=100_000, ge=1, le=100_000_000)  # when full: 503 again
+    # The reverse proxies in front (addresses or networks): only from these peers are
+    # X-Forwarded-For (the client the throttle counts) and X-Forwarded-Proto (HTTPS: Secure
+    # cookies, HSTS) believed. Loopback only by default.
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = LOOPBACK
 
 
 def _optional(fields: list[FieldInfo]) -> tuple[Any, None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import sqlite3
 import tempfile
@@ -30,7 +31,7 @@ from yarl import URL
 
 from bridge.cli.main import main
 from bridge.metrics import AUTH_CHECKS, Metrics
-from bridge.settings import Config
+from bridge.settings import LOOPBACK, Config
 from bridge.store.deliveries import Store
 from bridge.web.console.auth import LOGIN_COOKIE, SESSION_COOKIE
 from bridge.web.hardening import (
@@ -360,31 +361,36 @@ async def test_a_forged_forwarded_proto_from_an_untrusted_peer_changes_nothing(
             assert "Strict-Transport-Security" not in signed_in.headers
 
 
+# `[receiver] trusted_proxies` = ["10.0.0.0/8", "fd00::/8"] beside loopback, for these tables
+PROXIES = (*LOOPBACK, ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+
+
 @pytest.mark.parametrize(
-    ("remote", "trusted"),
+    ("remote", "by_default", "configured"),
     [
-        ("127.0.0.1", True),
-        ("::1", True),
-        ("10.1.2.3", True),
-        ("172.16.0.9", True),
-        ("192.168.1.1", True),
-        ("fd00::2", True),
-        ("fe80::1", True),
-        ("::ffff:10.0.0.1", True),
-        ("8.8.8.8", False),
-        ("1.1.1.1", False),
-        ("::ffff:8.8.8.8", False),  # Python 3.11 calls every mapped address private
-        ("2001:4860:4860::8888", False),
-        ("", False),  # a Unix socket's peer
-        (None, False),
-        ("localhost", False),
+        ("127.0.0.1", True, True),
+        ("::1", True, True),
+        ("10.1.2.3", False, True),  # private: trusted only when listed
+        ("::ffff:10.0.0.1", False, True),
+        ("fd00::2", False, True),
+        ("172.16.0.9", False, False),  # private, not listed
+        ("192.168.1.1", False, False),
+        ("fe80::1", False, False),
+        ("8.8.8.8", False, False),
+        ("::ffff:8.8.8.8", False, False),
+        ("2001:4860:4860::8888", False, False),
+        ("", False, False),  # a Unix socket's peer
+        (None, False, False),
+        ("localhost", False, False),
     ],
 )
-def test_a_trusted_proxy_is_a_loopback_or_private_peer(
+def test_a_trusted_proxy_is_one_of_the_configured_networks(
     remote: str | None,
-    trusted: bool,  # noqa: FBT001 - a table's column
+    by_default: bool,  # noqa: FBT001 - a table's column
+    configured: bool,  # noqa: FBT001 - a table's column
 ) -> None:
-    assert trusted_peer(remote) is trusted
+    assert trusted_peer(remote) is by_default  # loopback only
+    assert trusted_peer(remote, PROXIES) is configured
 
 
 @pytest.mark.parametrize(
@@ -410,7 +416,7 @@ def test_tls_is_ours_or_a_trusted_proxys_word(
     proto: list[str],
     tls: bool,  # noqa: FBT001 - a table's column
 ) -> None:
-    assert tls_by(secure=secure, remote=remote, forwarded_proto=proto) is tls
+    assert tls_by(secure=secure, remote=remote, forwarded_proto=proto, proxies=PROXIES) is tls
 
 
 @pytest.mark.parametrize(
@@ -435,7 +441,7 @@ def test_tls_is_ours_or_a_trusted_proxys_word(
 def test_the_client_behind_trusted_proxies_is_the_nearest_untrusted_address(
     remote: str | None, forwarded_for: list[str], client: str | None
 ) -> None:
-    assert client_of(remote, forwarded_for) == client
+    assert client_of(remote, forwarded_for, PROXIES) == client
 
 
 async def test_clients_behind_one_proxy_are_counted_apart(client: Client) -> None:
@@ -451,6 +457,27 @@ async def test_clients_behind_one_proxy_are_counted_apart(client: Client) -> Non
     client.session.cookie_jar.clear()
     forged = {"X-Forwarded-For": "8.8.4.4, 8.8.8.8"}  # a value it wrote, then its own
     assert (await sign_in(client, headers=forged)).status == 429
+
+
+async def test_only_the_configured_proxies_speak_for_their_clients(
+    aiohttp_client: ClientFactory, store: Store, clock: Clock
+) -> None:
+    """With `trusted_proxies` naming another network, a loopback peer is no proxy of ours.
+
+    Its X-Forwarded-For is its own word: every guess counts against the peer, whatever it names.
+    """
+    config = console_config()
+    receiver = config.settings.receiver.model_copy(
+        update={"trusted_proxies": (ipaddress.ip_network("10.0.0.0/8"),)}
+    )
+    settings = config.settings.model_copy(update={"receiver": receiver})
+    client: Client = await aiohttp_client(
+        hardened(replace(config, settings=settings), store, clock)
+    )
+    for n in range(10):
+        forged = {"X-Forwarded-For": f"8.8.8.{n}"}
+        assert (await sign_in(client, WRONG, forged)).status == 401
+    assert (await sign_in(client, headers={"X-Forwarded-For": "9.9.9.9"})).status == 429
 
 
 def test_the_checks_are_the_metrics_label_values() -> None:

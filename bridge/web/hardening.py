@@ -12,11 +12,11 @@
   answered before any app code runs, by the listener's handler (`connections.OwnedErrors`).
 
 Trusted proxy: the receiver serves plain HTTP, so TLS ends at a proxy in front of it. A proxy
-is trusted when the peer address is loopback or private (`trusted_peer`: RFC 1918, link-local,
-IPv6 unique-local and the other ranges Python's `ipaddress` calls private); its
-`X-Forwarded-Proto: https` then means the browser used HTTPS, and its `X-Forwarded-For` names
-the client the throttle counts (`client_of`). The same headers from any other peer (a public
-address, or one that is no IP address) are ignored.
+is trusted when the peer address is in `[receiver] trusted_proxies` (`trusted_peer`; loopback
+only by default: a private address may as well be a client's own, e.g. behind a NAT or an L4
+balancer); its `X-Forwarded-Proto: https` then means the browser used HTTPS, and its
+`X-Forwarded-For` names the client the throttle counts (`client_of`). The same headers from any
+other peer are ignored.
 
 The throttle's state is the app's (`GUARD`), in this process's memory: see `throttle.py` for
 what that means with several processes. An app without `install` (a test mounting the console
@@ -28,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
@@ -37,7 +37,8 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
-from bridge.web.keys import METRICS, bearer_of, error_response, same_secret
+from bridge.settings import LOOPBACK
+from bridge.web.keys import CONFIG, METRICS, bearer_of, error_response, same_secret
 from bridge.web.throttle import Throttle, client_key
 
 log = structlog.get_logger(__name__)
@@ -56,12 +57,16 @@ _SECRET_OF: dict[Check, str] = {
 }
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 @dataclass(slots=True)
 class Guard:
-    """An app's memory of wrong credentials, and its clock."""
+    """An app's memory of wrong credentials, its clock, and the proxies it believes."""
 
     throttle: Throttle = field(default_factory=Throttle)
     clock: Callable[[], float] = time.monotonic  # for the throttle only; sessions use wall time
+    proxies: tuple[Network, ...] = LOOPBACK  # `[receiver] trusted_proxies`
 
 
 GUARD = web.AppKey("guard", Guard)
@@ -87,8 +92,13 @@ class Throttled:
 
 
 def install(app: web.Application, clock: Callable[[], float] = time.monotonic) -> None:
-    """Give `app` its `Guard` and the answers' headers (`create_app`, `serve_metrics`)."""
-    app[GUARD] = Guard(clock=clock)
+    """Give `app` its `Guard` and the answers' headers (`create_app`, `serve_metrics`).
+
+    The proxies believed are the app's configuration's (`[receiver] trusted_proxies`), if any.
+    """
+    config = app.get(CONFIG)
+    proxies = LOOPBACK if config is None else config.settings.receiver.trusted_proxies
+    app[GUARD] = Guard(clock=clock, proxies=proxies)
     app.on_response_prepare.append(_stamp)
 
 
@@ -101,7 +111,8 @@ async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
 def judge(request: web.Request, check: Check, sent: str, secret: SecretStr) -> Verdict | Throttled:
     """Whether `sent` is `secret`, unless the client is throttled (then it is not compared)."""
     guard = request.app.get(GUARD)
-    client = client_of(request.remote, request.headers.getall("X-Forwarded-For", []))
+    proxies = LOOPBACK if guard is None else guard.proxies
+    client = client_of(request.remote, request.headers.getall("X-Forwarded-For", []), proxies)
     key = f"{_SECRET_OF[check]} {client_key(client)}"
     now = guard.clock() if guard is not None else 0.0
     if guard is not None and (wait := guard.throttle.wait(key, now)) > 0:
@@ -145,28 +156,30 @@ def retry_after(throttled: Throttled) -> dict[str, str]:
     return {"Retry-After": str(throttled.retry_after)}
 
 
-def trusted_peer(remote: str | None) -> bool:
-    """Whether the peer may speak for the browser (a proxy): a loopback or private address."""
+def trusted_peer(remote: str | None, proxies: Sequence[Network] = LOOPBACK) -> bool:
+    """Whether the peer may speak for the browser: an address of `proxies` (the reverse proxies)."""
     try:
         address = ipaddress.ip_address(remote or "")
     except ValueError:  # no IP address (a Unix socket's peer, or none): not one we can judge
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # Python 3.11 calls every mapped address private
-    return address.is_loopback or address.is_private
+        address = address.ipv4_mapped
+    return any(address in network for network in proxies)
 
 
-def client_of(remote: str | None, forwarded_for: list[str]) -> str | None:
+def client_of(
+    remote: str | None, forwarded_for: list[str], proxies: Sequence[Network] = LOOPBACK
+) -> str | None:
     """Who is asking, for the throttle: the peer, or, from a trusted proxy, its client.
 
     Behind trusted proxies (`trusted_peer`), `X-Forwarded-For` (a header each, or
     comma-separated; each proxy appends the address it heard from) is read from the right: the
-    first address that is not a trusted one is the client. A client cannot hide behind a value
-    it wrote itself, because its own proxy appended its real address after it. An entry that is
-    no IP address ends the walk at the last trusted hop; all trusted, the leftmost is the client.
-    From any other peer the header is ignored.
+    first address that is not a trusted proxy's is the client. A client cannot hide behind a
+    value it wrote itself, because its own proxy appended its real address after it. An entry
+    that is no IP address ends the walk at the last trusted hop; all trusted, the leftmost is the
+    client. From any other peer the header is ignored.
     """
-    if not forwarded_for or not trusted_peer(remote):
+    if not forwarded_for or not trusted_peer(remote, proxies):
         return remote
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
     client = remote
@@ -176,12 +189,18 @@ def client_of(remote: str | None, forwarded_for: list[str]) -> str | None:
         except ValueError:
             return client
         client = hop
-        if not trusted_peer(hop):
+        if not trusted_peer(hop, proxies):
             return hop
     return client
 
 
-def tls_by(*, secure: bool, remote: str | None, forwarded_proto: list[str]) -> bool:
+def tls_by(
+    *,
+    secure: bool,
+    remote: str | None,
+    forwarded_proto: list[str],
+    proxies: Sequence[Network] = LOOPBACK,
+) -> bool:
     """Whether the browser's connection is TLS: ours, or a trusted proxy's saying `https`.
 
     Every `X-Forwarded-Proto` value (a header each, or comma-separated) must say `https`: a
@@ -190,13 +209,15 @@ def tls_by(*, secure: bool, remote: str | None, forwarded_proto: list[str]) -> b
     if secure:
         return True
     words = [word.strip().lower() for value in forwarded_proto for word in value.split(",")]
-    return bool(words) and all(word == "https" for word in words) and trusted_peer(remote)
+    return bool(words) and all(word == "https" for word in words) and trusted_peer(remote, proxies)
 
 
 def over_tls(request: web.Request) -> bool:
     """Whether `request` reached us over HTTPS (directly, or through a trusted TLS proxy)."""
+    guard = request.app.get(GUARD)
     return tls_by(
         secure=request.secure,
         remote=request.remote,
+        proxies=LOOPBACK if guard is None else guard.proxies,
         forwarded_proto=request.headers.getall("X-Forwarded-Proto", []),
     )
