@@ -66,6 +66,14 @@ class Verdicts:
     take_over: dict[str, Owned]  # the holder gave up (parked, or a duplicate elsewhere): take it
     wait: dict[str, Owned]  # the holder is still at it (pending, calling, retrying): come back
 
+    def takeovers(self) -> list[tuple[str, Owned]]:
+        """The take-overs to try, in order key order: the one lock order of every writer."""
+        return sorted(self.take_over.items(), key=lambda item: item[1].order)
+
+    def outrun(self, key: str) -> None:
+        """Another writer took the order over first: this pair waits instead."""
+        self.wait[key] = self.take_over.pop(key)
+
 
 # The holder's pair acted on the order: the order had its effect.
 ACTED = frozenset({DeliveryState.DELIVERED, DeliveryState.ALREADY_DONE})
@@ -182,10 +190,10 @@ def bind(
         for row in connection.execute(HOLDER_STATES, {"t": target, "keys": held})
     }
     verdicts = decide(lost, states)
-    for key, owner in sorted(verdicts.take_over.items(), key=lambda item: item[1].order):
+    for key, owner in verdicts.takeovers():
         params = {"t": target, "o": owner.order, "h": owner.holder, "k": key, "now": now}
-        if connection.execute(TAKE_OVER, params).rowcount != 1:  # another took it first
-            verdicts.wait[key] = verdicts.take_over.pop(key)
+        if connection.execute(TAKE_OVER, params).rowcount != 1:
+            verdicts.outrun(key)
     for key in sorted(verdicts.wait):
         connection.execute(RELEASE, {"t": target, "k": key, "w": worker})
     return verdicts

@@ -160,12 +160,12 @@ async def _bind_pairs(
     held = sorted({owner.holder for owner in lost.values()})
     found = await driver.fetch(HOLDER_STATES, target, held, timeout=PG_COMMAND_TIMEOUT)
     verdicts = decide(lost, {row["event_id"]: row["state"] for row in found})
-    for key, owner in sorted(verdicts.take_over.items(), key=lambda item: item[1].order):
+    for key, owner in verdicts.takeovers():
         moved = await driver.execute(
             TAKE_OVER, key, now, target, owner.order, owner.holder, timeout=PG_COMMAND_TIMEOUT
         )
-        if moved != "UPDATE 1":  # another took it first
-            verdicts.wait[key] = verdicts.take_over.pop(key)
+        if moved != "UPDATE 1":
+            verdicts.outrun(key)
     if verdicts.wait:
         await driver.execute(
             RELEASE, target, sorted(verdicts.wait), worker, timeout=PG_COMMAND_TIMEOUT

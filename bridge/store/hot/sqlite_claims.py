@@ -117,10 +117,9 @@ def _bind_pairs(
         ).fetchall()
     )
     verdicts = decide(lost, states)
-    for key, owner in sorted(verdicts.take_over.items(), key=lambda item: item[1].order):
-        moved = db.execute(TAKE_OVER, (key, at, target, owner.order, owner.holder)).rowcount
-        if moved != 1:  # another took it first
-            verdicts.wait[key] = verdicts.take_over.pop(key)
+    for key, owner in verdicts.takeovers():
+        if db.execute(TAKE_OVER, (key, at, target, owner.order, owner.holder)).rowcount != 1:
+            verdicts.outrun(key)
     for key in sorted(verdicts.wait):
         db.execute(RELEASE, (target, key, worker))
     return verdicts
