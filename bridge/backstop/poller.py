@@ -145,6 +145,21 @@ class ShopPoll:
     query: str | None = None  # OCC: lastModifiedDate, or submittedDate after a fallback
     truncated: bool = False  # stopped at the page limit with more to list
 
+    def logged(self) -> None:
+        """The poll's `backstop.polled` line (`query` where the source has one: OCC)."""
+        query = {} if self.query is None else {"query": self.query}
+        log.info(
+            "backstop.polled",
+            source=self.source,
+            shop=self.shop,
+            **query,
+            listed=self.listed,
+            found=len(self.found),
+            pages=self.pages,
+            truncated=self.truncated,
+            error=self.error,
+        )
+
 
 NO_STORES = (
     "no Shoplazza store to ask: [sources.shoplazza], and [targets.shoplazza] shops with their"
@@ -218,16 +233,7 @@ class Backstop:
                 poll.truncated, request = True, None
             if request is not None:
                 await asyncio.sleep(PACE)  # the platform's rate, not a wait for our own work
-        log.info(
-            "backstop.polled",
-            source="shoplazza",
-            shop=shop,
-            listed=poll.listed,
-            found=len(poll.found),
-            pages=poll.pages,
-            truncated=poll.truncated,
-            error=poll.error,
-        )
+        poll.logged()
         return poll
 
     async def _page(
@@ -294,17 +300,7 @@ class Backstop:
             request = occ_pages.next_request(request, page)
             if occ_pages.beyond(request):
                 poll.truncated, request = True, None
-        log.info(
-            "backstop.polled",
-            source="occ",
-            shop=access.name,
-            query=poll.query,
-            listed=poll.listed,
-            found=len(poll.found),
-            pages=poll.pages,
-            truncated=poll.truncated,
-            error=poll.error,
-        )
+        poll.logged()
         return poll
 
     async def _take(self, shop: str, page: Page, now: datetime, poll: ShopPoll) -> None:
