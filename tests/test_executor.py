@@ -19,7 +19,7 @@ async def pieces(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     for _ in range(int(request.query.get("n", "4"))):
         await response.write(PIECE)
-        await asyncio.sleep(0.02)  # a slow link: the body is not there in one read
+        await asyncio.sleep(0.02)  # paced: a slow link, the body is not there in one read
     await response.write_eof()
     return response
 

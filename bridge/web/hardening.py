@@ -111,8 +111,9 @@ async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
 def judge(request: web.Request, check: Check, sent: str, secret: SecretStr) -> Verdict | Throttled:
     """Whether `sent` is `secret`, unless the client is throttled (then it is not compared)."""
     guard = request.app.get(GUARD)
-    proxies = LOOPBACK if guard is None else guard.proxies
-    client = client_of(request.remote, request.headers.getall("X-Forwarded-For", []), proxies)
+    client = client_of(
+        request.remote, request.headers.getall("X-Forwarded-For", []), _proxies(request)
+    )
     key = f"{_SECRET_OF[check]} {client_key(client)}"
     now = guard.clock() if guard is not None else 0.0
     if guard is not None and (wait := guard.throttle.wait(key, now)) > 0:
@@ -154,6 +155,12 @@ def too_many_attempts(throttled: Throttled, headers: dict[str, str] | None = Non
 def retry_after(throttled: Throttled) -> dict[str, str]:
     """The `Retry-After` header of a throttled answer."""
     return {"Retry-After": str(throttled.retry_after)}
+
+
+def _proxies(request: web.Request) -> tuple[Network, ...]:
+    """The proxies the request's app believes (loopback only without `install`)."""
+    guard = request.app.get(GUARD)
+    return LOOPBACK if guard is None else guard.proxies
 
 
 def trusted_peer(remote: str | None, proxies: Sequence[Network] = LOOPBACK) -> bool:
@@ -214,10 +221,9 @@ def tls_by(
 
 def over_tls(request: web.Request) -> bool:
     """Whether `request` reached us over HTTPS (directly, or through a trusted TLS proxy)."""
-    guard = request.app.get(GUARD)
     return tls_by(
         secure=request.secure,
         remote=request.remote,
-        proxies=LOOPBACK if guard is None else guard.proxies,
+        proxies=_proxies(request),
         forwarded_proto=request.headers.getall("X-Forwarded-Proto", []),
     )
